@@ -1,0 +1,81 @@
+"""Paths, class names, environment-variable overrides and run profiles: the one place that owns configuration."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _find_project_root() -> Path:
+    """Return the repository root (the folder holding pyproject.toml), or the working directory."""
+    candidate = Path(__file__).resolve().parents[2]
+    if (candidate / "pyproject.toml").is_file():
+        return candidate
+    return Path.cwd()
+
+
+PROJECT_ROOT = Path(os.environ.get("BRAIN_MRI_PROJECT_ROOT", _find_project_root())).resolve()
+
+# Environment variables a user can set to relocate things.
+DATA_DIR_VARIABLE = "BRAIN_MRI_DATA_DIR"
+CACHE_DIR_VARIABLE = "BRAIN_MRI_CACHE_DIR"
+RUNS_DIR_VARIABLE = "BRAIN_MRI_RUNS_DIR"
+
+# Default (git-ignored) locations inside the repository.
+DEFAULT_DATA_DIR = PROJECT_ROOT / "data" / "brain-tumor-mri"
+NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+REPORTS_DIR = PROJECT_ROOT / "reports"
+MODELS_DIR = PROJECT_ROOT / "models"
+
+KAGGLE_DATASET = "masoudnickparvar/brain-tumor-mri-dataset"
+KAGGLE_URL = f"https://www.kaggle.com/datasets/{KAGGLE_DATASET}"
+
+# Label index order everywhere: the dataset's (alphabetical) folder order.
+CLASS_NAMES: tuple[str, ...] = ("glioma", "meningioma", "notumor", "pituitary")
+NO_TUMOUR_CLASS = "notumor"
+SPLIT_NAMES: tuple[str, ...] = ("Training", "Testing")
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
+
+DEFAULT_IMAGE_SIZE = 64
+DEFAULT_SEED = 42
+DEFAULT_VALIDATION_FRACTION = 0.15
+
+
+def cache_dir() -> Path:
+    """Return the folder for decoded-array caches ($BRAIN_MRI_CACHE_DIR or .cache/ in the repository)."""
+    return Path(os.environ.get(CACHE_DIR_VARIABLE, PROJECT_ROOT / ".cache")).expanduser().resolve()
+
+
+def runs_dir() -> Path:
+    """Return the folder that holds training run folders ($BRAIN_MRI_RUNS_DIR or runs/ in the repository)."""
+    return Path(os.environ.get(RUNS_DIR_VARIABLE, PROJECT_ROOT / "runs")).expanduser().resolve()
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Settings of one way of running the study (how much data, how long to train)."""
+
+    name: str
+    epochs: int
+    images_per_class: int | None  # None: every image; otherwise a per-class, per-split subset
+    synthetic: bool  # True: a generated phantom dataset instead of the real one
+    description: str
+
+
+PROFILES: dict[str, Profile] = {
+    "full": Profile("full", epochs=30, images_per_class=None, synthetic=False,
+                    description="real data, full training"),
+    "smoke": Profile("smoke", epochs=1, images_per_class=40, synthetic=False,
+                     description="a small subset of the real data, one epoch (for tests)"),
+    "demo": Profile("demo", epochs=8, images_per_class=None, synthetic=True,
+                    description="a generated synthetic dataset, offline, a few minutes on 2 cores"),
+}
+
+
+def get_profile(name: str) -> Profile:
+    """Return the named profile or fail with the list of known ones."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}") from None

@@ -1,0 +1,395 @@
+"""Files to arrays: locate and validate a dataset, decode every image once to greyscale, cache, split."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from sklearn.model_selection import train_test_split
+from tqdm.auto import tqdm
+
+from helpers import config
+
+CACHE_FORMAT_VERSION = 1
+
+
+class DataError(ValueError):
+    """Base class of every data problem the project reports."""
+
+
+class DatasetNotFoundError(DataError):
+    """No dataset where the project was told (or defaults) to look."""
+
+
+class DatasetLayoutError(DataError):
+    """A dataset folder does not have the Kaggle Training/Testing/<class> layout."""
+
+
+class CorruptImageError(DataError):
+    """An image file that cannot be decoded."""
+
+
+@dataclass
+class ImageSplit:
+    """Images of one split as arrays: uint8 greyscale (N, size, size), label indices, relative paths, file hashes."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    paths: np.ndarray
+    hashes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def take(self, indices: np.ndarray) -> ImageSplit:
+        """Return the images at the given indices as a new split."""
+        return ImageSplit(self.images[indices], self.labels[indices], self.paths[indices], self.hashes[indices])
+
+    def class_counts(self, class_names: tuple[str, ...] = config.CLASS_NAMES) -> dict[str, int]:
+        """Return the number of images of each class, in label order."""
+        counts = np.bincount(self.labels, minlength=len(class_names))
+        return {name: int(count) for name, count in zip(class_names, counts)}
+
+
+@dataclass
+class MRIDataset:
+    """The decoded dataset: the Training and Testing splits plus what identifies them."""
+
+    training: ImageSplit
+    testing: ImageSplit
+    class_names: tuple[str, ...]
+    image_size: int
+    fingerprint: str
+    root: Path
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    from_cache: bool = False
+    load_seconds: float = 0.0
+
+
+# --------------------------------------------------------------------------- locating
+
+
+def locate_dataset(data_dir: str | os.PathLike | None = None) -> Path:
+    """Return the dataset folder: the argument, else $BRAIN_MRI_DATA_DIR, else data/brain-tumor-mri in the repository."""
+    if data_dir is not None and str(data_dir) != "":
+        candidate, source = Path(data_dir), "the data_dir argument"
+    elif os.environ.get(config.DATA_DIR_VARIABLE):
+        candidate, source = Path(os.environ[config.DATA_DIR_VARIABLE]), f"${config.DATA_DIR_VARIABLE}"
+    else:
+        candidate, source = config.DEFAULT_DATA_DIR, "the default folder"
+    candidate = candidate.expanduser().resolve()
+    if not candidate.is_dir():
+        raise DatasetNotFoundError(
+            f"{candidate}: no dataset folder (from {source}); set ${config.DATA_DIR_VARIABLE} to your copy of "
+            f"{config.KAGGLE_URL}, or run `python -m helpers.data download` to fetch it into {config.DEFAULT_DATA_DIR}"
+        )
+    return candidate
+
+
+def download_dataset(destination: str | os.PathLike | None = None) -> Path:
+    """Download the Kaggle dataset with kagglehub into destination (default: the repository's data folder)."""
+    target = Path(destination or config.DEFAULT_DATA_DIR).expanduser().resolve()
+    advice = (f"download it by hand from {config.KAGGLE_URL}, unzip it so that {target}/Training and "
+              f"{target}/Testing exist (or anywhere, then set ${config.DATA_DIR_VARIABLE})")
+    try:
+        import kagglehub
+    except ImportError:
+        raise DatasetNotFoundError(f"{target}: cannot download, kagglehub is not installed "
+                                   f"(pip install kagglehub); or {advice}") from None
+    try:
+        downloaded = Path(kagglehub.dataset_download(config.KAGGLE_DATASET, output_dir=str(target)))
+    except Exception as error:  # kagglehub raises many kinds: network, credentials, HTTP
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DatasetNotFoundError(f"{target}: download of {config.KAGGLE_DATASET} failed ({reason}); "
+                                   f"{advice}") from None
+    validate_layout(downloaded)
+    return downloaded
+
+
+# --------------------------------------------------------------------------- layout
+
+
+def validate_layout(root: Path) -> list[tuple[str, int, Path]]:
+    """Check the Training/Testing/<class> layout and return (split, label, path) for every image, sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetNotFoundError(f"{root}: dataset folder does not exist")
+    expected = ", ".join(config.CLASS_NAMES)
+    records: list[tuple[str, int, Path]] = []
+    for split in config.SPLIT_NAMES:
+        split_dir = root / split
+        if not split_dir.is_dir():
+            raise DatasetLayoutError(f"{split_dir}: missing split folder; a dataset holds Training/ and Testing/, "
+                                     f"each with the class folders {expected}")
+        for entry in sorted(split_dir.iterdir()):
+            if entry.name.startswith("."):
+                continue
+            if not entry.is_dir():
+                raise DatasetLayoutError(f"{entry}: unexpected file in a split folder; expected only class folders "
+                                         f"{expected}")
+            if entry.name not in config.CLASS_NAMES:
+                raise DatasetLayoutError(f"{entry}: unknown class folder {entry.name!r}; expected {expected}")
+        for label, class_name in enumerate(config.CLASS_NAMES):
+            class_dir = split_dir / class_name
+            if not class_dir.is_dir():
+                raise DatasetLayoutError(f"{class_dir}: missing class folder; every split needs {expected}")
+            images = []
+            for entry in sorted(class_dir.iterdir()):
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir() or entry.suffix.lower() not in config.IMAGE_EXTENSIONS:
+                    raise DatasetLayoutError(
+                        f"{entry}: not an image file; class folders may hold only "
+                        f"{', '.join(sorted(config.IMAGE_EXTENSIONS))} files")
+                images.append(entry)
+            if not images:
+                raise DatasetLayoutError(f"{class_dir}: class folder holds no images")
+            records.extend((split, label, path) for path in images)
+    return records
+
+
+# --------------------------------------------------------------------------- fingerprint
+
+
+def _write_atomically(path: Path, write) -> None:
+    """Call write(temporary_path) then rename onto path, so that path is never half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        write(Path(temporary))
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _hash_file(path: Path) -> str:
+    """Return the SHA-1 of a file's bytes."""
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def file_hashes(paths: list[Path]) -> list[str]:
+    """Return the SHA-1 of each file, reusing a memo keyed by (path, size, mtime) so unchanged files are not re-read."""
+    memo_path = config.cache_dir() / "file-hashes.json"
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    hashes, changed = [], False
+    for path in paths:
+        status = path.stat()
+        key = str(path.resolve())
+        stamp = [status.st_size, status.st_mtime_ns]
+        entry = memo.get(key)
+        if entry is None or entry[:2] != stamp:
+            entry = stamp + [_hash_file(path)]
+            memo[key], changed = entry, True
+        hashes.append(entry[2])
+    if changed:
+        _write_atomically(memo_path, lambda temporary: temporary.write_text(json.dumps(memo)))
+    return hashes
+
+
+def dataset_fingerprint(relative_paths: list[str], hashes: list[str]) -> str:
+    """Return a SHA-256 over every (relative path, content hash) pair: changes whenever any file does."""
+    digest = hashlib.sha256()
+    for relative, content in zip(relative_paths, hashes):
+        digest.update(f"{relative}\t{content}\n".encode())
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def to_greyscale(image: Image.Image) -> Image.Image:
+    """Return an 8-bit greyscale copy of an image of any mode (transparency composited onto black)."""
+    if image.mode == "L":
+        return image
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+        return Image.fromarray(np.round(scaled).astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(background, rgba).convert("L")
+    return image.convert("L")
+
+
+def decode_image(path: str | os.PathLike, image_size: int) -> np.ndarray:
+    """Decode one image file to a uint8 greyscale (image_size, image_size) array, resized with antialiasing."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            grey = to_greyscale(image)
+            resized = grey.resize((image_size, image_size), Image.Resampling.LANCZOS)
+            return np.asarray(resized, dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        reason = str(error) or type(error).__name__
+        raise CorruptImageError(f"{path}: cannot decode image ({reason})") from None
+
+
+def _decode_all(paths: list[Path], image_size: int, progress: bool) -> list[np.ndarray | CorruptImageError]:
+    """Decode every path on a thread pool (Pillow releases the GIL while decoding); errors are returned, not raised."""
+
+    def decode_or_error(path: Path) -> np.ndarray | CorruptImageError:
+        try:
+            return decode_image(path, image_size)
+        except CorruptImageError as error:
+            return error
+
+    workers = min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(decode_or_error, paths, chunksize=64)
+        return list(tqdm(results, total=len(paths), desc=f"decoding images at {image_size}px",
+                         disable=not progress, unit="img"))
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def _cache_path(fingerprint: str, image_size: int) -> Path:
+    """Return the cache file for a dataset fingerprint and image size."""
+    return config.cache_dir() / f"mri-{image_size}px-{fingerprint[:20]}.npz"
+
+
+def _save_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write the decoded arrays to an uncompressed .npz atomically."""
+
+    def write(temporary: Path) -> None:
+        with open(temporary, "wb") as handle:
+            np.savez(handle, **arrays)
+
+    _write_atomically(path, write)
+
+
+def _load_cache(path: Path) -> dict[str, np.ndarray] | None:
+    """Read a cache file without pickle; return None when it is missing, unreadable or of another format."""
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            arrays = {name: stored[name] for name in stored.files}
+    except (OSError, ValueError, KeyError):
+        return None
+    if int(arrays.get("format_version", -1)) != CACHE_FORMAT_VERSION:
+        return None
+    return arrays
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_dataset(data_dir: str | os.PathLike | None = None, image_size: int = config.DEFAULT_IMAGE_SIZE,
+                 on_error: str = "raise", use_cache: bool = True, progress: bool = True) -> MRIDataset:
+    """Load Training and Testing as uint8 greyscale arrays, decoding only when no cache matches the files.
+
+    on_error="raise" (default) stops at the first undecodable image with its path;
+    on_error="skip" leaves such images out and lists them in the result's `skipped`.
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+    if not isinstance(image_size, int) or not 8 <= image_size <= 1024:
+        raise ValueError(f"image_size must be an integer between 8 and 1024, not {image_size!r}")
+    started = time.perf_counter()
+    root = locate_dataset(data_dir)
+    records = validate_layout(root)
+    paths = [path for _, _, path in records]
+    relative = [path.relative_to(root).as_posix() for path in paths]
+    hashes = file_hashes(paths)
+    fingerprint = dataset_fingerprint(relative, hashes)
+    cache_file = _cache_path(fingerprint, image_size)
+
+    arrays = _load_cache(cache_file) if use_cache else None
+    from_cache = arrays is not None
+    if arrays is None:
+        decoded = _decode_all(paths, image_size, progress)
+        keep = [i for i, item in enumerate(decoded) if not isinstance(item, CorruptImageError)]
+        failures = [(relative[i], str(item)) for i, item in enumerate(decoded) if isinstance(item, CorruptImageError)]
+        empty = np.zeros((0, image_size, image_size), np.uint8)
+        arrays = {
+            "format_version": np.array(CACHE_FORMAT_VERSION),
+            "images": np.stack([decoded[i] for i in keep]) if keep else empty,
+            "labels": np.array([records[i][1] for i in keep], dtype=np.uint8),
+            "is_test": np.array([records[i][0] == "Testing" for i in keep], dtype=bool),
+            "paths": np.array([relative[i] for i in keep], dtype=str),
+            "hashes": np.array([hashes[i] for i in keep], dtype=str),
+            "skipped_paths": np.array([path for path, _ in failures], dtype=str),
+            "skipped_reasons": np.array([reason for _, reason in failures], dtype=str),
+        }
+        if use_cache:
+            _save_cache(cache_file, arrays)
+
+    skipped = list(zip(arrays["skipped_paths"].tolist(), arrays["skipped_reasons"].tolist()))
+    if skipped and on_error == "raise":
+        raise CorruptImageError(skipped[0][1] + (f" (and {len(skipped) - 1} more undecodable images; "
+                                                  "on_error='skip' leaves them out)" if len(skipped) > 1 else ""))
+
+    def split(mask: np.ndarray) -> ImageSplit:
+        return ImageSplit(arrays["images"][mask], arrays["labels"][mask].astype(np.int64),
+                          arrays["paths"][mask], arrays["hashes"][mask])
+
+    is_test = arrays["is_test"]
+    return MRIDataset(training=split(~is_test), testing=split(is_test), class_names=config.CLASS_NAMES,
+                      image_size=image_size, fingerprint=fingerprint, root=root, skipped=skipped,
+                      from_cache=from_cache, load_seconds=time.perf_counter() - started)
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def split_validation(training: ImageSplit, fraction: float = config.DEFAULT_VALIDATION_FRACTION,
+                     seed: int = config.DEFAULT_SEED) -> tuple[ImageSplit, ImageSplit]:
+    """Carve a seeded, stratified validation split out of Training; Testing is never touched."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation fraction must be between 0 and 1, not {fraction!r}")
+    indices = np.arange(len(training))
+    kept, held_out = train_test_split(indices, test_size=fraction, random_state=seed, stratify=training.labels)
+    return training.take(np.sort(kept)), training.take(np.sort(held_out))
+
+
+def take_per_class(split: ImageSplit, per_class: int, seed: int = config.DEFAULT_SEED) -> ImageSplit:
+    """Return a seeded random subset of at most per_class images of each class (for quick profiles)."""
+    generator = np.random.default_rng(seed)
+    chosen = []
+    for label in np.unique(split.labels):
+        members = np.flatnonzero(split.labels == label)
+        chosen.append(generator.choice(members, size=min(per_class, len(members)), replace=False))
+    return split.take(np.sort(np.concatenate(chosen)))
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """Command line: `download` fetches the Kaggle dataset; `check` loads a dataset and prints its counts."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m helpers.data", description=_main.__doc__)
+    parser.add_argument("action", choices=["download", "check"])
+    parser.add_argument("--data-dir", default=None, help="dataset folder (default: $BRAIN_MRI_DATA_DIR or data/)")
+    parser.add_argument("--image-size", type=int, default=config.DEFAULT_IMAGE_SIZE)
+    arguments = parser.parse_args(argv)
+    try:
+        if arguments.action == "download":
+            print(download_dataset(arguments.data_dir))
+            return 0
+        dataset = load_dataset(arguments.data_dir, arguments.image_size)
+    except DataError as error:
+        print(f"error: {error}")
+        return 1
+    print(f"{dataset.root}  fingerprint {dataset.fingerprint[:16]}  "
+          f"{'cache' if dataset.from_cache else 'decoded'} in {dataset.load_seconds:.2f} s")
+    for name, split in (("Training", dataset.training), ("Testing", dataset.testing)):
+        print(f"{name:9s} {len(split):5d}  {split.class_counts()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
