@@ -1,0 +1,115 @@
+"""Duplicate audit: exact (identical files) and near (perceptual-hash) duplicates within and across the splits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import imagehash
+import numpy as np
+import pandas as pd
+from PIL import Image
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from helpers.data import MRIDataset
+
+# Two images whose 64-bit perceptual hashes differ in at most this many bits count as near-duplicates.
+DEFAULT_NEAR_THRESHOLD = 4
+SCOPES = ("within Training", "within Testing", "across splits")
+
+
+@dataclass
+class DuplicateAudit:
+    """The audit's results: one row per image, one row per near-duplicate pair, and a summary table."""
+
+    images: pd.DataFrame
+    pairs: pd.DataFrame
+    summary: pd.DataFrame
+    threshold: int
+
+    def clean_test_mask(self) -> np.ndarray:
+        """Return a boolean mask over Testing (in dataset order): True where no near-duplicate is in Training."""
+        testing = self.images[self.images["split"] == "Testing"]
+        leaked = set(self.pairs.loc[self.pairs["scope"] == "across splits", "test_index"])
+        return ~testing["index_in_split"].isin(leaked).to_numpy()
+
+
+def perceptual_hashes(images: np.ndarray) -> np.ndarray:
+    """Return the 64-bit DCT perceptual hash (imagehash.phash) of each greyscale image as uint64."""
+    weights = np.uint64(1) << np.arange(63, -1, -1, dtype=np.uint64)
+    hashes = np.empty(len(images), dtype=np.uint64)
+    for index, image in enumerate(images):
+        bits = imagehash.phash(Image.fromarray(image)).hash.reshape(-1).astype(np.uint64)
+        hashes[index] = np.bitwise_or.reduce(bits * weights)
+    return hashes
+
+
+def near_pairs(hashes: np.ndarray, threshold: int, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (first, second, distance) for every pair first < second whose hashes differ in <= threshold bits."""
+    firsts, seconds, distances = [], [], []
+    for start in range(0, len(hashes), chunk):
+        block = hashes[start:start + chunk, np.newaxis] ^ hashes[np.newaxis, :]
+        distance = np.bitwise_count(block)
+        rows, columns = np.nonzero(distance <= threshold)
+        keep = columns > rows + start
+        firsts.append(rows[keep] + start)
+        seconds.append(columns[keep])
+        distances.append(distance[rows[keep], columns[keep]])
+    return (np.concatenate(firsts), np.concatenate(seconds), np.concatenate(distances).astype(np.int64))
+
+
+def _groups(size: int, firsts: np.ndarray, seconds: np.ndarray) -> np.ndarray:
+    """Return a connected-component id per image, for the graph whose edges are the given pairs."""
+    graph = coo_matrix((np.ones(len(firsts)), (firsts, seconds)), shape=(size, size))
+    return connected_components(graph, directed=False)[1]
+
+
+def _scope(splits: pd.Series) -> str:
+    """Name where a group or pair lies: within one split or across both."""
+    present = set(splits)
+    return "across splits" if len(present) > 1 else f"within {present.pop()}"
+
+
+def audit_duplicates(dataset: MRIDataset, threshold: int = DEFAULT_NEAR_THRESHOLD) -> DuplicateAudit:
+    """Hash every image of both splits and tabulate exact and near-duplicate groups within and across splits."""
+    images = pd.DataFrame({
+        "split": ["Training"] * len(dataset.training) + ["Testing"] * len(dataset.testing),
+        "index_in_split": np.concatenate([np.arange(len(dataset.training)), np.arange(len(dataset.testing))]),
+        "path": np.concatenate([dataset.training.paths, dataset.testing.paths]),
+        "label": np.concatenate([dataset.training.labels, dataset.testing.labels]),
+        "file_hash": np.concatenate([dataset.training.hashes, dataset.testing.hashes]),
+    })
+    images["class_name"] = [dataset.class_names[label] for label in images["label"]]
+    hashes = perceptual_hashes(np.concatenate([dataset.training.images, dataset.testing.images]))
+    images["perceptual_hash"] = [f"{value:016x}" for value in hashes]
+
+    firsts, seconds, distances = near_pairs(hashes, threshold)
+    pairs = pd.DataFrame({"first": firsts, "second": seconds, "distance": distances})
+    pairs["first_path"] = images["path"].to_numpy()[firsts]
+    pairs["second_path"] = images["path"].to_numpy()[seconds]
+    pairs["exact"] = images["file_hash"].to_numpy()[firsts] == images["file_hash"].to_numpy()[seconds]
+    pairs["same_label"] = images["label"].to_numpy()[firsts] == images["label"].to_numpy()[seconds]
+    first_split, second_split = images["split"].to_numpy()[firsts], images["split"].to_numpy()[seconds]
+    pairs["scope"] = np.where(first_split != second_split, "across splits", "within " + first_split)
+    # For cross-split pairs, the Testing member's index in its split (rows are ordered Training, then Testing).
+    test_member = np.where(second_split == "Testing", seconds, firsts)
+    pairs["test_index"] = np.where(pairs["scope"] == "across splits",
+                                   images["index_in_split"].to_numpy()[test_member], -1)
+
+    exact_codes = pd.factorize(images["file_hash"])[0]
+    images["exact_group"] = exact_codes
+    images["near_group"] = _groups(len(images), firsts, seconds)
+    rows = []
+    for kind, column in (("exact", "exact_group"), ("near", "near_group")):
+        sizes = images.groupby(column)["path"].transform("size")
+        grouped = images[sizes > 1].groupby(column)
+        scopes = grouped["split"].agg(_scope)
+        conflicts = grouped["label"].nunique() > 1
+        members = grouped.size()
+        for scope in SCOPES:
+            chosen = scopes == scope
+            rows.append({"kind": kind, "scope": scope, "groups": int(chosen.sum()),
+                         "images_in_groups": int(members[chosen].sum()),
+                         "groups_with_conflicting_labels": int((conflicts & chosen).sum())})
+    summary = pd.DataFrame(rows)
+    return DuplicateAudit(images=images, pairs=pairs, summary=summary, threshold=threshold)

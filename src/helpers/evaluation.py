@@ -1,0 +1,119 @@
+"""Predictions to metrics: accuracy, F1, per-class tables, confusion, ROC-AUC, calibration, bootstrap CIs, McNemar."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+from scipy.stats import binomtest
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support, roc_auc_score
+
+from helpers import config
+
+
+def _check_predictions(labels: np.ndarray, probabilities: np.ndarray, class_names: tuple[str, ...]) -> None:
+    """Fail clearly when labels and probabilities do not describe the same images and classes."""
+    if probabilities.ndim != 2 or probabilities.shape[1] != len(class_names):
+        raise ValueError(f"probabilities must have shape (images, {len(class_names)}), not {probabilities.shape}")
+    if len(labels) != len(probabilities):
+        raise ValueError(f"{len(labels)} labels but {len(probabilities)} rows of probabilities")
+
+
+def per_class_table(labels: np.ndarray, predicted: np.ndarray,
+                    class_names: tuple[str, ...] = config.CLASS_NAMES) -> pd.DataFrame:
+    """Return precision, recall, F1 and support for each class, indexed by class name."""
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predicted, labels=np.arange(len(class_names)), zero_division=0)
+    return pd.DataFrame({"precision": precision, "recall": recall, "f1": f1, "support": support},
+                        index=pd.Index(class_names, name="class"))
+
+
+def reliability_table(labels: np.ndarray, probabilities: np.ndarray, bins: int = 15) -> pd.DataFrame:
+    """Return, per confidence bin, the number of images, their mean confidence and their accuracy."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    rows = []
+    for index in range(bins):
+        members = which == index
+        rows.append({"bin_low": edges[index], "bin_high": edges[index + 1], "count": int(members.sum()),
+                     "confidence": float(confidence[members].mean()) if members.any() else np.nan,
+                     "accuracy": float(correct[members].mean()) if members.any() else np.nan})
+    return pd.DataFrame(rows)
+
+
+def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, bins: int = 15) -> float:
+    """Return the expected calibration error: the count-weighted mean |accuracy - confidence| over confidence bins."""
+    table = reliability_table(labels, probabilities, bins).dropna()
+    return float((table["count"] * (table["accuracy"] - table["confidence"]).abs()).sum() / len(labels))
+
+
+def tumour_sensitivity(labels: np.ndarray, predicted: np.ndarray,
+                       class_names: tuple[str, ...] = config.CLASS_NAMES) -> float:
+    """Return the share of tumour images predicted as any tumour class (tumour versus no tumour)."""
+    no_tumour = class_names.index(config.NO_TUMOUR_CLASS)
+    tumour = labels != no_tumour
+    return float((predicted[tumour] != no_tumour).mean()) if tumour.any() else float("nan")
+
+
+def bootstrap_confidence_interval(labels: np.ndarray, predicted: np.ndarray,
+                                  metric: Callable[[np.ndarray, np.ndarray], float], resamples: int = 1000,
+                                  confidence: float = 0.95, seed: int = config.DEFAULT_SEED) -> tuple[float, float]:
+    """Return the percentile bootstrap interval of metric(labels, predicted) over images resampled with replacement."""
+    generator = np.random.default_rng(seed)
+    size = len(labels)
+    values = np.empty(resamples)
+    for index in range(resamples):
+        sample = generator.integers(0, size, size)
+        values[index] = metric(labels[sample], predicted[sample])
+    tail = (1.0 - confidence) / 2.0
+    return float(np.quantile(values, tail)), float(np.quantile(values, 1.0 - tail))
+
+
+def macro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:
+    """Return the unweighted mean of per-class F1 scores."""
+    return float(f1_score(labels, predicted, average="macro", zero_division=0))
+
+
+def classification_summary(labels: np.ndarray, probabilities: np.ndarray,
+                           class_names: tuple[str, ...] = config.CLASS_NAMES, with_intervals: bool = False,
+                           resamples: int = 1000, seed: int = config.DEFAULT_SEED) -> dict[str, object]:
+    """Return every metric of one model on one split, computed from its predicted probabilities."""
+    labels = np.asarray(labels)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    _check_predictions(labels, probabilities, class_names)
+    predicted = probabilities.argmax(axis=1)
+    present = np.unique(labels)
+    summary: dict[str, object] = {
+        "images": int(len(labels)),
+        "accuracy": float(accuracy_score(labels, predicted)),
+        "macro_f1": macro_f1(labels, predicted),
+        "weighted_f1": float(f1_score(labels, predicted, average="weighted", zero_division=0)),
+        "tumour_sensitivity": tumour_sensitivity(labels, predicted, class_names),
+        "expected_calibration_error": expected_calibration_error(labels, probabilities),
+        "roc_auc_ovr_macro": (float(roc_auc_score(labels, probabilities, multi_class="ovr", average="macro",
+                                                  labels=np.arange(len(class_names))))
+                              if len(present) == len(class_names) else float("nan")),
+        "per_class": per_class_table(labels, predicted, class_names),
+        "confusion_matrix": confusion_matrix(labels, predicted, labels=np.arange(len(class_names))),
+    }
+    if with_intervals:
+        accuracy = lambda truth, guess: float((truth == guess).mean())  # noqa: E731
+        summary["accuracy_ci"] = bootstrap_confidence_interval(labels, predicted, accuracy, resamples, seed=seed)
+        summary["macro_f1_ci"] = bootstrap_confidence_interval(labels, predicted, macro_f1, resamples, seed=seed)
+    return summary
+
+
+def mcnemar_test(labels: np.ndarray, predicted_first: np.ndarray, predicted_second: np.ndarray) -> dict[str, float]:
+    """Return McNemar's exact test of two models on the same images: discordant counts and two-sided p-value."""
+    if not len(labels) == len(predicted_first) == len(predicted_second):
+        raise ValueError("McNemar's test needs both models' predictions on the same images")
+    first_correct = np.asarray(predicted_first) == np.asarray(labels)
+    second_correct = np.asarray(predicted_second) == np.asarray(labels)
+    only_first = int((first_correct & ~second_correct).sum())
+    only_second = int((~first_correct & second_correct).sum())
+    discordant = only_first + only_second
+    p_value = binomtest(only_first, discordant, 0.5).pvalue if discordant else 1.0
+    return {"only_first_correct": only_first, "only_second_correct": only_second, "p_value": float(p_value)}

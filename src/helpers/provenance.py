@@ -1,0 +1,65 @@
+"""What produced a result: git commit, package versions, machine and device, recorded with every run and report."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from datetime import datetime, timezone
+from importlib import metadata
+
+from helpers import config
+
+RECORDED_PACKAGES = ("keras", "tensorflow", "jax", "jaxlib", "numpy", "scikit-learn", "pillow", "pandas",
+                     "seaborn", "papermill", "nbconvert")
+
+
+def git_commit() -> str:
+    """Return the repository's current commit (with '-dirty' when there are uncommitted changes), or 'unknown'."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=config.PROJECT_ROOT, capture_output=True,
+                                text=True, check=True, timeout=10).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=config.PROJECT_ROOT,
+                                capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("-dirty" if status else "")
+
+
+def package_versions() -> dict[str, str]:
+    """Return the installed version of each package that shapes the results."""
+    versions = {"python": platform.python_version()}
+    for name in RECORDED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def device_summary() -> dict[str, object]:
+    """Return the Keras backend, its accelerator devices (empty on a CPU-only machine) and the CPU count."""
+    import keras
+
+    backend = keras.backend.backend()
+    accelerators: list[str] = []
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        accelerators = [device.name for device in tf.config.list_physical_devices("GPU")]
+    elif backend == "jax":
+        import jax
+
+        accelerators = [str(device) for device in jax.devices() if device.platform != "cpu"]
+    elif backend == "torch":
+        import torch
+
+        accelerators = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return {"backend": backend, "accelerators": accelerators, "cpu_count": os.cpu_count(),
+            "machine": platform.machine(), "system": platform.system(), "processor": platform.processor()}
+
+
+def provenance() -> dict[str, object]:
+    """Return everything a report records about how it was produced."""
+    return {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "git_commit": git_commit(),
+            "packages": package_versions(), "device": device_summary()}

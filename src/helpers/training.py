@@ -1,0 +1,243 @@
+"""Seeding, callbacks, fitting and timing; each run is saved whole (model, label order, history, predictions) or not at all."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from helpers import config
+from helpers.data import ImageSplit
+from helpers.models import build_model
+from helpers.provenance import provenance
+
+MODEL_FILE = "model.keras"
+LABELS_FILE = "labels.json"
+HISTORY_FILE = "history.csv"
+TIMINGS_FILE = "timings.json"
+RUN_FILE = "run.json"
+PREDICTION_FILES = {"validation": "predictions_validation.npz", "test": "predictions_test.npz"}
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """The training recipe; the defaults are the specification's (DESIGN.md section 2)."""
+
+    epochs: int = 30
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    early_stopping_patience: int = 5
+    reduce_learning_rate_factor: float = 0.5
+    reduce_learning_rate_patience: int = 3
+    minimum_learning_rate: float = 1e-6
+    checkpoint_metric: str = "val_accuracy"
+    augment: bool = True
+    seed: int = config.DEFAULT_SEED
+    verbose: int = 2
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
+            raise ValueError(f"epochs and batch_size must be >= 1 and learning_rate > 0: {self}")
+
+
+@dataclass
+class TrainingRun:
+    """A finished run folder, loaded: the best-on-validation model and everything written beside it."""
+
+    directory: Path
+    model: keras.Model
+    class_names: tuple[str, ...]
+    image_size: int
+    history: pd.DataFrame
+    timings: dict
+    details: dict
+    predictions: dict[str, dict[str, np.ndarray]]
+
+
+def set_seeds(seed: int) -> None:
+    """Seed Python, NumPy and the backend, and make TensorFlow ops deterministic, so equal seeds give equal weights."""
+    keras.utils.set_random_seed(seed)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Record the wall-clock seconds of every training epoch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: list[float] = []
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._started)
+
+
+def training_callbacks(settings: TrainingSettings, checkpoint_path: Path) -> list[keras.callbacks.Callback]:
+    """Return early stopping and learning-rate reduction on validation loss, and a best-on-validation checkpoint."""
+    checkpoint_mode = "min" if settings.checkpoint_metric.endswith("loss") else "max"
+    return [
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.early_stopping_patience,
+                                      restore_best_weights=True),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=settings.reduce_learning_rate_factor,
+                                          patience=settings.reduce_learning_rate_patience,
+                                          min_lr=settings.minimum_learning_rate),
+        keras.callbacks.ModelCheckpoint(str(checkpoint_path), monitor=settings.checkpoint_metric,
+                                        mode=checkpoint_mode, save_best_only=True),
+    ]
+
+
+def _as_model_input(split: ImageSplit) -> np.ndarray:
+    """Return a split's images with the channel axis the models expect (uint8; the model rescales)."""
+    return split.images[..., np.newaxis]
+
+
+def _write_json(path: Path, content: dict) -> None:
+    """Write a dictionary as indented JSON."""
+    path.write_text(json.dumps(content, indent=2, default=str) + "\n")
+
+
+def train_model(model_name: str, training: ImageSplit, validation: ImageSplit, testing: ImageSplit | None,
+                run_directory: str | os.PathLike, settings: TrainingSettings = TrainingSettings(),
+                class_names: tuple[str, ...] = config.CLASS_NAMES, data_fingerprint: str = "unknown",
+                overwrite: bool = False) -> TrainingRun:
+    """Train a registered model and write its run folder; the folder appears only once everything is written."""
+    run_directory = Path(run_directory).resolve()
+    if run_directory.exists() and not overwrite:
+        raise FileExistsError(f"{run_directory}: run folder already exists; pass overwrite=True or choose another")
+    image_size = training.images.shape[1]
+    run_directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=run_directory.parent, prefix=f".{run_directory.name}.", suffix=".partial"))
+    try:
+        set_seeds(settings.seed)
+        model = build_model(model_name, image_size=image_size, augment=settings.augment, seed=settings.seed)
+        model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        timer = EpochTimer()
+        started = time.perf_counter()
+        fitted = model.fit(_as_model_input(training), training.labels, batch_size=settings.batch_size,
+                           epochs=settings.epochs, validation_data=(_as_model_input(validation), validation.labels),
+                           callbacks=[*training_callbacks(settings, staging / MODEL_FILE), timer],
+                           shuffle=True, verbose=settings.verbose)
+        fit_seconds = time.perf_counter() - started
+
+        best_model = keras.saving.load_model(staging / MODEL_FILE)
+        predictions, prediction_seconds = {}, {}
+        for split_name, split in (("validation", validation), ("test", testing)):
+            if split is None:
+                continue
+            started = time.perf_counter()
+            probabilities = best_model.predict(_as_model_input(split), batch_size=256, verbose=0)
+            prediction_seconds[split_name] = time.perf_counter() - started
+            predictions[split_name] = {"probabilities": probabilities.astype(np.float32),
+                                       "labels": split.labels.astype(np.int64), "paths": split.paths.astype(str)}
+            np.savez(staging / PREDICTION_FILES[split_name], **predictions[split_name])
+
+        history = pd.DataFrame(fitted.history)
+        history.insert(0, "epoch", np.arange(1, len(history) + 1))
+        history["seconds"] = timer.seconds
+        history.to_csv(staging / HISTORY_FILE, index=False)
+        monitored = history[settings.checkpoint_metric]
+        best_epoch = int(history["epoch"][monitored.idxmin() if settings.checkpoint_metric.endswith("loss")
+                                          else monitored.idxmax()])
+        labels = {"class_names": list(class_names), "image_size": image_size,
+                  "preprocessing": "greyscale uint8 (N, size, size, 1), resized with Lanczos antialiasing; "
+                                   "the model rescales to [0, 1] itself"}
+        timings = {"fit_seconds": fit_seconds, "epochs_run": len(history), "best_epoch": best_epoch,
+                   "seconds_per_epoch": float(np.mean(timer.seconds)), "epoch_seconds": timer.seconds,
+                   "prediction_seconds": prediction_seconds,
+                   "prediction_milliseconds_per_image": {
+                       name: 1000 * seconds / len(validation if name == "validation" else testing)
+                       for name, seconds in prediction_seconds.items()}}
+        details = {"model": model_name, "parameters": int(best_model.count_params()),
+                   "settings": dataclasses.asdict(settings), "data_fingerprint": data_fingerprint,
+                   "split_sizes": {"training": len(training), "validation": len(validation),
+                                   "test": len(testing) if testing is not None else 0},
+                   **provenance()}
+        _write_json(staging / LABELS_FILE, labels)
+        _write_json(staging / TIMINGS_FILE, timings)
+        _write_json(staging / RUN_FILE, details)
+        if run_directory.exists():
+            shutil.rmtree(run_directory)
+        os.replace(staging, run_directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return load_run(run_directory)
+
+
+def load_run(run_directory: str | os.PathLike) -> TrainingRun:
+    """Load a run folder written by train_model, failing with the path if any part is missing."""
+    run_directory = Path(run_directory)
+    required = [MODEL_FILE, LABELS_FILE, HISTORY_FILE, TIMINGS_FILE, RUN_FILE]
+    missing = [name for name in required if not (run_directory / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{run_directory}: not a complete run folder (missing {', '.join(missing)})")
+    labels = json.loads((run_directory / LABELS_FILE).read_text())
+    predictions = {}
+    for split_name, file_name in PREDICTION_FILES.items():
+        if (run_directory / file_name).is_file():
+            with np.load(run_directory / file_name, allow_pickle=False) as stored:
+                predictions[split_name] = {name: stored[name] for name in stored.files}
+    return TrainingRun(directory=run_directory, model=keras.saving.load_model(run_directory / MODEL_FILE),
+                       class_names=tuple(labels["class_names"]), image_size=int(labels["image_size"]),
+                       history=pd.read_csv(run_directory / HISTORY_FILE),
+                       timings=json.loads((run_directory / TIMINGS_FILE).read_text()),
+                       details=json.loads((run_directory / RUN_FILE).read_text()), predictions=predictions)
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """Command line: train one model on a dataset with the specified recipe and print its test metrics."""
+    import argparse
+
+    from helpers.data import DataError, load_dataset, split_validation
+    from helpers.evaluation import classification_summary
+
+    defaults = TrainingSettings()
+    parser = argparse.ArgumentParser(prog="python -m helpers.training", description=_main.__doc__)
+    parser.add_argument("--model", default="rnn", help="registered model name (rnn, hybrid, cnn)")
+    parser.add_argument("--data-dir", default=None, help="dataset folder (default: $BRAIN_MRI_DATA_DIR or data/)")
+    parser.add_argument("--run-dir", default=None, help="run folder (default: runs/<model>-seed<seed>)")
+    parser.add_argument("--image-size", type=int, default=config.DEFAULT_IMAGE_SIZE)
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    arguments = parser.parse_args(argv)
+    try:
+        dataset = load_dataset(arguments.data_dir, arguments.image_size)
+    except DataError as error:
+        print(f"error: {error}")
+        return 1
+    training, validation = split_validation(dataset.training, seed=arguments.seed)
+    run_directory = Path(arguments.run_dir or config.runs_dir() / f"{arguments.model}-seed{arguments.seed}")
+    settings = TrainingSettings(epochs=arguments.epochs, batch_size=arguments.batch_size,
+                                learning_rate=arguments.learning_rate, seed=arguments.seed)
+    run = train_model(arguments.model, training, validation, dataset.testing, run_directory, settings,
+                      data_fingerprint=dataset.fingerprint, overwrite=arguments.overwrite)
+    for split_name in ("validation", "test"):
+        summary = classification_summary(run.predictions[split_name]["labels"],
+                                         run.predictions[split_name]["probabilities"], run.class_names)
+        print(f"{split_name:10s} accuracy {summary['accuracy']:.4f}  macro-F1 {summary['macro_f1']:.4f}")
+    print(f"{run.timings['epochs_run']} epochs, {run.timings['seconds_per_epoch']:.1f} s/epoch, "
+          f"best epoch {run.timings['best_epoch']}; run folder {run.directory}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

@@ -1,0 +1,50 @@
+"""Shared fixtures: an isolated cache, a generated phantom dataset, and the real dataset when configured."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from helpers import config  # noqa: E402
+from helpers.synthetic import make_phantom_dataset  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Point the array cache at a fresh folder, so tests never read or write the user's cache."""
+    folder = tmp_path_factory.mktemp("cache")
+    previous = os.environ.get(config.CACHE_DIR_VARIABLE)
+    os.environ[config.CACHE_DIR_VARIABLE] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop(config.CACHE_DIR_VARIABLE, None)
+    else:
+        os.environ[config.CACHE_DIR_VARIABLE] = previous
+
+
+@pytest.fixture(scope="session")
+def phantom_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generated phantom dataset shared by the tests that only read it (60 training, 20 testing per class)."""
+    return make_phantom_dataset(tmp_path_factory.mktemp("phantoms") / "brain-tumor-mri", 60, 20, seed=7)
+
+
+@pytest.fixture
+def small_phantom_root(tmp_path: Path) -> Path:
+    """A tiny phantom dataset private to one test, which may damage it."""
+    return make_phantom_dataset(tmp_path / "dataset", 4, 2, seed=3)
+
+
+@pytest.fixture(scope="session")
+def real_data_root() -> Path:
+    """The real dataset from $BRAIN_MRI_DATA_DIR; skipped locally when unset, a failure in CI (CI=true)."""
+    location = os.environ.get(config.DATA_DIR_VARIABLE)
+    if not location or not Path(location).is_dir():
+        message = f"${config.DATA_DIR_VARIABLE} does not point at the real dataset ({location!r})"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message + "; CI must run the real-data tests")
+        pytest.skip(message)
+    return Path(location)
