@@ -28,8 +28,8 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def phantom_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A generated phantom dataset shared by the tests that only read it (60 training, 20 testing per class)."""
-    return make_phantom_dataset(tmp_path_factory.mktemp("phantoms") / "brain-tumor-mri", 60, 20, seed=7)
+    """A generated phantom dataset shared by the tests that only read it (100 training, 30 testing per class)."""
+    return make_phantom_dataset(tmp_path_factory.mktemp("phantoms") / "brain-tumor-mri", 100, 30, seed=7)
 
 
 @pytest.fixture

@@ -53,10 +53,10 @@ def test_download_failure_is_one_clear_message(tmp_path, monkeypatch):
 
 def test_phantom_dataset_loads_with_counts_labels_and_uint8(phantom_root):
     dataset = data.load_dataset(phantom_root, image_size=64, progress=False)
-    assert dataset.training.images.shape == (240, 64, 64)
-    assert dataset.testing.images.shape == (80, 64, 64)
+    assert dataset.training.images.shape == (400, 64, 64)
+    assert dataset.testing.images.shape == (120, 64, 64)
     assert dataset.training.images.dtype == np.uint8
-    assert dataset.training.class_counts() == dict.fromkeys(config.CLASS_NAMES, 60)
+    assert dataset.training.class_counts() == dict.fromkeys(config.CLASS_NAMES, 100)
     assert dataset.class_names == ("glioma", "meningioma", "notumor", "pituitary")
     # labels follow the folders: every path lies in its label's class folder
     for path, label in zip(dataset.testing.paths, dataset.testing.labels):
@@ -204,7 +204,7 @@ def test_validation_split_is_stratified_seeded_and_disjoint(phantom_root):
     _, other_validation = data.split_validation(dataset.training, fraction=0.25, seed=6)
     assert len(kept) + len(validation) == len(dataset.training)
     assert not set(kept.paths) & set(validation.paths)
-    assert validation.class_counts() == dict.fromkeys(config.CLASS_NAMES, 15)
+    assert validation.class_counts() == dict.fromkeys(config.CLASS_NAMES, 25)
     assert list(validation.paths) == list(again_validation.paths)
     assert list(validation.paths) != list(other_validation.paths)
     assert not set(validation.paths) & set(dataset.testing.paths)

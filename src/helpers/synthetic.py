@@ -55,7 +55,7 @@ def make_phantom_image(class_name: str, width: int, height: int, generator: np.r
         side = generator.choice([-1, 1])
         mass_centre = (centre[0] + generator.uniform(-0.3, 0.2) * radii[0],
                        centre[1] + side * generator.uniform(0.35, 0.55) * radii[1])
-        size = generator.uniform(0.16, 0.26) * radii[1]
+        size = generator.uniform(0.24, 0.32) * radii[1]
         mass = np.zeros_like(brain)
         for _ in range(5):
             offset = generator.normal(0, 0.45 * size, 2)
@@ -66,14 +66,14 @@ def make_phantom_image(class_name: str, width: int, height: int, generator: np.r
         image[mass & _ellipse(height, width, mass_centre, (0.4 * size, 0.4 * size))] = 60
     elif class_name == "meningioma":  # a round, bright, well-bounded mass at the brain's edge
         angle = generator.uniform(0, 2 * np.pi)
-        size = generator.uniform(0.12, 0.18) * radii[1]
+        size = generator.uniform(0.2, 0.26) * radii[1]
         mass_centre = (centre[0] + (radii[0] - 0.6 * size) * np.sin(angle),
                        centre[1] + (radii[1] - 0.6 * size) * np.cos(angle))
         mass = _ellipse(height, width, mass_centre, (size, size)) & brain
         image[mass] = generator.uniform(200, 235)
     elif class_name == "pituitary":  # a small bright mass near the centre-bottom
-        size = generator.uniform(0.07, 0.11) * radii[1]
-        mass_centre = (centre[0] + generator.uniform(0.45, 0.6) * radii[0],
+        size = generator.uniform(0.14, 0.18) * radii[1]
+        mass_centre = (centre[0] + generator.uniform(0.5, 0.62) * radii[0],
                        centre[1] + generator.uniform(-0.08, 0.08) * radii[1])
         image[_ellipse(height, width, mass_centre, (size * 0.8, size * 1.1))] = generator.uniform(195, 235)
 

@@ -1,0 +1,89 @@
+"""helpers.models: the specified architectures, exact parameter counts, cuDNN-eligible LSTMs, other backends."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from helpers import models
+
+# Exact sizes. rnn: Conv1D 20,544 + BatchNorm 256 + BiLSTM 197,632 + Dense 16,448 + output 260 (DESIGN.md section 2).
+EXPECTED_PARAMETERS = {"rnn": 235_140, "hybrid": 1_216_196, "cnn": 1_439_140}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_PARAMETERS))
+def test_parameter_counts_are_exact(name):
+    assert models.build_model(name).count_params() == EXPECTED_PARAMETERS[name]
+
+
+def test_rnn_layers_match_the_specification():
+    table = {row["layer"]: row for row in models.layer_table(models.build_model("rnn"))}
+    assert table["rows_as_time_steps"]["output_shape"] == (None, 64, 64)
+    assert table["conv1d"]["parameters"] == 20_544
+    assert table["batch_normalization"]["parameters"] == 256
+    assert table["max_pooling1d"]["output_shape"] == (None, 32, 64)
+    assert table["bidirectional_lstm"]["parameters"] == 197_632
+    assert table["dense"]["parameters"] == 16_448
+    assert table["class_probabilities"]["parameters"] == 260
+
+
+def test_hybrid_reads_sixteen_feature_rows():
+    table = {row["layer"]: row for row in models.layer_table(models.build_model("hybrid"))}
+    assert table["feature_rows_as_time_steps"]["output_shape"] == (None, 16, 1024)
+
+
+def test_cnn_is_about_one_and_a_half_million_parameters():
+    assert 1.35e6 <= models.build_model("cnn").count_params() <= 1.65e6
+
+
+@pytest.mark.parametrize("name", ["rnn", "hybrid"])
+def test_lstms_keep_cudnn_eligible_settings(name):
+    lstms = [layer.forward_layer for layer in models.build_model(name).layers
+             if isinstance(layer, keras.layers.Bidirectional)]
+    assert lstms
+    for lstm in lstms:
+        assert lstm.activation is keras.activations.tanh
+        assert lstm.recurrent_activation is keras.activations.sigmoid
+        assert lstm.dropout == 0 and lstm.recurrent_dropout == 0
+        assert not lstm.unroll and lstm.use_bias
+        assert lstm.use_cudnn in ("auto", True)
+
+
+def test_augmentation_acts_only_in_training():
+    model = models.build_model("rnn", seed=1)
+    images = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 1)).astype("float32")
+    block = model.get_layer("augmentation")
+    assert np.array_equal(np.asarray(block(images, training=False)), images)
+    assert not np.array_equal(np.asarray(block(images, training=True)), images)
+
+
+def test_outputs_are_class_probabilities():
+    model = models.build_model("hybrid", augment=False)
+    probabilities = np.asarray(model(np.zeros((3, 64, 64, 1), "float32")))
+    assert probabilities.shape == (3, 4)
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_unknown_model_name_lists_the_known_ones():
+    with pytest.raises(ValueError, match="unknown model 'transformer'; choose one of rnn, hybrid, cnn"):
+        models.build_model("transformer")
+
+
+def test_models_build_and_run_on_the_jax_backend():
+    pytest.importorskip("jax")
+    script = ("import json, numpy as np, keras; from helpers import models;"
+              "counts = {n: models.build_model(n).count_params() for n in models.MODEL_BUILDERS};"
+              "out = models.build_model('rnn')(np.zeros((2, 64, 64, 1), 'float32'));"
+              "print(json.dumps({'backend': keras.backend.backend(), 'counts': counts, 'shape': list(out.shape)}))")
+    environment = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    reported = json.loads(result.stdout.strip().splitlines()[-1])
+    assert reported == {"backend": "jax", "counts": EXPECTED_PARAMETERS, "shape": [2, 4]}
