@@ -1,0 +1,54 @@
+"""The real Kaggle dataset: counts, labels, every original decodes, and the cache. Runs when $BRAIN_MRI_DATA_DIR is set."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from helpers import config, data
+
+pytestmark = pytest.mark.realdata
+
+
+@pytest.fixture(scope="module")
+def real_dataset(real_data_root):
+    """The real dataset at 64x64, decoded from the originals (the test session's cache starts empty)."""
+    started = time.perf_counter()
+    dataset = data.load_dataset(real_data_root, image_size=64, progress=False)
+    dataset.first_load_seconds = time.perf_counter() - started
+    return dataset
+
+
+def test_counts_and_label_order(real_dataset):
+    assert len(real_dataset.training) == 5712 and len(real_dataset.testing) == 1311
+    assert real_dataset.training.class_counts() == {"glioma": 1321, "meningioma": 1339, "notumor": 1595,
+                                                     "pituitary": 1457}
+    assert real_dataset.testing.class_counts() == {"glioma": 300, "meningioma": 306, "notumor": 405,
+                                                    "pituitary": 300}
+    assert real_dataset.class_names == config.CLASS_NAMES
+    for split in (real_dataset.training, real_dataset.testing):
+        folders = np.array([path.split("/")[1] for path in split.paths])
+        assert (folders == np.array(config.CLASS_NAMES)[split.labels]).all()
+
+
+def test_every_original_decodes_to_uint8_greyscale(real_dataset):
+    assert not real_dataset.skipped
+    assert real_dataset.training.images.shape == (5712, 64, 64)
+    assert real_dataset.testing.images.shape == (1311, 64, 64)
+    assert real_dataset.training.images.dtype == np.uint8
+    # no image decoded to a blank: every one has contrast
+    every = np.concatenate([real_dataset.training.images, real_dataset.testing.images])
+    assert (every.reshape(len(every), -1).std(axis=1) > 5).all()
+
+
+def test_first_load_is_fast_and_the_cached_load_faster(real_dataset, real_data_root):
+    assert not real_dataset.from_cache
+    assert real_dataset.first_load_seconds < 60
+    started = time.perf_counter()
+    cached = data.load_dataset(real_data_root, image_size=64, progress=False)
+    seconds = time.perf_counter() - started
+    assert cached.from_cache and seconds < 2.0
+    assert cached.fingerprint == real_dataset.fingerprint
+    assert np.array_equal(cached.testing.images, real_dataset.testing.images)
