@@ -113,3 +113,31 @@ def audit_duplicates(dataset: MRIDataset, threshold: int = DEFAULT_NEAR_THRESHOL
                          "groups_with_conflicting_labels": int((conflicts & chosen).sum())})
     summary = pd.DataFrame(rows)
     return DuplicateAudit(images=images, pairs=pairs, summary=summary, threshold=threshold)
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """Command line: audit a dataset for duplicates and print the summary table and the clean-test count."""
+    import argparse
+
+    from helpers.data import DataError, load_dataset
+
+    parser = argparse.ArgumentParser(prog="python -m helpers.duplicates", description=_main.__doc__)
+    parser.add_argument("--data-dir", default=None, help="dataset folder (default: $BRAIN_MRI_DATA_DIR or data/)")
+    parser.add_argument("--threshold", type=int, default=DEFAULT_NEAR_THRESHOLD,
+                        help="largest perceptual-hash distance (bits of 64) counted as a near duplicate")
+    arguments = parser.parse_args(argv)
+    try:
+        dataset = load_dataset(arguments.data_dir)
+    except DataError as error:
+        print(f"error: {error}")
+        return 1
+    audit = audit_duplicates(dataset, arguments.threshold)
+    print(audit.summary.to_string(index=False))
+    clean = audit.clean_test_mask()
+    print(f"Testing images with no near duplicate (distance <= {audit.threshold}) in Training: "
+          f"{int(clean.sum())} of {len(clean)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
