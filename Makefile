@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast data-check download-data audit train-rnn clean-cache
+.PHONY: help install lint test test-fast data-check download-data audit train-rnn clean-cache
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -15,6 +15,9 @@ $(BIN)/python:
 
 install: $(BIN)/python ## create .venv and install the project with its dev extra
 	$(BIN)/python -m pip install -e ".[dev]"
+
+lint: ## check the code style with ruff
+	$(BIN)/ruff check src tests
 
 test: ## run every test (the real-data tests need BRAIN_MRI_DATA_DIR)
 	$(BIN)/python -m pytest

@@ -1,4 +1,4 @@
-"""The real Kaggle dataset: counts, labels, every original decodes, and the cache. Runs when $BRAIN_MRI_DATA_DIR is set."""
+"""The real dataset ($BRAIN_MRI_DATA_DIR): counts, labels, every original decodes, and the cache."""
 
 from __future__ import annotations
 

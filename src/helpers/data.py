@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 
 from helpers import config
+from helpers.files import write_atomically
 
 CACHE_FORMAT_VERSION = 1
 
@@ -78,7 +78,7 @@ class MRIDataset:
 
 
 def locate_dataset(data_dir: str | os.PathLike | None = None) -> Path:
-    """Return the dataset folder: the argument, else $BRAIN_MRI_DATA_DIR, else data/brain-tumor-mri in the repository."""
+    """Return the dataset folder: the argument, else $BRAIN_MRI_DATA_DIR, else the repository's data/brain-tumor-mri."""
     if data_dir is not None and str(data_dir) != "":
         candidate, source = Path(data_dir), "the data_dir argument"
     elif os.environ.get(config.DATA_DIR_VARIABLE):
@@ -159,20 +159,6 @@ def validate_layout(root: Path) -> list[tuple[str, int, Path]]:
 # --------------------------------------------------------------------------- fingerprint
 
 
-def _write_atomically(path: Path, write) -> None:
-    """Call write(temporary_path) then rename onto path, so that path is never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def _hash_file(path: Path) -> str:
     """Return the SHA-1 of a file's bytes."""
     return hashlib.sha1(path.read_bytes()).hexdigest()
@@ -196,7 +182,7 @@ def file_hashes(paths: list[Path]) -> list[str]:
             memo[key], changed = entry, True
         hashes.append(entry[2])
     if changed:
-        _write_atomically(memo_path, lambda temporary: temporary.write_text(json.dumps(memo)))
+        write_atomically(memo_path, lambda temporary: temporary.write_text(json.dumps(memo)))
     return hashes
 
 
@@ -271,7 +257,7 @@ def _save_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
         with open(temporary, "wb") as handle:
             np.savez(handle, **arrays)
 
-    _write_atomically(path, write)
+    write_atomically(path, write)
 
 
 def _load_cache(path: Path) -> dict[str, np.ndarray] | None:

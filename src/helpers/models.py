@@ -47,7 +47,8 @@ def _recurrent_head(features: keras.KerasTensor, lstm_units: int = 128) -> keras
     return layers.Dense(NUMBER_OF_CLASSES, activation="softmax", name="class_probabilities")(features)
 
 
-def build_rnn(image_size: int = config.DEFAULT_IMAGE_SIZE, augment: bool = True, seed: int | None = None) -> keras.Model:
+def build_rnn(image_size: int = config.DEFAULT_IMAGE_SIZE, augment: bool = True,
+              seed: int | None = None) -> keras.Model:
     """Build the specified RNN: image rows as time steps -> Conv1D(64, 5) -> BatchNorm -> MaxPool1D -> BiLSTM head."""
     inputs, features = _input_stem(image_size, augment, seed)
     features = layers.Reshape((image_size, image_size), name="rows_as_time_steps")(features)
@@ -70,8 +71,9 @@ def build_hybrid(image_size: int = config.DEFAULT_IMAGE_SIZE, augment: bool = Tr
     return keras.Model(inputs, _recurrent_head(features), name="hybrid")
 
 
-def build_cnn(image_size: int = config.DEFAULT_IMAGE_SIZE, augment: bool = True, seed: int | None = None) -> keras.Model:
-    """Build the CNN baseline (about 1.5M parameters): four Conv-BatchNorm-pool blocks (32-256) -> Dense(256) -> softmax."""
+def build_cnn(image_size: int = config.DEFAULT_IMAGE_SIZE, augment: bool = True,
+              seed: int | None = None) -> keras.Model:
+    """Build the CNN baseline (about 1.5M parameters): four Conv-BatchNorm-pool blocks -> Dense(256) -> softmax."""
     inputs, features = _input_stem(image_size, augment, seed)
     for block, filters in enumerate((32, 64, 128, 256), start=1):
         features = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv2d_{block}")(features)

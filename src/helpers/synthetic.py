@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
 
 from helpers import config
+from helpers.files import staged_directory
 
 FILE_PREFIX = {"Training": "Tr", "Testing": "Te"}
 CLASS_ABBREVIATION = {"glioma": "gl", "meningioma": "me", "notumor": "no", "pituitary": "pi"}
@@ -114,9 +113,7 @@ def make_phantom_dataset(root: str | os.PathLike, training_per_class: int = 60, 
     if training_per_class < 1 or testing_per_class < 1:
         raise ValueError("a phantom dataset needs at least one image per class in each split")
     generator = np.random.default_rng(seed)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.", suffix=".partial"))
-    try:
+    with staged_directory(root) as staging:
         for split, count in (("Training", training_per_class), ("Testing", testing_per_class)):
             for class_name in config.CLASS_NAMES:
                 folder = staging / split / class_name
@@ -126,10 +123,4 @@ def make_phantom_dataset(root: str | os.PathLike, training_per_class: int = 60, 
                     pixels = make_phantom_image(class_name, width, height, generator)
                     name = f"{FILE_PREFIX[split]}-{CLASS_ABBREVIATION[class_name]}_{number:04d}"
                     _save_phantom(pixels, folder / name, number)
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(staging, root)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return root

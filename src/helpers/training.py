@@ -1,12 +1,10 @@
-"""Seeding, callbacks, fitting and timing; each run is saved whole (model, label order, history, predictions) or not at all."""
+"""Seeding, callbacks, fitting, timing; a run folder (model, label order, history, predictions) is saved whole."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ import pandas as pd
 
 from helpers import config
 from helpers.data import ImageSplit
+from helpers.files import staged_directory
 from helpers.models import build_model
 from helpers.provenance import provenance
 
@@ -120,9 +119,7 @@ def train_model(model_name: str, training: ImageSplit, validation: ImageSplit, t
     if run_directory.exists() and not overwrite:
         raise FileExistsError(f"{run_directory}: run folder already exists; pass overwrite=True or choose another")
     image_size = training.images.shape[1]
-    run_directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=run_directory.parent, prefix=f".{run_directory.name}.", suffix=".partial"))
-    try:
+    with staged_directory(run_directory) as staging:
         set_seeds(settings.seed)
         model = build_model(model_name, image_size=image_size, augment=settings.augment, seed=settings.seed)
         model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate),
@@ -171,12 +168,6 @@ def train_model(model_name: str, training: ImageSplit, validation: ImageSplit, t
         _write_json(staging / LABELS_FILE, labels)
         _write_json(staging / TIMINGS_FILE, timings)
         _write_json(staging / RUN_FILE, details)
-        if run_directory.exists():
-            shutil.rmtree(run_directory)
-        os.replace(staging, run_directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return load_run(run_directory)
 
 

@@ -1,0 +1,38 @@
+"""helpers.files: a file or folder appears complete or not at all, and a failure keeps what was there."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers.files import staged_directory, write_atomically
+
+
+def test_staged_directory_replaces_the_target_only_on_success(tmp_path):
+    target = tmp_path / "run"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with staged_directory(target) as staging:
+            (staging / "new.txt").write_text("half")
+            raise RuntimeError("interrupted")
+    assert [path.name for path in tmp_path.iterdir()] == ["run"]
+    assert (target / "old.txt").read_text() == "old"
+    with staged_directory(target) as staging:
+        (staging / "new.txt").write_text("new")
+    assert [path.name for path in target.iterdir()] == ["new.txt"]
+    assert [path.name for path in tmp_path.iterdir()] == ["run"]
+
+
+def test_write_atomically_keeps_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "table.json"
+    target.write_text("old")
+
+    def failing(temporary):
+        temporary.write_text("partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomically(target, failing)
+    assert target.read_text() == "old" and [path.name for path in tmp_path.iterdir()] == ["table.json"]
+    write_atomically(target, lambda temporary: temporary.write_text("new"))
+    assert target.read_text() == "new"
