@@ -133,13 +133,14 @@ def train_model(model_name: str, training: ImageSplit, validation: ImageSplit, t
         fit_seconds = time.perf_counter() - started
 
         best_model = keras.saving.load_model(staging / MODEL_FILE)
-        predictions, prediction_seconds = {}, {}
+        predictions, prediction_seconds, milliseconds_per_image = {}, {}, {}
         for split_name, split in (("validation", validation), ("test", testing)):
             if split is None:
                 continue
             started = time.perf_counter()
             probabilities = best_model.predict(_as_model_input(split), batch_size=256, verbose=0)
             prediction_seconds[split_name] = time.perf_counter() - started
+            milliseconds_per_image[split_name] = 1000 * prediction_seconds[split_name] / len(split)
             predictions[split_name] = {"probabilities": probabilities.astype(np.float32),
                                        "labels": split.labels.astype(np.int64), "paths": split.paths.astype(str)}
             np.savez(staging / PREDICTION_FILES[split_name], **predictions[split_name])
@@ -157,9 +158,7 @@ def train_model(model_name: str, training: ImageSplit, validation: ImageSplit, t
         timings = {"fit_seconds": fit_seconds, "epochs_run": len(history), "best_epoch": best_epoch,
                    "seconds_per_epoch": float(np.mean(timer.seconds)), "epoch_seconds": timer.seconds,
                    "prediction_seconds": prediction_seconds,
-                   "prediction_milliseconds_per_image": {
-                       name: 1000 * seconds / len(validation if name == "validation" else testing)
-                       for name, seconds in prediction_seconds.items()}}
+                   "prediction_milliseconds_per_image": milliseconds_per_image}
         details = {"model": model_name, "parameters": int(best_model.count_params()),
                    "settings": dataclasses.asdict(settings), "data_fingerprint": data_fingerprint,
                    "split_sizes": {"training": len(training), "validation": len(validation),

@@ -1,0 +1,27 @@
+"""helpers.config: profiles and relocatable folders."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import config
+
+
+def test_profiles_are_known_by_name():
+    assert config.get_profile("smoke").epochs == 1
+    assert config.get_profile("demo").synthetic and not config.get_profile("full").synthetic
+    assert config.get_profile("full").images_per_class is None
+
+
+def test_unknown_profile_lists_the_known_ones():
+    with pytest.raises(ValueError, match="unknown profile 'fast'; choose one of full, smoke, demo"):
+        config.get_profile("fast")
+
+
+def test_cache_and_runs_folders_follow_their_environment_variables(tmp_path, monkeypatch):
+    monkeypatch.setenv(config.CACHE_DIR_VARIABLE, str(tmp_path / "cache"))
+    monkeypatch.setenv(config.RUNS_DIR_VARIABLE, str(tmp_path / "runs"))
+    assert config.cache_dir() == tmp_path / "cache"
+    assert config.runs_dir() == tmp_path / "runs"
+    monkeypatch.delenv(config.RUNS_DIR_VARIABLE)
+    assert config.runs_dir() == config.PROJECT_ROOT / "runs"
