@@ -65,7 +65,7 @@ def _groups(size: int, firsts: np.ndarray, seconds: np.ndarray) -> np.ndarray:
 
 
 def _scope(splits: pd.Series) -> str:
-    """Name where a group or pair lies: within one split or across both."""
+    """Name where a group of images lies: within one split or across both."""
     present = set(splits)
     return "across splits" if len(present) > 1 else f"within {present.pop()}"
 
@@ -91,10 +91,8 @@ def audit_duplicates(dataset: MRIDataset, threshold: int = DEFAULT_NEAR_THRESHOL
     pairs["same_label"] = images["label"].to_numpy()[firsts] == images["label"].to_numpy()[seconds]
     first_split, second_split = images["split"].to_numpy()[firsts], images["split"].to_numpy()[seconds]
     pairs["scope"] = np.where(first_split != second_split, "across splits", "within " + first_split)
-    # For cross-split pairs, the Testing member's index in its split (rows are ordered Training, then Testing).
-    test_member = np.where(second_split == "Testing", seconds, firsts)
-    pairs["test_index"] = np.where(pairs["scope"] == "across splits",
-                                   images["index_in_split"].to_numpy()[test_member], -1)
+    # Rows are ordered Training, then Testing, and first < second: a cross-split pair's Testing member is second.
+    pairs["test_index"] = np.where(pairs["scope"] == "across splits", images["index_in_split"].to_numpy()[seconds], -1)
 
     exact_codes = pd.factorize(images["file_hash"])[0]
     images["exact_group"] = exact_codes

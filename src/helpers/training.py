@@ -167,7 +167,9 @@ def train_model(model_name: str, training: ImageSplit, validation: ImageSplit, t
         _write_json(staging / LABELS_FILE, labels)
         _write_json(staging / TIMINGS_FILE, timings)
         _write_json(staging / RUN_FILE, details)
-    return load_run(run_directory)
+    return TrainingRun(directory=run_directory, model=best_model, class_names=tuple(class_names),
+                       image_size=image_size, history=history, timings=timings, details=details,
+                       predictions=predictions)
 
 
 def load_run(run_directory: str | os.PathLike) -> TrainingRun:
