@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint test test-fast data-check download-data audit train-rnn clean-cache
+.PHONY: help install lint test test-fast demo smoke study data-check download-data audit train-rnn clean-cache
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -13,28 +13,42 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 
-install: $(BIN)/python ## create .venv and install the project with its dev extra
-	$(BIN)/python -m pip install -e ".[dev]"
+INSTALLED := $(VENV)/.installed
 
-lint: ## check the code style with ruff
+$(INSTALLED): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -e ".[dev]"
+	touch $@
+
+install: $(INSTALLED) ## create .venv and install the project with its dev extra (again when pyproject.toml changes)
+
+lint: $(INSTALLED) ## check the code style with ruff
 	$(BIN)/ruff check src tests
 
-test: ## run every test (the real-data tests need BRAIN_MRI_DATA_DIR)
+test: $(INSTALLED) ## run every test (the real-data tests need BRAIN_MRI_DATA_DIR)
 	$(BIN)/python -m pytest
 
-test-fast: ## run the tests that need neither real data nor several epochs of training
+test-fast: $(INSTALLED) ## run the tests that need neither real data nor several epochs of training
 	$(BIN)/python -m pytest -m "not realdata and not slow"
 
-data-check: ## load the dataset (decoding or from the cache) and print its counts
+demo: $(INSTALLED) ## set up, then run the notebooks on generated data (offline) into runs/demo/reports
+	$(BIN)/python -m helpers.pipeline --profile demo
+
+smoke: $(INSTALLED) ## run the notebooks on 40 real images per class, 1 epoch, into runs/smoke/reports
+	$(BIN)/python -m helpers.pipeline --profile smoke
+
+study: $(INSTALLED) ## the full study on the real data (3 models x 3 seeds), published into reports/
+	$(BIN)/python -m helpers.pipeline --profile full
+
+data-check: $(INSTALLED) ## load the dataset (decoding or from the cache) and print its counts
 	$(BIN)/python -m helpers.data check
 
-download-data: ## download the Kaggle dataset into data/brain-tumor-mri (needs kagglehub credentials)
+download-data: $(INSTALLED) ## download the Kaggle dataset into data/brain-tumor-mri (needs kagglehub credentials)
 	$(BIN)/python -m helpers.data download
 
-audit: ## print the duplicate audit of the dataset
+audit: $(INSTALLED) ## print the duplicate audit of the dataset
 	$(BIN)/python -m helpers.duplicates
 
-train-rnn: ## train the specified RNN with the specified recipe into runs/rnn-specified-seed42
+train-rnn: $(INSTALLED) ## train the specified RNN with the specified recipe into runs/rnn-specified-seed42
 	$(BIN)/python -m helpers.training --model rnn --run-dir runs/rnn-specified-seed42 --overwrite
 
 clean-cache: ## delete the decoded-array cache (.cache/)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import pytest
 from PIL import Image, ImageEnhance
 
 from helpers import data
@@ -56,3 +57,22 @@ def test_distinct_files_are_never_exact_duplicates(phantom_root):
     assert exact["groups"].sum() == 0
     assert not audit.pairs["exact"].any()
     assert audit.images["file_hash"].is_unique
+
+
+def test_clean_flags_follow_any_subset_of_test_paths_and_examples_pair_the_splits(small_phantom_root):
+    root = small_phantom_root
+    source = sorted((root / "Training" / "meningioma").iterdir())[0]
+    shutil.copy(source, root / "Testing" / "meningioma" / ("Te-copy" + source.suffix))
+    dataset = data.load_dataset(root, progress=False)
+    audit = audit_duplicates(dataset)
+    copied = [path for path in dataset.testing.paths if "Te-copy" in path][0]
+    others = [path for path in dataset.testing.paths if path != copied][:3]
+    assert audit.clean_test_flags(np.array([others[0], copied, *others[1:]])).tolist() == [True, False, True, True]
+    pixels = np.concatenate([dataset.training.images, dataset.testing.images])
+    images, captions = audit.cross_split_examples(pixels, count=1000)
+    assert len(images) == len(captions) and all(caption.startswith("Training/") for caption in captions[::2])
+    assert all(caption.startswith("Testing/") for caption in captions[1::2])
+    position = [index for index, caption in enumerate(captions) if "Te-copy" in caption][0]
+    assert position % 2 == 1 and np.array_equal(images[position - 1], images[position])
+    with pytest.raises(KeyError, match="not a Testing image"):
+        audit.clean_test_flags(np.array(["Training/glioma/nothing.jpg"]))

@@ -86,3 +86,32 @@ def test_mismatched_inputs_are_refused():
         evaluation.classification_summary(np.zeros(3, int), np.zeros((3, 3)))
     with pytest.raises(ValueError, match="3 labels but 2 rows"):
         evaluation.classification_summary(np.zeros(3, int), np.zeros((2, 4)))
+
+
+def test_multi_seed_summary_averages_seeds_and_brackets_the_mean():
+    labels = np.array([0, 1, 2, 3] * 25)
+    right = np.eye(4)[labels]
+    half_wrong = right.copy()
+    half_wrong[:50] = np.eye(4)[(labels[:50] + 1) % 4]
+    summary = evaluation.multi_seed_summary(labels, [right, half_wrong], resamples=200)
+    accuracy = summary["accuracy"]
+    assert accuracy["per_seed"] == [1.0, 0.5] and accuracy["mean"] == 0.75
+    assert accuracy["std"] == pytest.approx(np.std([1.0, 0.5], ddof=1))
+    assert accuracy["ci"][0] < 0.75 < accuracy["ci"][1]
+    assert summary["seeds"] == 2 and summary["images"] == 100
+    with pytest.raises(ValueError, match="100 labels"):
+        evaluation.multi_seed_summary(labels, [right[:10]])
+
+
+def test_row_occlusion_finds_the_rows_a_model_relies_on():
+    def predict(images):
+        """A stand-in model whose confidence in class 0 is the brightness of rows 8-11."""
+        signal = images[:, 8:12].mean(axis=(1, 2, 3)) / 255.0
+        return np.stack([0.5 + 0.5 * signal, 0.5 - 0.5 * signal], axis=1)
+
+    images = np.full((3, 16, 16, 1), 200, dtype=np.uint8)
+    importance = evaluation.row_occlusion_importance(predict, images, band=4)
+    assert importance.shape == (3, 4)
+    assert np.all(importance.argmax(axis=1) == 2) and np.allclose(importance[:, [0, 1, 3]], 0.0)
+    with pytest.raises(ValueError, match="multiple of 5"):
+        evaluation.row_occlusion_importance(predict, images, band=5)

@@ -60,15 +60,16 @@ class Profile:
     epochs: int
     images_per_class: int | None  # None: every image; otherwise a per-class, per-split subset
     synthetic: bool  # True: a generated phantom dataset instead of the real one
+    seeds: tuple[int, ...]  # one training run per seed and model
     description: str
 
 
 PROFILES: dict[str, Profile] = {
-    "full": Profile("full", epochs=30, images_per_class=None, synthetic=False,
-                    description="real data, full training"),
-    "smoke": Profile("smoke", epochs=1, images_per_class=40, synthetic=False,
+    "full": Profile("full", epochs=30, images_per_class=None, synthetic=False, seeds=(42, 43, 44),
+                    description="real data, full training, three seeds"),
+    "smoke": Profile("smoke", epochs=1, images_per_class=40, synthetic=False, seeds=(42,),
                      description="a small subset of the real data, one epoch (for tests)"),
-    "demo": Profile("demo", epochs=8, images_per_class=None, synthetic=True,
+    "demo": Profile("demo", epochs=8, images_per_class=None, synthetic=True, seeds=(42,),
                     description="a generated synthetic dataset, offline, a few minutes on 2 cores"),
 }
 

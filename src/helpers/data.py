@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
@@ -154,6 +155,24 @@ def validate_layout(root: Path) -> list[tuple[str, int, Path]]:
                 raise DatasetLayoutError(f"{class_dir}: class folder holds no images")
             records.extend((split, label, path) for path in images)
     return records
+
+
+def image_properties(root: str | os.PathLike, relative_paths: list[str] | None = None) -> pd.DataFrame:
+    """Return split, class, width, height and colour mode of each image file, read from the file headers only."""
+    root = Path(root)
+    if relative_paths is None:
+        relative_paths = [path.relative_to(root).as_posix() for _, _, path in validate_layout(root)]
+    rows = []
+    for relative in relative_paths:
+        split, class_name = Path(relative).parts[:2]
+        try:
+            with Image.open(root / relative) as image:
+                width, height, mode = image.width, image.height, image.mode
+        except (OSError, SyntaxError) as error:
+            raise CorruptImageError(f"{root / relative}: cannot read the image header ({error})") from None
+        rows.append({"split": split, "class_name": class_name, "width": width, "height": height, "mode": mode,
+                     "path": relative})
+    return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------- fingerprint

@@ -33,6 +33,31 @@ class DuplicateAudit:
         leaked = set(self.pairs.loc[self.pairs["scope"] == "across splits", "test_index"])
         return ~testing["index_in_split"].isin(leaked).to_numpy()
 
+    def clean_test_flags(self, paths: np.ndarray) -> np.ndarray:
+        """Return, for the given Testing paths (any subset, any order), True where no near-duplicate is in Training."""
+        testing = self.images[self.images["split"] == "Testing"]
+        clean = dict(zip(testing["path"], self.clean_test_mask()))
+        unknown = [path for path in paths if path not in clean]
+        if unknown:
+            raise KeyError(f"{unknown[0]}: not a Testing image of the audited dataset")
+        return np.array([clean[path] for path in paths], dtype=bool)
+
+    def cross_split_examples(self, pixels: np.ndarray, count: int = 6,
+                             seed: int = 0) -> tuple[np.ndarray, list[str]]:
+        """Return images and captions of randomly chosen Training/Testing near-duplicate pairs, side by side.
+
+        pixels: the audited images in audit order (Training, then Testing).
+        """
+        across = self.pairs[self.pairs["scope"] == "across splits"]
+        chosen = across.sample(n=min(count, len(across)), random_state=seed) if len(across) else across
+        images, captions = [], []
+        for _, pair in chosen.iterrows():
+            for column in ("first", "second"):
+                images.append(pixels[pair[column]])
+                path = self.images.at[pair[column], "path"]
+                captions.append(f"{path.split('/')[0]}/{path.split('/')[-1]}\ndistance {pair['distance']}")
+        return np.array(images), captions
+
 
 def perceptual_hashes(images: np.ndarray) -> np.ndarray:
     """Return the 64-bit DCT perceptual hash (imagehash.phash) of each greyscale image as uint64."""

@@ -1,0 +1,200 @@
+"""Run the notebook sequence headlessly (papermill), export HTML (nbconvert), write index.html and metrics.json."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import papermill
+from nbconvert import HTMLExporter
+from tqdm.auto import tqdm
+
+from helpers import config
+from helpers.files import staged_directory, write_atomically
+from helpers.provenance import provenance
+
+NOTEBOOKS = ("01_explore_data", "02_train_rnn", "03_train_hybrid", "04_compare_cnn", "05_error_analysis")
+NOTEBOOK_TITLES = {
+    "01_explore_data": "Exploring the data",
+    "02_train_rnn": "The specified RNN (Conv1D + BiLSTM over rows)",
+    "03_train_hybrid": "The hybrid (2-D CNN + BiLSTM)",
+    "04_compare_cnn": "The CNN baseline and the comparison of all models",
+    "05_error_analysis": "Where the models fail",
+}
+METRICS_FILE = "metrics.json"
+INDEX_FILE = "index.html"
+CELL_TIMEOUT_SECONDS = 3600
+
+
+class PipelineError(RuntimeError):
+    """A notebook of the sequence failed; the message names it, the failing cell and where the partial copy is."""
+
+
+def default_reports_directory(profile: str) -> Path:
+    """Return where a profile publishes: reports/ for the full study, runs/<profile>/reports for the quick ones."""
+    return config.REPORTS_DIR if profile == "full" else config.runs_dir() / profile / "reports"
+
+
+def failed_directory(reports_dir: Path) -> Path:
+    """Return where the partly executed notebooks of a failed run are kept (beside the reports folder)."""
+    return reports_dir.parent / f"{reports_dir.name}-failed"
+
+
+def _execute(name: str, output: Path, parameters: dict) -> None:
+    """Execute one notebook with papermill into output, turning a cell error into a one-line PipelineError."""
+    try:
+        papermill.execute_notebook(config.NOTEBOOKS_DIR / f"{name}.ipynb", output, parameters=parameters,
+                                   cwd=str(config.NOTEBOOKS_DIR), execution_timeout=CELL_TIMEOUT_SECONDS,
+                                   progress_bar=False, kernel_name="python3")
+    except papermill.PapermillExecutionError as error:
+        message = (error.evalue or "").splitlines()
+        raise PipelineError(f"{name}.ipynb failed at cell {error.cell_index}: {error.ename}: "
+                            f"{message[0] if message else ''}") from None
+
+
+def export_html(notebook_path: Path) -> Path:
+    """Write an HTML copy of an executed notebook beside it and return its path."""
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook_path, as_version=4))
+    target = notebook_path.with_suffix(".html")
+    target.write_text(body, encoding="utf-8")
+    return target
+
+
+def _collect_metrics(metrics_dir: Path, profile: str, notebook_seconds: dict[str, float],
+                     total_seconds: float) -> dict:
+    """Merge the notebooks' metric records into one document with provenance and timings."""
+    notebooks = {}
+    for name in notebook_seconds:
+        record = metrics_dir / f"{name}.json"
+        if not record.is_file():
+            raise PipelineError(f"{record}: {name}.ipynb ran but wrote no metrics record (study.record)")
+        notebooks[name] = json.loads(record.read_text())
+    fingerprints = {record.get("data_fingerprint") for record in notebooks.values()} - {None}
+    if len(fingerprints) > 1:
+        raise PipelineError(f"the notebooks saw different datasets (fingerprints {sorted(fingerprints)})")
+    return {"profile": profile, "data_fingerprint": fingerprints.pop() if fingerprints else None,
+            "provenance": provenance(),
+            "timings": {"notebook_seconds": notebook_seconds, "total_seconds": total_seconds},
+            "notebooks": notebooks}
+
+
+def _models_table(metrics: dict) -> pd.DataFrame:
+    """Return the summary of the models from the comparison notebook's record (empty when it did not run)."""
+    rows = metrics["notebooks"].get("04_compare_cnn", {}).get("models", [])
+    return pd.DataFrame(rows)
+
+
+def write_index(reports_dir: Path, metrics: dict) -> Path:
+    """Write index.html: the summary table of the models, links to every report, and how the run was produced."""
+    table = _models_table(metrics)
+    shown = table.to_html(index=False, float_format=lambda value: f"{value:.4g}", border=0) if len(table) else (
+        "<p>No model comparison in this run.</p>")
+    links = "\n".join(
+        f'<li><a href="{name}.html">{html.escape(NOTEBOOK_TITLES.get(name, name))}</a> '
+        f'(<a href="{name}.ipynb">notebook</a>, {seconds:.0f} s)</li>'
+        for name, seconds in metrics["timings"]["notebook_seconds"].items())
+    origin = metrics["provenance"]
+    device = origin["device"]
+    accelerators = ", ".join(device["accelerators"]) or "none"
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Brain-tumour MRI classification: reports</title>
+<style>body{{font-family:sans-serif;max-width:70em;margin:2em auto;padding:0 1em}}
+table{{border-collapse:collapse}}td,th{{padding:.3em .8em;border-bottom:1px solid #ccc;text-align:right}}</style>
+</head><body>
+<h1>Brain-tumour MRI classification with recurrent networks</h1>
+<p>Profile <b>{html.escape(metrics["profile"])}</b>: {html.escape(config.get_profile(metrics["profile"]).description)}.
+The whole sequence took {metrics["timings"]["total_seconds"] / 60:.1f} minutes on {device["cpu_count"]} CPU cores
+({html.escape(device["backend"])} backend; accelerators: {html.escape(accelerators)}).</p>
+<h2>Models (test split; mean over seeds, 95% bootstrap CI)</h2>
+{shown}
+<h2>Reports</h2>
+<ol>
+{links}
+</ol>
+<h2>Provenance</h2>
+<p>Created {html.escape(origin["created"])} from commit <code>{html.escape(origin["git_commit"])}</code>;
+data fingerprint <code>{html.escape(str(metrics["data_fingerprint"]))}</code>.
+Every figure is in <a href="{METRICS_FILE}">{METRICS_FILE}</a>, with package versions.</p>
+</body></html>
+"""
+    path = reports_dir / INDEX_FILE
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def run_pipeline(profile: str = "full", data_dir: str | os.PathLike | None = None,
+                 reports_dir: str | os.PathLike | None = None, run_root: str | os.PathLike | None = None,
+                 notebooks: tuple[str, ...] = NOTEBOOKS, progress: bool = True) -> Path:
+    """Execute the notebooks in order and publish their reports; on failure the published reports stay untouched."""
+    chosen = config.get_profile(profile)
+    reports_dir = Path(reports_dir).expanduser().resolve() if reports_dir else default_reports_directory(chosen.name)
+    run_root = Path(run_root).expanduser().resolve() if run_root else config.runs_dir() / chosen.name
+    unknown = [name for name in notebooks if name not in NOTEBOOKS]
+    if unknown:
+        raise ValueError(f"unknown notebooks {unknown}; the sequence is {', '.join(NOTEBOOKS)}")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # the kernels inherit it: no TensorFlow info lines in reports
+    started = time.perf_counter()
+    notebook_seconds: dict[str, float] = {}
+    with staged_directory(reports_dir) as staging:
+        metrics_dir = staging / ".metrics"
+        parameters = {"profile": chosen.name, "data_dir": str(data_dir or ""), "run_root": str(run_root),
+                      "metrics_dir": str(metrics_dir)}
+        bar = tqdm(notebooks, desc=f"{chosen.name} profile", unit="notebook", disable=not progress)
+        for name in bar:
+            bar.set_postfix_str(name)
+            output = staging / f"{name}.ipynb"
+            notebook_started = time.perf_counter()
+            try:
+                _execute(name, output, parameters)
+            except Exception as error:  # a cell error, a dead kernel or a timeout: keep what ran, then stop
+                kept = failed_directory(reports_dir)
+                shutil.rmtree(kept, ignore_errors=True)
+                kept.mkdir(parents=True)
+                if output.is_file():
+                    shutil.copy2(output, kept / output.name)
+                reason = str(error) if isinstance(error, PipelineError) else (
+                    f"{name}.ipynb failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+                raise PipelineError(f"{reason}; partly executed notebook kept in {kept}; "
+                                    f"{reports_dir} left as it was") from None
+            notebook_seconds[name] = time.perf_counter() - notebook_started
+            export_html(output)
+        metrics = _collect_metrics(metrics_dir, chosen.name, notebook_seconds, time.perf_counter() - started)
+        shutil.rmtree(metrics_dir)
+        write_atomically(staging / METRICS_FILE,
+                         lambda temporary: temporary.write_text(json.dumps(metrics, indent=2) + "\n"))
+        write_index(staging, metrics)
+    shutil.rmtree(failed_directory(reports_dir), ignore_errors=True)
+    return reports_dir
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """Command line: run the notebook sequence in one profile and publish reports/."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m helpers.pipeline", description=_main.__doc__)
+    parser.add_argument("--profile", default="full", choices=sorted(config.PROFILES),
+                        help="full: real data, full training; smoke: tiny real subset, 1 epoch; demo: generated data")
+    parser.add_argument("--data-dir", default=None, help="dataset folder (default: $BRAIN_MRI_DATA_DIR or data/)")
+    parser.add_argument("--reports-dir", default=None,
+                        help="where to publish (default: reports/ for full, else runs/<profile>/reports)")
+    parser.add_argument("--run-root", default=None, help="where run folders go (default: runs/<profile>)")
+    parser.add_argument("--notebooks", nargs="+", default=list(NOTEBOOKS), help="a subset of the sequence, in order")
+    arguments = parser.parse_args(argv)
+    try:
+        published = run_pipeline(arguments.profile, arguments.data_dir, arguments.reports_dir, arguments.run_root,
+                                 tuple(arguments.notebooks))
+    except PipelineError as error:
+        print(f"error: {error}")
+        return 1
+    print(f"reports published in {published} ({published / INDEX_FILE})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

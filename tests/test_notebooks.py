@@ -1,0 +1,100 @@
+"""The notebooks: committed clean, each executed under nbval in the smoke profile, and the whole pipeline run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from papermill.iorw import load_notebook_node
+from papermill.parameterize import parameterize_notebook
+
+from helpers import config
+from helpers.pipeline import INDEX_FILE, METRICS_FILE, NOTEBOOKS, PipelineError, failed_directory, run_pipeline
+
+CHECKED_OUTPUTS = json.loads((Path(__file__).parent / "data" / "notebook_checked_outputs.json").read_text())
+CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
+
+
+def _notebook(name: str) -> nbformat.NotebookNode:
+    return nbformat.read(config.NOTEBOOKS_DIR / f"{name}.ipynb", as_version=4)
+
+
+@pytest.fixture(scope="module")
+def smoke_run_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Run folders shared by this module's smoke executions, so the second one reuses the first one's training."""
+    return tmp_path_factory.mktemp("smoke-runs")
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_committed_notebook_is_clean_and_follows_the_layout(name):
+    notebook = _notebook(name)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert all(not cell.outputs and cell.execution_count is None for cell in code), f"{name} has outputs"
+    assert notebook.cells[0].cell_type == "markdown" and notebook.cells[0].source.startswith("# ")
+    assert "**Question.**" in notebook.cells[0].source
+    tagged = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
+    assert len(tagged) == 1 and tagged[0] is notebook.cells[1], f"{name}: one parameters cell, right after the title"
+    assert all(line.split("#")[1].strip() for line in tagged[0].source.splitlines()), "every parameter has a comment"
+    assert notebook.cells[-2].source == "## Conclusion" and "Markdown(" in notebook.cells[-1].source
+    assert max(len(cell.source.splitlines()) for cell in code) <= 16, f"{name}: keep cells short"
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_notebooks_pass_nbval_in_the_smoke_profile(real_data_root, smoke_run_root, tmp_path):
+    for name in NOTEBOOKS:
+        original = load_notebook_node(str(config.NOTEBOOKS_DIR / f"{name}.ipynb"))
+        notebook = parameterize_notebook(original, {"profile": "smoke", "data_dir": str(real_data_root),
+                                                           "run_root": str(smoke_run_root),
+                                                           "metrics_dir": str(tmp_path / "metrics")})
+        checked = [cell for cell in notebook.cells if cell.source.startswith(CHECK_MARK)]
+        assert len(checked) == (1 if name in CHECKED_OUTPUTS else 0), name
+        for cell in checked:
+            cell.execution_count = 1  # nbval compares only cells that ran in the reference
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=CHECKED_OUTPUTS[name])]
+        nbformat.write(notebook, tmp_path / f"{name}.ipynb")
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider", "-q",
+                             *[str(tmp_path / f"{name}.ipynb") for name in NOTEBOOKS]],
+                            cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-4000:]
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_pipeline_publishes_every_report_with_index_and_metrics(real_data_root, smoke_run_root, tmp_path):
+    reports = run_pipeline("smoke", real_data_root, tmp_path / "reports", smoke_run_root, progress=False)
+    for name in NOTEBOOKS:
+        executed = nbformat.read(reports / f"{name}.ipynb", as_version=4)
+        assert not any(output.output_type == "error" for cell in executed.cells for output in cell.get("outputs", []))
+        page = (reports / f"{name}.html").read_text()
+        assert page.startswith("<!DOCTYPE html>") and "data:image/png;base64" in page
+    metrics = json.loads((reports / METRICS_FILE).read_text())
+    assert metrics["profile"] == "smoke" and list(metrics["notebooks"]) == list(NOTEBOOKS)
+    assert len(metrics["data_fingerprint"]) == 64 and metrics["provenance"]["git_commit"]
+    assert set(metrics["timings"]["notebook_seconds"]) == set(NOTEBOOKS)
+    models = {row["model"]: row for row in metrics["notebooks"]["04_compare_cnn"]["models"]}
+    assert set(models) == {"rnn", "hybrid", "cnn"} and models["rnn"]["parameters"] == 235_140
+    assert all(0.0 <= row["accuracy_low"] <= row["accuracy"] <= row["accuracy_high"] <= 1.0 for row in models.values())
+    assert metrics["notebooks"]["01_explore_data"]["test_images"] == 1311
+    index = (reports / INDEX_FILE).read_text()
+    assert all(f'href="{name}.html"' in index for name in NOTEBOOKS) and "hybrid" in index
+    assert not any(path.name.startswith(".") for path in reports.iterdir()), "no staging leftovers"
+
+
+def test_failed_pipeline_names_the_notebook_keeps_it_and_leaves_reports_untouched(tmp_path):
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "index.html").write_text("published before")
+    with pytest.raises(PipelineError, match=r"01_explore_data\.ipynb failed at cell \d+: DatasetNotFoundError"):
+        run_pipeline("smoke", tmp_path / "no-such-dataset", reports, tmp_path / "runs", progress=False)
+    assert (reports / "index.html").read_text() == "published before"
+    assert sorted(path.name for path in reports.iterdir()) == ["index.html"]
+    partial = nbformat.read(failed_directory(reports) / "01_explore_data.ipynb", as_version=4)
+    assert any(output.output_type == "error" for cell in partial.cells for output in cell.get("outputs", []))
+    assert not list(tmp_path.glob(".reports*")), "the staging folder is removed"

@@ -1,0 +1,52 @@
+"""helpers.plots: every figure function draws from the data it is given and returns a figure with its panels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from helpers import data, plots
+from helpers.evaluation import SPECIFICATION_CLAIMED_RNN_PER_CLASS, per_class_table, reliability_table
+
+
+def test_every_figure_function_returns_a_drawn_figure(phantom_root):
+    dataset = data.load_dataset(phantom_root, progress=False)
+    split = dataset.training
+    generator = np.random.default_rng(0)
+    labels = dataset.testing.labels
+    probabilities = generator.dirichlet(np.ones(4), size=len(labels))
+    predicted = probabilities.argmax(axis=1)
+    history = pd.DataFrame({"epoch": [1, 2], "loss": [1.2, 0.9], "val_loss": [1.3, 1.0], "accuracy": [0.4, 0.6],
+                            "val_accuracy": [0.35, 0.5]})
+    table = pd.DataFrame({"accuracy": [0.8, 0.9], "accuracy_low": [0.75, 0.87], "accuracy_high": [0.84, 0.93],
+                          "macro_f1": [0.79, 0.9], "macro_f1_low": [0.7, 0.85], "macro_f1_high": [0.85, 0.94],
+                          "parameters": [235_140, 1_439_140], "seconds_per_epoch": [2.5, 9.0]}, index=["rnn", "cnn"])
+    per_class = per_class_table(labels, predicted)
+    figures = {
+        "class_balance": plots.class_balance(pd.DataFrame({"training": split.class_counts()})),
+        "sizes": plots.image_sizes_and_modes(data.image_properties(phantom_root)),
+        "samples": plots.sample_grid(split, per_class=3),
+        "means": plots.mean_images(split),
+        "intensities": plots.intensity_histograms(split),
+        "sequence": plots.rows_as_sequence(split.images[0]),
+        "curves": plots.training_curves({"seed 1": history}),
+        "claimed": plots.measured_versus_claimed(per_class, SPECIFICATION_CLAIMED_RNN_PER_CLASS),
+        "comparison": plots.model_comparison(table),
+        "confusion": plots.confusion_matrices({"rnn": np.eye(4, dtype=int), "cnn": np.eye(4, dtype=int)}),
+        "heatmap": plots.per_class_heatmap({"rnn": per_class, "cnn": per_class}),
+        "confidence": plots.confidence_histograms({"rnn": (probabilities.max(axis=1), predicted == labels)}),
+        "reliability": plots.reliability_diagram({"rnn": reliability_table(labels, probabilities)}),
+        "overlap": plots.error_overlap({"rnn": predicted != labels, "hybrid": predicted == 0, "cnn": predicted == 1}),
+        "rows": plots.row_importance(pd.DataFrame(generator.random((4, 16))), split.images[0], generator.random(16)),
+    }
+    panels = {"samples": 12, "means": 4, "sequence": 4, "comparison": 4, "confusion": 2}
+    for name, figure in figures.items():
+        assert isinstance(figure, Figure), name
+        figure.canvas.draw()
+        drawn = [axis for axis in figure.axes if axis.has_data() or axis.images]
+        assert drawn, f"{name} drew nothing"
+        if name in panels:
+            assert len(figure.axes) >= panels[name], name
+    overlap_labels = [label.get_text() for label in figures["overlap"].axes[0].get_yticklabels()]
+    assert overlap_labels[0] == "all models" and "rnn and hybrid only" in overlap_labels

@@ -1,0 +1,78 @@
+"""helpers.study: parameters resolved from the profile, runs reused only when recipe and data match, records."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import config
+from helpers.study import Study, representative_run, summarise_runs, summary_row
+
+
+def _study(phantom_root, tmp_path, **overrides):
+    parameters = {"profile": "smoke", "data_dir": str(phantom_root), "epochs": 1, "batch_size": 16,
+                  "run_root": str(tmp_path / "runs"), **overrides}
+    return Study.from_parameters(**parameters)
+
+
+def test_empty_parameters_take_the_profile_defaults(tmp_path, monkeypatch):
+    monkeypatch.setenv(config.RUNS_DIR_VARIABLE, str(tmp_path))
+    study = Study.from_parameters(profile="full")
+    assert study.epochs == 30 and study.seeds == (42, 43, 44) and study.batch_size is None
+    assert study.run_root == tmp_path / "full" and study.metrics_dir == tmp_path / "full" / "metrics"
+    assert study.settings("rnn", 43).seed == 43 and study.settings("rnn", 43).batch_size == 32
+    custom = Study.from_parameters(profile="full", epochs=3, batch_size=64, seeds=[1, 2])
+    assert (custom.epochs, custom.seeds, custom.settings("cnn", 1).batch_size) == (3, (1, 2), 64)
+    with pytest.raises(ValueError, match="unknown profile 'fast'"):
+        Study.from_parameters(profile="fast")
+    with pytest.raises(ValueError, match="epochs and batch_size must be >= 0"):
+        Study.from_parameters(epochs=-1)
+
+
+def test_smoke_profile_takes_a_per_class_subset_with_a_fixed_validation_split(phantom_root, tmp_path):
+    data = _study(phantom_root, tmp_path).load_data(progress=False)
+    table = data.split_table()
+    assert table["training"].tolist() == [40] * 4 and table["validation"].tolist() == [15] * 4
+    assert table["test"].tolist() == [30] * 4
+    assert not set(data.training.paths) & set(data.validation.paths)
+    again = _study(phantom_root, tmp_path, seeds=[7]).load_data(progress=False)
+    assert list(again.validation.paths) == list(data.validation.paths), "the validation split ignores model seeds"
+
+
+def test_runs_are_reused_only_for_the_same_recipe_and_data(phantom_root, tmp_path, capsys):
+    study = _study(phantom_root, tmp_path)
+    data = study.load_data(progress=False)
+    first = study.train("rnn", data)
+    assert "training into" in capsys.readouterr().out
+    second = study.train("rnn", data)
+    assert "reusing" in capsys.readouterr().out
+    assert np.array_equal(first[0].predictions["test"]["probabilities"], second[0].predictions["test"]["probabilities"])
+    assert len(study.load_runs("rnn", data)) == 1
+    longer = _study(phantom_root, tmp_path, epochs=2)
+    with pytest.raises(FileNotFoundError, match="run the rnn training notebook first"):
+        longer.load_runs("rnn", data)
+    longer.train("rnn", data)
+    assert "training into" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match="no finished cnn run for seed 42"):
+        study.load_runs("cnn", data)
+
+    summary = summarise_runs("rnn", second)
+    row = summary_row(summary)
+    assert row["parameters"] == 235_140 and row["seeds"] == 1
+    assert row["accuracy_low"] <= row["accuracy"] <= row["accuracy_high"]
+    assert summary["per_class"].shape == (4, 4) and representative_run(second) is second[0]
+
+
+def test_record_writes_plain_json_from_numpy_and_pandas_values(tmp_path):
+    study = Study.from_parameters(profile="demo", run_root=str(tmp_path))
+    path = study.record("01_explore_data", {"count": np.int64(3), "share": np.float32(0.5), "missing": float("nan"),
+                                            "table": pd.DataFrame({"a": [1, 2]}, index=["x", "y"]),
+                                            "series": pd.Series({"L": 2}), "array": np.arange(3)})
+    content = json.loads(path.read_text())
+    assert path == tmp_path / "metrics" / "01_explore_data.json"
+    assert content == {"notebook": "01_explore_data", "profile": "demo", "count": 3, "share": 0.5, "missing": None,
+                       "table": [{"index": "x", "a": 1}, {"index": "y", "a": 2}], "series": {"L": 2},
+                       "array": [0, 1, 2]}
