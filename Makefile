@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint test test-fast demo smoke study data-check download-data audit train-rnn clean-cache
+.PHONY: help install lint test test-fast bench demo smoke study data-check download-data audit train-rnn clean-cache
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ test: $(INSTALLED) ## run every test (the real-data tests need BRAIN_MRI_DATA_DI
 
 test-fast: $(INSTALLED) ## run the tests that need neither real data nor several epochs of training
 	$(BIN)/python -m pytest -m "not realdata and not slow"
+
+bench: $(INSTALLED) ## time loading, training epochs and inference against the specified pipeline -> reports/benchmarks.json
+	$(BIN)/python -m helpers.benchmark --batch-sizes 32 64 128
 
 demo: $(INSTALLED) ## set up, then run the notebooks on generated data (offline) into runs/demo/reports
 	$(BIN)/python -m helpers.pipeline --profile demo

@@ -87,3 +87,15 @@ def test_models_build_and_run_on_the_jax_backend():
     assert result.returncode == 0, result.stderr[-2000:]
     reported = json.loads(result.stdout.strip().splitlines()[-1])
     assert reported == {"backend": "jax", "counts": EXPECTED_PARAMETERS, "shape": [2, 4]}
+
+
+def test_mixed_precision_is_one_setting_and_keeps_probabilities_in_float32():
+    from helpers.training import precision_policy
+
+    with precision_policy(mixed=True):
+        model = models.build_model("rnn")
+    assert keras.config.dtype_policy().name == "float32", "the previous policy is restored"
+    assert model.get_layer("bidirectional_lstm").compute_dtype == "float16"
+    assert model.get_layer("class_probabilities").compute_dtype == "float32"
+    assert all(weight.dtype == "float32" for weight in model.weights)
+    assert model.count_params() == 235_140

@@ -68,7 +68,11 @@ def test_notebooks_pass_nbval_in_the_smoke_profile(real_data_root, smoke_run_roo
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_pipeline_publishes_every_report_with_index_and_metrics(real_data_root, smoke_run_root, tmp_path):
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "benchmarks.json").write_text("{}")
+    (tmp_path / "reports" / "old.html").write_text("stale")
     reports = run_pipeline("smoke", real_data_root, tmp_path / "reports", smoke_run_root, progress=False)
+    assert (reports / "benchmarks.json").read_text() == "{}" and not (reports / "old.html").exists()
     for name in NOTEBOOKS:
         executed = nbformat.read(reports / f"{name}.ipynb", as_version=4)
         assert not any(output.output_type == "error" for cell in executed.cells for output in cell.get("outputs", []))

@@ -13,12 +13,14 @@ pytestmark = pytest.mark.realdata
 
 
 @pytest.fixture(scope="module")
-def real_dataset(real_data_root):
-    """The real dataset at 64x64, decoded from the originals (the test session's cache starts empty)."""
-    started = time.perf_counter()
-    dataset = data.load_dataset(real_data_root, image_size=64, progress=False)
-    dataset.first_load_seconds = time.perf_counter() - started
-    return dataset
+def real_dataset(real_data_root, tmp_path_factory):
+    """The real dataset at 64x64, decoded from the originals into a cache folder of this module's own."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(config.CACHE_DIR_VARIABLE, str(tmp_path_factory.mktemp("real-data-cache")))
+        started = time.perf_counter()
+        dataset = data.load_dataset(real_data_root, image_size=64, progress=False)
+        dataset.first_load_seconds = time.perf_counter() - started
+        yield dataset
 
 
 def test_counts_and_label_order(real_dataset):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -91,3 +94,26 @@ def test_rnn_learns_the_phantoms_well_above_chance(tmp_path, phantom_splits):
     run = training.train_model("rnn", kept, validation, testing, tmp_path / "run", settings)
     summary = classification_summary(testing.labels, run.predictions["test"]["probabilities"])
     assert summary["accuracy"] >= 0.6, summary["per_class"]  # chance is 0.25
+
+
+@pytest.mark.slow
+def test_training_runs_unchanged_on_the_jax_backend(tmp_path, small_phantom_root):
+    pytest.importorskip("jax")
+    script = f"""
+import json, keras
+from helpers import data, training
+dataset = data.load_dataset({str(small_phantom_root)!r}, progress=False)
+kept, validation = data.split_validation(dataset.training, fraction=0.25, seed=0)
+run = training.train_model("rnn", kept, validation, dataset.testing, {str(tmp_path / "run")!r},
+                           training.TrainingSettings(epochs=2, batch_size=4, verbose=0))
+loaded = training.load_run(run.directory)
+print(json.dumps({{"backend": keras.backend.backend(), "epochs": int(loaded.timings["epochs_run"]),
+                  "test_rows": len(loaded.predictions["test"]["probabilities"]),
+                  "recorded_backend": loaded.details["device"]["backend"]}}))
+"""
+    environment = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    reported = json.loads(result.stdout.strip().splitlines()[-1])
+    assert reported == {"backend": "jax", "epochs": 2, "test_rows": 8, "recorded_backend": "jax"}

@@ -35,6 +35,9 @@ def _input_stem(image_size: int, augment: bool, seed: int | None) -> tuple[keras
     return inputs, features
 
 
+# The softmax layers are float32 under any dtype policy, so mixed precision never rounds the probabilities.
+
+
 def _recurrent_head(features: keras.KerasTensor, lstm_units: int = 128) -> keras.KerasTensor:
     """Return the specified head: BiLSTM -> Dropout 0.5 -> Dense 64 relu -> Dropout 0.3 -> softmax over classes.
 
@@ -44,7 +47,7 @@ def _recurrent_head(features: keras.KerasTensor, lstm_units: int = 128) -> keras
     features = layers.Dropout(0.5, name="dropout_lstm")(features)
     features = layers.Dense(64, activation="relu", name="dense")(features)
     features = layers.Dropout(0.3, name="dropout_dense")(features)
-    return layers.Dense(NUMBER_OF_CLASSES, activation="softmax", name="class_probabilities")(features)
+    return layers.Dense(NUMBER_OF_CLASSES, activation="softmax", dtype="float32", name="class_probabilities")(features)
 
 
 def build_rnn(image_size: int = config.DEFAULT_IMAGE_SIZE, augment: bool = True,
@@ -84,7 +87,8 @@ def build_cnn(image_size: int = config.DEFAULT_IMAGE_SIZE, augment: bool = True,
     features = layers.Dropout(0.5, name="dropout_features")(features)
     features = layers.Dense(256, activation="relu", name="dense")(features)
     features = layers.Dropout(0.3, name="dropout_dense")(features)
-    outputs = layers.Dense(NUMBER_OF_CLASSES, activation="softmax", name="class_probabilities")(features)
+    outputs = layers.Dense(NUMBER_OF_CLASSES, activation="softmax", dtype="float32",
+                           name="class_probabilities")(features)
     return keras.Model(inputs, outputs, name="cnn")
 
 

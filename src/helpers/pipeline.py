@@ -28,6 +28,8 @@ NOTEBOOK_TITLES = {
     "05_error_analysis": "Where the models fail",
 }
 METRICS_FILE = "metrics.json"
+# Files other commands publish into the reports folder; a pipeline run carries them over unchanged.
+CARRIED_FILES = ("benchmarks.json",)
 INDEX_FILE = "index.html"
 CELL_TIMEOUT_SECONDS = 3600
 
@@ -169,6 +171,9 @@ def run_pipeline(profile: str = "full", data_dir: str | os.PathLike | None = Non
         write_atomically(staging / METRICS_FILE,
                          lambda temporary: temporary.write_text(json.dumps(metrics, indent=2) + "\n"))
         write_index(staging, metrics)
+        for name in CARRIED_FILES:
+            if (reports_dir / name).is_file():
+                shutil.copy2(reports_dir / name, staging / name)
     shutil.rmtree(failed_directory(reports_dir), ignore_errors=True)
     return reports_dir
 

@@ -96,7 +96,7 @@ class Study:
             raise ValueError(f"epochs and batch_size must be >= 0 (0 = the profile's), not {epochs}, {batch_size}")
         runs = Path(run_root).expanduser().resolve() if run_root else config.runs_dir() / chosen.name
         return cls(profile=chosen, data_dir=data_dir or None, image_size=int(image_size),
-                   epochs=int(epochs) or chosen.epochs, batch_size=int(batch_size) or None,
+                   epochs=int(epochs) or chosen.epochs, batch_size=int(batch_size) or chosen.batch_size,
                    seeds=tuple(int(seed) for seed in seeds) or chosen.seeds, run_root=runs,
                    metrics_dir=Path(metrics_dir).expanduser().resolve() if metrics_dir else runs / "metrics")
 

@@ -6,6 +6,8 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +42,7 @@ class TrainingSettings:
     minimum_learning_rate: float = 1e-6
     checkpoint_metric: str = "val_accuracy"
     augment: bool = True
+    mixed_precision: bool = False  # float16 compute with float32 weights (worth it on GPUs, not on CPUs)
     seed: int = config.DEFAULT_SEED
     verbose: int = 2
 
@@ -60,6 +63,17 @@ class TrainingRun:
     timings: dict
     details: dict
     predictions: dict[str, dict[str, np.ndarray]]
+
+
+@contextmanager
+def precision_policy(mixed: bool) -> Iterator[None]:
+    """Build and train inside this block with the mixed_float16 policy (or float32); the old policy is restored."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16" if mixed else "float32")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def set_seeds(seed: int) -> None:
@@ -119,7 +133,7 @@ def train_model(model_name: str, training: ImageSplit, validation: ImageSplit, t
     if run_directory.exists() and not overwrite:
         raise FileExistsError(f"{run_directory}: run folder already exists; pass overwrite=True or choose another")
     image_size = training.images.shape[1]
-    with staged_directory(run_directory) as staging:
+    with staged_directory(run_directory) as staging, precision_policy(settings.mixed_precision):
         set_seeds(settings.seed)
         model = build_model(model_name, image_size=image_size, augment=settings.augment, seed=settings.seed)
         model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate),

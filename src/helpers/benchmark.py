@@ -1,0 +1,198 @@
+"""Speed benchmark: data loading, training epochs and inference, the project's pipeline against the specified one."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from helpers import config
+from helpers.data import MRIDataset, load_dataset, split_validation
+from helpers.files import write_atomically
+from helpers.models import MODEL_BUILDERS, build_model
+from helpers.provenance import provenance
+from helpers.training import EpochTimer, TrainingSettings, set_seeds
+
+BENCHMARK_FILE = "benchmarks.json"
+SPECIFIED_BATCH_SIZE = 32
+INFERENCE_BATCH_SIZE = 256
+LATENCY_CALLS = 50
+
+
+def time_data_loading(data_dir: str | os.PathLike | None, image_size: int) -> dict[str, float]:
+    """Return the seconds of a first load (empty cache: hash and decode every file) and of a cached load."""
+    previous = os.environ.get(config.CACHE_DIR_VARIABLE)
+    with tempfile.TemporaryDirectory() as empty_cache:
+        os.environ[config.CACHE_DIR_VARIABLE] = empty_cache
+        try:
+            first = load_dataset(data_dir, image_size, progress=False)
+            cached = load_dataset(data_dir, image_size, progress=False)
+        finally:
+            if previous is None:
+                os.environ.pop(config.CACHE_DIR_VARIABLE, None)
+            else:
+                os.environ[config.CACHE_DIR_VARIABLE] = previous
+    return {"first_load_seconds": first.load_seconds, "cached_load_seconds": cached.load_seconds,
+            "images": len(first.training) + len(first.testing)}
+
+
+def specified_datasets(root: Path, image_size: int, batch_size: int = SPECIFIED_BATCH_SIZE, seed: int = 42):
+    """Return the specification's input pipeline: tf.data datasets that decode the Training JPEGs on every epoch."""
+    return keras.utils.image_dataset_from_directory(
+        root / "Training", labels="inferred", label_mode="int", class_names=list(config.CLASS_NAMES),
+        color_mode="grayscale", batch_size=batch_size, image_size=(image_size, image_size), shuffle=True, seed=seed,
+        validation_split=config.DEFAULT_VALIDATION_FRACTION, subset="both", verbose=False)
+
+
+def _compiled(model_name: str, image_size: int, learning_rate: float) -> keras.Model:
+    """Build and compile a model the way training does."""
+    model = build_model(model_name, image_size=image_size, augment=True, seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def _epoch_row(model_name: str, pipeline: str, batch_size: int, seconds: list[float], images: int) -> dict:
+    """Return one training row: epoch times, steady-state seconds per epoch (after the first) and images/s."""
+    steady = statistics.mean(seconds[1:]) if len(seconds) > 1 else seconds[0]
+    return {"model": model_name, "pipeline": pipeline, "batch_size": batch_size, "epoch_seconds": seconds,
+            "seconds_per_epoch": steady, "training_images_per_second": images / steady}
+
+
+def time_specified_training(model_name: str, root: Path, image_size: int, epochs: int) -> dict:
+    """Time epochs of the specified pipeline: tf.data from the folders, augmentation in the model, batch 32."""
+    training, validation = specified_datasets(root, image_size)
+    set_seeds(0)
+    model = _compiled(model_name, image_size, 1e-3)
+    timer = EpochTimer()
+    # image_dataset_from_directory already reshuffles every epoch
+    model.fit(training, validation_data=validation, epochs=epochs, callbacks=[timer], shuffle=False, verbose=0)
+    images = int(sum(int(labels.shape[0]) for _, labels in training))
+    return _epoch_row(model_name, "specified", SPECIFIED_BATCH_SIZE, timer.seconds, images)
+
+
+def time_project_training(model_name: str, dataset: MRIDataset, settings: TrainingSettings, epochs: int) -> dict:
+    """Time epochs of the project's pipeline: decoded arrays in memory, the given recipe's batch size."""
+    training, validation = split_validation(dataset.training)
+    set_seeds(0)
+    model = _compiled(model_name, dataset.image_size, settings.learning_rate)
+    timer = EpochTimer()
+    model.fit(training.images[..., np.newaxis], training.labels, batch_size=settings.batch_size, epochs=epochs,
+              validation_data=(validation.images[..., np.newaxis], validation.labels), callbacks=[timer], verbose=0)
+    return _epoch_row(model_name, "project", settings.batch_size, timer.seconds, len(training))
+
+
+def time_inference(model_name: str, images: np.ndarray) -> dict:
+    """Return inference images/s at batch 256 over the given images, and the median single-image latency."""
+    model = build_model(model_name, image_size=images.shape[1], augment=True, seed=0)
+    batch = images[..., np.newaxis]
+    model.predict(batch[:INFERENCE_BATCH_SIZE], batch_size=INFERENCE_BATCH_SIZE, verbose=0)  # trace once
+    started = time.perf_counter()
+    model.predict(batch, batch_size=INFERENCE_BATCH_SIZE, verbose=0)
+    throughput = len(batch) / (time.perf_counter() - started)
+    single = batch[:1]
+    model.predict_on_batch(single)
+    latencies = []
+    for _ in range(LATENCY_CALLS):
+        started = time.perf_counter()
+        model.predict_on_batch(single)
+        latencies.append(time.perf_counter() - started)
+    return {"model": model_name, "inference_images_per_second": throughput,
+            "single_image_latency_milliseconds": 1000 * statistics.median(latencies)}
+
+
+def machine_key(details: dict) -> str:
+    """Return a short name for the machine and backend a benchmark ran on, used to keep runs apart."""
+    device = details["device"]
+    accelerator = device["accelerators"][0].replace(" ", "-") if device["accelerators"] else "cpu"
+    return f"{device['backend']}-{accelerator}-{device['cpu_count']}cores"
+
+
+def run_benchmark(data_dir: str | os.PathLike | None = None, models: tuple[str, ...] = tuple(MODEL_BUILDERS),
+                  epochs: int = 3, project_batch_sizes: tuple[int, ...] = (TrainingSettings().batch_size,),
+                  include_specified: bool = True, image_size: int = config.DEFAULT_IMAGE_SIZE) -> dict:
+    """Measure loading, training and inference; return the results with the machine, backend and device."""
+    loading = time_data_loading(data_dir, image_size)
+    dataset = load_dataset(data_dir, image_size, progress=False)
+    training_rows, inference_rows = [], []
+    for model_name in models:
+        if include_specified:
+            training_rows.append(time_specified_training(model_name, dataset.root, image_size, epochs))
+            print(_describe(training_rows[-1]), flush=True)
+        for batch_size in project_batch_sizes:
+            settings = TrainingSettings(batch_size=batch_size,
+                                        learning_rate=1e-3 * batch_size / SPECIFIED_BATCH_SIZE)
+            training_rows.append(time_project_training(model_name, dataset, settings, epochs))
+            print(_describe(training_rows[-1]), flush=True)
+        inference_rows.append(time_inference(model_name, dataset.testing.images))
+    table = pd.DataFrame(training_rows)
+    speedups = {}
+    if include_specified:
+        for model_name in models:
+            rows = table[table["model"] == model_name].set_index("pipeline")
+            best_project = rows.loc[["project"], "seconds_per_epoch"].min()
+            speedups[model_name] = float(rows.loc["specified", "seconds_per_epoch"] / best_project)
+    details = provenance()
+    return {"machine": machine_key(details), "provenance": details, "data_fingerprint": dataset.fingerprint,
+            "epochs_timed": epochs, "data_loading": loading, "training": training_rows,
+            "speedup_over_specified": speedups, "inference": inference_rows}
+
+
+def _describe(row: dict) -> str:
+    """Return one progress line for a timed training row."""
+    return (f"{row['model']:7s} {row['pipeline']:9s} batch {row['batch_size']:4d}: "
+            f"{row['seconds_per_epoch']:6.2f} s/epoch, {row['training_images_per_second']:7.0f} images/s")
+
+
+def save_benchmark(results: dict, path: Path) -> None:
+    """Merge one machine's results into the benchmark file (other machines' entries are kept)."""
+    stored = json.loads(path.read_text()) if path.is_file() else {}
+    stored[results["machine"]] = results
+    write_atomically(path, lambda temporary: temporary.write_text(json.dumps(stored, indent=2) + "\n"))
+
+
+def summary_table(results: dict) -> pd.DataFrame:
+    """Return the printed table: per model and pipeline, seconds per epoch, images/s and the speed-up."""
+    table = pd.DataFrame(results["training"])[["model", "pipeline", "batch_size", "seconds_per_epoch",
+                                               "training_images_per_second"]]
+    inference = pd.DataFrame(results["inference"]).set_index("model")
+    table["inference_images_per_second"] = table["model"].map(inference["inference_images_per_second"])
+    table["single_image_latency_ms"] = table["model"].map(inference["single_image_latency_milliseconds"])
+    return table
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """Command line: run the benchmark, print its table and merge it into reports/benchmarks.json."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m helpers.benchmark", description=_main.__doc__)
+    parser.add_argument("--data-dir", default=None, help="dataset folder (default: $BRAIN_MRI_DATA_DIR or data/)")
+    parser.add_argument("--models", nargs="+", default=list(MODEL_BUILDERS))
+    parser.add_argument("--epochs", type=int, default=3, help="epochs timed per model and pipeline (first excluded)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[TrainingSettings().batch_size],
+                        help="project batch sizes to time (learning rate scaled linearly from 1e-3 at 32)")
+    parser.add_argument("--no-specified", action="store_true", help="skip the specified tf.data pipeline")
+    parser.add_argument("--output", default=str(config.REPORTS_DIR / BENCHMARK_FILE))
+    arguments = parser.parse_args(argv)
+    results = run_benchmark(arguments.data_dir, tuple(arguments.models), arguments.epochs,
+                            tuple(arguments.batch_sizes), not arguments.no_specified)
+    save_benchmark(results, Path(arguments.output))
+    loading = results["data_loading"]
+    print(f"\n{results['machine']}: first load {loading['first_load_seconds']:.2f} s, "
+          f"cached {loading['cached_load_seconds']:.2f} s ({loading['images']} images)")
+    print(summary_table(results).to_string(index=False, float_format=lambda value: f"{value:.2f}"))
+    for model_name, ratio in results["speedup_over_specified"].items():
+        print(f"{model_name}: project epoch {ratio:.1f}x faster than the specified pipeline")
+    print(f"written to {arguments.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
