@@ -178,9 +178,7 @@ class Study:
 
 def representative_run(runs: list[TrainingRun]) -> TrainingRun:
     """Return the run with the best validation accuracy (ties: the first seed); the test split plays no part."""
-    scores = [float((run.predictions["validation"]["probabilities"].argmax(axis=1)
-                     == run.predictions["validation"]["labels"]).mean()) for run in runs]
-    return runs[int(np.argmax(scores))]
+    return runs[int(np.argmax([_validation_accuracy(run) for run in runs]))]
 
 
 
