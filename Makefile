@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint test test-fast bench demo smoke study data-check download-data audit train-rnn clean-cache
+.PHONY: help install lint test test-fast bench reference-runs demo smoke study publish predict data-check download-data audit train-rnn clean-cache
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -31,7 +31,11 @@ test-fast: $(INSTALLED) ## run the tests that need neither real data nor several
 	$(BIN)/python -m pytest -m "not realdata and not slow"
 
 bench: $(INSTALLED) ## time loading, training epochs and inference against the specified pipeline -> reports/benchmarks.json
-	$(BIN)/python -m helpers.benchmark --batch-sizes 32 64 128
+	$(BIN)/python -m helpers.benchmark --batch-sizes 64 128
+
+reference-runs: $(INSTALLED) ## train rnn, hybrid and cnn_wide with the specified recipe (seed 42) into runs/specified
+	for model in rnn hybrid cnn_wide; do \
+		$(BIN)/python -m helpers.training --recipe specified --model $$model --overwrite || exit 1; done
 
 demo: $(INSTALLED) ## set up, then run the notebooks on generated data (offline) into runs/demo/reports
 	$(BIN)/python -m helpers.pipeline --profile demo
@@ -39,8 +43,15 @@ demo: $(INSTALLED) ## set up, then run the notebooks on generated data (offline)
 smoke: $(INSTALLED) ## run the notebooks on 40 real images per class, 1 epoch, into runs/smoke/reports
 	$(BIN)/python -m helpers.pipeline --profile smoke
 
-study: $(INSTALLED) ## the full study on the real data (3 models x 3 seeds), published into reports/
+study: $(INSTALLED) ## the full study on the real data (4 models x 3 seeds) into reports/, then make publish
 	$(BIN)/python -m helpers.pipeline --profile full
+	$(MAKE) publish
+
+publish: $(INSTALLED) ## write README's results table and models/ (best seed per model, model card) from reports/
+	$(BIN)/python -m helpers.results
+
+predict: $(INSTALLED) ## classify image files with the published model: make predict FILES="a.jpg b.png"
+	$(BIN)/brain-mri-predict $(FILES)
 
 data-check: $(INSTALLED) ## load the dataset (decoding or from the cache) and print its counts
 	$(BIN)/python -m helpers.data check
@@ -51,8 +62,8 @@ download-data: $(INSTALLED) ## download the Kaggle dataset into data/brain-tumor
 audit: $(INSTALLED) ## print the duplicate audit of the dataset
 	$(BIN)/python -m helpers.duplicates
 
-train-rnn: $(INSTALLED) ## train the specified RNN with the specified recipe into runs/rnn-specified-seed42
-	$(BIN)/python -m helpers.training --model rnn --run-dir runs/rnn-specified-seed42 --overwrite
+train-rnn: $(INSTALLED) ## train the RNN with the project recipe (seed 42) into runs/project/rnn-seed42
+	$(BIN)/python -m helpers.training --model rnn --overwrite
 
 clean-cache: ## delete the decoded-array cache (.cache/)
 	rm -rf .cache

@@ -14,7 +14,8 @@ import pytest
 from helpers import models
 
 # Exact sizes. rnn: Conv1D 20,544 + BatchNorm 256 + BiLSTM 197,632 + Dense 16,448 + output 260 (DESIGN.md section 2).
-EXPECTED_PARAMETERS = {"rnn": 235_140, "hybrid": 1_216_196, "cnn": 1_439_140}
+EXPECTED_PARAMETERS = {"rnn": 235_140, "hybrid": 1_216_196, "crnn": 1_369_492, "cnn": 1_411_796,
+                       "cnn_wide": 1_439_140}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_PARAMETERS))
@@ -38,11 +39,18 @@ def test_hybrid_reads_sixteen_feature_rows():
     assert table["feature_rows_as_time_steps"]["output_shape"] == (None, 16, 1024)
 
 
+def test_crnn_reads_eight_feature_rows_and_eight_columns_within_the_recurrent_budget():
+    model = models.build_model("crnn")
+    assert model.get_layer("feature_rows_as_time_steps").output.shape[1:] == (8, 512)
+    assert model.get_layer("feature_columns_as_time_steps").output.shape[1:] == (8, 512)
+    assert model.count_params() <= 1_500_000
+
+
 def test_cnn_is_about_one_and_a_half_million_parameters():
     assert 1.35e6 <= models.build_model("cnn").count_params() <= 1.65e6
 
 
-@pytest.mark.parametrize("name", ["rnn", "hybrid"])
+@pytest.mark.parametrize("name", ["rnn", "hybrid", "crnn"])
 def test_lstms_keep_cudnn_eligible_settings(name):
     lstms = [layer.forward_layer for layer in models.build_model(name).layers
              if isinstance(layer, keras.layers.Bidirectional)]
@@ -71,7 +79,8 @@ def test_outputs_are_class_probabilities():
 
 
 def test_unknown_model_name_lists_the_known_ones():
-    with pytest.raises(ValueError, match="unknown model 'transformer'; choose one of rnn, hybrid, cnn"):
+    known = "rnn, hybrid, crnn, cnn, cnn_wide"
+    with pytest.raises(ValueError, match=f"unknown model 'transformer'; choose one of {known}$"):
         models.build_model("transformer")
 
 

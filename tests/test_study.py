@@ -23,7 +23,10 @@ def test_empty_parameters_take_the_profile_defaults(tmp_path, monkeypatch):
     study = Study.from_parameters(profile="full")
     assert study.epochs == 30 and study.seeds == (42, 43, 44) and study.batch_size is None
     assert study.run_root == tmp_path / "full" and study.metrics_dir == tmp_path / "full" / "metrics"
-    assert study.settings("rnn", 43).seed == 43 and study.settings("rnn", 43).batch_size == 32
+    assert study.settings("rnn", 43).seed == 43
+    assert (study.settings("rnn", 43).batch_size, study.settings("rnn", 43).learning_rate) == (128, 2e-3)
+    demo = Study.from_parameters(profile="demo").settings("rnn", 42)
+    assert (demo.batch_size, demo.learning_rate) == (16, 1e-3)  # the specified recipe at the demo's batch size
     custom = Study.from_parameters(profile="full", epochs=3, batch_size=64, seeds=[1, 2])
     assert (custom.epochs, custom.seeds, custom.settings("cnn", 1).batch_size) == (3, (1, 2), 64)
     with pytest.raises(ValueError, match="unknown profile 'fast'"):

@@ -18,10 +18,15 @@ from helpers.data import MRIDataset, load_dataset, split_validation
 from helpers.files import write_atomically
 from helpers.models import MODEL_BUILDERS, build_model
 from helpers.provenance import provenance
-from helpers.training import EpochTimer, TrainingSettings, set_seeds
+from helpers.training import PROJECT_RECIPE, SPECIFIED_RECIPE, EpochTimer, TrainingSettings, set_seeds
 
 BENCHMARK_FILE = "benchmarks.json"
-SPECIFIED_BATCH_SIZE = 32
+SPECIFIED_BATCH_SIZE = SPECIFIED_RECIPE.batch_size
+# The model the specified pipeline trains for each project model. The specification gives no CNN layers, so its
+# CNN is this project's first 1.5M-parameter design (cnn_wide); the project's cnn does a quarter of its convolutions.
+SPECIFIED_MODELS = {"rnn": "rnn", "hybrid": "hybrid", "cnn": "cnn_wide"}
+# Where the accuracy columns come from: seed-42 run folders of the specified recipe and of the full study.
+ACCURACY_SEED = 42
 INFERENCE_BATCH_SIZE = 256
 LATENCY_CALLS = 50
 
@@ -70,7 +75,7 @@ def time_specified_training(model_name: str, root: Path, image_size: int, epochs
     """Time epochs of the specified pipeline: tf.data from the folders, augmentation in the model, batch 32."""
     training, validation = specified_datasets(root, image_size)
     set_seeds(0)
-    model = _compiled(model_name, image_size, 1e-3)
+    model = _compiled(SPECIFIED_MODELS.get(model_name, model_name), image_size, SPECIFIED_RECIPE.learning_rate)
     timer = EpochTimer()
     # image_dataset_from_directory already reshuffles every epoch
     model.fit(training, validation_data=validation, epochs=epochs, callbacks=[timer], shuffle=False, verbose=0)
@@ -115,9 +120,27 @@ def machine_key(details: dict) -> str:
     return f"{device['backend']}-{accelerator}-{device['cpu_count']}cores"
 
 
-def run_benchmark(data_dir: str | os.PathLike | None = None, models: tuple[str, ...] = tuple(MODEL_BUILDERS),
-                  epochs: int = 3, project_batch_sizes: tuple[int, ...] = (TrainingSettings().batch_size,),
-                  include_specified: bool = True, image_size: int = config.DEFAULT_IMAGE_SIZE) -> dict:
+def recipe_accuracies(model_name: str, runs_root: Path, seed: int = ACCURACY_SEED) -> dict[str, float | None]:
+    """Return validation and test accuracy of a model's seed run under each recipe (None where not trained yet)."""
+    folders = {"specified": runs_root / "specified" / f"{SPECIFIED_MODELS.get(model_name, model_name)}-seed{seed}",
+               "project": runs_root / "full" / f"{model_name}-seed{seed}"}
+    accuracies: dict[str, float | None] = {}
+    for recipe_name, folder in folders.items():
+        for split_name, file_name in (("validation", "predictions_validation.npz"), ("test", "predictions_test.npz")):
+            path = folder / file_name
+            if not path.is_file():
+                accuracies[f"{recipe_name}_{split_name}_accuracy"] = None
+                continue
+            with np.load(path) as stored:
+                correct = stored["probabilities"].argmax(axis=1) == stored["labels"]
+            accuracies[f"{recipe_name}_{split_name}_accuracy"] = float(correct.mean())
+    return accuracies
+
+
+def run_benchmark(data_dir: str | os.PathLike | None = None, models: tuple[str, ...] = ("rnn", "hybrid", "cnn"),
+                  epochs: int = 3, project_batch_sizes: tuple[int, ...] = (PROJECT_RECIPE.batch_size,),
+                  include_specified: bool = True, image_size: int = config.DEFAULT_IMAGE_SIZE,
+                  runs_root: Path | None = None) -> dict:
     """Measure loading, training and inference; return the results with the machine, backend and device."""
     loading = time_data_loading(data_dir, image_size)
     dataset = load_dataset(data_dir, image_size, progress=False)
@@ -127,8 +150,7 @@ def run_benchmark(data_dir: str | os.PathLike | None = None, models: tuple[str, 
             training_rows.append(time_specified_training(model_name, dataset.root, image_size, epochs))
             print(_describe(training_rows[-1]), flush=True)
         for batch_size in project_batch_sizes:
-            settings = TrainingSettings(batch_size=batch_size,
-                                        learning_rate=1e-3 * batch_size / SPECIFIED_BATCH_SIZE)
+            settings = TrainingSettings(batch_size=batch_size, learning_rate=PROJECT_RECIPE.learning_rate)
             training_rows.append(time_project_training(model_name, dataset, settings, epochs))
             print(_describe(training_rows[-1]), flush=True)
         inference_rows.append(time_inference(model_name, dataset.testing.images))
@@ -140,9 +162,12 @@ def run_benchmark(data_dir: str | os.PathLike | None = None, models: tuple[str, 
             best_project = rows.loc[["project"], "seconds_per_epoch"].min()
             speedups[model_name] = float(rows.loc["specified", "seconds_per_epoch"] / best_project)
     details = provenance()
+    runs_root = runs_root or config.runs_dir()
+    accuracy = {model_name: recipe_accuracies(model_name, runs_root) for model_name in models}
     return {"machine": machine_key(details), "provenance": details, "data_fingerprint": dataset.fingerprint,
-            "epochs_timed": epochs, "data_loading": loading, "training": training_rows,
-            "speedup_over_specified": speedups, "inference": inference_rows}
+            "epochs_timed": epochs, "specified_models": {name: SPECIFIED_MODELS.get(name, name) for name in models},
+            "data_loading": loading, "training": training_rows, "speedup_over_specified": speedups,
+            "inference": inference_rows, "accuracy": accuracy}
 
 
 def _describe(row: dict) -> str:
@@ -168,16 +193,21 @@ def summary_table(results: dict) -> pd.DataFrame:
     return table
 
 
+def accuracy_table(results: dict) -> pd.DataFrame:
+    """Return per model the seed-42 validation and test accuracy of the specified and the project recipe."""
+    return pd.DataFrame.from_dict(results["accuracy"], orient="index").rename_axis("model").reset_index()
+
+
 def _main(argv: list[str] | None = None) -> int:
     """Command line: run the benchmark, print its table and merge it into reports/benchmarks.json."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m helpers.benchmark", description=_main.__doc__)
     parser.add_argument("--data-dir", default=None, help="dataset folder (default: $BRAIN_MRI_DATA_DIR or data/)")
-    parser.add_argument("--models", nargs="+", default=list(MODEL_BUILDERS))
+    parser.add_argument("--models", nargs="+", default=["rnn", "hybrid", "cnn"], choices=list(MODEL_BUILDERS))
     parser.add_argument("--epochs", type=int, default=3, help="epochs timed per model and pipeline (first excluded)")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[TrainingSettings().batch_size],
-                        help="project batch sizes to time (learning rate scaled linearly from 1e-3 at 32)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[PROJECT_RECIPE.batch_size],
+                        help="project batch sizes to time (at the project recipe's learning rate)")
     parser.add_argument("--no-specified", action="store_true", help="skip the specified tf.data pipeline")
     parser.add_argument("--output", default=str(config.REPORTS_DIR / BENCHMARK_FILE))
     arguments = parser.parse_args(argv)
@@ -189,7 +219,11 @@ def _main(argv: list[str] | None = None) -> int:
           f"cached {loading['cached_load_seconds']:.2f} s ({loading['images']} images)")
     print(summary_table(results).to_string(index=False, float_format=lambda value: f"{value:.2f}"))
     for model_name, ratio in results["speedup_over_specified"].items():
-        print(f"{model_name}: project epoch {ratio:.1f}x faster than the specified pipeline")
+        print(f"{model_name}: project epoch {ratio:.1f}x faster than the specified pipeline "
+              f"({results['specified_models'][model_name]} at batch {SPECIFIED_BATCH_SIZE})")
+    print(f"\naccuracy of the seed-{ACCURACY_SEED} runs (runs/specified from make reference-runs, runs/full from "
+          f"make study; empty where not trained):")
+    print(accuracy_table(results).to_string(index=False, float_format=lambda value: f"{value:.4f}"))
     print(f"written to {arguments.output}")
     return 0
 

@@ -63,6 +63,7 @@ class Profile:
     seeds: tuple[int, ...]  # one training run per seed and model
     description: str
     batch_size: int | None = None  # None: the training recipe's batch size
+    recipe: str = "project"  # a name in helpers.training.RECIPES
 
 
 PROFILES: dict[str, Profile] = {
@@ -70,8 +71,9 @@ PROFILES: dict[str, Profile] = {
                     description="real data, full training, three seeds"),
     "smoke": Profile("smoke", epochs=1, images_per_class=40, synthetic=False, seeds=(42,),
                      description="a small subset of the real data, one epoch (for tests)"),
-    # Batch 16: the phantom set is small, and the RNN's BatchNorm needs enough updates to be usable at inference.
+    # The specified recipe at batch 16: the phantom set is small, and the RNN's BatchNorm needs enough updates.
     "demo": Profile("demo", epochs=15, images_per_class=None, synthetic=True, seeds=(42,), batch_size=16,
+                    recipe="specified",
                     description="a generated synthetic dataset, offline, a few minutes on 2 cores"),
 }
 

@@ -23,7 +23,7 @@ NOTEBOOKS = ("01_explore_data", "02_train_rnn", "03_train_hybrid", "04_compare_c
 NOTEBOOK_TITLES = {
     "01_explore_data": "Exploring the data",
     "02_train_rnn": "The specified RNN (Conv1D + BiLSTM over rows)",
-    "03_train_hybrid": "The hybrid (2-D CNN + BiLSTM)",
+    "03_train_hybrid": "The hybrids (2-D CNN + BiLSTM: specified, and crnn over rows and columns)",
     "04_compare_cnn": "The CNN baseline and the comparison of all models",
     "05_error_analysis": "Where the models fail",
 }

@@ -1,0 +1,205 @@
+"""Publishing the full study: README's results table, the best model of each kind in models/, and its model card."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from helpers import config
+from helpers.files import write_atomically
+from helpers.predict import MODEL_INDEX_FILE
+from helpers.training import load_run
+
+README_START = "<!-- results:start (written by `make publish` from reports/metrics.json; do not edit) -->"
+README_END = "<!-- results:end -->"
+MODEL_CARD_FILE = "MODEL_CARD.md"
+MODEL_SIZE_LIMIT_BYTES = 25 * 1024 * 1024
+
+
+def load_metrics(reports_dir: Path = config.REPORTS_DIR) -> dict:
+    """Read a published reports/metrics.json, failing with its path when the study has not been published."""
+    path = reports_dir / "metrics.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no published study; run `make study` first")
+    return json.loads(path.read_text())
+
+
+def results_table(metrics: dict) -> pd.DataFrame:
+    """Return one row per model: parameters, test accuracy mean and std, macro-F1, clean-test accuracy, fit time."""
+    notebooks = metrics["notebooks"]
+    models = pd.DataFrame(notebooks["04_compare_cnn"]["models"]).set_index("model")
+    leakage = pd.DataFrame(notebooks["05_error_analysis"]["leakage"]).set_index("index")
+    return pd.DataFrame({
+        "parameters": models["parameters"], "seeds": models["seeds"], "accuracy": models["accuracy"],
+        "accuracy_std": models["accuracy_std"], "macro_f1": models["macro_f1"],
+        "clean_test_accuracy": leakage["clean test images"].reindex(models.index),
+        "fit_seconds": models["fit_seconds"]})
+
+
+def markdown_table(metrics: dict) -> str:
+    """Return the README's results table (Markdown) with the profile, machine and commit it came from."""
+    table = results_table(metrics)
+    clean_images = int(pd.DataFrame(metrics["notebooks"]["05_error_analysis"]["leakage"])["clean images"].iloc[0])
+    lines = ["| model | parameters | test accuracy (mean ± std) | macro-F1 | clean-test accuracy "
+             "| training time per run |", "|---|---:|---:|---:|---:|---:|"]
+    for name, row in table.iterrows():
+        lines.append(f"| {name} | {int(row.parameters):,} | {row.accuracy:.2%} ± {row.accuracy_std:.2%} | "
+                     f"{row.macro_f1:.3f} | {row.clean_test_accuracy:.2%} | {row.fit_seconds / 60:.1f} min |")
+    origin = metrics["provenance"]
+    device = origin["device"]
+    lines.append("")
+    lines.append(f"Profile `{metrics['profile']}`, {int(table['seeds'].iloc[0])} seeds per model, official Testing "
+                 f"split ({clean_images} of its images have no near duplicate in Training: the clean-test column). "
+                 f"The whole study took {metrics['timings']['total_seconds'] / 60:.1f} minutes on "
+                 f"{device['cpu_count']} CPU cores ({device['backend']} backend), "
+                 f"commit `{origin['git_commit'][:10]}`.")
+    return "\n".join(lines)
+
+
+def readme_with_results(readme: str, metrics: dict) -> str:
+    """Return README text with the block between the results markers replaced by the current table."""
+    if README_START not in readme or README_END not in readme:
+        raise ValueError(f"README.md: results markers missing ({README_START!r} ... {README_END!r})")
+    before, rest = readme.split(README_START, 1)
+    after = rest.split(README_END, 1)[1]
+    return f"{before}{README_START}\n{markdown_table(metrics)}\n{README_END}{after}"
+
+
+def write_readme_results(readme_path: Path, metrics: dict) -> bool:
+    """Rewrite README's results block from metrics.json; return whether anything changed."""
+    current = readme_path.read_text()
+    updated = readme_with_results(current, metrics)
+    if updated != current:
+        write_atomically(readme_path, lambda temporary: temporary.write_text(updated))
+    return updated != current
+
+
+def _validation_accuracy(run_directory: Path) -> float:
+    """Return a run folder's validation accuracy from its saved predictions."""
+    with np.load(run_directory / "predictions_validation.npz") as stored:
+        return float((stored["probabilities"].argmax(axis=1) == stored["labels"]).mean())
+
+
+def publish_models(metrics: dict, run_root: Path, models_dir: Path = config.MODELS_DIR) -> dict:
+    """Copy each model's best-on-validation run (without optimizer state) into models/, with labels and an index."""
+    seeds = {name: row["representative_seed"]
+             for name, row in metrics["notebooks"]["04_compare_cnn"]["summaries"].items()}
+    staging = models_dir.with_name(models_dir.name + ".staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        index = _stage_models(metrics, seeds, run_root, staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if models_dir.exists():
+        shutil.rmtree(models_dir)
+    os.replace(staging, models_dir)
+    return index
+
+
+def _stage_models(metrics: dict, seeds: dict[str, int], run_root: Path, staging: Path) -> dict:
+    """Write each model, its label file, the index and the model card into the staging folder."""
+    import keras
+
+    index = {"models": {}, "data_fingerprint": metrics["data_fingerprint"],
+             "git_commit": metrics["provenance"]["git_commit"]}
+    for name, seed in seeds.items():
+        run = load_run(run_root / f"{name}-seed{seed}")
+        if run.details["data_fingerprint"] != metrics["data_fingerprint"]:
+            raise ValueError(f"{run.directory}: trained on other data than the published reports")
+        model = keras.saving.load_model(run.directory / "model.keras", compile=False)
+        model.save(staging / f"{name}.keras")
+        labels = json.loads((run.directory / "labels.json").read_text())
+        index.setdefault("class_names", labels["class_names"])
+        if labels["class_names"] != index["class_names"]:
+            raise ValueError(f"{run.directory}: label order {labels['class_names']} differs from the other models'")
+        labels.update({"model": name, "seed": seed, "validation_accuracy": _validation_accuracy(run.directory),
+                       "parameters": int(model.count_params()), "settings": run.details["settings"]})
+        (staging / f"{name}.json").write_text(json.dumps(labels, indent=2) + "\n")
+        index["models"][name] = {"file": f"{name}.keras", "seed": seed,
+                                 "validation_accuracy": labels["validation_accuracy"]}
+    index["default"] = max(index["models"].values(), key=lambda entry: entry["validation_accuracy"])["file"]
+    (staging / MODEL_INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+    (staging / MODEL_CARD_FILE).write_text(model_card(metrics, index))
+    size = sum(path.stat().st_size for path in staging.iterdir())
+    if size > MODEL_SIZE_LIMIT_BYTES:
+        raise ValueError(f"models/: the models would take {size / 2**20:.1f} MB, over the 25 MB limit")
+    return index
+
+
+def model_card(metrics: dict, index: dict) -> str:
+    """Return the model card (Markdown): intended use, data, metrics per model, and limits."""
+    table = results_table(metrics)
+    summaries = metrics["notebooks"]["04_compare_cnn"]["summaries"]
+    origin = metrics["provenance"]
+    default = index["default"].removesuffix(".keras")
+    rows = "\n".join(
+        f"| `{name}.keras` | {int(table.loc[name, 'parameters']):,} | {entry['seed']} | "
+        f"{entry['validation_accuracy']:.2%} | {table.loc[name, 'accuracy']:.2%} ± "
+        f"{table.loc[name, 'accuracy_std']:.2%} | {table.loc[name, 'clean_test_accuracy']:.2%} | "
+        f"{summaries[name]['representative']['tumour_sensitivity']:.2%} |"
+        for name, entry in index["models"].items())
+    return f"""# Model card: brain-tumour MRI slice classifiers
+
+Generated by `make publish` from `reports/metrics.json` (commit `{origin['git_commit'][:10]}`); do not edit.
+
+## Intended use
+Research and teaching only: comparing recurrent and convolutional classifiers of brain MRI slices. **Not a medical
+device**; not validated for diagnosis, screening or any clinical decision.
+
+## Models
+Each file is the best-on-validation seed of its kind from the full study. Inputs are greyscale 64x64 uint8 images
+(any image is converted to greyscale and resized with Lanczos antialiasing by `brain-mri-predict`); the model
+rescales to [0, 1] itself. Test accuracy is the mean ± std over the study's seeds; tumour sensitivity is this
+seed's. Outputs are probabilities in the label order saved beside each model:
+{", ".join(index["class_names"])}. The default model of `brain-mri-predict` is `{default}` (best validation
+accuracy).
+
+| file | parameters | seed | validation accuracy | test accuracy over seeds | clean-test accuracy | tumour sensitivity |
+|---|---:|---:|---:|---:|---:|---:|
+{rows}
+
+## Data
+The Kaggle "Brain Tumor MRI Dataset" (glioma, meningioma, no tumour, pituitary; 5712 Training and 1311 Testing
+images, data fingerprint `{metrics['data_fingerprint'][:16]}`). Validation is a fixed stratified 15% of Training;
+every selection used validation only. Testing was used once, for the figures above.
+
+## Limits
+- Many Testing images have exact or near duplicates in Training; the clean-test column is the honest figure of
+  generalisation. Expect lower accuracy on scans from other hospitals, scanners or protocols.
+- Single 2-D slices at 64x64 pixels; no patient-level information, no 3-D context, no tumour grading.
+- The collection's sources and labelling process are not documented in detail; label noise is possible.
+- Confidence values are not calibrated guarantees (see the reliability diagram in the error-analysis report).
+"""
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """Command line: write README's results table and publish models/ from reports/metrics.json (or --check)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m helpers.results", description=_main.__doc__)
+    parser.add_argument("--check", action="store_true", help="only check that README matches metrics.json")
+    parser.add_argument("--readme-only", action="store_true", help="do not copy models")
+    parser.add_argument("--run-root", default=str(config.runs_dir() / "full"))
+    arguments = parser.parse_args(argv)
+    metrics = load_metrics()
+    readme = config.PROJECT_ROOT / "README.md"
+    if arguments.check:
+        matches = readme_with_results(readme.read_text(), metrics) == readme.read_text()
+        print("README results match reports/metrics.json" if matches else "README results are stale: make publish")
+        return 0 if matches else 1
+    print("README.md results " + ("updated" if write_readme_results(readme, metrics) else "already current"))
+    if not arguments.readme_only:
+        index = publish_models(metrics, Path(arguments.run_root))
+        print(f"models/: {', '.join(index['models'])}; default {index['default']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

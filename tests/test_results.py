@@ -1,0 +1,84 @@
+"""helpers.results: targets judged on validation-chosen models, README table from metrics.json, published models."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from helpers import config, data, predict, results, training
+from helpers.study import target_table
+
+
+def _summary(parameters, validation, test, sensitivity=0.99):
+    return {"parameters": parameters, "validation_accuracy": [validation], "test_accuracy": {"mean": test},
+            "representative": {"tumour_sensitivity": sensitivity}}
+
+
+def test_targets_judge_the_models_chosen_on_validation_not_on_test():
+    summaries = {"rnn": _summary(235_140, 0.91, 0.905), "hybrid": _summary(1_216_196, 0.93, 0.94),
+                 "cnn": _summary(1_411_796, 0.97, 0.96, sensitivity=0.985), "big": _summary(2_000_000, 0.92, 0.99)}
+    table = target_table(summaries)
+    assert table.loc["rnn as specified", "model"] == "rnn" and table.loc["rnn as specified", "met"]
+    recurrent = table.loc["best recurrent model (<= 1.5M parameters)"]
+    assert recurrent["model"] == "hybrid" and recurrent["measured"] == 0.94 and not recurrent["met"]
+    overall = table.loc["best model overall"]
+    assert overall["model"] == "cnn" and overall["measured"] == 0.96 and not overall["met"]  # "big" is best on test
+    assert table.loc["best model's tumour sensitivity", "met"]
+
+
+def _metrics(fingerprint, seed):
+    """A metrics.json of the shape the pipeline writes, for one model."""
+    return {"profile": "full", "data_fingerprint": fingerprint,
+            "provenance": {"git_commit": "0123456789abcdef", "device": {"cpu_count": 2, "backend": "tensorflow"}},
+            "timings": {"total_seconds": 1800.0},
+            "notebooks": {
+                "04_compare_cnn": {"models": [{"model": "rnn", "parameters": 235_140, "seeds": 3, "accuracy": 0.9123,
+                                               "accuracy_std": 0.0051, "macro_f1": 0.9087, "fit_seconds": 95.0}],
+                                   "summaries": {"rnn": {"representative_seed": seed,
+                                                         "representative": {"tumour_sensitivity": 0.975}}}},
+                "05_error_analysis": {"leakage": [{"index": "rnn", "clean test images": 0.8765, "clean images": 588}]}}}
+
+
+def test_readme_block_is_written_from_metrics_and_a_stale_one_is_detected():
+    metrics = _metrics("f" * 64, 42)
+    table = results.markdown_table(metrics)
+    assert "| rnn | 235,140 | 91.23% ± 0.51% | 0.909 | 87.65% | 1.6 min |" in table
+    assert "30.0 minutes on 2 CPU cores" in table and "588 of its images" in table
+    readme = f"intro\n{results.README_START}\nold\n{results.README_END}\nrest\n"
+    updated = results.readme_with_results(readme, metrics)
+    assert updated.startswith("intro\n") and updated.endswith("\nrest\n") and table in updated
+    assert results.readme_with_results(updated, metrics) == updated
+    with pytest.raises(ValueError, match="results markers missing"):
+        results.readme_with_results("no markers", metrics)
+
+
+def test_published_readme_matches_the_published_metrics():
+    readme = (config.PROJECT_ROOT / "README.md").read_text()
+    metrics = results.load_metrics(config.REPORTS_DIR)
+    assert results.readme_with_results(readme, metrics) == readme, "README results are stale: run make publish"
+
+
+def test_publish_copies_the_representative_run_without_optimizer_state(phantom_root, tmp_path):
+    dataset = data.load_dataset(phantom_root, image_size=64, progress=False)
+    kept, validation = data.split_validation(dataset.training, fraction=0.2, seed=0)
+    settings = training.TrainingSettings(epochs=1, batch_size=32, seed=43, verbose=0)
+    run = training.train_model("rnn", data.take_per_class(kept, 20), validation, None, tmp_path / "runs" / "rnn-seed43",
+                               settings, data_fingerprint=dataset.fingerprint)
+    models_dir = tmp_path / "models"
+    index = results.publish_models(_metrics(dataset.fingerprint, 43), tmp_path / "runs", models_dir)
+    assert index["default"] == "rnn.keras" and index["class_names"] == list(config.CLASS_NAMES)
+    assert sorted(path.name for path in models_dir.iterdir()) == ["MODEL_CARD.md", "models.json", "rnn.json",
+                                                                 "rnn.keras"]
+    labels = json.loads((models_dir / "rnn.json").read_text())
+    assert labels["seed"] == 43 and labels["image_size"] == 64
+    assert (models_dir / "rnn.keras").stat().st_size < (run.directory / "model.keras").stat().st_size
+    card = (models_dir / "MODEL_CARD.md").read_text()
+    assert "Not a medical" in card and "91.23% ± 0.51%" in card and "97.50%" in card
+    loaded = predict.load_saved_model(predict.default_model_path(models_dir))
+    image = validation.images[:1, ..., None]
+    assert np.allclose(loaded.model.predict(image, verbose=0), run.model.predict(image, verbose=0), atol=1e-6)
+    with pytest.raises(ValueError, match="trained on other data"):
+        results.publish_models(_metrics("0" * 64, 43), tmp_path / "runs", models_dir)
+    assert (models_dir / "rnn.keras").is_file()  # a failed publish leaves the published models as they were
