@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 from helpers import benchmark
 
 
 def test_benchmark_times_both_pipelines_and_keeps_other_machines(phantom_root, tmp_path):
-    results = benchmark.run_benchmark(phantom_root, models=("rnn",), epochs=2, project_batch_sizes=(16, 32))
+    specified_run = tmp_path / "runs" / "specified" / "rnn-seed42"
+    specified_run.mkdir(parents=True)
+    labels = np.array([0, 1, 2, 3])
+    np.savez(specified_run / "predictions_test.npz", labels=labels, probabilities=np.eye(4)[[0, 1, 2, 0]])
+    results = benchmark.run_benchmark(phantom_root, models=("rnn",), epochs=2, project_batch_sizes=(16, 32),
+                                      runs_root=tmp_path / "runs")
+    assert results["accuracy"]["rnn"] == {"specified_validation_accuracy": None, "specified_test_accuracy": 0.75,
+                                          "project_validation_accuracy": None, "project_test_accuracy": None}
+    assert benchmark.accuracy_table(results)["specified_test_accuracy"].tolist() == [0.75]
     rows = {(row["pipeline"], row["batch_size"]): row for row in results["training"]}
     assert set(rows) == {("specified", 32), ("project", 16), ("project", 32)}
     assert all(len(row["epoch_seconds"]) == 2 and row["seconds_per_epoch"] > 0 for row in rows.values())
