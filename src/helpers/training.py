@@ -53,9 +53,11 @@ class TrainingSettings:
 
 # The specification's recipe, kept as the reference the benchmark and the report compare against.
 SPECIFIED_RECIPE = TrainingSettings()
-# The project's recipe: four times fewer, larger batches with a larger step (chosen on the validation split; the
-# evidence is in reports/benchmarks.json and the issue 4 note). Everything else is the specification's.
-PROJECT_RECIPE = dataclasses.replace(SPECIFIED_RECIPE, batch_size=128, learning_rate=2e-3)
+# The project's recipe: four times fewer, larger batches with a larger step, and early stopping only after 10 epochs
+# without a better validation loss (with patience 5, one RNN seed stopped at epoch 18 at 84% validation accuracy
+# while another, running all 30 epochs, reached 91%: at batch 128 an epoch has a quarter of the updates).
+# Everything else is the specification's; the evidence is in reports/benchmarks.json and the issue 4 note.
+PROJECT_RECIPE = dataclasses.replace(SPECIFIED_RECIPE, batch_size=128, learning_rate=2e-3, early_stopping_patience=10)
 RECIPES: dict[str, TrainingSettings] = {"specified": SPECIFIED_RECIPE, "project": PROJECT_RECIPE}
 
 
