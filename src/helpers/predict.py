@@ -47,7 +47,7 @@ def default_model_path(models_dir: Path | None = None) -> Path:
     models_dir = models_dir or config.MODELS_DIR
     index = models_dir / MODEL_INDEX_FILE
     if not index.is_file():
-        raise ModelNotFoundError(f"{index}: no published models; run the full study (make study publish-models) "
+        raise ModelNotFoundError(f"{index}: no published models; run the full study and `make publish` "
                                  f"or pass a model path")
     return models_dir / json.loads(index.read_text())["default"]
 
