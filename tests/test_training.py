@@ -85,6 +85,17 @@ def test_incomplete_run_folder_is_reported(tmp_path):
         training.load_run(tmp_path)
 
 
+@pytest.mark.parametrize(("recipe_name", "metric", "mode"), [("specified", "val_loss", "min"),
+                                                             ("project", "val_accuracy", "max")])
+def test_early_stopping_watches_the_recipes_metric(tmp_path, recipe_name, metric, mode):
+    callbacks = training.training_callbacks(training.recipe(recipe_name), tmp_path / "best.keras")
+    stopping = next(callback for callback in callbacks if isinstance(callback, keras.callbacks.EarlyStopping))
+    checkpoint = next(callback for callback in callbacks if isinstance(callback, keras.callbacks.ModelCheckpoint))
+    assert (stopping.monitor, stopping.mode, stopping.restore_best_weights) == (metric, mode, True)
+    assert stopping.patience == training.recipe(recipe_name).early_stopping_patience
+    assert (checkpoint.monitor, checkpoint.mode) == ("val_accuracy", "max")
+
+
 @pytest.mark.slow
 def test_rnn_learns_the_phantoms_well_above_chance(tmp_path, phantom_splits):
     kept, validation, testing, _ = phantom_splits

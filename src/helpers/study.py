@@ -216,6 +216,7 @@ def target_table(summaries: dict[str, dict]) -> pd.DataFrame:
                      "met": bool(measured >= required)})
     return pd.DataFrame(rows).set_index("target")
 
+
 def _validation_accuracy(run: TrainingRun) -> float:
     """Return a run's accuracy on the validation split."""
     validation = run.predictions["validation"]
