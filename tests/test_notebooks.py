@@ -90,6 +90,10 @@ def test_pipeline_publishes_every_report_with_index_and_metrics(real_data_root, 
     assert metrics["notebooks"]["01_explore_data"]["test_images"] == 1311
     index = (reports / INDEX_FILE).read_text()
     assert all(f'href="{name}.html"' in index for name in NOTEBOOKS) and "hybrid" in index
+    timings = metrics["timings"]  # the runs the nbval test trained first are reused, and said so
+    assert sorted(timings["trained_runs"] + timings["reused_runs"]) == sorted(f"{name}-seed42" for name in models)
+    assert timings["from_scratch_seconds"] >= timings["total_seconds"]
+    assert ("from scratch" in index) == bool(timings["reused_runs"])
     assert not any(path.name.startswith(".") for path in reports.iterdir()), "no staging leftovers"
 
 

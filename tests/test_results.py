@@ -31,7 +31,8 @@ def test_targets_judge_the_models_chosen_on_validation_not_on_test():
 def _metrics(fingerprint, seed):
     """A metrics.json of the shape the pipeline writes, for one model."""
     return {"profile": "full", "data_fingerprint": fingerprint,
-            "provenance": {"git_commit": "0123456789abcdef", "device": {"cpu_count": 2, "backend": "tensorflow"}},
+            "provenance": {"git_commit": "0123456789abcdef",
+                           "device": {"cpu_count": 2, "backend": "tensorflow", "accelerators": []}},
             "timings": {"total_seconds": 1800.0},
             "notebooks": {
                 "04_compare_cnn": {"models": [{"model": "rnn", "parameters": 235_140, "seeds": 3, "accuracy": 0.9123,
@@ -46,6 +47,12 @@ def test_readme_block_is_written_from_metrics_and_a_stale_one_is_detected():
     table = results.markdown_table(metrics)
     assert "| rnn | 235,140 | 91.23% ± 0.51% | 0.909 | 87.65% | 1.6 min |" in table
     assert "30.0 minutes on 2 CPU cores" in table and "588 of its images" in table
+    assert "from scratch" not in table
+    metrics["timings"].update({"trained_runs": ["cnn-seed42"], "reused_runs": ["rnn-seed42", "rnn-seed43"],
+                               "reused_training_seconds": 600.0, "from_scratch_seconds": 2400.0})
+    assert "reused 2 of its 3 training runs" in results.markdown_table(metrics)
+    assert "about 40.0 minutes from scratch" in results.markdown_table(metrics)
+    metrics = _metrics("f" * 64, 42)
     readme = f"intro\n{results.README_START}\nold\n{results.README_END}\nrest\n"
     updated = results.readme_with_results(readme, metrics)
     assert updated.startswith("intro\n") and updated.endswith("\nrest\n") and table in updated

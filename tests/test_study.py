@@ -25,6 +25,8 @@ def test_empty_parameters_take_the_profile_defaults(tmp_path, monkeypatch):
     assert study.run_root == tmp_path / "full" and study.metrics_dir == tmp_path / "full" / "metrics"
     assert study.settings("rnn", 43).seed == 43
     assert (study.settings("rnn", 43).batch_size, study.settings("rnn", 43).learning_rate) == (128, 2e-3)
+    cnn = study.settings("cnn", 43)  # the project recipe's own departure for cnn
+    assert (cnn.batch_size, cnn.learning_rate, cnn.early_stopping_metric) == (64, 1e-3, "val_accuracy")
     demo = Study.from_parameters(profile="demo").settings("rnn", 42)
     assert (demo.batch_size, demo.learning_rate) == (16, 1e-3)  # the specified recipe at the demo's batch size
     custom = Study.from_parameters(profile="full", epochs=3, batch_size=64, seeds=[1, 2])

@@ -18,7 +18,7 @@ from helpers.data import MRIDataset, load_dataset, split_validation
 from helpers.files import write_atomically
 from helpers.models import MODEL_BUILDERS, build_model
 from helpers.provenance import provenance
-from helpers.training import PROJECT_RECIPE, SPECIFIED_RECIPE, EpochTimer, TrainingSettings, set_seeds
+from helpers.training import PROJECT_RECIPE, SPECIFIED_RECIPE, EpochTimer, TrainingSettings, recipe, set_seeds
 
 BENCHMARK_FILE = "benchmarks.json"
 SPECIFIED_BATCH_SIZE = SPECIFIED_RECIPE.batch_size
@@ -150,7 +150,7 @@ def run_benchmark(data_dir: str | os.PathLike | None = None, models: tuple[str, 
             training_rows.append(time_specified_training(model_name, dataset.root, image_size, epochs))
             print(_describe(training_rows[-1]), flush=True)
         for batch_size in project_batch_sizes:
-            settings = TrainingSettings(batch_size=batch_size, learning_rate=PROJECT_RECIPE.learning_rate)
+            settings = recipe("project", model_name, batch_size=batch_size)
             training_rows.append(time_project_training(model_name, dataset, settings, epochs))
             print(_describe(training_rows[-1]), flush=True)
         inference_rows.append(time_inference(model_name, dataset.testing.images))

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import nbformat
@@ -86,6 +87,43 @@ def _collect_metrics(metrics_dir: Path, profile: str, notebook_seconds: dict[str
             "notebooks": notebooks}
 
 
+def training_accounting(metrics: dict, run_root: Path, started: datetime) -> dict:
+    """Return which of the compared models' run folders this run trained and which it reused, with their seconds."""
+    from helpers.training import RUN_FILE, TIMINGS_FILE  # imports keras: only once the notebooks have run
+    summaries = metrics["notebooks"].get("04_compare_cnn", {}).get("summaries", {})
+    trained, reused, reused_seconds = [], [], 0.0
+    for model_name, summary in summaries.items():
+        for seed in summary["seeds"]:
+            directory = run_root / f"{model_name}-seed{seed}"
+            created = datetime.fromisoformat(json.loads((directory / RUN_FILE).read_text())["created"])
+            if created >= started.replace(microsecond=0):
+                trained.append(directory.name)
+                continue
+            timings = json.loads((directory / TIMINGS_FILE).read_text())
+            reused.append(directory.name)
+            reused_seconds += timings["fit_seconds"] + sum(timings["prediction_seconds"].values())
+    return {"trained_runs": trained, "reused_runs": reused, "reused_training_seconds": reused_seconds,
+            "from_scratch_seconds": metrics["timings"]["total_seconds"] + reused_seconds}
+
+
+def duration_sentence(metrics: dict) -> str:
+    """Return how long the run took, and, when it reused earlier run folders, how long it takes from scratch."""
+    timings = metrics["timings"]
+    device = metrics["provenance"]["device"]
+    sentence = (f"The whole sequence took {timings['total_seconds'] / 60:.1f} minutes on {device['cpu_count']} CPU "
+                f"cores ({device['backend']} backend")
+    accelerators = ", ".join(device["accelerators"])
+    sentence += f"; {accelerators})." if accelerators else ", no accelerator)."
+    reused = timings.get("reused_runs", [])
+    if reused:
+        total = len(reused) + len(timings["trained_runs"])
+        sentence += (f" It reused {len(reused)} of its {total} training runs from an earlier run with the same recipe "
+                     f"and data ({', '.join(reused)}: {timings['reused_training_seconds'] / 60:.1f} minutes of "
+                     f"training and prediction), so the profile takes about "
+                     f"{timings['from_scratch_seconds'] / 60:.1f} minutes from scratch.")
+    return sentence
+
+
 def _models_table(metrics: dict) -> pd.DataFrame:
     """Return the summary of the models from the comparison notebook's record (empty when it did not run)."""
     rows = metrics["notebooks"].get("04_compare_cnn", {}).get("models", [])
@@ -102,8 +140,6 @@ def write_index(reports_dir: Path, metrics: dict) -> Path:
         f'(<a href="{name}.ipynb">notebook</a>, {seconds:.0f} s)</li>'
         for name, seconds in metrics["timings"]["notebook_seconds"].items())
     origin = metrics["provenance"]
-    device = origin["device"]
-    accelerators = ", ".join(device["accelerators"]) or "none"
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Brain-tumour MRI classification: reports</title>
 <style>body{{font-family:sans-serif;max-width:70em;margin:2em auto;padding:0 1em}}
@@ -111,8 +147,7 @@ table{{border-collapse:collapse}}td,th{{padding:.3em .8em;border-bottom:1px soli
 </head><body>
 <h1>Brain-tumour MRI classification with recurrent networks</h1>
 <p>Profile <b>{html.escape(metrics["profile"])}</b>: {html.escape(config.get_profile(metrics["profile"]).description)}.
-The whole sequence took {metrics["timings"]["total_seconds"] / 60:.1f} minutes on {device["cpu_count"]} CPU cores
-({html.escape(device["backend"])} backend; accelerators: {html.escape(accelerators)}).</p>
+{html.escape(duration_sentence(metrics))}</p>
 <h2>Models (test split; mean over seeds, 95% bootstrap CI)</h2>
 {shown}
 <h2>Reports</h2>
@@ -142,6 +177,7 @@ def run_pipeline(profile: str = "full", data_dir: str | os.PathLike | None = Non
         raise ValueError(f"unknown notebooks {unknown}; the sequence is {', '.join(NOTEBOOKS)}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # the kernels inherit it: no TensorFlow info lines in reports
     started = time.perf_counter()
+    started_at = datetime.now(timezone.utc)
     notebook_seconds: dict[str, float] = {}
     with staged_directory(reports_dir) as staging:
         metrics_dir = staging / ".metrics"
@@ -168,6 +204,7 @@ def run_pipeline(profile: str = "full", data_dir: str | os.PathLike | None = Non
             export_html(output)
         metrics = _collect_metrics(metrics_dir, chosen.name, notebook_seconds, time.perf_counter() - started)
         shutil.rmtree(metrics_dir)
+        metrics["timings"].update(training_accounting(metrics, run_root, started_at))
         write_atomically(staging / METRICS_FILE,
                          lambda temporary: temporary.write_text(json.dumps(metrics, indent=2) + "\n"))
         write_index(staging, metrics)

@@ -12,6 +12,7 @@ import pandas as pd
 
 from helpers import config
 from helpers.files import write_atomically
+from helpers.pipeline import duration_sentence
 from helpers.predict import MODEL_INDEX_FILE
 from helpers.training import load_run
 
@@ -50,14 +51,10 @@ def markdown_table(metrics: dict) -> str:
     for name, row in table.iterrows():
         lines.append(f"| {name} | {int(row.parameters):,} | {row.accuracy:.2%} ± {row.accuracy_std:.2%} | "
                      f"{row.macro_f1:.3f} | {row.clean_test_accuracy:.2%} | {row.fit_seconds / 60:.1f} min |")
-    origin = metrics["provenance"]
-    device = origin["device"]
     lines.append("")
     lines.append(f"Profile `{metrics['profile']}`, {int(table['seeds'].iloc[0])} seeds per model, official Testing "
-                 f"split ({clean_images} of its images have no near duplicate in Training: the clean-test column). "
-                 f"The whole study took {metrics['timings']['total_seconds'] / 60:.1f} minutes on "
-                 f"{device['cpu_count']} CPU cores ({device['backend']} backend), "
-                 f"commit `{origin['git_commit'][:10]}`.")
+                 f"split ({clean_images} of its images have no near duplicate in Training: the clean-test column), "
+                 f"commit `{metrics['provenance']['git_commit'][:10]}`. {duration_sentence(metrics)}")
     return "\n".join(lines)
 
 

@@ -128,7 +128,7 @@ class Study:
 
     def settings(self, model_name: str, seed: int) -> TrainingSettings:
         """Return the profile's training recipe for one model and seed, with this study's epochs and batch size."""
-        settings = recipe(self.profile.recipe, epochs=self.epochs, seed=seed)
+        settings = recipe(self.profile.recipe, model_name, epochs=self.epochs, seed=seed)
         return dataclasses.replace(settings, batch_size=self.batch_size) if self.batch_size else settings
 
     def run_directory(self, model_name: str, seed: int) -> Path:

@@ -63,15 +63,20 @@ SPECIFIED_RECIPE = TrainingSettings()
 PROJECT_RECIPE = dataclasses.replace(SPECIFIED_RECIPE, batch_size=128, learning_rate=2e-3, early_stopping_patience=10,
                                      early_stopping_metric="val_accuracy")
 RECIPES: dict[str, TrainingSettings] = {"specified": SPECIFIED_RECIPE, "project": PROJECT_RECIPE}
+# Where one model departs from its recipe, and why (validation evidence only). cnn, seed 42, validation accuracy:
+# batch 128 at Adam 2e-3 stopped at epoch 13 with 73.2% (best at epoch 3), batch 128 at 1e-3 reached 84.5% in 30
+# epochs, batch 64 at 1e-3 92.8% (its epochs were no slower: 8.2 s against 8.6 s at batch 128).
+MODEL_CHANGES: dict[str, dict[str, dict[str, object]]] = {
+    "specified": {}, "project": {"cnn": {"batch_size": 64, "learning_rate": 1e-3}}}
 
 
-def recipe(name: str, **changes: object) -> TrainingSettings:
-    """Return a named recipe (specified, project) with the given fields changed, or fail listing the names."""
+def recipe(name: str, model_name: str | None = None, **changes: object) -> TrainingSettings:
+    """Return a named recipe (specified, project), with the model's own departures and the given fields changed."""
     try:
         chosen = RECIPES[name]
     except KeyError:
         raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}") from None
-    return dataclasses.replace(chosen, **changes)
+    return dataclasses.replace(chosen, **{**MODEL_CHANGES[name].get(model_name, {}), **changes})
 
 
 @dataclass
@@ -262,7 +267,7 @@ def _main(argv: list[str] | None = None) -> int:
                          / f"{arguments.model}-seed{arguments.seed}")
     overrides = {name: getattr(arguments, name) for name in ("epochs", "batch_size", "learning_rate")
                  if getattr(arguments, name) is not None}
-    settings = recipe(arguments.recipe, seed=arguments.seed, **overrides)
+    settings = recipe(arguments.recipe, arguments.model, seed=arguments.seed, **overrides)
     run = train_model(arguments.model, training, validation, dataset.testing, run_directory, settings,
                       data_fingerprint=dataset.fingerprint, overwrite=arguments.overwrite)
     for split_name in ("validation", "test"):
