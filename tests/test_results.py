@@ -36,18 +36,22 @@ def _metrics(fingerprint, seed):
             "timings": {"total_seconds": 1800.0},
             "notebooks": {
                 "04_compare_cnn": {"models": [{"model": "rnn", "parameters": 235_140, "seeds": 3, "accuracy": 0.9123,
-                                               "accuracy_std": 0.0051, "macro_f1": 0.9087, "fit_seconds": 95.0}],
+                                               "accuracy_std": 0.0051, "accuracy_low": 0.8971, "accuracy_high": 0.9262,
+                                               "macro_f1": 0.9087, "macro_f1_low": 0.8934, "macro_f1_high": 0.9229,
+                                               "fit_seconds": 95.0}],
                                    "summaries": {"rnn": {"representative_seed": seed,
-                                                         "representative": {"tumour_sensitivity": 0.975}}}},
+                                                         "representative": {"tumour_sensitivity": 0.975}}},
+                                   "targets": [{"target": "rnn as specified", "model": "rnn", "required": 0.9,
+                                                "measured": 0.9123, "met": True}]},
                 "05_error_analysis": {"leakage": [{"index": "rnn", "clean test images": 0.8765, "clean images": 588}]}}}
 
 
 def test_readme_block_is_written_from_metrics_and_a_stale_one_is_detected():
     metrics = _metrics("f" * 64, 42)
     table = results.markdown_table(metrics)
-    assert "| rnn | 235,140 | 91.23% ± 0.51% | 0.909 | 87.65% | 1.6 min |" in table
+    assert "| rnn | 235,140 | 91.23% ± 0.51% | 89.71%–92.62% | 0.909 (0.893–0.923) | 87.65% | 1.6 min |" in table
     assert "30.0 minutes on 2 CPU cores" in table and "588 of its images" in table
-    assert "from scratch" not in table
+    assert "from scratch" not in table and "rnn as specified (rnn) >= 90%: 91.23%, met." in table
     metrics["timings"].update({"trained_runs": ["cnn-seed42"], "reused_runs": ["rnn-seed42", "rnn-seed43"],
                                "reused_training_seconds": 600.0, "from_scratch_seconds": 2400.0})
     assert "reused 2 of its 3 training runs" in results.markdown_table(metrics)

@@ -37,7 +37,9 @@ def results_table(metrics: dict) -> pd.DataFrame:
     leakage = pd.DataFrame(notebooks["05_error_analysis"]["leakage"]).set_index("index")
     return pd.DataFrame({
         "parameters": models["parameters"], "seeds": models["seeds"], "accuracy": models["accuracy"],
-        "accuracy_std": models["accuracy_std"], "macro_f1": models["macro_f1"],
+        "accuracy_std": models["accuracy_std"], "accuracy_low": models["accuracy_low"],
+        "accuracy_high": models["accuracy_high"], "macro_f1": models["macro_f1"],
+        "macro_f1_low": models["macro_f1_low"], "macro_f1_high": models["macro_f1_high"],
         "clean_test_accuracy": leakage["clean test images"].reindex(models.index),
         "fit_seconds": models["fit_seconds"]})
 
@@ -46,15 +48,22 @@ def markdown_table(metrics: dict) -> str:
     """Return the README's results table (Markdown) with the profile, machine and commit it came from."""
     table = results_table(metrics)
     clean_images = int(pd.DataFrame(metrics["notebooks"]["05_error_analysis"]["leakage"])["clean images"].iloc[0])
-    lines = ["| model | parameters | test accuracy (mean ± std) | macro-F1 | clean-test accuracy "
-             "| training time per run |", "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| model | parameters | test accuracy (mean ± std) | 95% CI | macro-F1 (95% CI) | clean-test accuracy "
+             "| training time per run |", "|---|---:|---:|---:|---:|---:|---:|"]
     for name, row in table.iterrows():
         lines.append(f"| {name} | {int(row.parameters):,} | {row.accuracy:.2%} ± {row.accuracy_std:.2%} | "
-                     f"{row.macro_f1:.3f} | {row.clean_test_accuracy:.2%} | {row.fit_seconds / 60:.1f} min |")
+                     f"{row.accuracy_low:.2%}–{row.accuracy_high:.2%} | "
+                     f"{row.macro_f1:.3f} ({row.macro_f1_low:.3f}–{row.macro_f1_high:.3f}) | "
+                     f"{row.clean_test_accuracy:.2%} | {row.fit_seconds / 60:.1f} min |")
     lines.append("")
     lines.append(f"Profile `{metrics['profile']}`, {int(table['seeds'].iloc[0])} seeds per model, official Testing "
-                 f"split ({clean_images} of its images have no near duplicate in Training: the clean-test column), "
+                 f"split ({clean_images} of its images have no near duplicate in Training: the clean-test column; "
+                 f"intervals: bootstrap over the test images of the mean over seeds), "
                  f"commit `{metrics['provenance']['git_commit'][:10]}`. {duration_sentence(metrics)}")
+    lines.append("")
+    lines.append("Targets (models chosen on validation): " + "; ".join(
+        f"{row['target']} ({row['model']}) >= {row['required']:.0%}: {row['measured']:.2%}, "
+        f"{'met' if row['met'] else 'missed'}" for row in metrics["notebooks"]["04_compare_cnn"]["targets"]) + ".")
     return "\n".join(lines)
 
 
