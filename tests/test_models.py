@@ -63,16 +63,51 @@ def test_lstms_keep_cudnn_eligible_settings(name):
         assert lstm.use_cudnn in ("auto", True)
 
 
-def test_augmentation_acts_only_in_training():
-    model = models.build_model("rnn", seed=1)
+@pytest.mark.parametrize("augmentation", ["layers", "fused"])
+def test_augmentation_acts_only_in_training(augmentation):
+    model = models.build_model("rnn", augmentation=augmentation, seed=1)
     images = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 1)).astype("float32")
     block = model.get_layer("augmentation")
     assert np.array_equal(np.asarray(block(images, training=False)), images)
     assert not np.array_equal(np.asarray(block(images, training=True)), images)
 
 
+def test_fused_augmentation_without_rotation_or_zoom_only_mirrors_some_images():
+    images = np.random.default_rng(0).integers(0, 256, (32, 8, 8, 1)).astype("float32")
+    layer = models.RandomFlipRotationZoom(rotation_factor=0.0, zoom_factor=0.0, seed=3)
+    augmented = np.asarray(layer(images, training=True))
+    unchanged = [np.allclose(augmented[index], images[index], atol=1e-3) for index in range(len(images))]
+    mirrored = [np.allclose(augmented[index], images[index, :, ::-1], atol=1e-3) for index in range(len(images))]
+    assert all(np.logical_xor(unchanged, mirrored)) and 0 < sum(mirrored) < len(images)
+
+
+def test_fused_augmentation_rotates_and_zooms_within_the_specified_range():
+    square = np.zeros((64, 32, 32, 1), "float32")
+    square[:, 12:20, 12:20] = 255.0  # a centred 8x8 square: its area changes only with the zoom (at most 10%)
+    layer = models.RandomFlipRotationZoom(seed=5)
+    augmented = np.asarray(layer(square, training=True))
+    area = (augmented > 127.5).sum(axis=(1, 2, 3))
+    assert np.all((area > 64 / 1.1**2 - 8) & (area < 64 / 0.9**2 + 8))
+    assert len(set(area.tolist())) > 5, "the zoom is random per image"
+    assert not np.array_equal(augmented[0], augmented[1])
+
+
+def test_a_saved_model_keeps_its_fused_augmentation(tmp_path):
+    model = models.build_model("rnn", augmentation="fused", seed=1)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert isinstance(loaded.get_layer("augmentation"), models.RandomFlipRotationZoom)
+    images = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 1)).astype("float32")
+    assert np.allclose(np.asarray(loaded(images)), np.asarray(model(images)), atol=1e-6)
+
+
+def test_unknown_augmentation_is_refused():
+    with pytest.raises(ValueError, match="unknown augmentation 'mixup'; choose one of layers, fused, none"):
+        models.build_model("rnn", augmentation="mixup")
+
+
 def test_outputs_are_class_probabilities():
-    model = models.build_model("hybrid", augment=False)
+    model = models.build_model("hybrid", augmentation="none")
     probabilities = np.asarray(model(np.zeros((3, 64, 64, 1), "float32")))
     assert probabilities.shape == (3, 4)
     assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)

@@ -72,6 +72,16 @@ def test_a_failed_run_leaves_no_folder_behind(tmp_path, phantom_splits, monkeypa
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_recipe_with_its_own_image_size_refuses_images_of_another(tmp_path, phantom_splits):
+    kept, validation, _, _ = phantom_splits
+    settings = training.TrainingSettings(epochs=1, batch_size=16, image_size=32, verbose=0)
+    with pytest.raises(ValueError, match="rnn: the recipe trains at 32x32 pixels but the images given are 64x64"):
+        training.train_model("rnn", kept, validation, None, tmp_path / "run", settings)
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match="unknown augmentation 'cutmix'"):
+        training.TrainingSettings(augmentation="cutmix")
+
+
 def test_existing_run_folder_is_not_overwritten_unless_asked(tmp_path, phantom_splits):
     kept, validation, _, _ = phantom_splits
     (tmp_path / "run").mkdir()

@@ -127,8 +127,9 @@ class Study:
                 f"{'from the cache' if dataset.from_cache else 'decoded'} in {dataset.load_seconds:.1f} s")
 
     def settings(self, model_name: str, seed: int) -> TrainingSettings:
-        """Return the profile's training recipe for one model and seed, with this study's epochs and batch size."""
-        settings = recipe(self.profile.recipe, model_name, epochs=self.epochs, seed=seed)
+        """Return the profile's training recipe for one model and seed, with this study's epochs, image size and
+        batch size."""
+        settings = recipe(self.profile.recipe, model_name, epochs=self.epochs, seed=seed, image_size=self.image_size)
         return dataclasses.replace(settings, batch_size=self.batch_size) if self.batch_size else settings
 
     def run_directory(self, model_name: str, seed: int) -> Path:

@@ -18,7 +18,7 @@ import pandas as pd
 from helpers import config
 from helpers.data import ImageSplit
 from helpers.files import staged_directory
-from helpers.models import MODEL_BUILDERS, build_model
+from helpers.models import AUGMENTATIONS, MODEL_BUILDERS, build_model
 from helpers.provenance import provenance
 
 MODEL_FILE = "model.keras"
@@ -42,7 +42,8 @@ class TrainingSettings:
     reduce_learning_rate_patience: int = 3
     minimum_learning_rate: float = 1e-6
     checkpoint_metric: str = "val_accuracy"
-    augment: bool = True
+    augmentation: str = "layers"  # "layers": the specified three Keras layers; "fused": one transform (models.py)
+    image_size: int | None = None  # input pixels per side; None: the size of the data it is given
     mixed_precision: bool = False  # float16 compute with float32 weights (worth it on GPUs, not on CPUs)
     seed: int = config.DEFAULT_SEED
     verbose: int = 2
@@ -50,6 +51,8 @@ class TrainingSettings:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
             raise ValueError(f"epochs and batch_size must be >= 1 and learning_rate > 0: {self}")
+        if self.augmentation not in AUGMENTATIONS:
+            raise ValueError(f"unknown augmentation {self.augmentation!r}; choose one of {', '.join(AUGMENTATIONS)}")
 
 
 # The specification's recipe, kept as the reference the benchmark and the report compare against.
@@ -164,9 +167,13 @@ def train_model(model_name: str, training: ImageSplit, validation: ImageSplit, t
     if run_directory.exists() and not overwrite:
         raise FileExistsError(f"{run_directory}: run folder already exists; pass overwrite=True or choose another")
     image_size = training.images.shape[1]
+    if settings.image_size is not None and settings.image_size != image_size:
+        raise ValueError(f"{model_name}: the recipe trains at {settings.image_size}x{settings.image_size} pixels but "
+                         f"the images given are {image_size}x{image_size}; load the data at the recipe's size")
     with staged_directory(run_directory) as staging, precision_policy(settings.mixed_precision):
         set_seeds(settings.seed)
-        model = build_model(model_name, image_size=image_size, augment=settings.augment, seed=settings.seed)
+        model = build_model(model_name, image_size=image_size, augmentation=settings.augmentation,
+                            seed=settings.seed)
         model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         timer = EpochTimer()
@@ -250,24 +257,25 @@ def _main(argv: list[str] | None = None) -> int:
                         help="training recipe; --epochs, --batch-size and --learning-rate override its values")
     parser.add_argument("--data-dir", default=None, help="dataset folder (default: $BRAIN_MRI_DATA_DIR or data/)")
     parser.add_argument("--run-dir", default=None, help="run folder (default: runs/<recipe>/<model>-seed<seed>)")
-    parser.add_argument("--image-size", type=int, default=config.DEFAULT_IMAGE_SIZE)
+    parser.add_argument("--image-size", type=int, default=None, help="input pixels per side (default: the recipe's)")
+    parser.add_argument("--augmentation", default=None, choices=list(AUGMENTATIONS), help="default: the recipe's")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--learning-rate", type=float, default=None)
     parser.add_argument("--seed", type=int, default=config.DEFAULT_SEED)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     arguments = parser.parse_args(argv)
+    overrides = {name: getattr(arguments, name) for name in ("image_size", "augmentation", "epochs", "batch_size",
+                                                               "learning_rate") if getattr(arguments, name) is not None}
+    settings = recipe(arguments.recipe, arguments.model, seed=arguments.seed, **overrides)
     try:
-        dataset = load_dataset(arguments.data_dir, arguments.image_size)
+        dataset = load_dataset(arguments.data_dir, settings.image_size or config.DEFAULT_IMAGE_SIZE)
     except DataError as error:
         print(f"error: {error}")
         return 1
     training, validation = split_validation(dataset.training, seed=config.DEFAULT_SEED)  # as the study splits
     run_directory = Path(arguments.run_dir or config.runs_dir() / arguments.recipe
                          / f"{arguments.model}-seed{arguments.seed}")
-    overrides = {name: getattr(arguments, name) for name in ("epochs", "batch_size", "learning_rate")
-                 if getattr(arguments, name) is not None}
-    settings = recipe(arguments.recipe, arguments.model, seed=arguments.seed, **overrides)
     run = train_model(arguments.model, training, validation, dataset.testing, run_directory, settings,
                       data_fingerprint=dataset.fingerprint, overwrite=arguments.overwrite)
     for split_name in ("validation", "test"):
