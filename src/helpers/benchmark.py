@@ -7,6 +7,8 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -68,42 +70,70 @@ def _compiled(model_name: str, image_size: int, settings: TrainingSettings) -> k
     return model
 
 
-def _epoch_row(model_name: str, pipeline: str, batch_size: int, augmentation: str, seconds: list[float], images: int,
-               image_size: int) -> dict:
-    """Return one training row: epoch times, steady-state seconds per epoch and images/s.
+@dataclass
+class TimedPipeline:
+    """One training pipeline under test: what it is (model, pipeline, batch size, ...) and how to train one epoch."""
 
-    Steady state is the median of the epochs after the first (which traces the graph): on this shared 2-core machine
-    single epochs of the same run vary by up to 2x, and the median does not follow one slow epoch.
-    """
-    steady = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
-    return {"model": model_name, "pipeline": pipeline, "batch_size": batch_size, "augmentation": augmentation,
-            "image_size": image_size,
-            "epoch_seconds": seconds, "seconds_per_epoch": steady, "training_images_per_second": images / steady}
+    description: dict
+    train_one_epoch: Callable[[int, EpochTimer], None]
 
 
-def time_specified_training(model_name: str, root: Path, image_size: int, epochs: int) -> dict:
-    """Time epochs of the specified pipeline: tf.data from the folders, augmentation in the model, batch 32."""
+def specified_pipeline(model_name: str, root: Path, image_size: int) -> TimedPipeline:
+    """Return the specified pipeline: tf.data from the folders (decoding every epoch), augmentation in the model,
+    batch 32."""
     training, validation = specified_datasets(root, image_size)
     set_seeds(0)
     model = _compiled(SPECIFIED_MODELS.get(model_name, model_name), image_size, SPECIFIED_RECIPE)
-    timer = EpochTimer()
-    # image_dataset_from_directory already reshuffles every epoch
-    model.fit(training, validation_data=validation, epochs=epochs, callbacks=[timer], shuffle=False, verbose=0)
-    images = int(sum(int(labels.shape[0]) for _, labels in training))
-    return _epoch_row(model_name, "specified", SPECIFIED_BATCH_SIZE, SPECIFIED_RECIPE.augmentation, timer.seconds,
-                      images, image_size)
+
+    def train_one_epoch(epoch: int, timer: EpochTimer) -> None:
+        # image_dataset_from_directory already reshuffles every epoch
+        model.fit(training, validation_data=validation, initial_epoch=epoch, epochs=epoch + 1, callbacks=[timer],
+                  shuffle=False, verbose=0)
+
+    return TimedPipeline({"model": model_name, "pipeline": "specified", "batch_size": SPECIFIED_BATCH_SIZE,
+                          "augmentation": SPECIFIED_RECIPE.augmentation, "image_size": image_size,
+                          "images": len(training.file_paths)}, train_one_epoch)
 
 
-def time_project_training(model_name: str, dataset: MRIDataset, settings: TrainingSettings, epochs: int) -> dict:
-    """Time epochs of the project's pipeline: decoded arrays in memory, the recipe's batch size and augmentation."""
+def project_pipeline(model_name: str, dataset: MRIDataset, settings: TrainingSettings) -> TimedPipeline:
+    """Return the project's pipeline: decoded arrays in memory, the recipe's batch size and augmentation."""
     training, validation = split_validation(dataset.training)
     set_seeds(0)
     model = _compiled(model_name, dataset.image_size, settings)
-    timer = EpochTimer()
-    model.fit(training.images[..., np.newaxis], training.labels, batch_size=settings.batch_size, epochs=epochs,
-              validation_data=(validation.images[..., np.newaxis], validation.labels), callbacks=[timer], verbose=0)
-    return _epoch_row(model_name, "project", settings.batch_size, settings.augmentation, timer.seconds,
-                      len(training), dataset.image_size)
+
+    def train_one_epoch(epoch: int, timer: EpochTimer) -> None:
+        model.fit(training.images[..., np.newaxis], training.labels, batch_size=settings.batch_size,
+                  initial_epoch=epoch, epochs=epoch + 1, callbacks=[timer], verbose=0,
+                  validation_data=(validation.images[..., np.newaxis], validation.labels))
+
+    return TimedPipeline({"model": model_name, "pipeline": "project", "batch_size": settings.batch_size,
+                          "augmentation": settings.augmentation, "image_size": dataset.image_size,
+                          "images": len(training)}, train_one_epoch)
+
+
+def time_interleaved(pipelines: list[TimedPipeline], epochs: int) -> list[dict]:
+    """Train the pipelines one epoch each in turn, epochs times; return one row per pipeline.
+
+    On a shared machine speed comes and goes in spells (the same epoch takes 5 s or 10 s); taking turns puts every
+    pipeline through the same spells, so their ratio does not depend on which one happened to run in a slow one.
+    """
+    timers = [EpochTimer() for _ in pipelines]
+    for epoch in range(epochs):
+        for pipeline, timer in zip(pipelines, timers):
+            pipeline.train_one_epoch(epoch, timer)
+    return [_epoch_row(pipeline.description, timer.seconds) for pipeline, timer in zip(pipelines, timers)]
+
+
+def _epoch_row(description: dict, seconds: list[float]) -> dict:
+    """Return one training row: the pipeline's description, epoch times, steady seconds per epoch and images/s.
+
+    Steady state is the median of the epochs after the first (which traces the graph): single epochs of the same
+    run vary by up to 2x, and the median does not follow one slow epoch.
+    """
+    steady = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
+    row = {key: value for key, value in description.items() if key != "images"}
+    return {**row, "epoch_seconds": seconds, "seconds_per_epoch": steady,
+            "training_images_per_second": description["images"] / steady}
 
 
 def time_inference(model_name: str, images: np.ndarray, augmentation: str = "none") -> dict:
@@ -166,19 +196,21 @@ def run_benchmark(data_dir: str | os.PathLike | None = None, models: tuple[str, 
     dataset = load_dataset(data_dir, image_size, progress=False)
     training_rows, inference_rows = [], []
     for model_name in models:
-        if include_specified:
-            training_rows.append(time_specified_training(model_name, dataset.root, image_size, epochs))
-            print(_describe(training_rows[-1]), flush=True)
         default = recipe("project", model_name)
         batch_sizes = list(dict.fromkeys([default.batch_size, *project_batch_sizes]))  # the recipe's own first
         variants = [(batch_size, default.augmentation) for batch_size in batch_sizes]
         variants += [(default.batch_size, augmentation) for augmentation in other_augmentations
                      if augmentation != default.augmentation]
+        pipelines = [specified_pipeline(model_name, dataset.root, image_size)] if include_specified else []
         for batch_size, augmentation in variants:
             settings = recipe("project", model_name, batch_size=batch_size, augmentation=augmentation)
-            training_rows.append({**time_project_training(model_name, dataset, settings, epochs),
-                                  "recipe_default": settings == default})
-            print(_describe(training_rows[-1]), flush=True)
+            pipeline = project_pipeline(model_name, dataset, settings)
+            pipeline.description["recipe_default"] = settings == default
+            pipelines.append(pipeline)
+        print(f"{model_name}: {len(pipelines)} pipelines, {epochs} epochs each, taking turns", flush=True)
+        for row in time_interleaved(pipelines, epochs):
+            training_rows.append(row)
+            print(_describe(row), flush=True)
         inference_rows.append(time_inference(model_name, dataset.testing.images, default.augmentation))
     table = pd.DataFrame(training_rows)
     speedups = {}
