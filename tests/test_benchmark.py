@@ -8,7 +8,7 @@ import statistics
 import numpy as np
 import pytest
 
-from helpers import benchmark
+from helpers import benchmark, config
 
 
 def test_benchmark_times_both_pipelines_and_keeps_other_machines(phantom_root, tmp_path):
@@ -37,6 +37,11 @@ def test_benchmark_times_both_pipelines_and_keeps_other_machines(phantom_root, t
     inference = results["inference"][0]
     assert inference["inference_images_per_second"] > 0 and inference["first_pass_images_per_second"] > 0
     assert set(benchmark.summary_table(results)["pipeline"]) == {"specified", "project"}
+    markdown = benchmark.speed_markdown(results)
+    ratio = results["speedup_over_specified"]["rnn"]
+    assert f"| rnn | {rows[('specified', 32)]['seconds_per_epoch']:.2f} s/epoch (rnn, batch 32) | " in markdown
+    assert f"rnn {ratio:.1f}x ({'met' if ratio >= benchmark.SPEEDUP_TARGET else 'missed'})" in markdown
+    assert "75.00% → –" in markdown, "the seed-42 accuracies, a dash where a recipe was not trained"
 
     output = tmp_path / "benchmarks.json"
     output.write_text(json.dumps({"jax-H100-16cores": {"machine": "jax-H100-16cores"}}))
@@ -61,3 +66,10 @@ def test_pipelines_take_turns_epoch_by_epoch():
     assert [row["pipeline"] for row in rows] == ["specified", "project"]
     assert all(len(row["epoch_seconds"]) == 3 and "images" not in row for row in rows)
     assert rows[0]["training_images_per_second"] == 100 / rows[0]["seconds_per_epoch"]
+
+
+def test_published_readme_matches_the_published_benchmark():
+    readme = (config.PROJECT_ROOT / "README.md").read_text()
+    stored = json.loads((config.REPORTS_DIR / benchmark.BENCHMARK_FILE).read_text())
+    block = readme.split(benchmark.README_START, 1)[1].split(benchmark.README_END, 1)[0]
+    assert block.strip() == benchmark.readme_speed_block(stored).strip(), "README speed table is stale: make bench"

@@ -61,7 +61,7 @@ def test_readme_block_is_written_from_metrics_and_a_stale_one_is_detected():
     updated = results.readme_with_results(readme, metrics)
     assert updated.startswith("intro\n") and updated.endswith("\nrest\n") and table in updated
     assert results.readme_with_results(updated, metrics) == updated
-    with pytest.raises(ValueError, match="results markers missing"):
+    with pytest.raises(ValueError, match="README.md: generated-block markers missing"):
         results.readme_with_results("no markers", metrics)
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 
 from helpers import config
 from helpers.data import MRIDataset, load_dataset, split_validation
-from helpers.files import write_atomically
+from helpers.files import write_atomically, write_marked_block
 from helpers.models import AUGMENTATIONS, MODEL_BUILDERS, build_model
 from helpers.provenance import provenance
 from helpers.training import PROJECT_RECIPE, SPECIFIED_RECIPE, EpochTimer, TrainingSettings, recipe, set_seeds
@@ -35,6 +35,12 @@ INFERENCE_BATCH_SIZE = 256
 # timed pass that includes the partial batch's tracing halved the rnn's figure.
 INFERENCE_PASSES = 5
 LATENCY_CALLS = 50
+# The speed targets (issue 4): every model's epoch this many times faster than the specified pipeline's, and the rnn
+# predicting at least this many images per second at batch 256.
+SPEEDUP_TARGET = 3.0
+RNN_INFERENCE_TARGET = 2000
+README_START = "<!-- speed:start (written by `make bench` from reports/benchmarks.json; do not edit) -->"
+README_END = "<!-- speed:end -->"
 
 
 def time_data_loading(data_dir: str | os.PathLike | None, image_size: int) -> dict[str, float]:
@@ -258,6 +264,64 @@ def accuracy_table(results: dict) -> pd.DataFrame:
     return pd.DataFrame.from_dict(results["accuracy"], orient="index").rename_axis("model").reset_index()
 
 
+def speed_markdown(results: dict) -> str:
+    """Return README's speed table for one machine's results, with its provenance and the targets met or missed."""
+    training = pd.DataFrame(results["training"])
+    inference = pd.DataFrame(results["inference"]).set_index("model")
+    lines = ["| model | specified pipeline | project pipeline | speed-up | fused augmentation (lever) | inference "
+             "(batch 256) | single-image latency | seed-42 test accuracy, specified → project |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for model_name in inference.index:
+        rows = training[training["model"] == model_name]
+        project_rows = rows[(rows["pipeline"] == "project") & rows["recipe_default"].eq(True)]
+        specified_rows = rows[rows["pipeline"] == "specified"]
+        project = project_rows.iloc[0]
+        fused = rows[(rows["pipeline"] == "project") & (rows["augmentation"] == "fused")
+                     & (rows["batch_size"] == project["batch_size"])]
+        specified = (f"{specified_rows['seconds_per_epoch'].iloc[0]:.2f} s/epoch "
+                     f"({results['specified_models'][model_name]}, batch {SPECIFIED_BATCH_SIZE})"
+                     if len(specified_rows) else "not timed")
+        speedup = results["speedup_over_specified"].get(model_name)
+        accuracy = results["accuracy"].get(model_name, {})
+        lines.append(
+            f"| {model_name} | {specified} | {project['seconds_per_epoch']:.2f} s/epoch (batch "
+            f"{project['batch_size']}) | {f'{speedup:.1f}x' if speedup else '–'} | "
+            f"{f'{fused.iloc[0].seconds_per_epoch:.2f} s/epoch' if len(fused) else '–'} | "
+            f"{inference.loc[model_name, 'inference_images_per_second']:,.0f} images/s | "
+            f"{inference.loc[model_name, 'single_image_latency_milliseconds']:.2f} ms | "
+            f"{_percent(accuracy.get('specified_test_accuracy'))} → "
+            f"{_percent(accuracy.get('project_test_accuracy'))} |")
+    loading = results["data_loading"]
+    lines.append("")
+    lines.append(
+        f"Machine `{results['machine']}`, commit `{results['provenance']['git_commit'][:10]}`: medians of training "
+        f"epochs 2 to {results['epochs_timed']}, the pipelines of a model taking turns epoch by epoch. Loading "
+        f"{loading['images']} images: {loading['first_load_seconds']:.1f} s the first time, "
+        f"{loading['cached_load_seconds']:.2f} s from the cache.")
+    targets = []
+    if results["speedup_over_specified"]:
+        targets.append(f"every epoch >= {SPEEDUP_TARGET:.0f}x faster than the specified pipeline's: " + ", ".join(
+            f"{name} {ratio:.1f}x ({'met' if ratio >= SPEEDUP_TARGET else 'missed'})"
+            for name, ratio in results["speedup_over_specified"].items()))
+    if "rnn" in inference.index:
+        rnn_speed = inference.loc["rnn", "inference_images_per_second"]
+        targets.append(f"rnn inference >= {RNN_INFERENCE_TARGET:,} images/s: {rnn_speed:,.0f} "
+                       f"({'met' if rnn_speed >= RNN_INFERENCE_TARGET else 'missed'})")
+    if targets:
+        lines += ["", "Targets: " + "; ".join(targets) + "."]
+    return "\n".join(lines)
+
+
+def readme_speed_block(stored: dict) -> str:
+    """Return README's speed block: one table per machine in the benchmark file."""
+    return "\n\n".join(speed_markdown(results) for results in stored.values())
+
+
+def _percent(value: float | None) -> str:
+    """Return a fraction as a percentage, or a dash where it was not measured."""
+    return "–" if value is None else f"{value:.2%}"
+
+
 def _main(argv: list[str] | None = None) -> int:
     """Command line: run the benchmark, print its table and merge it into reports/benchmarks.json."""
     import argparse
@@ -277,7 +341,13 @@ def _main(argv: list[str] | None = None) -> int:
     results = run_benchmark(arguments.data_dir, tuple(arguments.models), arguments.epochs,
                             tuple(arguments.batch_sizes), not arguments.no_specified,
                             other_augmentations=tuple(arguments.other_augmentations))
-    save_benchmark(results, Path(arguments.output))
+    output = Path(arguments.output)
+    save_benchmark(results, output)
+    readme = config.PROJECT_ROOT / "README.md"
+    if output.resolve() == (config.REPORTS_DIR / BENCHMARK_FILE).resolve():
+        changed = write_marked_block(readme, README_START, README_END,
+                                     readme_speed_block(json.loads(output.read_text())))
+        print("README.md speed table " + ("updated" if changed else "already current"))
     loading = results["data_loading"]
     print(f"\n{results['machine']}: first load {loading['first_load_seconds']:.2f} s, "
           f"cached {loading['cached_load_seconds']:.2f} s ({loading['images']} images)")

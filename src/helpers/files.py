@@ -1,4 +1,4 @@
-"""Atomic writes: a file or a folder appears complete under its final name, or not at all."""
+"""Atomic writes (a file or a folder appears complete under its final name, or not at all) and generated text blocks."""
 
 from __future__ import annotations
 
@@ -42,3 +42,22 @@ def staged_directory(target: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def with_marked_block(text: str, start: str, end: str, body: str, name: str) -> str:
+    """Return text with the lines between the start and end markers replaced by body; fail naming the file if a
+    marker is missing."""
+    if start not in text or end not in text:
+        raise ValueError(f"{name}: generated-block markers missing ({start!r} ... {end!r})")
+    before, rest = text.split(start, 1)
+    after = rest.split(end, 1)[1]
+    return f"{before}{start}\n{body}\n{end}{after}"
+
+
+def write_marked_block(path: Path, start: str, end: str, body: str) -> bool:
+    """Rewrite the block between the markers in a text file (atomically); return whether anything changed."""
+    current = path.read_text()
+    updated = with_marked_block(current, start, end, body, path.name)
+    if updated != current:
+        write_atomically(path, lambda temporary: temporary.write_text(updated))
+    return updated != current

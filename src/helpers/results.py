@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from helpers import config
-from helpers.files import write_atomically
+from helpers.files import with_marked_block, write_marked_block
 from helpers.pipeline import duration_sentence
 from helpers.predict import MODEL_INDEX_FILE
 from helpers.training import load_run
@@ -69,20 +69,12 @@ def markdown_table(metrics: dict) -> str:
 
 def readme_with_results(readme: str, metrics: dict) -> str:
     """Return README text with the block between the results markers replaced by the current table."""
-    if README_START not in readme or README_END not in readme:
-        raise ValueError(f"README.md: results markers missing ({README_START!r} ... {README_END!r})")
-    before, rest = readme.split(README_START, 1)
-    after = rest.split(README_END, 1)[1]
-    return f"{before}{README_START}\n{markdown_table(metrics)}\n{README_END}{after}"
+    return with_marked_block(readme, README_START, README_END, markdown_table(metrics), "README.md")
 
 
 def write_readme_results(readme_path: Path, metrics: dict) -> bool:
     """Rewrite README's results block from metrics.json; return whether anything changed."""
-    current = readme_path.read_text()
-    updated = readme_with_results(current, metrics)
-    if updated != current:
-        write_atomically(readme_path, lambda temporary: temporary.write_text(updated))
-    return updated != current
+    return write_marked_block(readme_path, README_START, README_END, markdown_table(metrics))
 
 
 def _validation_accuracy(run_directory: Path) -> float:
