@@ -136,10 +136,10 @@ def test_models_build_and_run_on_the_jax_backend():
 def test_mixed_precision_is_one_setting_and_keeps_probabilities_in_float32():
     from helpers.training import precision_policy
 
-    with precision_policy(mixed=True):
+    with precision_policy("mixed_bfloat16"):
         model = models.build_model("rnn")
     assert keras.config.dtype_policy().name == "float32", "the previous policy is restored"
-    assert model.get_layer("bidirectional_lstm").compute_dtype == "float16"
+    assert model.get_layer("bidirectional_lstm").compute_dtype == "bfloat16"
     assert model.get_layer("class_probabilities").compute_dtype == "float32"
     assert all(weight.dtype == "float32" for weight in model.weights)
     assert model.count_params() == 235_140

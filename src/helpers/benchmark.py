@@ -20,7 +20,16 @@ from helpers.data import MRIDataset, load_dataset, split_validation
 from helpers.files import write_atomically, write_marked_block
 from helpers.models import AUGMENTATIONS, MODEL_BUILDERS, build_model
 from helpers.provenance import provenance
-from helpers.training import PROJECT_RECIPE, SPECIFIED_RECIPE, EpochTimer, TrainingSettings, recipe, set_seeds
+from helpers.training import (
+    PRECISIONS,
+    PROJECT_RECIPE,
+    SPECIFIED_RECIPE,
+    EpochTimer,
+    TrainingSettings,
+    precision_policy,
+    recipe,
+    set_seeds,
+)
 
 BENCHMARK_FILE = "benchmarks.json"
 SPECIFIED_BATCH_SIZE = SPECIFIED_RECIPE.batch_size
@@ -70,9 +79,10 @@ def specified_datasets(root: Path, image_size: int, batch_size: int = SPECIFIED_
 
 def _compiled(model_name: str, image_size: int, settings: TrainingSettings) -> keras.Model:
     """Build and compile a model the way training does with the given recipe."""
-    model = build_model(model_name, image_size=image_size, augmentation=settings.augmentation, seed=0)
-    model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    with precision_policy(settings.precision):
+        model = build_model(model_name, image_size=image_size, augmentation=settings.augmentation, seed=0)
+        model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
     return model
 
 
@@ -97,7 +107,8 @@ def specified_pipeline(model_name: str, root: Path, image_size: int) -> TimedPip
                   shuffle=False, verbose=0)
 
     return TimedPipeline({"model": model_name, "pipeline": "specified", "batch_size": SPECIFIED_BATCH_SIZE,
-                          "augmentation": SPECIFIED_RECIPE.augmentation, "image_size": image_size,
+                          "augmentation": SPECIFIED_RECIPE.augmentation, "precision": SPECIFIED_RECIPE.precision,
+                          "image_size": image_size,
                           "images": len(training.file_paths)}, train_one_epoch)
 
 
@@ -113,7 +124,8 @@ def project_pipeline(model_name: str, dataset: MRIDataset, settings: TrainingSet
                   validation_data=(validation.images[..., np.newaxis], validation.labels))
 
     return TimedPipeline({"model": model_name, "pipeline": "project", "batch_size": settings.batch_size,
-                          "augmentation": settings.augmentation, "image_size": dataset.image_size,
+                          "augmentation": settings.augmentation, "precision": settings.precision,
+                          "image_size": dataset.image_size,
                           "images": len(training)}, train_one_epoch)
 
 
@@ -142,10 +154,11 @@ def _epoch_row(description: dict, seconds: list[float]) -> dict:
             "training_images_per_second": description["images"] / steady}
 
 
-def time_inference(model_name: str, images: np.ndarray, augmentation: str = "none") -> dict:
+def time_inference(model_name: str, images: np.ndarray, augmentation: str = "none", precision: str = "float32") -> dict:
     """Return inference images/s at batch 256 over the given images (first pass and the median of the steady passes)
     and the median single-image latency."""
-    model = build_model(model_name, image_size=images.shape[1], augmentation=augmentation, seed=0)
+    with precision_policy(precision):
+        model = build_model(model_name, image_size=images.shape[1], augmentation=augmentation, seed=0)
     batch = images[..., np.newaxis]
     passes = []
     for _ in range(1 + INFERENCE_PASSES):
@@ -192,11 +205,13 @@ def recipe_accuracies(model_name: str, runs_root: Path, seed: int = ACCURACY_SEE
 def run_benchmark(data_dir: str | os.PathLike | None = None, models: tuple[str, ...] = ("rnn", "hybrid", "cnn"),
                   epochs: int = 5, project_batch_sizes: tuple[int, ...] = (PROJECT_RECIPE.batch_size,),
                   include_specified: bool = True, image_size: int = config.DEFAULT_IMAGE_SIZE,
-                  runs_root: Path | None = None, other_augmentations: tuple[str, ...] = ()) -> dict:
+                  runs_root: Path | None = None, other_augmentations: tuple[str, ...] = (),
+                  other_precisions: tuple[str, ...] = ()) -> dict:
     """Measure loading, training and inference; return the results with the machine, backend and device.
 
     The speed-up compares the specified pipeline with the project recipe as it trains (its own batch size and
-    augmentation); rows for other batch sizes and augmentations are measured levers and take no part in it.
+    augmentation and precision); rows for other batch sizes, augmentations and precisions are measured levers and
+    take no part in it.
     """
     loading = time_data_loading(data_dir, image_size)
     dataset = load_dataset(data_dir, image_size, progress=False)
@@ -204,12 +219,13 @@ def run_benchmark(data_dir: str | os.PathLike | None = None, models: tuple[str, 
     for model_name in models:
         default = recipe("project", model_name)
         batch_sizes = list(dict.fromkeys([default.batch_size, *project_batch_sizes]))  # the recipe's own first
-        variants = [(batch_size, default.augmentation) for batch_size in batch_sizes]
-        variants += [(default.batch_size, augmentation) for augmentation in other_augmentations
+        variants = [{"batch_size": batch_size} for batch_size in batch_sizes]
+        variants += [{"augmentation": augmentation} for augmentation in other_augmentations
                      if augmentation != default.augmentation]
+        variants += [{"precision": precision} for precision in other_precisions if precision != default.precision]
         pipelines = [specified_pipeline(model_name, dataset.root, image_size)] if include_specified else []
-        for batch_size, augmentation in variants:
-            settings = recipe("project", model_name, batch_size=batch_size, augmentation=augmentation)
+        for changes in variants:
+            settings = recipe("project", model_name, **changes)
             pipeline = project_pipeline(model_name, dataset, settings)
             pipeline.description["recipe_default"] = settings == default
             pipelines.append(pipeline)
@@ -217,7 +233,8 @@ def run_benchmark(data_dir: str | os.PathLike | None = None, models: tuple[str, 
         for row in time_interleaved(pipelines, epochs):
             training_rows.append(row)
             print(_describe(row), flush=True)
-        inference_rows.append(time_inference(model_name, dataset.testing.images, default.augmentation))
+        inference_rows.append(time_inference(model_name, dataset.testing.images, default.augmentation,
+                                             default.precision))
     table = pd.DataFrame(training_rows)
     speedups = {}
     if include_specified:
@@ -238,7 +255,8 @@ def run_benchmark(data_dir: str | os.PathLike | None = None, models: tuple[str, 
 
 def _describe(row: dict) -> str:
     """Return one progress line for a timed training row."""
-    return (f"{row['model']:7s} {row['pipeline']:9s} {row['augmentation']:6s} batch {row['batch_size']:4d}: "
+    return (f"{row['model']:7s} {row['pipeline']:9s} {row['augmentation']:6s} {row['precision']:14s} "
+            f"batch {row['batch_size']:4d}: "
             f"{row['seconds_per_epoch']:6.2f} s/epoch, {row['training_images_per_second']:7.0f} images/s")
 
 
@@ -251,7 +269,7 @@ def save_benchmark(results: dict, path: Path) -> None:
 
 def summary_table(results: dict) -> pd.DataFrame:
     """Return the printed table: per model and pipeline, seconds per epoch, images/s and the speed-up."""
-    table = pd.DataFrame(results["training"])[["model", "pipeline", "augmentation", "batch_size",
+    table = pd.DataFrame(results["training"])[["model", "pipeline", "augmentation", "precision", "batch_size",
                                                "seconds_per_epoch", "training_images_per_second"]]
     inference = pd.DataFrame(results["inference"]).set_index("model")
     table["inference_images_per_second"] = table["model"].map(inference["inference_images_per_second"])
@@ -267,17 +285,19 @@ def accuracy_table(results: dict) -> pd.DataFrame:
 def speed_markdown(results: dict) -> str:
     """Return README's speed table for one machine's results, with its provenance and the targets met or missed."""
     training = pd.DataFrame(results["training"])
+    if "precision" not in training:  # benchmark files written before precision was a setting
+        training["precision"] = "float32"
     inference = pd.DataFrame(results["inference"]).set_index("model")
-    lines = ["| model | specified pipeline | project pipeline | speed-up | fused augmentation (lever) | inference "
-             "(batch 256) | single-image latency | seed-42 test accuracy, specified → project |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| model | specified pipeline | project pipeline | speed-up | levers, not the default (s/epoch) | "
+             "inference (batch 256) | single-image latency | seed-42 test accuracy, specified → project |",
+             "|---|---:|---:|---:|---|---:|---:|---:|"]
     for model_name in inference.index:
         rows = training[training["model"] == model_name]
-        project_rows = rows[(rows["pipeline"] == "project") & rows["recipe_default"].eq(True)]
+        project_rows = rows[rows["pipeline"] == "project"]
+        project = project_rows[project_rows["recipe_default"].eq(True)].iloc[0]
+        levers = "; ".join(f"{_difference(row, project)} {row.seconds_per_epoch:.2f}"
+                           for _, row in project_rows[~project_rows["recipe_default"].eq(True)].iterrows()) or "–"
         specified_rows = rows[rows["pipeline"] == "specified"]
-        project = project_rows.iloc[0]
-        fused = rows[(rows["pipeline"] == "project") & (rows["augmentation"] == "fused")
-                     & (rows["batch_size"] == project["batch_size"])]
         specified = (f"{specified_rows['seconds_per_epoch'].iloc[0]:.2f} s/epoch "
                      f"({results['specified_models'][model_name]}, batch {SPECIFIED_BATCH_SIZE})"
                      if len(specified_rows) else "not timed")
@@ -285,8 +305,7 @@ def speed_markdown(results: dict) -> str:
         accuracy = results["accuracy"].get(model_name, {})
         lines.append(
             f"| {model_name} | {specified} | {project['seconds_per_epoch']:.2f} s/epoch (batch "
-            f"{project['batch_size']}) | {f'{speedup:.1f}x' if speedup else '–'} | "
-            f"{f'{fused.iloc[0].seconds_per_epoch:.2f} s/epoch' if len(fused) else '–'} | "
+            f"{project['batch_size']}, {project['precision']}) | {f'{speedup:.1f}x' if speedup else '–'} | {levers} | "
             f"{inference.loc[model_name, 'inference_images_per_second']:,.0f} images/s | "
             f"{inference.loc[model_name, 'single_image_latency_milliseconds']:.2f} ms | "
             f"{_percent(accuracy.get('specified_test_accuracy'))} → "
@@ -317,6 +336,14 @@ def readme_speed_block(stored: dict) -> str:
     return "\n\n".join(speed_markdown(results) for results in stored.values())
 
 
+def _difference(row: pd.Series, default: pd.Series) -> str:
+    """Return how a lever's row departs from the recipe's own (batch size, augmentation, precision)."""
+    changes = [f"batch {row.batch_size}" if row.batch_size != default.batch_size else "",
+               row.augmentation if row.augmentation != default.augmentation else "",
+               row.precision if row.precision != default.precision else ""]
+    return ", ".join(change for change in changes if change) + ":"
+
+
 def _percent(value: float | None) -> str:
     """Return a fraction as a percentage, or a dash where it was not measured."""
     return "–" if value is None else f"{value:.2%}"
@@ -335,12 +362,15 @@ def _main(argv: list[str] | None = None) -> int:
                         help="project batch sizes to time (at the project recipe's learning rate)")
     parser.add_argument("--other-augmentations", nargs="*", default=[], choices=list(AUGMENTATIONS),
                         help="also time the project recipe with these augmentations (levers, not in the speed-up)")
+    parser.add_argument("--other-precisions", nargs="*", default=[], choices=PRECISIONS,
+                        help="also time the project recipe at these precisions (levers, not in the speed-up)")
     parser.add_argument("--no-specified", action="store_true", help="skip the specified tf.data pipeline")
     parser.add_argument("--output", default=str(config.REPORTS_DIR / BENCHMARK_FILE))
     arguments = parser.parse_args(argv)
     results = run_benchmark(arguments.data_dir, tuple(arguments.models), arguments.epochs,
                             tuple(arguments.batch_sizes), not arguments.no_specified,
-                            other_augmentations=tuple(arguments.other_augmentations))
+                            other_augmentations=tuple(arguments.other_augmentations),
+                            other_precisions=tuple(arguments.other_precisions))
     output = Path(arguments.output)
     save_benchmark(results, output)
     readme = config.PROJECT_ROOT / "README.md"
