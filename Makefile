@@ -31,7 +31,7 @@ test-fast: $(INSTALLED) ## run the tests that need neither real data nor several
 	$(BIN)/python -m pytest -m "not realdata and not slow"
 
 bench: $(INSTALLED) ## time loading, training epochs and inference against the specified pipeline -> reports/benchmarks.json
-	$(BIN)/python -m helpers.benchmark --batch-sizes 64 128 --other-augmentations fused
+	$(BIN)/python -m helpers.benchmark --other-augmentations fused --other-precisions float32 mixed_bfloat16
 
 reference-runs: $(INSTALLED) ## train rnn, hybrid and cnn_wide with the specified recipe (seed 42) into runs/specified
 	for model in rnn hybrid cnn_wide; do \
