@@ -42,6 +42,9 @@ def test_benchmark_times_both_pipelines_and_keeps_other_machines(phantom_root, t
     assert f"| rnn | {rows[('specified', 32)]['seconds_per_epoch']:.2f} s/epoch (rnn, batch 32) | " in markdown
     assert f"rnn {ratio:.1f}x ({'met' if ratio >= benchmark.SPEEDUP_TARGET else 'missed'})" in markdown
     assert "75.00% → –" in markdown, "the seed-42 accuracies, a dash where a recipe was not trained"
+    assert "test accuracy equal or better" not in markdown, "no verdict without both recipes' accuracies"
+    results["accuracy"]["rnn"].update(project_test_accuracy=0.70)
+    assert "equal or better than the specified recipe's: rnn missed" in benchmark.speed_markdown(results)
 
     output = tmp_path / "benchmarks.json"
     output.write_text(json.dumps({"jax-H100-16cores": {"machine": "jax-H100-16cores"}}))
