@@ -355,6 +355,13 @@ def _percent(value: float | None) -> str:
     return "–" if value is None else f"{value:.2%}"
 
 
+def _write_readme_speed(readme: Path, benchmark_file: Path) -> None:
+    """Rewrite README's speed table from a benchmark file and say whether it changed."""
+    stored = json.loads(benchmark_file.read_text())
+    changed = write_marked_block(readme, README_START, README_END, readme_speed_block(stored))
+    print("README.md speed table " + ("updated" if changed else "already current"))
+
+
 def _main(argv: list[str] | None = None) -> int:
     """Command line: run the benchmark, print its table and merge it into reports/benchmarks.json."""
     import argparse
@@ -378,9 +385,7 @@ def _main(argv: list[str] | None = None) -> int:
     readme = config.PROJECT_ROOT / "README.md"
     published = config.REPORTS_DIR / BENCHMARK_FILE
     if arguments.readme_only:
-        stored = json.loads(published.read_text())
-        changed = write_marked_block(readme, README_START, README_END, readme_speed_block(stored))
-        print("README.md speed table " + ("updated" if changed else "already current"))
+        _write_readme_speed(readme, published)
         return 0
     results = run_benchmark(arguments.data_dir, tuple(arguments.models), arguments.epochs,
                             tuple(arguments.batch_sizes), not arguments.no_specified,
@@ -389,9 +394,7 @@ def _main(argv: list[str] | None = None) -> int:
     output = Path(arguments.output)
     save_benchmark(results, output)
     if output.resolve() == published.resolve():
-        changed = write_marked_block(readme, README_START, README_END,
-                                     readme_speed_block(json.loads(output.read_text())))
-        print("README.md speed table " + ("updated" if changed else "already current"))
+        _write_readme_speed(readme, output)
     loading = results["data_loading"]
     print(f"\n{results['machine']}: first load {loading['first_load_seconds']:.2f} s, "
           f"cached {loading['cached_load_seconds']:.2f} s ({loading['images']} images)")
