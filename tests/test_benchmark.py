@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from helpers import benchmark, config
+from helpers.files import with_marked_block
 
 
 def test_benchmark_times_both_pipelines_and_keeps_other_machines(phantom_root, tmp_path):
@@ -74,5 +75,6 @@ def test_pipelines_take_turns_epoch_by_epoch():
 def test_published_readme_matches_the_published_benchmark():
     readme = (config.PROJECT_ROOT / "README.md").read_text()
     stored = json.loads((config.REPORTS_DIR / benchmark.BENCHMARK_FILE).read_text())
-    block = readme.split(benchmark.README_START, 1)[1].split(benchmark.README_END, 1)[0]
-    assert block.strip() == benchmark.readme_speed_block(stored).strip(), "README speed table is stale: make bench"
+    current = with_marked_block(readme, benchmark.README_START, benchmark.README_END,
+                                benchmark.readme_speed_block(stored), "README.md")
+    assert current == readme, "README speed table is stale: make bench"

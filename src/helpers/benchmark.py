@@ -241,9 +241,8 @@ def run_benchmark(data_dir: str | os.PathLike | None = None, models: tuple[str, 
         for model_name in models:
             rows = table[table["model"] == model_name]
             specified = rows.loc[rows["pipeline"] == "specified", "seconds_per_epoch"].iloc[0]
-            default_rows = (rows["pipeline"] == "project") & rows["recipe_default"].astype(bool)
-            project = rows.loc[default_rows, "seconds_per_epoch"]
-            speedups[model_name] = float(specified / project.iloc[0])
+            project = rows.loc[_is_recipe_default(rows), "seconds_per_epoch"].iloc[0]
+            speedups[model_name] = float(specified / project)
     details = provenance()
     runs_root = runs_root or config.runs_dir()
     accuracy = {model_name: recipe_accuracies(model_name, runs_root) for model_name in models}
@@ -293,10 +292,10 @@ def speed_markdown(results: dict) -> str:
              "|---|---:|---:|---:|---|---:|---:|---:|"]
     for model_name in inference.index:
         rows = training[training["model"] == model_name]
-        project_rows = rows[rows["pipeline"] == "project"]
-        project = project_rows[project_rows["recipe_default"].eq(True)].iloc[0]
+        default_rows = _is_recipe_default(rows)
+        project = rows[default_rows].iloc[0]
         levers = "; ".join(f"{_difference(row, project)} {row.seconds_per_epoch:.2f}"
-                           for _, row in project_rows[~project_rows["recipe_default"].eq(True)].iterrows()) or "–"
+                           for _, row in rows[~default_rows & (rows["pipeline"] == "project")].iterrows()) or "–"
         specified_rows = rows[rows["pipeline"] == "specified"]
         specified = (f"{specified_rows['seconds_per_epoch'].iloc[0]:.2f} s/epoch "
                      f"({results['specified_models'][model_name]}, batch {SPECIFIED_BATCH_SIZE})"
@@ -340,6 +339,11 @@ def speed_markdown(results: dict) -> str:
 def readme_speed_block(stored: dict) -> str:
     """Return README's speed block: one table per machine in the benchmark file."""
     return "\n\n".join(speed_markdown(results) for results in stored.values())
+
+
+def _is_recipe_default(rows: pd.DataFrame) -> pd.Series:
+    """Return which training rows time the project recipe as it trains (not a lever, not the specified pipeline)."""
+    return (rows["pipeline"] == "project") & rows["recipe_default"].eq(True)
 
 
 def _difference(row: pd.Series, default: pd.Series) -> str:

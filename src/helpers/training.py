@@ -34,6 +34,12 @@ PREDICTION_FILES = {"validation": "predictions_validation.npz", "test": "predict
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
+def check_precision(precision: str) -> None:
+    """Fail naming the known precisions unless precision is one of them."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+
+
 @dataclass(frozen=True)
 class TrainingSettings:
     """A training recipe; the defaults are the specification's (DESIGN.md section 2), see RECIPES for the project's."""
@@ -56,8 +62,7 @@ class TrainingSettings:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
             raise ValueError(f"epochs and batch_size must be >= 1 and learning_rate > 0: {self}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        check_precision(self.precision)
         if self.augmentation not in AUGMENTATIONS:
             raise ValueError(f"unknown augmentation {self.augmentation!r}; choose one of {', '.join(AUGMENTATIONS)}")
 
@@ -111,8 +116,7 @@ class TrainingRun:
 @contextmanager
 def precision_policy(precision: str) -> Iterator[None]:
     """Build and train inside this block with the given dtype policy (one of PRECISIONS); the old one is restored."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    check_precision(precision)
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(precision)
     try:
