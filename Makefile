@@ -33,9 +33,12 @@ test-fast: $(INSTALLED) ## run the tests that need neither real data nor several
 bench: $(INSTALLED) ## time loading, training epochs and inference against the specified pipeline -> reports/benchmarks.json
 	$(BIN)/python -m helpers.benchmark --other-augmentations fused --other-precisions float32 mixed_bfloat16
 
-reference-runs: $(INSTALLED) ## train rnn, hybrid and cnn_wide with the specified recipe (seed 42) into runs/specified
-	for model in rnn hybrid cnn_wide; do \
-		$(BIN)/python -m helpers.training --recipe specified --model $$model --overwrite || exit 1; done
+SEEDS ?= 42 43 44
+
+reference-runs: $(INSTALLED) ## train rnn, hybrid and cnn_wide with the specified recipe (SEEDS="42 43 44") into runs/specified
+	for seed in $(SEEDS); do for model in rnn hybrid cnn_wide; do \
+		$(BIN)/python -m helpers.training --recipe specified --model $$model --seed $$seed --overwrite || exit 1; \
+	done; done
 
 demo: $(INSTALLED) ## set up, then run the notebooks on generated data (offline) into runs/demo/reports
 	$(BIN)/python -m helpers.pipeline --profile demo
