@@ -91,7 +91,7 @@ def test_published_readme_matches_the_published_benchmark():
     assert current == readme, "README speed table is stale: make bench"
 
 
-def test_compute_floor_trains_an_epochs_worth_of_one_batch_without_augmentation(phantom_root):
+def test_compute_floor_trains_an_epoch_without_augmentation(phantom_root):
     dataset = benchmark.load_dataset(phantom_root, 64, progress=False)
     settings = benchmark.recipe("project", "rnn", batch_size=48)
     pipeline = benchmark.compute_floor_pipeline("rnn", dataset, settings)
