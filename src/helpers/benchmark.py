@@ -214,12 +214,12 @@ def recipe_accuracies(model_name: str, runs_root: Path, seeds: tuple[int, ...] =
     """Return per recipe and split the accuracy of each seed run found (by seed) and of seed 42 (None: untrained)."""
     specified_model = SPECIFIED_MODELS.get(model_name, model_name)
     accuracies: dict = {}
-    for recipe_name, folder_name in (("specified", specified_model), ("project", model_name)):
-        recipe_root = runs_root / ("specified" if recipe_name == "specified" else "full")
+    for recipe_name, runs_folder, run_name in (("specified", "specified", specified_model),
+                                               ("project", "full", model_name)):
         for split_name in ("validation", "test"):
             by_seed = {}
             for seed in seeds:
-                path = recipe_root / f"{folder_name}-seed{seed}" / f"predictions_{split_name}.npz"
+                path = runs_root / runs_folder / f"{run_name}-seed{seed}" / f"predictions_{split_name}.npz"
                 if path.is_file():
                     with np.load(path) as stored:
                         by_seed[str(seed)] = float((stored["probabilities"].argmax(axis=1) == stored["labels"]).mean())
