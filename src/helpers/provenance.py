@@ -37,8 +37,24 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def cpu_model(cpuinfo_path: str = "/proc/cpuinfo") -> str:
+    """Return the CPU's model name (from /proc/cpuinfo on Linux, else the platform's processor string or 'unknown')."""
+    try:
+        with open(cpuinfo_path, encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def device_summary() -> dict[str, object]:
-    """Return the Keras backend, its accelerator devices (empty on a CPU-only machine) and the CPU count."""
+    """Return the Keras backend, its accelerator devices (empty on a CPU-only machine), the CPU count and model.
+
+    The CPU model is recorded because the math libraries pick their kernels by CPU: on one machine a seed's run
+    repeats bit for bit, but on another machine with the same code, data and packages the LSTM models trained to
+    different weights (the CNNs did not)."""
     import keras
 
     backend = keras.backend.backend()
@@ -56,7 +72,8 @@ def device_summary() -> dict[str, object]:
 
         accelerators = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return {"backend": backend, "accelerators": accelerators, "cpu_count": os.cpu_count(),
-            "machine": platform.machine(), "system": platform.system(), "processor": platform.processor()}
+            "machine": platform.machine(), "system": platform.system(), "processor": platform.processor(),
+            "cpu_model": cpu_model()}
 
 
 def provenance() -> dict[str, object]:
