@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint test test-fast bench reference-runs demo smoke study publish predict data-check download-data audit train-rnn clean-cache
+.PHONY: help install lint test test-fast bench reference-runs mitigations demo smoke study publish predict data-check download-data audit train-rnn clean-cache
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -40,13 +40,16 @@ reference-runs: $(INSTALLED) ## train rnn, hybrid and cnn_wide with the specifie
 		$(BIN)/python -m helpers.training --recipe specified --model $$model --seed $$seed --overwrite || exit 1; \
 	done; done
 
+mitigations: $(INSTALLED) ## train and measure each step against the source shortcut (seed 42) -> reports/mitigations.json
+	$(BIN)/python -m helpers.mitigations
+
 demo: $(INSTALLED) ## set up, then run the notebooks on generated data (offline) into runs/demo/reports
 	$(BIN)/python -m helpers.pipeline --profile demo
 
 smoke: $(INSTALLED) ## run the notebooks on 40 real images per class, 1 epoch, into runs/smoke/reports
 	$(BIN)/python -m helpers.pipeline --profile smoke
 
-study: $(INSTALLED) ## the full study on the real data (4 models x 3 seeds) into reports/, then make publish
+study: $(INSTALLED) ## the full study on the real data (4 models x 3 seeds, external sets if found) into reports/, then make publish
 	$(BIN)/python -m helpers.pipeline --profile full
 	$(MAKE) publish
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import config
+from helpers import config, training
 from helpers.study import Study, representative_run, summarise_runs, summary_row
 
 
@@ -21,11 +21,13 @@ def _study(phantom_root, tmp_path, **overrides):
 def test_empty_parameters_take_the_profile_defaults(tmp_path, monkeypatch):
     monkeypatch.setenv(config.RUNS_DIR_VARIABLE, str(tmp_path))
     study = Study.from_parameters(profile="full")
-    assert study.epochs == 30 and study.seeds == (42, 43, 44) and study.batch_size is None
+    assert study.epochs == 40 and study.seeds == (42, 43, 44) and study.batch_size is None
     assert study.run_root == tmp_path / "full" and study.metrics_dir == tmp_path / "full" / "metrics"
     assert study.settings("rnn", 43).seed == 43
-    assert (study.settings("rnn", 43).batch_size, study.settings("rnn", 43).learning_rate) == (128, 2e-3)
-    cnn = study.settings("cnn", 43)  # the project recipe's own departure for cnn
+    rnn = study.settings("rnn", 43)  # the robust recipe (issue 12)
+    assert (rnn.batch_size, rnn.learning_rate, rnn.schedule, rnn.epochs) == (64, 2e-3, "cosine", 40)
+    assert (rnn.preprocessing, rnn.augmentation, rnn.external_training) == ("standardised", "robust", True)
+    cnn = training.recipe("project", "cnn")  # the project recipe's own departure for cnn
     assert (cnn.batch_size, cnn.learning_rate, cnn.early_stopping_metric) == (64, 1e-3, "val_accuracy")
     demo = Study.from_parameters(profile="demo").settings("rnn", 42)
     assert (demo.batch_size, demo.learning_rate) == (16, 1e-3)  # the specified recipe at the demo's batch size

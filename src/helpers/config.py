@@ -21,9 +21,11 @@ PROJECT_ROOT = Path(os.environ.get("BRAIN_MRI_PROJECT_ROOT", _find_project_root(
 DATA_DIR_VARIABLE = "BRAIN_MRI_DATA_DIR"
 CACHE_DIR_VARIABLE = "BRAIN_MRI_CACHE_DIR"
 RUNS_DIR_VARIABLE = "BRAIN_MRI_RUNS_DIR"
+EXTERNAL_DIR_VARIABLE = "BRAIN_MRI_EXTERNAL_DIR"
 
 # Default (git-ignored) locations inside the repository.
 DEFAULT_DATA_DIR = PROJECT_ROOT / "data" / "brain-tumor-mri"
+DEFAULT_EXTERNAL_DIR = PROJECT_ROOT / "data" / "external"
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 REPORTS_DIR = PROJECT_ROOT / "reports"
 MODELS_DIR = PROJECT_ROOT / "models"
@@ -43,6 +45,52 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", "
 DEFAULT_IMAGE_SIZE = 64
 DEFAULT_SEED = 42
 DEFAULT_VALIDATION_FRACTION = 0.15
+
+# Truth of an external set whose images all show a tumour of a type not given, and its label index in training
+# (one past the classes: the loss asks only that the tumour classes together be likely, helpers.training).
+ANY_TUMOUR = "tumour"
+ANY_TUMOUR_LABEL = len(CLASS_NAMES)
+
+
+@dataclass(frozen=True)
+class ExternalSet:
+    """An independent set of tumour slices: its folder, truth (a class name or ANY_TUMOUR), part and annotations."""
+
+    name: str  # e.g. "br35h-tumour/test"
+    folder: str  # the images, relative to the external-data folder
+    truth: str  # a class name, or ANY_TUMOUR when only "a tumour" is known
+    part: str  # "train": may be used for training and selection; "test": final figures only
+    annotations: str  # tumour outlines: a VGG Image Annotator .json of polygons, or a folder of same-named PNG masks
+    source: str  # where the images come from, for the reports
+
+    def __post_init__(self) -> None:
+        if self.part not in ("train", "test"):
+            raise ValueError(f"external set {self.name}: part must be 'train' or 'test', not {self.part!r}")
+        if self.truth != ANY_TUMOUR and self.truth not in CLASS_NAMES:
+            raise ValueError(f"external set {self.name}: truth must be {ANY_TUMOUR!r} or a class name, not "
+                             f"{self.truth!r}")
+
+
+def _external_pair(set_name: str, truth: str, annotations: str, source: str) -> tuple[ExternalSet, ...]:
+    """Return the train and test parts of one external collection laid out as <set>/{train,test}/."""
+    return tuple(ExternalSet(f"{set_name}/{part}", f"{set_name}/{part}", truth, part,
+                             annotations.format(part=part), source) for part in ("train", "test"))
+
+
+# The independent tumour sets the study evaluates (and, train parts only, may train on): Br35H "yes" slices with
+# tumour outlines, and TCGA lower-grade glioma slices (post-contrast channel) with tumour masks. All are axial.
+EXTERNAL_SETS: tuple[ExternalSet, ...] = (
+    *_external_pair("br35h-tumour", ANY_TUMOUR, "br35h-tumour/annotations/{part}.json",
+                    "Br35H :: Brain Tumor Detection 2020, tumour images"),
+    *_external_pair("tcga-lgg-glioma", "glioma", "tcga-lgg-glioma/masks",
+                    "TCGA lower-grade glioma collection (Buda et al. 2019), post-contrast slices"),
+)
+# The demo's generated stand-ins, in the same layout (helpers.synthetic.make_phantom_external_sets).
+PHANTOM_EXTERNAL_SETS: tuple[ExternalSet, ...] = (
+    *_external_pair("phantom-tumour", ANY_TUMOUR, "phantom-tumour/annotations/{part}.json",
+                    "generated phantoms of another 'scanner'"),
+    *_external_pair("phantom-glioma", "glioma", "phantom-glioma/masks", "generated phantoms of another 'scanner'"),
+)
 
 
 def cache_dir() -> Path:
@@ -66,17 +114,19 @@ class Profile:
     seeds: tuple[int, ...]  # one training run per seed and model
     description: str
     batch_size: int | None = None  # None: the training recipe's batch size
-    recipe: str = "project"  # a name in helpers.training.RECIPES
+    recipe: str = "robust"  # a name in helpers.training.RECIPES
+    external_sets: tuple[ExternalSet, ...] = EXTERNAL_SETS  # the independent sets evaluated (and trained on)
+    external_per_set: int | None = None  # None: every image of each external set; otherwise the first ones
 
 
 PROFILES: dict[str, Profile] = {
-    "full": Profile("full", epochs=30, images_per_class=None, synthetic=False, seeds=(42, 43, 44),
+    "full": Profile("full", epochs=40, images_per_class=None, synthetic=False, seeds=(42, 43, 44),
                     description="real data, full training, three seeds"),
-    "smoke": Profile("smoke", epochs=1, images_per_class=40, synthetic=False, seeds=(42,),
+    "smoke": Profile("smoke", epochs=1, images_per_class=40, synthetic=False, seeds=(42,), external_per_set=40,
                      description="a small subset of the real data, one epoch (for tests)"),
     # The specified recipe at batch 16: the phantom set is small, and the RNN's BatchNorm needs enough updates.
     "demo": Profile("demo", epochs=15, images_per_class=None, synthetic=True, seeds=(42,), batch_size=16,
-                    recipe="specified",
+                    recipe="specified", external_sets=PHANTOM_EXTERNAL_SETS,
                     description="a generated synthetic dataset, offline, a few minutes on 2 cores"),
 }
 

@@ -73,6 +73,7 @@ class MRIDataset:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     from_cache: bool = False
     load_seconds: float = 0.0
+    preprocessing: str = "resize"
 
 
 # --------------------------------------------------------------------------- locating
@@ -232,25 +233,98 @@ def to_greyscale(image: Image.Image) -> Image.Image:
     return image.convert("L")
 
 
-def decode_image(path: str | os.PathLike, image_size: int) -> np.ndarray:
-    """Decode one image file to a uint8 greyscale (image_size, image_size) array, resized with antialiasing."""
+# How an image file becomes the models' input. "resize": greyscale, resized with Lanczos antialiasing (the study's
+# first models). "standardised": greyscale, its intensities stretched so that the head's 1st and 99th percentiles
+# become 0 and 255, cropped to the head's bounding box (made square), then resized. The second removes acquisition
+# cues (framing, field of view, contrast window) that tell the dataset's sources apart (notebook 06).
+PREPROCESSINGS = ("resize", "standardised")
+# A pixel belongs to the head when it is brighter than this share of the image's 99th percentile.
+HEAD_THRESHOLD = 0.12
+# Rows (columns) count towards the head's box when this share of their pixels is head: ignores thin text and lines.
+HEAD_LINE_SHARE = 0.02
+HEAD_MARGIN = 0.03
+
+
+def check_preprocessing(preprocessing: str) -> None:
+    """Fail naming the known preprocessings unless preprocessing is one of them."""
+    if preprocessing not in PREPROCESSINGS:
+        raise ValueError(f"unknown preprocessing {preprocessing!r}; choose one of {', '.join(PREPROCESSINGS)}")
+
+
+def head_box(pixels: np.ndarray) -> tuple[int, int, int, int]:
+    """Return the square (left, top, right, bottom) box around the head in a greyscale array (may exceed the image)."""
+    height, width = pixels.shape
+    bright = pixels > HEAD_THRESHOLD * max(float(np.percentile(pixels, 99)), 1.0)
+    rows = np.flatnonzero(bright.sum(axis=1) > HEAD_LINE_SHARE * width)
+    columns = np.flatnonzero(bright.sum(axis=0) > HEAD_LINE_SHARE * height)
+    if len(rows) == 0 or len(columns) == 0:
+        return 0, 0, width, height
+    top, bottom, left, right = rows[0], rows[-1] + 1, columns[0], columns[-1] + 1
+    side = max(bottom - top, right - left) * (1 + 2 * HEAD_MARGIN)
+    centre_y, centre_x = (top + bottom) / 2, (left + right) / 2
+    return (int(round(centre_x - side / 2)), int(round(centre_y - side / 2)),
+            int(round(centre_x + side / 2)), int(round(centre_y + side / 2)))
+
+
+def standardise_intensity(pixels: np.ndarray) -> np.ndarray:
+    """Return uint8 pixels stretched so the head's 1st and 99th percentiles map to 0 and 255 (background stays 0)."""
+    values = pixels.astype(np.float32)
+    head = values[values > HEAD_THRESHOLD * max(float(np.percentile(values, 99)), 1.0)]
+    if head.size < 16:
+        return pixels
+    low, high = np.percentile(head, (1, 99))
+    if high <= low:
+        return pixels
+    return np.clip((values - low) * (255.0 / (high - low)), 0, 255).round().astype(np.uint8)
+
+
+def prepare_image(grey: Image.Image, image_size: int,
+                  preprocessing: str = "resize") -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """Turn a greyscale image into the models' (size, size) uint8 input; return it with the box it was cut from.
+
+    This is the one function training, evaluation and brain-mri-predict use; an annotation mask cut with the same
+    box (prepare_mask) lines up with the image.
+    """
+    check_preprocessing(preprocessing)
+    box = (0, 0, grey.width, grey.height)
+    if preprocessing == "standardised":
+        pixels = np.asarray(grey, dtype=np.uint8)
+        box = head_box(pixels)
+        grey = Image.fromarray(standardise_intensity(pixels)).crop(box)
+    resized = grey.resize((image_size, image_size), Image.Resampling.LANCZOS)
+    return np.asarray(resized, dtype=np.uint8), box
+
+
+def prepare_mask(mask: np.ndarray, box: tuple[int, int, int, int], image_size: int) -> np.ndarray:
+    """Cut a full-size boolean mask with an image's box and resize it like the image: a (size, size) boolean mask."""
+    cropped = Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255).crop(box)
+    resized = cropped.resize((image_size, image_size), Image.Resampling.BILINEAR)
+    return np.asarray(resized) >= 128
+
+
+def open_greyscale(path: str | os.PathLike) -> Image.Image:
+    """Open an image file as 8-bit greyscale, failing with a CorruptImageError that names the file."""
     try:
         with Image.open(path) as image:
             image.load()
-            grey = to_greyscale(image)
-            resized = grey.resize((image_size, image_size), Image.Resampling.LANCZOS)
-            return np.asarray(resized, dtype=np.uint8)
+            return to_greyscale(image)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         reason = str(error) or type(error).__name__
         raise CorruptImageError(f"{path}: cannot decode image ({reason})") from None
 
 
-def _decode_all(paths: list[Path], image_size: int, progress: bool) -> list[np.ndarray | CorruptImageError]:
+def decode_image(path: str | os.PathLike, image_size: int, preprocessing: str = "resize") -> np.ndarray:
+    """Decode one image file to the models' uint8 greyscale (image_size, image_size) input."""
+    return prepare_image(open_greyscale(path), image_size, preprocessing)[0]
+
+
+def _decode_all(paths: list[Path], image_size: int, progress: bool,
+                preprocessing: str = "resize") -> list[np.ndarray | CorruptImageError]:
     """Decode every path on a thread pool (Pillow releases the GIL while decoding); errors are returned, not raised."""
 
     def decode_or_error(path: Path) -> np.ndarray | CorruptImageError:
         try:
-            return decode_image(path, image_size)
+            return decode_image(path, image_size, preprocessing)
         except CorruptImageError as error:
             return error
 
@@ -264,9 +338,10 @@ def _decode_all(paths: list[Path], image_size: int, progress: bool) -> list[np.n
 # --------------------------------------------------------------------------- cache
 
 
-def _cache_path(fingerprint: str, image_size: int) -> Path:
-    """Return the cache file for a dataset fingerprint and image size."""
-    return config.cache_dir() / f"mri-{image_size}px-{fingerprint[:20]}.npz"
+def _cache_path(fingerprint: str, image_size: int, preprocessing: str = "resize") -> Path:
+    """Return the cache file for a dataset fingerprint, image size and preprocessing."""
+    kind = "" if preprocessing == "resize" else f"{preprocessing}-"
+    return config.cache_dir() / f"mri-{image_size}px-{kind}{fingerprint[:20]}.npz"
 
 
 def _save_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -295,7 +370,8 @@ def _load_cache(path: Path) -> dict[str, np.ndarray] | None:
 
 
 def load_dataset(data_dir: str | os.PathLike | None = None, image_size: int = config.DEFAULT_IMAGE_SIZE,
-                 on_error: str = "raise", use_cache: bool = True, progress: bool = True) -> MRIDataset:
+                 on_error: str = "raise", use_cache: bool = True, progress: bool = True,
+                 preprocessing: str = "resize") -> MRIDataset:
     """Load Training and Testing as uint8 greyscale arrays, decoding only when no cache matches the files.
 
     on_error="raise" (default) stops at the first undecodable image with its path;
@@ -305,6 +381,7 @@ def load_dataset(data_dir: str | os.PathLike | None = None, image_size: int = co
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
     if not isinstance(image_size, int) or not 8 <= image_size <= 1024:
         raise ValueError(f"image_size must be an integer between 8 and 1024, not {image_size!r}")
+    check_preprocessing(preprocessing)
     started = time.perf_counter()
     root = locate_dataset(data_dir)
     records = validate_layout(root)
@@ -312,12 +389,12 @@ def load_dataset(data_dir: str | os.PathLike | None = None, image_size: int = co
     relative = [path.relative_to(root).as_posix() for path in paths]
     hashes = file_hashes(paths)
     fingerprint = dataset_fingerprint(relative, hashes)
-    cache_file = _cache_path(fingerprint, image_size)
+    cache_file = _cache_path(fingerprint, image_size, preprocessing)
 
     arrays = _load_cache(cache_file) if use_cache else None
     from_cache = arrays is not None
     if arrays is None:
-        decoded = _decode_all(paths, image_size, progress)
+        decoded = _decode_all(paths, image_size, progress, preprocessing)
         keep = [i for i, item in enumerate(decoded) if not isinstance(item, CorruptImageError)]
         failures = [(relative[i], str(item)) for i, item in enumerate(decoded) if isinstance(item, CorruptImageError)]
         empty = np.zeros((0, image_size, image_size), np.uint8)
@@ -346,7 +423,7 @@ def load_dataset(data_dir: str | os.PathLike | None = None, image_size: int = co
     is_test = arrays["is_test"]
     return MRIDataset(training=split(~is_test), testing=split(is_test), class_names=config.CLASS_NAMES,
                       image_size=image_size, fingerprint=fingerprint, root=root, skipped=skipped,
-                      from_cache=from_cache, load_seconds=time.perf_counter() - started)
+                      from_cache=from_cache, load_seconds=time.perf_counter() - started, preprocessing=preprocessing)
 
 
 # --------------------------------------------------------------------------- splits

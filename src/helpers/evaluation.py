@@ -64,6 +64,15 @@ def tumour_sensitivity(labels: np.ndarray, predicted: np.ndarray,
     return float((predicted[tumour] != no_tumour).mean()) if tumour.any() else float("nan")
 
 
+def partial_label_accuracy(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """Return the share of images predicted as a class their label allows: its class, or for ANY_TUMOUR_LABEL any
+    tumour class (the external sets whose tumour type is not given)."""
+    labels, predicted = np.asarray(labels), np.asarray(probabilities).argmax(axis=1)
+    no_tumour = config.CLASS_NAMES.index(config.NO_TUMOUR_CLASS)
+    right = np.where(labels == config.ANY_TUMOUR_LABEL, predicted != no_tumour, predicted == labels)
+    return float(right.mean())
+
+
 def bootstrap_confidence_interval(labels: np.ndarray, predicted: np.ndarray,
                                   metric: Callable[[np.ndarray, np.ndarray], float], resamples: int = 1000,
                                   confidence: float = 0.95, seed: int = config.DEFAULT_SEED) -> tuple[float, float]:
@@ -123,6 +132,51 @@ def mcnemar_test(labels: np.ndarray, predicted_first: np.ndarray, predicted_seco
     discordant = only_first + only_second
     p_value = binomtest(only_first, discordant, 0.5).pvalue if discordant else 1.0
     return {"only_first_correct": only_first, "only_second_correct": only_second, "p_value": float(p_value)}
+
+
+def external_summary(probabilities_per_seed: list[np.ndarray], truth: str, resamples: int = 1000,
+                     seed: int = config.DEFAULT_SEED) -> dict[str, object]:
+    """Return a model's figures on one external tumour set, from each seed's probabilities on its images.
+
+    Tumour sensitivity (share not called "no tumour") and, where the truth is a class, that class's accuracy: per
+    seed, their mean and a bootstrap 95% interval of the mean over images; the predicted-class distribution and the
+    mean confidence, averaged over seeds.
+    """
+    stacked = np.stack([np.asarray(probabilities, dtype=np.float64) for probabilities in probabilities_per_seed])
+    predicted = stacked.argmax(axis=2)
+    no_tumour = config.CLASS_NAMES.index(config.NO_TUMOUR_CLASS)
+    outcomes = {"tumour_sensitivity": predicted != no_tumour}
+    if truth != config.ANY_TUMOUR:
+        outcomes["class_accuracy"] = predicted == config.CLASS_NAMES.index(truth)
+    generator = np.random.default_rng(seed)
+    images = predicted.shape[1]
+    samples = generator.integers(0, images, (resamples, images))
+    summary: dict[str, object] = {"images": int(images), "seeds": int(len(predicted)), "truth": truth}
+    for name, right in outcomes.items():
+        per_seed = right.mean(axis=1)
+        means = right[:, samples].mean(axis=(0, 2))
+        summary[name] = {"per_seed": per_seed.tolist(), "mean": float(per_seed.mean()),
+                         "ci": (float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975)))}
+    summary["predicted_share"] = {name: float((predicted == index).mean())
+                                  for index, name in enumerate(config.CLASS_NAMES)}
+    summary["mean_confidence"] = float(stacked.max(axis=2).mean())
+    summary["mean_no_tumour_probability"] = float(stacked[:, :, no_tumour].mean())
+    return summary
+
+
+def accuracy_by_group(labels: np.ndarray, predicted: np.ndarray, groups: np.ndarray,
+                      order: tuple[str, ...]) -> pd.Series:
+    """Return the accuracy within each group (NaN where a group has no image), in the given order."""
+    labels, predicted, groups = np.asarray(labels), np.asarray(predicted), np.asarray(groups)
+    return pd.Series({group: float((predicted[groups == group] == labels[groups == group]).mean())
+                      if (groups == group).any() else float("nan") for group in order})
+
+
+def notumor_specificity(labels: np.ndarray, predicted: np.ndarray) -> float:
+    """Return the share of no-tumour images predicted as no tumour."""
+    no_tumour = config.CLASS_NAMES.index(config.NO_TUMOUR_CLASS)
+    healthy = np.asarray(labels) == no_tumour
+    return float((np.asarray(predicted)[healthy] == no_tumour).mean()) if healthy.any() else float("nan")
 
 
 def multi_seed_summary(labels: np.ndarray, probabilities_per_seed: list[np.ndarray], resamples: int = 1000,

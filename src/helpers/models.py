@@ -86,13 +86,61 @@ def fused_augmentation(seed: int | None = None, name: str = "augmentation") -> R
     return RandomFlipRotationZoom(seed=seed, name=name)
 
 
+# The source-breaking augmentation (issue 12): the specified flip, rotation and zoom, then random changes of contrast,
+# gamma, brightness, blur and noise, so that a scanner's look tells nothing about a class. A stronger geometric part
+# (rotations up to 0.15 turn, crops down to 75%, shifts of 8%) and stronger acquisition changes (gamma up to e^0.5,
+# contrast 30%) held the rnn at 78.3% validation accuracy after 40 epochs (robust recipe, seed 42), so the geometry
+# stays the specified one and the acquisition changes are milder.
+@keras.saving.register_keras_serializable(package="helpers")
+class RandomAcquisition(layers.Layer):
+    """Random acquisition changes of uint8-range slices: gamma, contrast, brightness, blur, noise (training only)."""
+
+    def __init__(self, gamma: float = 0.3, contrast: float = 0.2, brightness: float = 0.05, blur: float = 0.5,
+                 noise: float = 0.03, seed: int | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.gamma, self.contrast, self.brightness, self.blur, self.noise = gamma, contrast, brightness, blur, noise
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=None):
+        if not training:
+            return images
+        count = ops.shape(images)[0]
+
+        def draw(low: float, high: float):
+            return ops.reshape(keras.random.uniform((count,), low, high, seed=self.seed_generator), (-1, 1, 1, 1))
+
+        pixels = ops.clip(ops.cast(images, "float32") / 255.0, 0.0, 1.0)
+        pixels = ops.power(pixels + 1e-6, ops.exp(draw(-self.gamma, self.gamma)))
+        mean = ops.mean(pixels, axis=(1, 2, 3), keepdims=True)
+        pixels = (pixels - mean) * draw(1.0 - self.contrast, 1.0 + self.contrast) + mean
+        pixels = pixels + draw(-self.brightness, self.brightness)
+        blurred = ops.average_pool(pixels, 3, strides=1, padding="same")
+        pixels = pixels + (blurred - pixels) * draw(0.0, self.blur)
+        pixels = pixels + keras.random.normal(ops.shape(pixels), seed=self.seed_generator) * draw(0.0, self.noise)
+        return ops.clip(pixels, 0.0, 1.0) * 255.0
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "gamma": self.gamma, "contrast": self.contrast, "brightness": self.brightness,
+                "blur": self.blur, "noise": self.noise, "seed": self.seed}
+
+
+def robust_augmentation(seed: int | None = None, name: str = "augmentation") -> keras.Sequential:
+    """Return the source-breaking augmentation: the specified flip, rotation and zoom, then acquisition changes."""
+    specified = augmentation_block(seed).layers
+    return keras.Sequential([*specified, RandomAcquisition(seed=None if seed is None else seed + 1)], name=name)
+
+
 # How a model augments its training images: as specified (three Keras layers), fused into one transform, or not.
 # "fused" is faster but did not win on validation (seed 42, project recipe, 30 epochs): rnn 87.4% against 89.6% with
 # "layers", hybrid 85.3% against 91.0%; cnn (seeds 42/43/44) 89.4/75.2/78.9% against 92.8/90.1/91.5%, two of its
 # seeds peaking in the first two epochs. Its independent draws augment more strongly than the correlated layers, which
 # these 30-epoch runs do not recover from; so the recipes keep "layers".
 AUGMENTATIONS: dict[str, Callable[..., layers.Layer] | None] = {
-    "layers": augmentation_block, "fused": fused_augmentation, "none": None}
+    "layers": augmentation_block, "fused": fused_augmentation, "robust": robust_augmentation, "none": None}
 
 
 def _input_stem(image_size: int, augmentation: str, seed: int | None) -> tuple[keras.KerasTensor, keras.KerasTensor]:

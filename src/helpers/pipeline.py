@@ -20,17 +20,19 @@ from helpers import config
 from helpers.files import staged_directory, write_atomically
 from helpers.provenance import provenance
 
-NOTEBOOKS = ("01_explore_data", "02_train_rnn", "03_train_hybrid", "04_compare_cnn", "05_error_analysis")
+NOTEBOOKS = ("01_explore_data", "02_train_rnn", "03_train_hybrid", "04_compare_cnn", "05_error_analysis",
+             "06_external_validity")
 NOTEBOOK_TITLES = {
     "01_explore_data": "Exploring the data",
     "02_train_rnn": "The specified RNN (Conv1D + BiLSTM over rows)",
     "03_train_hybrid": "The hybrids (2-D CNN + BiLSTM: specified, and crnn over rows and columns)",
     "04_compare_cnn": "The CNN baseline and the comparison of all models",
     "05_error_analysis": "Where the models fail",
+    "06_external_validity": "External validity: tumours from other sources, slice planes, saliency, mitigations",
 }
 METRICS_FILE = "metrics.json"
 # Files other commands publish into the reports folder; a pipeline run carries them over unchanged.
-CARRIED_FILES = ("benchmarks.json",)
+CARRIED_FILES = ("benchmarks.json", "mitigations.json")
 INDEX_FILE = "index.html"
 CELL_TIMEOUT_SECONDS = 3600
 
@@ -125,16 +127,40 @@ def duration_sentence(metrics: dict) -> str:
 
 
 def _models_table(metrics: dict) -> pd.DataFrame:
-    """Return the summary of the models from the comparison notebook's record (empty when it did not run)."""
+    """Return the summary of the models from the comparison notebook's record (empty when it did not run), with each
+    external set's tumour sensitivity (mean over seeds, 95% CI) beside the official figures, or "not evaluated"."""
     rows = metrics["notebooks"].get("04_compare_cnn", {}).get("models", [])
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if not len(table):
+        return table
+    shown = pd.DataFrame({"model": table["model"], "parameters": table["parameters"].map("{:,}".format),
+                          "test accuracy (95% CI)": [f"{row.accuracy:.2%} ({row.accuracy_low:.2%}–"
+                                                     f"{row.accuracy_high:.2%})" for row in table.itertuples()],
+                          "validation accuracy": table["validation_accuracy"].map("{:.2%}".format)})
+    for set_name, column in external_columns(metrics).items():
+        shown[f"tumour sensitivity, {set_name}"] = shown["model"].map(column).fillna("not evaluated")
+    return shown
+
+
+def external_columns(metrics: dict) -> dict[str, dict[str, str]]:
+    """Return, per external test set, each model's tumour sensitivity as text ("97.0% (95.0%–98.5%)"); {} when the
+    external sets were not evaluated."""
+    record = metrics["notebooks"].get("06_external_validity", {})
+    columns: dict[str, dict[str, str]] = {}
+    for model_name, sets in (record.get("external") or {}).items():
+        for set_name, summary in sets.items():
+            sensitivity = summary["tumour_sensitivity"]
+            columns.setdefault(set_name, {})[model_name] = (f"{sensitivity['mean']:.1%} ({sensitivity['ci'][0]:.1%}–"
+                                                            f"{sensitivity['ci'][1]:.1%})")
+    return columns
 
 
 def write_index(reports_dir: Path, metrics: dict) -> Path:
     """Write index.html: the summary table of the models, links to every report, and how the run was produced."""
     table = _models_table(metrics)
-    shown = table.to_html(index=False, float_format=lambda value: f"{value:.4g}", border=0) if len(table) else (
-        "<p>No model comparison in this run.</p>")
+    shown = table.to_html(index=False, border=0) if len(table) else "<p>No model comparison in this run.</p>"
+    if len(table) and not external_columns(metrics):
+        shown += "<p>External validity: <b>not evaluated</b> (no external sets were found).</p>"
     links = "\n".join(
         f'<li><a href="{name}.html">{html.escape(NOTEBOOK_TITLES.get(name, name))}</a> '
         f'(<a href="{name}.ipynb">notebook</a>, {seconds:.0f} s)</li>'
@@ -148,7 +174,7 @@ table{{border-collapse:collapse}}td,th{{padding:.3em .8em;border-bottom:1px soli
 <h1>Brain-tumour MRI classification with recurrent networks</h1>
 <p>Profile <b>{html.escape(metrics["profile"])}</b>: {html.escape(config.get_profile(metrics["profile"]).description)}.
 {html.escape(duration_sentence(metrics))}</p>
-<h2>Models (test split; mean over seeds, 95% bootstrap CI)</h2>
+<h2>Models (official Testing split and external tumour sets; mean over seeds, 95% bootstrap CI)</h2>
 {shown}
 <h2>Reports</h2>
 <ol>
@@ -167,7 +193,8 @@ Every figure is in <a href="{METRICS_FILE}">{METRICS_FILE}</a>, with package ver
 
 def run_pipeline(profile: str = "full", data_dir: str | os.PathLike | None = None,
                  reports_dir: str | os.PathLike | None = None, run_root: str | os.PathLike | None = None,
-                 notebooks: tuple[str, ...] = NOTEBOOKS, progress: bool = True) -> Path:
+                 notebooks: tuple[str, ...] = NOTEBOOKS, progress: bool = True,
+                 external_dir: str | os.PathLike | None = None) -> Path:
     """Execute the notebooks in order and publish their reports; on failure the published reports stay untouched."""
     chosen = config.get_profile(profile)
     reports_dir = Path(reports_dir).expanduser().resolve() if reports_dir else default_reports_directory(chosen.name)
@@ -182,7 +209,7 @@ def run_pipeline(profile: str = "full", data_dir: str | os.PathLike | None = Non
     with staged_directory(reports_dir) as staging:
         metrics_dir = staging / ".metrics"
         parameters = {"profile": chosen.name, "data_dir": str(data_dir or ""), "run_root": str(run_root),
-                      "metrics_dir": str(metrics_dir)}
+                      "metrics_dir": str(metrics_dir), "external_dir": str(external_dir or "")}
         bar = tqdm(notebooks, desc=f"{chosen.name} profile", unit="notebook", disable=not progress)
         for name in bar:
             bar.set_postfix_str(name)
@@ -223,6 +250,9 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="full", choices=sorted(config.PROFILES),
                         help="full: real data, full training; smoke: tiny real subset, 1 epoch; demo: generated data")
     parser.add_argument("--data-dir", default=None, help="dataset folder (default: $BRAIN_MRI_DATA_DIR or data/)")
+    parser.add_argument("--external-dir", default=None,
+                        help="independent tumour sets folder (default: $BRAIN_MRI_EXTERNAL_DIR or data/external; "
+                             "absent: external validity is reported as not evaluated)")
     parser.add_argument("--reports-dir", default=None,
                         help="where to publish (default: reports/ for full, else runs/<profile>/reports)")
     parser.add_argument("--run-root", default=None, help="where run folders go (default: runs/<profile>)")
@@ -230,7 +260,7 @@ def _main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     try:
         published = run_pipeline(arguments.profile, arguments.data_dir, arguments.reports_dir, arguments.run_root,
-                                 tuple(arguments.notebooks))
+                                 tuple(arguments.notebooks), external_dir=arguments.external_dir)
     except PipelineError as error:
         print(f"error: {error}")
         return 1

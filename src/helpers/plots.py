@@ -247,3 +247,76 @@ def row_importance(importance_by_class: pd.DataFrame, image: np.ndarray, image_i
     picture.set_title(caption or "rows that drive this prediction")
     picture.axis("off")
     return figure
+
+
+def source_montage(images_by_source: dict[str, np.ndarray], per_source: int = 6, seed: int = 0) -> Figure:
+    """One row of random images per source (the dataset's classes, each external set)."""
+    generator = np.random.default_rng(seed)
+    figure, axes = _subplots(len(images_by_source), per_source, figsize=(per_source * 1.5, len(images_by_source) * 1.6),
+                             squeeze=False)
+    for row, (name, images) in enumerate(images_by_source.items()):
+        chosen = generator.choice(len(images), size=min(per_source, len(images)), replace=False)
+        for column, axis in enumerate(axes[row]):
+            axis.axis("off")
+            if column < len(chosen):
+                axis.imshow(images[chosen[column]], cmap="gray", vmin=0, vmax=255)
+        axes[row, 0].set_title(name, fontsize=9, loc="left")
+    return figure
+
+
+def intensity_by_source(images_by_source: dict[str, np.ndarray]) -> Figure:
+    """Density of pixel intensities (background excluded) per source, and the share of background per source."""
+    figure, (left, right) = _subplots(1, 2, figsize=(12, 4))
+    for name, images in images_by_source.items():
+        values = images[images > 10]
+        sns.kdeplot(x=np.random.default_rng(0).choice(values, size=min(50_000, len(values))), ax=left, label=name)
+    left.set(title="Pixel intensities inside the image (> 10)", xlabel="intensity", xlim=(0, 255))
+    left.legend(fontsize=8)
+    background = pd.Series({name: float((images <= 10).mean()) for name, images in images_by_source.items()})
+    sns.barplot(x=background.values, y=background.index, ax=right, color="slategray")
+    right.set(title="Share of background pixels (<= 10)", xlabel="share")
+    return figure
+
+
+def external_sensitivity(table: pd.DataFrame, official: dict[str, float]) -> Figure:
+    """Tumour sensitivity with 95% CIs per model on each external set, beside the official Testing split's."""
+    rows = [*table.to_dict("records"),
+            *[{"model": name, "external set": "official Testing", "tumour sensitivity": value,
+               "sensitivity low": value, "sensitivity high": value} for name, value in official.items()]]
+    long = pd.DataFrame(rows)
+    figure, axes = _subplots(figsize=(10, 4))
+    sns.barplot(data=long, x="model", y="tumour sensitivity", hue="external set", ax=axes)
+    for container, (_, group) in zip(axes.containers, long.groupby("external set", sort=False)):
+        centres = [patch.get_x() + patch.get_width() / 2 for patch in container.patches]
+        low = group["tumour sensitivity"] - group["sensitivity low"]
+        high = group["sensitivity high"] - group["tumour sensitivity"]
+        axes.errorbar(centres, group["tumour sensitivity"], yerr=[low, high], fmt="none", color="black", capsize=3)
+    axes.set(ylim=(0, 1.05), title="Share of tumour images not called 'no tumour' (95% bootstrap CI)")
+    axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    return figure
+
+
+def saliency_gallery(images: np.ndarray, masks: np.ndarray, maps_by_method: dict[str, np.ndarray],
+                     captions: list[str]) -> Figure:
+    """Rows of images with the tumour outline, then one column per saliency method with its peak marked."""
+    columns = 1 + len(maps_by_method)
+    figure, axes = _subplots(len(images), columns, figsize=(columns * 1.8, len(images) * 1.9), squeeze=False)
+    for row, image in enumerate(images):
+        outlined = bool(np.asarray(masks[row]).any())
+        axes[row, 0].imshow(image, cmap="gray", vmin=0, vmax=255)
+        if outlined:
+            axes[row, 0].contour(masks[row], levels=[0.5], colors="lime", linewidths=0.8)
+        axes[row, 0].set_title(captions[row], fontsize=7)
+        for column, (method, maps) in enumerate(maps_by_method.items(), start=1):
+            axis = axes[row, column]
+            axis.imshow(image, cmap="gray", vmin=0, vmax=255)
+            axis.imshow(maps[row], cmap="inferno", alpha=0.55)
+            if outlined:
+                axis.contour(masks[row], levels=[0.5], colors="lime", linewidths=0.8)
+            peak = np.unravel_index(int(np.argmax(maps[row])), maps[row].shape)
+            axis.plot(peak[1], peak[0], marker="x", color="cyan", markersize=7)
+            if row == 0:
+                axis.set_title(method, fontsize=8)
+        for axis in axes[row]:
+            axis.axis("off")
+    return figure

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from helpers import config
-from helpers.data import CorruptImageError, decode_image
+from helpers.data import PREPROCESSINGS, CorruptImageError, decode_image
 
 # The published models: models/<name>.keras beside models/<name>.json (label order, image size, preprocessing).
 MODEL_INDEX_FILE = "models.json"
@@ -40,6 +40,7 @@ class SavedModel:
     model: object
     class_names: tuple[str, ...]
     image_size: int
+    preprocessing: str = "resize"  # helpers.data.PREPROCESSINGS: the same as in training
 
 
 def default_model_path(models_dir: Path | None = None) -> Path:
@@ -58,8 +59,10 @@ def labels_path(model_path: Path) -> Path:
 
 
 def load_saved_model(model_path: str | os.PathLike | None = None) -> SavedModel:
-    """Load a published or named .keras model with its label order and image size."""
+    """Load a published or named .keras model with its label order, image size and preprocessing."""
     import keras
+
+    import helpers.models  # noqa: F401  (registers the project's custom layers for deserialisation)
 
     path = Path(model_path) if model_path else default_model_path()
     label_file = labels_path(path)
@@ -69,8 +72,12 @@ def load_saved_model(model_path: str | os.PathLike | None = None) -> SavedModel:
         if not required.is_file():
             raise ModelNotFoundError(f"{required}: file not found (a model needs its .keras file and label .json)")
     labels = json.loads(label_file.read_text())
-    return SavedModel(path=path, model=keras.saving.load_model(path), class_names=tuple(labels["class_names"]),
-                      image_size=int(labels["image_size"]))
+    preprocessing = labels.get("preprocessing", "resize")
+    if preprocessing not in PREPROCESSINGS:  # label files before issue 12 described the resizing in words
+        preprocessing = "resize"
+    return SavedModel(path=path, model=keras.saving.load_model(path, compile=False),
+                      class_names=tuple(labels["class_names"]), image_size=int(labels["image_size"]),
+                      preprocessing=preprocessing)
 
 
 def predict_files(files: list[str | os.PathLike], model: SavedModel | str | os.PathLike | None = None,
@@ -83,7 +90,7 @@ def predict_files(files: list[str | os.PathLike], model: SavedModel | str | os.P
         try:
             if not Path(file).is_file():
                 raise CorruptImageError(f"{file}: no such file")
-            images.append(decode_image(file, saved.image_size))
+            images.append(decode_image(file, saved.image_size, saved.preprocessing))
             positions.append(position)
         except CorruptImageError as error:
             results[position] = Prediction(str(file), None, None, None, str(error))

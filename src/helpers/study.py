@@ -12,15 +12,17 @@ import pandas as pd
 
 from helpers import config
 from helpers.data import ImageSplit, MRIDataset, load_dataset, split_validation, take_per_class
-from helpers.evaluation import classification_summary, multi_seed_summary
+from helpers.evaluation import classification_summary, external_summary, multi_seed_summary, partial_label_accuracy
+from helpers.external import ExternalImages, add_external_training, external_fingerprint, load_external_sets
 from helpers.files import write_atomically
-from helpers.synthetic import make_phantom_dataset
+from helpers.synthetic import make_phantom_dataset, make_phantom_external_sets
 from helpers.training import RUN_FILE, TrainingRun, TrainingSettings, load_run, recipe, train_model
 
 # Per-class sizes of the generated dataset the `demo` profile trains on (and `smoke` when no real data is given).
 PHANTOM_TRAINING_PER_CLASS = 300
 PHANTOM_TESTING_PER_CLASS = 60
 PHANTOM_SEED = 2024
+PHANTOM_EXTERNAL_PER_PART = 40
 
 # The study's targets (issue 5): mean test accuracy over seeds, the best models chosen on validation only.
 RECURRENT_MODELS = ("rnn", "hybrid", "crnn")
@@ -34,9 +36,15 @@ class StudyData:
     """The splits every notebook of one study run works on: the same images for every model and seed."""
 
     dataset: MRIDataset
-    training: ImageSplit
-    validation: ImageSplit
+    training: ImageSplit  # with the external train parts' training images when the recipe trains on them
+    validation: ImageSplit  # likewise with their held-out images (paths starting with external/)
     testing: ImageSplit
+    external: dict[str, ExternalImages] = dataclasses.field(default_factory=dict)  # every external set found
+
+    @property
+    def external_fingerprint(self) -> str | None:
+        """Return the fingerprint of the external images, or None when there are none."""
+        return external_fingerprint(self.external)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -44,10 +52,13 @@ class StudyData:
         return self.dataset.class_names
 
     def split_table(self) -> pd.DataFrame:
-        """Return the number of images per class (rows) in each split used for training and evaluation (columns)."""
-        return pd.DataFrame({name: split.class_counts(self.class_names) for name, split in
-                             (("training", self.training), ("validation", self.validation),
-                              ("test", self.testing))})
+        """Return the number of images per class (rows) in each split used for training and evaluation (columns);
+        external tumours of a type not given form their own row."""
+        names = [*self.class_names, "tumour, type not given (external)"]
+        table = pd.DataFrame({name: dict(zip(names, np.bincount(split.labels, minlength=len(names)).tolist()))
+                              for name, split in (("training", self.training), ("validation", self.validation),
+                                                  ("test", self.testing))})
+        return table.loc[(table.sum(axis=1) > 0) | table.index.isin(self.class_names)]
 
 
 def phantom_dataset_root() -> Path:
@@ -55,6 +66,14 @@ def phantom_dataset_root() -> Path:
     root = config.cache_dir() / f"phantoms-{PHANTOM_TRAINING_PER_CLASS}-{PHANTOM_TESTING_PER_CLASS}-{PHANTOM_SEED}"
     if not root.is_dir():
         make_phantom_dataset(root, PHANTOM_TRAINING_PER_CLASS, PHANTOM_TESTING_PER_CLASS, seed=PHANTOM_SEED)
+    return root
+
+
+def phantom_external_root() -> Path:
+    """Return the generated stand-ins of the external sets, creating them in the cache folder on first use."""
+    root = config.cache_dir() / f"phantom-external-{PHANTOM_EXTERNAL_PER_PART}-{PHANTOM_SEED}"
+    if not root.is_dir():
+        make_phantom_external_sets(root, PHANTOM_EXTERNAL_PER_PART, seed=PHANTOM_SEED)
     return root
 
 
@@ -85,6 +104,7 @@ class Study:
 
     profile: config.Profile
     data_dir: str | None
+    external_dir: str | None
     image_size: int
     epochs: int
     batch_size: int | None
@@ -95,21 +115,37 @@ class Study:
     @classmethod
     def from_parameters(cls, profile: str = "full", data_dir: str = "", image_size: int = config.DEFAULT_IMAGE_SIZE,
                         epochs: int = 0, batch_size: int = 0, seeds: list[int] | tuple[int, ...] = (),
-                        run_root: str = "", metrics_dir: str = "") -> Study:
+                        run_root: str = "", metrics_dir: str = "", external_dir: str = "") -> Study:
         """Resolve a notebook's parameters cell: empty or zero values take the profile's defaults."""
         chosen = config.get_profile(profile)
         if epochs < 0 or batch_size < 0:
             raise ValueError(f"epochs and batch_size must be >= 0 (0 = the profile's), not {epochs}, {batch_size}")
         runs = Path(run_root).expanduser().resolve() if run_root else config.runs_dir() / chosen.name
-        return cls(profile=chosen, data_dir=data_dir or None, image_size=int(image_size),
+        return cls(profile=chosen, data_dir=data_dir or None, external_dir=external_dir or None,
+                   image_size=int(image_size),
                    epochs=int(epochs) or chosen.epochs, batch_size=int(batch_size) or chosen.batch_size,
                    seeds=tuple(int(seed) for seed in seeds) or chosen.seeds, run_root=runs,
                    metrics_dir=Path(metrics_dir).expanduser().resolve() if metrics_dir else runs / "metrics")
 
+    @property
+    def preprocessing(self) -> str:
+        """Return the preprocessing of the profile's recipe (every model of a study reads the same arrays)."""
+        return recipe(self.profile.recipe).preprocessing
+
+    def load_external(self) -> dict[str, ExternalImages]:
+        """Load the profile's external sets that are present ({} when none: "not evaluated")."""
+        root = phantom_external_root() if self.profile.synthetic else self.external_dir
+        external = load_external_sets(root, self.image_size, self.preprocessing, sets=self.profile.external_sets)
+        if self.profile.external_per_set:
+            external = {name: images.take(np.arange(min(self.profile.external_per_set, len(images))))
+                        for name, images in external.items()}
+        return external
+
     def load_data(self, progress: bool = True) -> StudyData:
-        """Load the profile's dataset and split it: a fixed validation split, a per-class subset for quick profiles."""
+        """Load the profile's dataset and split it: a fixed validation split, a per-class subset for quick profiles,
+        and the external sets (their train parts joining training and validation where the recipe says so)."""
         root = phantom_dataset_root() if self.profile.synthetic else self.data_dir
-        dataset = load_dataset(root, self.image_size, progress=progress)
+        dataset = load_dataset(root, self.image_size, progress=progress, preprocessing=self.preprocessing)
         training, validation = split_validation(dataset.training, seed=config.DEFAULT_SEED)
         testing = dataset.testing
         if self.profile.images_per_class:
@@ -117,14 +153,34 @@ class Study:
             training = take_per_class(training, count)
             validation = take_per_class(validation, max(count // 2, 1))
             testing = take_per_class(testing, count)
-        return StudyData(dataset, training, validation, testing)
+        external = self.load_external()
+        if recipe(self.profile.recipe).external_training:
+            training, validation = add_external_training(training, validation, external)
+        return StudyData(dataset, training, validation, testing, external)
+
+    def source_images(self, preprocessing: str | None = None, part: str = "train") -> dict[str, np.ndarray]:
+        """Return images per source with a preprocessing (default: the recipe's): the dataset's Training images of
+        each class, then each external set's images of a part."""
+        preprocessing = preprocessing or self.preprocessing
+        root = phantom_dataset_root() if self.profile.synthetic else self.data_dir
+        training = load_dataset(root, self.image_size, progress=False, preprocessing=preprocessing).training
+        sources = {f"dataset {name}": training.images[training.labels == index]
+                   for index, name in enumerate(config.CLASS_NAMES)}
+        external_root = phantom_external_root() if self.profile.synthetic else self.external_dir
+        external = load_external_sets(external_root, self.image_size, preprocessing, sets=self.profile.external_sets,
+                                      parts=(part,))
+        sources.update({name.split("/")[0]: images.images for name, images in external.items()})
+        return sources
 
     def describe(self, data: StudyData) -> str:
         """Return two lines naming the profile, seeds, dataset, its fingerprint and how it was loaded."""
         dataset = data.dataset
+        external = (", ".join(f"{name} ({len(images)})" for name, images in data.external.items())
+                    or "none found: not evaluated")
         return (f"profile {self.profile.name}: {self.profile.description}; seeds {list(self.seeds)}\n"
-                f"dataset {dataset.root} (fingerprint {dataset.fingerprint[:16]}), "
-                f"{'from the cache' if dataset.from_cache else 'decoded'} in {dataset.load_seconds:.1f} s")
+                f"dataset {dataset.root.name} (fingerprint {dataset.fingerprint[:16]}, preprocessing "
+                f"{dataset.preprocessing}), {'from the cache' if dataset.from_cache else 'decoded'} in "
+                f"{dataset.load_seconds:.1f} s\nexternal sets: {external}")
 
     def settings(self, model_name: str, seed: int) -> TrainingSettings:
         """Return the profile's training recipe for one model and seed, with this study's epochs, image size and
@@ -145,6 +201,8 @@ class Study:
         wanted_settings = json.loads(json.dumps(dataclasses.asdict(settings)))
         return (details.get("model") == model_name and details.get("settings") == wanted_settings
                 and details.get("data_fingerprint") == data.dataset.fingerprint
+                and details.get("external_fingerprint") == (data.external_fingerprint if settings.external_training
+                                                            else None)
                 and details.get("split_sizes") == {"training": len(data.training),
                                                    "validation": len(data.validation), "test": len(data.testing)})
 
@@ -161,7 +219,8 @@ class Study:
             print(f"{model_name} seed {seed}: training into {directory}")
             runs.append(train_model(model_name, data.training, data.validation, data.testing, directory, settings,
                                     class_names=data.class_names, data_fingerprint=data.dataset.fingerprint,
-                                    overwrite=True))
+                                    overwrite=True, external_fingerprint=(data.external_fingerprint
+                                                                          if settings.external_training else None)))
         return runs
 
     def load_runs(self, model_name: str, data: StudyData) -> list[TrainingRun]:
@@ -219,9 +278,9 @@ def target_table(summaries: dict[str, dict]) -> pd.DataFrame:
 
 
 def _validation_accuracy(run: TrainingRun) -> float:
-    """Return a run's accuracy on the validation split."""
+    """Return a run's accuracy on the validation split (an external "some tumour" image counts right as any tumour)."""
     validation = run.predictions["validation"]
-    return float((validation["probabilities"].argmax(axis=1) == validation["labels"]).mean())
+    return partial_label_accuracy(validation["labels"], validation["probabilities"])
 
 
 def summarise_runs(model_name: str, runs: list[TrainingRun]) -> dict[str, object]:
@@ -260,3 +319,28 @@ def summary_row(summary: dict[str, object]) -> dict[str, object]:
             "validation_accuracy": float(np.mean(summary["validation_accuracy"])),
             "seconds_per_epoch": summary["seconds_per_epoch"], "fit_seconds": summary["fit_seconds"],
             "inference_milliseconds_per_image": summary["inference_milliseconds_per_image"]}
+
+
+def external_evaluation(runs_per_model: dict[str, list[TrainingRun]], data: StudyData,
+                        part: str = "test") -> dict[str, dict[str, dict]]:
+    """Return every model's figures on each external set of a part (all its seeds): {model: {set: summary}}."""
+    return {name: {set_name: external_summary([run.model.predict(images.images[..., np.newaxis], batch_size=256,
+                                                                  verbose=0) for run in runs], images.spec.truth)
+                   for set_name, images in data.external.items() if images.spec.part == part}
+            for name, runs in runs_per_model.items()}
+
+
+def external_table(evaluation: dict[str, dict[str, dict]]) -> pd.DataFrame:
+    """Flatten external_evaluation() into one row per model and set: sensitivity and class accuracy with CIs,
+    predicted no-tumour share and mean confidence."""
+    rows = []
+    for model_name, sets in evaluation.items():
+        for set_name, summary in sets.items():
+            sensitivity, accuracy = summary["tumour_sensitivity"], summary.get("class_accuracy")
+            rows.append({"model": model_name, "external set": set_name, "images": summary["images"],
+                         "tumour sensitivity": sensitivity["mean"], "sensitivity low": sensitivity["ci"][0],
+                         "sensitivity high": sensitivity["ci"][1],
+                         "class accuracy": accuracy["mean"] if accuracy else np.nan,
+                         "called no tumour": summary["predicted_share"][config.NO_TUMOUR_CLASS],
+                         "mean confidence": summary["mean_confidence"]})
+    return pd.DataFrame(rows)

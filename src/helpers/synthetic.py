@@ -31,8 +31,10 @@ def _smooth_noise(height: int, width: int, blur: float, generator: np.random.Gen
     return (smoothed - smoothed.min()) / spread if spread > 0 else np.zeros_like(smoothed)
 
 
-def make_phantom_image(class_name: str, width: int, height: int, generator: np.random.Generator) -> np.ndarray:
-    """Return one uint8 greyscale phantom slice: skull, textured hemispheres, ventricles and a class-typical mass."""
+def make_phantom_image(class_name: str, width: int, height: int, generator: np.random.Generator,
+                       with_mask: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Return one uint8 greyscale phantom slice: skull, textured hemispheres, ventricles and a class-typical mass
+    (with_mask: and the mass's boolean mask)."""
     if class_name not in config.CLASS_NAMES:
         raise ValueError(f"unknown class {class_name!r}; expected one of {', '.join(config.CLASS_NAMES)}")
     centre = (height * generator.uniform(0.47, 0.53), width * generator.uniform(0.47, 0.53))
@@ -63,6 +65,7 @@ def make_phantom_image(class_name: str, width: int, height: int, generator: np.r
         mass &= brain
         image[mass] = 170 + 40 * texture[mass]
         image[mass & _ellipse(height, width, mass_centre, (0.4 * size, 0.4 * size))] = 60
+        tumour = mass
     elif class_name == "meningioma":  # a round, bright, well-bounded mass at the brain's edge
         angle = generator.uniform(0, 2 * np.pi)
         size = generator.uniform(0.2, 0.26) * radii[1]
@@ -70,14 +73,19 @@ def make_phantom_image(class_name: str, width: int, height: int, generator: np.r
                        centre[1] + (radii[1] - 0.6 * size) * np.cos(angle))
         mass = _ellipse(height, width, mass_centre, (size, size)) & brain
         image[mass] = generator.uniform(200, 235)
+        tumour = mass
     elif class_name == "pituitary":  # a small bright mass near the centre-bottom
         size = generator.uniform(0.14, 0.18) * radii[1]
         mass_centre = (centre[0] + generator.uniform(0.5, 0.62) * radii[0],
                        centre[1] + generator.uniform(-0.08, 0.08) * radii[1])
-        image[_ellipse(height, width, mass_centre, (size * 0.8, size * 1.1))] = generator.uniform(195, 235)
+        tumour = _ellipse(height, width, mass_centre, (size * 0.8, size * 1.1))
+        image[tumour] = generator.uniform(195, 235)
+    else:
+        tumour = np.zeros_like(brain)
 
     image += generator.normal(0, 6, image.shape)  # scanner noise
-    return np.clip(image, 0, 255).astype(np.uint8)
+    pixels = np.clip(image, 0, 255).astype(np.uint8)
+    return (pixels, tumour) if with_mask else pixels
 
 
 def _save_phantom(pixels: np.ndarray, path_without_suffix: Path, variant: int) -> Path:
@@ -123,4 +131,58 @@ def make_phantom_dataset(root: str | os.PathLike, training_per_class: int = 60, 
                     pixels = make_phantom_image(class_name, width, height, generator)
                     name = f"{FILE_PREFIX[split]}-{CLASS_ABBREVIATION[class_name]}_{number:04d}"
                     _save_phantom(pixels, folder / name, number)
+    return root
+
+
+# The external phantoms come from another "scanner": a darker contrast curve (gamma) and a wider field of view.
+EXTERNAL_PHANTOM_GAMMA = 1.6
+EXTERNAL_PHANTOM_BORDER = 0.2
+
+
+def _external_phantom(class_name: str, generator: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Return a tumour phantom as another scanner would show it, with its tumour mask."""
+    pixels, mask = make_phantom_image(class_name, 112, 112, generator, with_mask=True)
+    border = int(EXTERNAL_PHANTOM_BORDER * 112)
+    pixels = np.pad(255.0 * (pixels / 255.0) ** EXTERNAL_PHANTOM_GAMMA, border).round().astype(np.uint8)
+    return pixels, np.pad(mask, border)
+
+
+def make_phantom_external_sets(root: str | os.PathLike, per_part: int = 30, seed: int = config.DEFAULT_SEED,
+                               overwrite: bool = False) -> Path:
+    """Write generated stand-ins of the external sets (config.PHANTOM_EXTERNAL_SETS) and return their root.
+
+    phantom-tumour holds tumours of every kind with box outlines in a VGG Image Annotator file; phantom-glioma holds
+    gliomas of several "patients" with PNG masks. The folder appears only when complete.
+    """
+    import json
+
+    root = Path(root).resolve()
+    if root.exists() and not overwrite:
+        raise FileExistsError(f"{root}: already exists; pass overwrite=True to replace it")
+    generator = np.random.default_rng(seed)
+    tumour_classes = [name for name in config.CLASS_NAMES if name != config.NO_TUMOUR_CLASS]
+    with staged_directory(root) as staging:
+        for part in ("train", "test"):
+            outlines = {}
+            folder = staging / "phantom-tumour" / part
+            folder.mkdir(parents=True)
+            for number in range(per_part):
+                pixels, mask = _external_phantom(tumour_classes[number % len(tumour_classes)], generator)
+                name = f"y{part}{number:03d}.jpg"
+                Image.fromarray(pixels).save(folder / name, quality=92)
+                rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+                x = [int(columns[0]), int(columns[-1]), int(columns[-1]), int(columns[0])]
+                y = [int(rows[0]), int(rows[0]), int(rows[-1]), int(rows[-1])]
+                outlines[name] = {"filename": name, "regions": [
+                    {"shape_attributes": {"name": "polygon", "all_points_x": x, "all_points_y": y}}]}
+            (staging / "phantom-tumour" / "annotations").mkdir(exist_ok=True)
+            (staging / "phantom-tumour" / "annotations" / f"{part}.json").write_text(json.dumps(outlines))
+            folder, masks = staging / "phantom-glioma" / part, staging / "phantom-glioma" / "masks"
+            folder.mkdir(parents=True)
+            masks.mkdir(exist_ok=True)
+            for number in range(per_part):
+                pixels, mask = _external_phantom("glioma", generator)
+                name = f"TCGA_PH_{part[:2].upper()}{number // 5:02d}_20000101_{number % 5}.png"
+                Image.fromarray(pixels).save(folder / name)
+                Image.fromarray(mask.astype(np.uint8) * 255).save(masks / name)
     return root

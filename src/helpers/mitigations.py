@@ -1,0 +1,182 @@
+"""The mitigation table (issue 12): each step against the source shortcut trained and measured on validation data.
+
+`python -m helpers.mitigations` (`make mitigations`) trains every (model, variant) run of the ladder below with one
+seed, reusing a run folder trained with the same settings and data (the full study's runs included), and writes
+reports/mitigations.json: official test and clean-test accuracy, tumour sensitivity on the external sets' held-out
+validation images, no-tumour specificity and the pointing score. External *test* parts play no part.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from helpers import config
+from helpers.files import write_atomically
+from helpers.training import RUN_FILE, TrainingSettings, load_run, recipe, train_model
+
+MITIGATIONS_FILE = "mitigations.json"
+SEED = config.DEFAULT_SEED
+# The ladder: each variant adds one mitigation to the one before it; the last is the robust recipe itself.
+VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
+    "before (project recipe)": ("project", {}),
+    "cosine recipe": ("robust", {"preprocessing": "resize", "augmentation": "layers", "external_training": False}),
+    "+ head crop and intensity standardisation": ("robust", {"augmentation": "layers", "external_training": False}),
+    "+ source-breaking augmentation": ("robust", {"external_training": False}),
+    "+ mixed-source training (robust recipe)": ("robust", {}),
+}
+# Which variants each model trains: the whole ladder for the two fastest models, before and after for the others (on
+# 2 CPU cores the ladder of every model would take longer than the study itself).
+BEFORE_AND_AFTER = ("before (project recipe)", "+ mixed-source training (robust recipe)")
+LADDER = {"rnn": tuple(VARIANTS), "cnn": tuple(VARIANTS), "hybrid": BEFORE_AND_AFTER, "crnn": BEFORE_AND_AFTER}
+# Images per external validation part that the pointing score is measured on (occlusion costs 225 predictions each).
+POINTING_IMAGES = 100
+
+
+def variant_settings(model_name: str, variant: str, image_size: int = config.DEFAULT_IMAGE_SIZE,
+                     seed: int = SEED) -> TrainingSettings:
+    """Return the training settings of one rung of the ladder for a model."""
+    recipe_name, changes = VARIANTS[variant]
+    epochs = config.get_profile("full").epochs if recipe_name == "robust" else recipe(recipe_name).epochs
+    return recipe(recipe_name, model_name, image_size=image_size, seed=seed, epochs=epochs, **changes)
+
+
+def variant_directory(model_name: str, variant: str, seed: int = SEED) -> Path:
+    """Return the run folder of one rung (runs/mitigations/<variant slug>/<model>-seed<seed>)."""
+    slug = "".join(character if character.isalnum() else "-" for character in variant.lower()).strip("-")
+    while "--" in slug:
+        slug = slug.replace("--", "-")
+    return config.runs_dir() / "mitigations" / slug / f"{model_name}-seed{seed}"
+
+
+def _matches(directory: Path, model_name: str, settings: TrainingSettings, fingerprint: str) -> bool:
+    """Tell whether a finished run folder holds this model trained with exactly these settings and data."""
+    try:
+        details = json.loads((directory / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return (details.get("model") == model_name and details.get("data_fingerprint") == fingerprint
+            and details.get("settings") == json.loads(json.dumps(dataclasses.asdict(settings))))
+
+
+def find_or_train(model_name: str, variant: str, data_dir: str | None, external_dir: str | None,
+                  image_size: int = config.DEFAULT_IMAGE_SIZE, seed: int = SEED) -> Path:
+    """Return the run folder of a rung, training it unless it (or the full study's same run) already exists."""
+    from helpers.external import load_training_data
+
+    settings = variant_settings(model_name, variant, image_size, seed)
+    loaded = load_training_data(data_dir, image_size, settings.preprocessing, settings.external_training,
+                                external_dir, progress=False)
+    candidates = [variant_directory(model_name, variant, seed), config.runs_dir() / "full" / f"{model_name}-seed{seed}"]
+    for directory in candidates:
+        if _matches(directory, model_name, settings, loaded.dataset.fingerprint):
+            print(f"{model_name}, {variant}: reusing {directory}")
+            return directory
+    print(f"{model_name}, {variant}: training into {candidates[0]}", flush=True)
+    train_model(model_name, loaded.training, loaded.validation, loaded.dataset.testing, candidates[0], settings,
+                data_fingerprint=loaded.dataset.fingerprint, overwrite=True,
+                external_fingerprint=loaded.external_fingerprint if settings.external_training else None)
+    return candidates[0]
+
+
+def evaluate_run(directory: Path, external_dir: str | None, data_dir: str | None = None) -> dict[str, object]:
+    """Return one run's row of the mitigation table: official test and clean-test accuracy, no-tumour specificity,
+    tumour sensitivity on the external validation images (held out of the train parts), and the pointing score."""
+    from helpers.data import load_dataset
+    from helpers.duplicates import audit_duplicates
+    from helpers.evaluation import notumor_specificity
+    from helpers.explain import NO_TUMOUR_INDEX, occlusion_maps, pointing_score
+    from helpers.external import load_external_sets, split_external
+
+    run = load_run(directory)
+    settings = run.details["settings"]
+    test = run.predictions["test"]
+    predicted = test["probabilities"].argmax(axis=1)
+    dataset = load_dataset(data_dir, run.image_size, progress=False)  # the duplicate audit reads the plain arrays
+    clean = audit_duplicates(dataset).clean_test_flags(test["paths"])
+    row: dict[str, object] = {
+        "model": run.details["model"], "run": str(directory), "seed": settings["seed"],
+        "validation_accuracy": _validation_accuracy(run),
+        "official_test_accuracy": float((predicted == test["labels"]).mean()),
+        "clean_test_accuracy": float((predicted[clean] == test["labels"][clean]).mean()),
+        "notumor_specificity": notumor_specificity(test["labels"], predicted)}
+    external = load_external_sets(external_dir, run.image_size, settings["preprocessing"], parts=("train",))
+    for name, images in external.items():
+        held_out = split_external(images)[1]
+        probabilities = run.model.predict(held_out.images[..., None], batch_size=256, verbose=0)
+        row[f"{name} validation sensitivity"] = float((probabilities.argmax(axis=1) != NO_TUMOUR_INDEX).mean())
+        sample = held_out.take(np.arange(min(POINTING_IMAGES, len(held_out))))
+        maps = occlusion_maps(lambda batch: run.model.predict(batch, batch_size=1024, verbose=0), sample.images)
+        row[f"{name} validation pointing score"] = pointing_score(maps, sample.masks)["pointing_score"]
+    return row
+
+
+def _validation_accuracy(run) -> float:
+    """Return a run's validation accuracy as its checkpoint saw it (external "some tumour" images count as any)."""
+    from helpers.evaluation import partial_label_accuracy
+
+    return partial_label_accuracy(run.predictions["validation"]["labels"],
+                                  run.predictions["validation"]["probabilities"])
+
+
+def build_table(data_dir: str | None = None, external_dir: str | None = None, train: bool = True) -> list[dict]:
+    """Train (or reuse) every rung of the ladder and return one evaluated row per (model, variant)."""
+    rows = []
+    for model_name, variants in LADDER.items():
+        for variant in variants:
+            if train:
+                directory = find_or_train(model_name, variant, data_dir, external_dir)
+            else:
+                directory = variant_directory(model_name, variant)
+            rows.append({"variant": variant, **evaluate_run(directory, external_dir, data_dir)})
+    return rows
+
+
+def write_table(rows: list[dict], reports_dir: Path = config.REPORTS_DIR) -> Path:
+    """Write the mitigation table with its provenance to reports/mitigations.json (atomically)."""
+    from helpers.provenance import provenance
+
+    path = reports_dir / MITIGATIONS_FILE
+    content = {"rows": rows, "seed": SEED, "provenance": provenance(),
+               "note": "one seed per run; external figures are on the validation images held out of the train parts"}
+    write_atomically(path, lambda temporary: temporary.write_text(json.dumps(content, indent=2) + "\n"))
+    return path
+
+
+def load_table(reports_dir: Path = config.REPORTS_DIR):
+    """Return the mitigation table (a DataFrame indexed by model and variant), or None when it was never measured."""
+    import pandas as pd
+
+    path = reports_dir / MITIGATIONS_FILE
+    if not path.is_file():
+        return None
+    rows = json.loads(path.read_text())["rows"]
+    return pd.DataFrame(rows).drop(columns=["run"]).set_index(["model", "variant"])
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """Command line: train and measure the mitigation ladder, writing reports/mitigations.json."""
+    import argparse
+
+    from helpers.data import DataError
+
+    parser = argparse.ArgumentParser(prog="python -m helpers.mitigations", description=_main.__doc__)
+    parser.add_argument("--data-dir", default=None, help="dataset folder (default: $BRAIN_MRI_DATA_DIR or data/)")
+    parser.add_argument("--external-dir", default=None,
+                        help="external sets folder (default: $BRAIN_MRI_EXTERNAL_DIR or data/external)")
+    parser.add_argument("--evaluate-only", action="store_true", help="measure the existing run folders, train none")
+    arguments = parser.parse_args(argv)
+    try:
+        rows = build_table(arguments.data_dir, arguments.external_dir, train=not arguments.evaluate_only)
+    except (DataError, FileNotFoundError) as error:
+        print(f"error: {error}")
+        return 1
+    print(f"mitigation table written to {write_table(rows)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
