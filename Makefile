@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint test test-fast bench reference-runs mitigations demo smoke study publish predict data-check download-data audit train-rnn clean-cache
+.PHONY: help install lock lint test test-fast bench reference-runs mitigations demo smoke study publish predict data-check download-data audit train-rnn clean-cache
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -14,12 +14,20 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --upgrade pip
 
 INSTALLED := $(VENV)/.installed
+LOCK := requirements.lock
+LOCKED_EXTRAS := --extra dev --extra interactive --extra download
 
-$(INSTALLED): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -e ".[dev]"
+$(INSTALLED): pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/python -m pip install --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --no-deps -e .
 	touch $@
 
-install: $(INSTALLED) ## create .venv and install the project with its dev extra (again when pyproject.toml changes)
+install: $(INSTALLED) ## create .venv with the exact versions of requirements.lock (hash-checked) and the project
+
+lock: | $(BIN)/python ## refresh requirements.lock on purpose: the newest versions pyproject.toml's ranges allow, with hashes
+	$(BIN)/python -m pip install --quiet "uv>=0.5"
+	$(BIN)/uv pip compile pyproject.toml $(LOCKED_EXTRAS) --generate-hashes --python-version 3.11.7 \
+		--no-header --no-annotate --output-file $(LOCK)
 
 lint: $(INSTALLED) ## check the code style with ruff
 	$(BIN)/ruff check src tests

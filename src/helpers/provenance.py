@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 from datetime import datetime, timezone
 from importlib import metadata
 
 from helpers import config
 
+LOCK_FILE = config.PROJECT_ROOT / "requirements.lock"
 RECORDED_PACKAGES = ("keras", "tensorflow", "jax", "jaxlib", "numpy", "scikit-learn", "pillow", "pandas",
                      "seaborn", "papermill", "nbconvert")
 
@@ -35,6 +37,38 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+def _normalised(name: str) -> str:
+    """Return a package name in its canonical form (lower case, runs of -_. as one -)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def locked_versions(lock_file=LOCK_FILE) -> dict[str, str]:
+    """Return the exact version of every package pinned in a pip requirements lock (name==version lines)."""
+    pins = {}
+    for line in open(lock_file, encoding="utf-8"):
+        found = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;\\]+)", line)
+        if found:
+            pins[_normalised(found.group(1))] = found.group(3)
+    return pins
+
+
+def lock_status(lock_file=LOCK_FILE) -> dict[str, object]:
+    """Return whether the installed packages are exactly the lock's, with every difference (None: not installed)."""
+    try:
+        pins = locked_versions(lock_file)
+    except OSError:
+        return {"file": os.path.basename(str(lock_file)), "matches": False, "differences": {"(lock file)": "missing"}}
+    differences = {}
+    for name, version in pins.items():
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            installed = None
+        if installed != version:
+            differences[name] = {"locked": version, "installed": installed}
+    return {"file": os.path.basename(str(lock_file)), "matches": not differences, "differences": differences}
 
 
 def cpu_model(cpuinfo_path: str = "/proc/cpuinfo") -> str:
@@ -79,4 +113,4 @@ def device_summary() -> dict[str, object]:
 def provenance() -> dict[str, object]:
     """Return everything a report records about how it was produced."""
     return {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "git_commit": git_commit(),
-            "packages": package_versions(), "device": device_summary()}
+            "packages": package_versions(), "lock": lock_status(), "device": device_summary()}
