@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from helpers.files import staged_directory, write_atomically
@@ -36,3 +38,21 @@ def test_write_atomically_keeps_the_old_file_when_writing_fails(tmp_path):
     assert target.read_text() == "old" and [path.name for path in tmp_path.iterdir()] == ["table.json"]
     write_atomically(target, lambda temporary: temporary.write_text("new"))
     assert target.read_text() == "new"
+
+
+def test_staging_left_by_a_killed_process_is_removed_and_a_live_one_kept(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(finished.stdout)
+    stale = tmp_path / f".run.{dead_pid}.abc.partial"
+    live = tmp_path / f".run.{os.getpid()}.def.partial"
+    other = tmp_path / ".other.1.x.partial"
+    for folder in (stale, live, other):
+        folder.mkdir()
+        (folder / "model.keras").write_bytes(b"x" * 10)
+    with staged_directory(tmp_path / "run") as staging:
+        (staging / "done").write_text("yes")
+    assert not stale.exists() and live.exists() and other.exists() and (tmp_path / "run" / "done").is_file()
+    assert f".run.{dead_pid}.abc.partial" in capsys.readouterr().err

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -74,3 +76,85 @@ def test_published_model_file_with_its_label_file_is_accepted(saved_run, phantom
     assert loaded.class_names == saved_run.class_names and loaded.image_size == 64
     result = predict.predict_files([sorted((phantom_root / "Testing" / "glioma").iterdir())[0]], loaded)[0]
     assert result.error is None
+
+
+def test_exif_orientation_is_applied_and_multi_frame_files_are_refused(tmp_path):
+    upright = np.zeros((40, 60), np.uint8)
+    upright[:10, :] = 255  # a bright band at the top
+    Image.fromarray(upright).save(tmp_path / "upright.png")
+    stored = Image.fromarray(np.rot90(upright))  # stored rotated; EXIF orientation 6 says "rotate 270° to view"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "rotated.jpg", exif=exif, quality=100)
+    assert np.abs(np.asarray(data.open_greyscale(tmp_path / "rotated.jpg"), float) - upright).mean() < 3
+    frames = [Image.fromarray(upright), Image.fromarray(255 - upright)]
+    frames[0].save(tmp_path / "stack.tif", save_all=True, append_images=frames[1:])
+    with pytest.raises(data.CorruptImageError, match=r"stack.tif: a multi-frame image \(2 frames\)"):
+        data.open_greyscale(tmp_path / "stack.tif")
+
+
+def test_doubtful_inputs_are_flagged_and_strict_fails_with_its_own_status(saved_run, phantom_root, tmp_path, capsys):
+    Image.new("L", (64, 64), 0).save(tmp_path / "black.png")
+    Image.new("L", (64, 64), 255).save(tmp_path / "white.png")
+    Image.new("L", (1, 1), 128).save(tmp_path / "dot.png")
+    good = sorted((phantom_root / "Testing" / "glioma").iterdir())[0]
+    black, white, dot, fine = predict.predict_files([tmp_path / "black.png", tmp_path / "white.png",
+                                                     tmp_path / "dot.png", good], saved_run.directory)
+    assert any("near-constant" in flag for flag in black.flags) and any("near-constant" in f for f in white.flags)
+    assert any("too small (1x1" in flag for flag in dot.flags) and black.predicted_class is not None
+    assert not [flag for flag in fine.flags if "near-constant" in flag or "too small" in flag]
+    files = [str(tmp_path / "black.png"), str(good)]
+    assert predict.main([*files, "--model", str(saved_run.directory), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["predictions"][0]["flags"] and printed["model_name"]
+    assert predict.main([*files, "--model", str(saved_run.directory), "--strict"]) == predict.EXIT_FLAGGED
+    assert "1 of 2 inputs flagged" in capsys.readouterr().err
+
+
+def test_a_confidence_threshold_beside_the_model_flags_unsure_predictions(saved_run, phantom_root):
+    loaded = predict.load_saved_model(saved_run.directory)
+    loaded.confidence_threshold = 1.01  # every prediction is less sure than this
+    result = predict.predict_files([sorted((phantom_root / "Testing" / "glioma").iterdir())[0]], loaded)[0]
+    assert any(flag.startswith("unlike the training images") for flag in result.flags)
+
+
+def test_folders_and_broken_links_are_named_as_such(saved_run, tmp_path):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "link.png").symlink_to(tmp_path / "gone.png")
+    folder, link = predict.predict_files([tmp_path / "folder", tmp_path / "link.png"], saved_run.directory)
+    assert folder.error.endswith("folder: is a folder, not an image file")
+    assert link.error.endswith("link.png: no such file (a broken link)")
+
+
+@pytest.mark.parametrize("labels, message", [
+    ({"class_names": ["a", "b", "c", "d"]}, "'image_size' is missing"),
+    ({"class_names": ["a", "b", "c", "d"], "image_size": 32}, "image_size 32 does not match the model's 64x64"),
+    ({"class_names": ["a", "b", "c", "d"], "image_size": "64"}, "'image_size' must be an integer"),
+    ({"class_names": ["a", "b"], "image_size": 64}, "2 class names for a model with 4 outputs"),
+    ("{not json", "not a valid label file \\(invalid JSON"),
+])
+def test_bad_label_files_end_in_one_line_naming_the_file(saved_run, tmp_path, capsys, labels, message):
+    model_path = tmp_path / "model.keras"
+    saved_run.model.save(model_path)
+    (tmp_path / "model.json").write_text(labels if isinstance(labels, str) else json.dumps(labels))
+    assert predict.main(["x.png", "--model", str(model_path)]) == predict.EXIT_NO_MODEL
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "model.json" in error
+    assert re.search(message, error)
+
+
+def test_a_corrupt_model_file_is_not_called_missing(saved_run, tmp_path, capsys):
+    (tmp_path / "model.keras").write_bytes(b"not a keras archive")
+    (tmp_path / "model.json").write_text((saved_run.directory / "labels.json").read_text())
+    assert predict.main(["x.png", "--model", str(tmp_path / "model.keras")]) == predict.EXIT_NO_MODEL
+    error = capsys.readouterr().err.strip()
+    assert "model.keras: cannot load the model" in error and "not found" not in error
+
+
+def test_ctrl_c_exits_130_with_one_line(saved_run, monkeypatch, capsys):
+    def interrupted(*arguments, **options):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(predict, "predict_files", interrupted)
+    assert predict.main(["x.png", "--model", str(saved_run.directory)]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted: nothing was predicted"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
+from PIL import Image, ImageOps
 from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 
@@ -147,6 +147,9 @@ def validate_layout(root: Path) -> list[tuple[str, int, Path]]:
             for entry in sorted(class_dir.iterdir()):
                 if entry.name.startswith("."):
                     continue
+                if not entry.exists():
+                    raise DatasetLayoutError(f"{entry}: a broken link (its target does not exist); remove it or "
+                                             f"restore the file it points to")
                 if entry.is_dir() or entry.suffix.lower() not in config.IMAGE_EXTENSIONS:
                     raise DatasetLayoutError(
                         f"{entry}: not an image file; class folders may hold only "
@@ -156,6 +159,17 @@ def validate_layout(root: Path) -> list[tuple[str, int, Path]]:
                 raise DatasetLayoutError(f"{class_dir}: class folder holds no images")
             records.extend((split, label, path) for path in images)
     return records
+
+
+def hidden_files(root: str | os.PathLike) -> list[Path]:
+    """Return the files and folders whose names start with a dot inside the split and class folders (never read)."""
+    root = Path(root)
+    found = []
+    for split in config.SPLIT_NAMES:
+        for folder in [root / split, *[root / split / name for name in config.CLASS_NAMES]]:
+            if folder.is_dir():
+                found.extend(entry for entry in sorted(folder.iterdir()) if entry.name.startswith("."))
+    return found
 
 
 def image_properties(root: str | os.PathLike, relative_paths: list[str] | None = None) -> pd.DataFrame:
@@ -303,11 +317,17 @@ def prepare_mask(mask: np.ndarray, box: tuple[int, int, int, int], image_size: i
 
 
 def open_greyscale(path: str | os.PathLike) -> Image.Image:
-    """Open an image file as 8-bit greyscale, failing with a CorruptImageError that names the file."""
+    """Open an image file as 8-bit greyscale, upright as its EXIF orientation says; refuse multi-frame files.
+
+    Fails with a CorruptImageError that names the file."""
     try:
         with Image.open(path) as image:
+            frames = getattr(image, "n_frames", 1)
+            if frames > 1:
+                raise CorruptImageError(f"{path}: a multi-frame image ({frames} frames); save the slice to classify "
+                                        f"as a single-frame file")
             image.load()
-            return to_greyscale(image)
+            return to_greyscale(ImageOps.exif_transpose(image))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         reason = str(error) or type(error).__name__
         raise CorruptImageError(f"{path}: cannot decode image ({reason})") from None
@@ -413,8 +433,9 @@ def load_dataset(data_dir: str | os.PathLike | None = None, image_size: int = co
 
     skipped = list(zip(arrays["skipped_paths"].tolist(), arrays["skipped_reasons"].tolist()))
     if skipped and on_error == "raise":
-        raise CorruptImageError(skipped[0][1] + (f" (and {len(skipped) - 1} more undecodable images; "
-                                                  "on_error='skip' leaves them out)" if len(skipped) > 1 else ""))
+        more = (f" (and {len(skipped) - 1} more undecodable images)" if len(skipped) > 1 else "")
+        raise CorruptImageError(f"{skipped[0][1]}{more}; `python -m helpers.data check --skip-corrupt` lists them all "
+                                f"and load_dataset(on_error='skip') leaves them out")
 
     def split(mask: np.ndarray) -> ImageSplit:
         return ImageSplit(arrays["images"][mask], arrays["labels"][mask].astype(np.int64),
@@ -457,19 +478,30 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=["download", "check"])
     parser.add_argument("--data-dir", default=None, help="dataset folder (default: $BRAIN_MRI_DATA_DIR or data/)")
     parser.add_argument("--image-size", type=int, default=config.DEFAULT_IMAGE_SIZE)
+    parser.add_argument("--skip-corrupt", action="store_true",
+                        help="leave undecodable images out (listed) instead of stopping at the first")
     arguments = parser.parse_args(argv)
     try:
         if arguments.action == "download":
             print(download_dataset(arguments.data_dir))
             return 0
-        dataset = load_dataset(arguments.data_dir, arguments.image_size)
+        dataset = load_dataset(arguments.data_dir, arguments.image_size,
+                               on_error="skip" if arguments.skip_corrupt else "raise")
     except DataError as error:
         print(f"error: {error}")
         return 1
+    except KeyboardInterrupt:
+        print("interrupted: the cache was left as it was")
+        return 130
     print(f"{dataset.root}  fingerprint {dataset.fingerprint[:16]}  "
           f"{'cache' if dataset.from_cache else 'decoded'} in {dataset.load_seconds:.2f} s")
     for name, split in (("Training", dataset.training), ("Testing", dataset.testing)):
         print(f"{name:9s} {len(split):5d}  {split.class_counts()}")
+    hidden = hidden_files(dataset.root)
+    if hidden:
+        print(f"skipped {len(hidden)} hidden entries (names starting with '.'), e.g. {hidden[0]}")
+    if dataset.skipped:
+        print(f"skipped {len(dataset.skipped)} undecodable images, e.g. {dataset.skipped[0][1]}")
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,12 +25,41 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
+def _process_alive(pid: int) -> bool:
+    """Tell whether a process with this id is running (on this machine)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_staging(target: Path) -> list[Path]:
+    """Delete the staging folders a killed process left beside target (named .<target>.<pid>.<random>.partial, their
+    process gone) and say so on stderr; return them. Folders of a running process are kept."""
+    removed = []
+    for partial in sorted(Path(target).parent.glob(f".{Path(target).name}.*.partial")):
+        owner = partial.name[len(Path(target).name) + 2:].split(".")[0]
+        if owner.isdigit() and not _process_alive(int(owner)):
+            shutil.rmtree(partial, ignore_errors=True)
+            removed.append(partial)
+    if removed:
+        print(f"removed {len(removed)} unfinished staging folder(s) left by a killed run: "
+              f"{', '.join(path.name for path in removed)}", file=sys.stderr)
+    return removed
+
+
 @contextmanager
 def staged_directory(target: Path) -> Iterator[Path]:
-    """Yield an empty staging folder beside target; on success it replaces target, on failure it is deleted."""
+    """Yield an empty staging folder beside target; on success it replaces target, on failure it is deleted.
+
+    A staging folder that a killed process left beside target is removed first (remove_stale_staging)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial"))
+    remove_stale_staging(target)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.{os.getpid()}.", suffix=".partial"))
     try:
         yield staging
         previous = None

@@ -264,6 +264,9 @@ def _main(argv: list[str] | None = None) -> int:
     except PipelineError as error:
         print(f"error: {error}")
         return 1
+    except KeyboardInterrupt:
+        print("interrupted: the published reports were left as they were (finished training runs are kept and reused)")
+        return 130
     print(f"reports published in {published} ({published / INDEX_FILE})")
     return 0
 

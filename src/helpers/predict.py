@@ -1,35 +1,50 @@
-"""Inference on image files with a saved model: a Python function and the `brain-mri-predict` console command."""
+"""Inference on image files with a saved model: a Python function and the `brain-mri-predict` console command.
+
+Exit statuses of the command: 0 every file predicted and none flagged (or flags without --strict); 1 a file could
+not be read; 2 no usable model; 3 with --strict, an input was flagged; 130 interrupted (Ctrl-C).
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass
+import zipfile
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from helpers import config
-from helpers.data import PREPROCESSINGS, CorruptImageError, decode_image
+from helpers.data import PREPROCESSINGS, CorruptImageError, open_greyscale, prepare_image
 
 # The published models: models/<name>.keras beside models/<name>.json (label order, image size, preprocessing).
 MODEL_INDEX_FILE = "models.json"
+# Input checks: images smaller than this on a side, or with almost no contrast, are flagged.
+MINIMUM_IMAGE_SIDE = 32
+NEAR_CONSTANT_STANDARD_DEVIATION = 2.0
+EXIT_FAILED_FILE, EXIT_NO_MODEL, EXIT_FLAGGED, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 
 class ModelNotFoundError(FileNotFoundError):
     """The model to predict with (or its label file) does not exist."""
 
 
+class ModelFileError(ValueError):
+    """A model or label file that exists but cannot be used (corrupt, or inconsistent with the model)."""
+
+
 @dataclass(frozen=True)
 class Prediction:
-    """The prediction for one file: class and confidence, or the reason it could not be read."""
+    """The prediction for one file: class and confidence, or the reason it could not be read; flags name what makes
+    the input doubtful (too small, near-constant, unlike the training images)."""
 
     file: str
     predicted_class: str | None
     confidence: float | None
     probabilities: dict[str, float] | None
     error: str | None = None
+    flags: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -41,6 +56,8 @@ class SavedModel:
     class_names: tuple[str, ...]
     image_size: int
     preprocessing: str = "resize"  # helpers.data.PREPROCESSINGS: the same as in training
+    confidence_threshold: float | None = None  # below it an input is flagged as unlike the training images
+    name: str = ""
 
 
 def default_model_path(models_dir: Path | None = None) -> Path:
@@ -58,6 +75,24 @@ def labels_path(model_path: Path) -> Path:
     return model_path.with_suffix(".json")
 
 
+def read_label_file(label_file: Path) -> dict:
+    """Read and check a label file: class names (a list of names) and an image size (an integer of 8 to 1024)."""
+    try:
+        labels = json.loads(label_file.read_text())
+    except ValueError as error:
+        raise ModelFileError(f"{label_file}: not a valid label file (invalid JSON: {error})") from None
+    if not isinstance(labels, dict):
+        raise ModelFileError(f"{label_file}: not a valid label file (expected a JSON object)")
+    names, size = labels.get("class_names"), labels.get("image_size")
+    if not isinstance(names, list) or not names or not all(isinstance(name, str) for name in names):
+        raise ModelFileError(f"{label_file}: 'class_names' must be a non-empty list of class names")
+    if size is None:
+        raise ModelFileError(f"{label_file}: 'image_size' is missing")
+    if not isinstance(size, int) or isinstance(size, bool) or not 8 <= size <= 1024:
+        raise ModelFileError(f"{label_file}: 'image_size' must be an integer from 8 to 1024, not {size!r}")
+    return labels
+
+
 def load_saved_model(model_path: str | os.PathLike | None = None) -> SavedModel:
     """Load a published or named .keras model with its label order, image size and preprocessing."""
     import keras
@@ -71,13 +106,51 @@ def load_saved_model(model_path: str | os.PathLike | None = None) -> SavedModel:
     for required in (path, label_file):
         if not required.is_file():
             raise ModelNotFoundError(f"{required}: file not found (a model needs its .keras file and label .json)")
-    labels = json.loads(label_file.read_text())
+    labels = read_label_file(label_file)
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):  # Keras would call a damaged archive "not found"
+        raise ModelFileError(f"{path}: cannot load the model (not a .keras archive: the file is damaged or of "
+                             f"another kind)")
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as error:  # Keras raises many kinds for a damaged archive
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ModelFileError(f"{path}: cannot load the model ({type(error).__name__}: {reason})") from None
+    side, outputs = model.input_shape[1], model.output_shape[-1]
+    if side is not None and side != labels["image_size"]:
+        raise ModelFileError(f"{label_file}: image_size {labels['image_size']} does not match the model's "
+                             f"{side}x{side} input")
+    if outputs != len(labels["class_names"]):
+        raise ModelFileError(f"{label_file}: {len(labels['class_names'])} class names for a model with {outputs} "
+                             f"outputs")
     preprocessing = labels.get("preprocessing", "resize")
     if preprocessing not in PREPROCESSINGS:  # label files before issue 12 described the resizing in words
         preprocessing = "resize"
-    return SavedModel(path=path, model=keras.saving.load_model(path, compile=False),
-                      class_names=tuple(labels["class_names"]), image_size=int(labels["image_size"]),
-                      preprocessing=preprocessing)
+    return SavedModel(path=path, model=model, class_names=tuple(labels["class_names"]),
+                      image_size=labels["image_size"], preprocessing=preprocessing,
+                      confidence_threshold=labels.get("confidence_threshold"),
+                      name=labels.get("model", path.stem if path.name != "model.keras" else path.parent.name))
+
+
+def input_flags(width: int, height: int, pixels: np.ndarray) -> list[str]:
+    """Return what makes an image doubtful before any model sees it: too small, or near-constant."""
+    flags = []
+    if min(width, height) < MINIMUM_IMAGE_SIDE:
+        flags.append(f"too small ({width}x{height}, under {MINIMUM_IMAGE_SIDE} px)")
+    if float(np.std(pixels)) < NEAR_CONSTANT_STANDARD_DEVIATION:
+        flags.append(f"near-constant (pixel standard deviation {float(np.std(pixels)):.1f})")
+    return flags
+
+
+def _read_input(file: str | os.PathLike, saved: SavedModel) -> tuple[np.ndarray, list[str]]:
+    """Decode one file as in training and return the model input with its input flags."""
+    path = Path(file)
+    if path.is_dir():
+        raise CorruptImageError(f"{file}: is a folder, not an image file")
+    if not path.is_file():
+        raise CorruptImageError(f"{file}: no such file" + (" (a broken link)" if path.is_symlink() else ""))
+    grey = open_greyscale(path)
+    image, _ = prepare_image(grey, saved.image_size, saved.preprocessing)
+    return image, input_flags(grey.width, grey.height, np.asarray(grey))
 
 
 def predict_files(files: list[str | os.PathLike], model: SavedModel | str | os.PathLike | None = None,
@@ -85,39 +158,47 @@ def predict_files(files: list[str | os.PathLike], model: SavedModel | str | os.P
     """Predict the class of every image file; unreadable files get an error entry and the others are still predicted."""
     saved = model if isinstance(model, SavedModel) else load_saved_model(model)
     results: dict[int, Prediction] = {}
-    images, positions = [], []
+    images, positions, flags = [], [], []
     for position, file in enumerate(files):
         try:
-            if not Path(file).is_file():
-                raise CorruptImageError(f"{file}: no such file")
-            images.append(decode_image(file, saved.image_size, saved.preprocessing))
-            positions.append(position)
+            image, found = _read_input(file, saved)
         except CorruptImageError as error:
             results[position] = Prediction(str(file), None, None, None, str(error))
+            continue
+        images.append(image)
+        positions.append(position)
+        flags.append(found)
     if images:
         batch = np.stack(images)[..., np.newaxis]
         probabilities = np.asarray(saved.model.predict(batch, batch_size=batch_size, verbose=0), dtype=np.float64)
-        for position, row in zip(positions, probabilities):
+        for position, row, found in zip(positions, probabilities, flags):
             best = int(row.argmax())
+            if saved.confidence_threshold is not None and row[best] < saved.confidence_threshold:
+                found = [*found, f"unlike the training images (confidence {row[best]:.2f} under "
+                                 f"{saved.confidence_threshold:.2f})"]
             results[position] = Prediction(str(files[position]), saved.class_names[best], float(row[best]),
-                                           {name: float(value) for name, value in zip(saved.class_names, row)})
+                                           {name: float(value) for name, value in zip(saved.class_names, row)},
+                                           flags=found)
     return [results[position] for position in range(len(files))]
 
 
-def format_table(predictions: list[Prediction]) -> str:
-    """Return the predictions as an aligned text table: file, class, confidence (or the error)."""
+def format_table(predictions: list[Prediction], model_name: str = "") -> str:
+    """Return the predictions as an aligned text table: file, class, confidence and flags (or the error)."""
     width = max([len("file")] + [len(prediction.file) for prediction in predictions])
-    lines = [f"{'file':<{width}}  {'class':<10}  confidence"]
+    lines = [f"model: {model_name}"] if model_name else []
+    lines.append(f"{'file':<{width}}  {'class':<10}  confidence  flags")
     for prediction in predictions:
         if prediction.error:
             lines.append(f"{prediction.file:<{width}}  {'ERROR':<10}  {prediction.error}")
         else:
-            lines.append(f"{prediction.file:<{width}}  {prediction.predicted_class:<10}  {prediction.confidence:.3f}")
+            lines.append(f"{prediction.file:<{width}}  {prediction.predicted_class:<10}  {prediction.confidence:10.3f}"
+                         f"  {'; '.join(prediction.flags)}".rstrip())
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the class and confidence of each image file; exit 1 if any file failed, 2 if no model could be loaded."""
+    """Print the class and confidence of each image file. Exit 0 when all were predicted, 1 if a file failed, 2 if no
+    model could be loaded, 3 with --strict when an input was flagged, 130 when interrupted."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="brain-mri-predict", description=main.__doc__)
@@ -126,22 +207,35 @@ def main(argv: list[str] | None = None) -> int:
                         help="a .keras model (with its .json label file beside it) or a run folder; "
                              "default: the published model in models/")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit with status 3 when an input is flagged (too small, near-constant, or unlike the "
+                             "training images)")
     arguments = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
-        saved = load_saved_model(arguments.model)
-    except (ModelNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    predictions = predict_files(arguments.files, saved)
+        try:
+            saved = load_saved_model(arguments.model)
+        except (ModelNotFoundError, ModelFileError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_NO_MODEL
+        predictions = predict_files(arguments.files, saved)
+    except KeyboardInterrupt:
+        print("interrupted: nothing was predicted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if arguments.json:
-        print(json.dumps({"model": str(saved.path), "predictions": [asdict(item) for item in predictions]}, indent=2))
+        print(json.dumps({"model": str(saved.path), "model_name": saved.name,
+                          "predictions": [asdict(item) for item in predictions]}, indent=2))
     else:
-        print(format_table(predictions))
+        print(format_table(predictions, f"{saved.name} ({saved.path})"))
     failed = [prediction for prediction in predictions if prediction.error]
+    flagged = [prediction for prediction in predictions if prediction.flags]
     if failed:
         print(f"{len(failed)} of {len(predictions)} files could not be predicted", file=sys.stderr)
-    return 1 if failed else 0
+        return EXIT_FAILED_FILE
+    if flagged:
+        print(f"{len(flagged)} of {len(predictions)} inputs flagged", file=sys.stderr)
+        return EXIT_FLAGGED if arguments.strict else 0
+    return 0
 
 
 if __name__ == "__main__":

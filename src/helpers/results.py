@@ -147,6 +147,23 @@ def _validation_accuracy(run_directory: Path) -> float:
         return partial_label_accuracy(stored["labels"], stored["probabilities"])
 
 
+# Share of validation images flagged as "unlike the training images" by brain-mri-predict's confidence threshold.
+CONFIDENCE_FLAG_RATE = 0.01
+
+
+def confidence_threshold(predictions: dict[str, dict[str, np.ndarray]]) -> dict[str, float]:
+    """Return the top-class confidence under which brain-mri-predict flags an input (the validation images' 1st
+    percentile), with the share of validation and Testing images it flags."""
+    validation = predictions["validation"]["probabilities"].max(axis=1)
+    threshold = float(np.quantile(validation, CONFIDENCE_FLAG_RATE))
+    rates = {"confidence_threshold": threshold,
+             "confidence_flag_rate_validation": float((validation < threshold).mean())}
+    if "test" in predictions:
+        test = predictions["test"]["probabilities"].max(axis=1)
+        rates["confidence_flag_rate_test"] = float((test < threshold).mean())
+    return rates
+
+
 def publish_models(metrics: dict, run_root: Path, models_dir: Path = config.MODELS_DIR) -> dict:
     """Copy each model's best-on-validation run (without optimizer state) into models/, with labels and an index."""
     seeds = {name: row["representative_seed"]
@@ -182,10 +199,12 @@ def _stage_models(metrics: dict, seeds: dict[str, int], run_root: Path, staging:
         if labels["class_names"] != index["class_names"]:
             raise ValueError(f"{run.directory}: label order {labels['class_names']} differs from the other models'")
         labels.update({"model": name, "seed": seed, "validation_accuracy": _validation_accuracy(run.directory),
-                       "parameters": int(model.count_params()), "settings": run.details["settings"]})
+                       "parameters": int(model.count_params()), "settings": run.details["settings"],
+                       **confidence_threshold(run.predictions)})
         (staging / f"{name}.json").write_text(json.dumps(labels, indent=2) + "\n")
         index["models"][name] = {"file": f"{name}.keras", "seed": seed,
-                                 "validation_accuracy": labels["validation_accuracy"]}
+                                 "validation_accuracy": labels["validation_accuracy"],
+                                 **{key: value for key, value in labels.items() if key.startswith("confidence")}}
     index["default"] = index["models"][default_model(metrics)]["file"]
     (staging / MODEL_INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
     (staging / MODEL_CARD_FILE).write_text(model_card(metrics, index))
@@ -201,6 +220,7 @@ def model_card(metrics: dict, index: dict) -> str:
     summaries = metrics["notebooks"]["04_compare_cnn"]["summaries"]
     origin = metrics["provenance"]
     default = index["default"].removesuffix(".keras")
+    default_entry = index["models"][default]
     external_headers = external_cells(metrics, default)[0]
     rows = "\n".join(
         f"| `{name}.keras` | {int(table.loc[name, 'parameters']):,} | {entry['seed']} | "
@@ -237,6 +257,16 @@ best-on-validation seed.
 
 ## External validity (issue 12's targets, default model, mean over seeds)
 {targets}
+
+## Input checks
+`brain-mri-predict` flags an input (a `flags` field in its JSON, a column in its table; exit status 3 with `--strict`)
+when it is smaller than 32 pixels on a side, nearly constant, or when the model's top-class confidence is under the
+threshold saved beside the model: the 1st percentile of its confidence on the validation images. For `{default}` that
+threshold is {default_entry.get('confidence_threshold', float('nan')):.3f}; it flags
+{default_entry.get('confidence_flag_rate_validation', float('nan')):.1%} of the validation images and
+{default_entry.get('confidence_flag_rate_test', float('nan')):.1%} of the official Testing images. It does **not**
+catch an image unlike the training data that the model still classifies confidently (pure noise, another organ,
+another modality can receive a confident class); a flag means "look twice", its absence proves nothing.
 
 ## Data
 The Kaggle "Brain Tumor MRI Dataset" (glioma, meningioma, no tumour, pituitary; 5712 Training and 1311 Testing

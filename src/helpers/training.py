@@ -274,7 +274,8 @@ def train_model(model_name: str, training: ImageSplit, validation: ImageSplit, t
     """Train a registered model and write its run folder; the folder appears only once everything is written."""
     run_directory = Path(run_directory).resolve()
     if run_directory.exists() and not overwrite:
-        raise FileExistsError(f"{run_directory}: run folder already exists; pass overwrite=True or choose another")
+        raise FileExistsError(f"{run_directory}: run folder already exists; pass --overwrite on the command "
+                              "line (overwrite=True from Python) or choose another run folder")
     image_size = training.images.shape[1]
     if settings.image_size is not None and settings.image_size != image_size:
         raise ValueError(f"{model_name}: the recipe trains at {settings.image_size}x{settings.image_size} pixels but "
@@ -390,9 +391,16 @@ def _main(argv: list[str] | None = None) -> int:
         return 1
     run_directory = Path(arguments.run_dir or config.runs_dir() / arguments.recipe
                          / f"{arguments.model}-seed{arguments.seed}")
-    run = train_model(arguments.model, loaded.training, loaded.validation, loaded.dataset.testing, run_directory,
-                      settings, data_fingerprint=loaded.dataset.fingerprint, overwrite=arguments.overwrite,
-                      external_fingerprint=loaded.external_fingerprint if settings.external_training else None)
+    try:
+        run = train_model(arguments.model, loaded.training, loaded.validation, loaded.dataset.testing, run_directory,
+                          settings, data_fingerprint=loaded.dataset.fingerprint, overwrite=arguments.overwrite,
+                          external_fingerprint=loaded.external_fingerprint if settings.external_training else None)
+    except FileExistsError as error:
+        print(f"error: {error}")
+        return 1
+    except KeyboardInterrupt:
+        print(f"interrupted: {run_directory} was not written")
+        return 130
     validation = run.predictions["validation"]
     print(f"validation accuracy {partial_label_accuracy(validation['labels'], validation['probabilities']):.4f}")
     test = classification_summary(run.predictions["test"]["labels"], run.predictions["test"]["probabilities"],
