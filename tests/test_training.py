@@ -69,7 +69,7 @@ def test_a_failed_run_leaves_no_folder_behind(tmp_path, phantom_splits, monkeypa
     monkeypatch.setattr(keras.saving, "load_model", broken_load)
     with pytest.raises(RuntimeError, match="disk full"):
         training.train_model("rnn", data.take_per_class(kept, 4), validation, None, tmp_path / "run", QUICK)
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == [training.resume_directory(tmp_path / "run")], "only the epochs to resume from"
 
 
 def test_a_recipe_with_its_own_image_size_refuses_images_of_another(tmp_path, phantom_splits):
@@ -138,3 +138,70 @@ print(json.dumps({{"backend": keras.backend.backend(), "epochs": int(loaded.timi
     assert result.returncode == 0, result.stderr[-3000:]
     reported = json.loads(result.stdout.strip().splitlines()[-1])
     assert reported == {"backend": "jax", "epochs": 2, "test_rows": 8, "recorded_backend": "jax"}
+
+
+class _StopAfter(keras.callbacks.Callback):
+    """Interrupt training (as Ctrl-C would) once the given number of epochs has finished."""
+
+    def __init__(self, epochs: int) -> None:
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epochs:
+            raise KeyboardInterrupt
+
+
+class _EpochsRun(keras.callbacks.Callback):
+    """Record which epochs (counted from 0) this call of fit ran, with the optimizer's step and learning rate after
+    each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epochs: list[int] = []
+        self.steps: dict[int, tuple[int, float]] = {}
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        optimizer = self.model.optimizer
+        self.steps[epoch] = (int(optimizer.iterations), float(optimizer.learning_rate))
+
+
+def test_an_interrupted_run_resumes_from_its_last_epoch_and_ends_where_an_uninterrupted_one_ends(
+        tmp_path, phantom_splits):
+    kept, validation, _, fingerprint = phantom_splits
+    small = data.take_per_class(kept, 16)
+    settings = training.TrainingSettings(epochs=4, batch_size=16, seed=21, verbose=0, schedule="cosine")
+    target = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        training.train_model("rnn", small, validation, None, target, settings, data_fingerprint=fingerprint,
+                             callbacks=[_StopAfter(2)])
+    assert not target.exists() and training.resume_directory(target).is_dir()
+    assert not list(tmp_path.glob(".interrupted.*.partial")), "the staging folder is removed on Ctrl-C"
+    ran = _EpochsRun()
+    resumed = training.train_model("rnn", small, validation, None, target, settings, data_fingerprint=fingerprint,
+                                   callbacks=[ran])
+    assert ran.epochs == [2, 3] and resumed.timings["resumed"]
+    assert list(resumed.history["epoch"]) == [1, 2, 3, 4] and not training.resume_directory(target).exists()
+    straight = _EpochsRun()
+    uninterrupted = training.train_model("rnn", small, validation, None, tmp_path / "straight", settings,
+                                         data_fingerprint=fingerprint, callbacks=[straight])
+    assert resumed.timings["epochs_run"] == uninterrupted.timings["epochs_run"] == 4
+    np.testing.assert_array_equal(resumed.history["loss"].iloc[:2], uninterrupted.history["loss"].iloc[:2])
+    # The optimizer's step count and the learning-rate schedule carry on where they stopped. The data order and
+    # augmentation draws after a resume are not an uninterrupted run's, so later losses and weights differ.
+    assert ran.steps == {epoch: straight.steps[epoch] for epoch in (2, 3)}
+
+
+def test_a_backup_of_another_recipe_is_not_resumed(tmp_path, phantom_splits):
+    kept, validation, _, fingerprint = phantom_splits
+    small = data.take_per_class(kept, 8)
+    settings = training.TrainingSettings(epochs=3, batch_size=16, seed=22, verbose=0)
+    with pytest.raises(KeyboardInterrupt):
+        training.train_model("rnn", small, validation, None, tmp_path / "run", settings, callbacks=[_StopAfter(1)])
+    ran = _EpochsRun()
+    other = training.TrainingSettings(epochs=3, batch_size=16, seed=23, verbose=0)
+    run = training.train_model("rnn", small, validation, None, tmp_path / "run", other, callbacks=[ran])
+    assert ran.epochs == [0, 1, 2] and not run.timings["resumed"]

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from helpers import config
 from helpers.files import write_atomically
 
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2  # 2: EXIF orientation applied while decoding
 
 
 class DataError(ValueError):

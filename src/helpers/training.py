@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -176,16 +177,20 @@ class EpochTimer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds.append(time.perf_counter() - self._started)
+        if logs is not None:  # so that the history file written after it holds each epoch's seconds
+            logs["seconds"] = self.seconds[-1]
 
 
-def training_callbacks(settings: TrainingSettings, checkpoint_path: Path) -> list[keras.callbacks.Callback]:
+def training_callbacks(settings: TrainingSettings, checkpoint_path: Path,
+                       best_so_far: float | None = None) -> list[keras.callbacks.Callback]:
     """Return early stopping on the recipe's metric, learning-rate reduction on validation loss, and a
-    best-on-validation checkpoint."""
+    best-on-validation checkpoint (which, in a resumed run, must beat the best before the interruption)."""
     def mode(metric: str) -> str:
         return "min" if metric.endswith("loss") else "max"
 
     checkpoint = keras.callbacks.ModelCheckpoint(str(checkpoint_path), monitor=settings.checkpoint_metric,
-                                                 mode=mode(settings.checkpoint_metric), save_best_only=True)
+                                                 mode=mode(settings.checkpoint_metric), save_best_only=True,
+                                                 initial_value_threshold=best_so_far)
     if settings.schedule == "cosine":  # the schedule sets the learning rate and the run trains every epoch
         return [checkpoint]
     return [
@@ -267,11 +272,37 @@ def _write_json(path: Path, content: dict) -> None:
     path.write_text(json.dumps(content, indent=2, default=str) + "\n")
 
 
+def resume_directory(run_directory: Path) -> Path:
+    """Return where an unfinished run keeps its per-epoch backup (weights, optimizer state, epoch), best checkpoint
+    and history: a hidden folder beside the run folder, removed once the run folder is written."""
+    return run_directory.parent / f".{run_directory.name}.resume"
+
+
+def _resumable_history(resume: Path, identity: dict) -> pd.DataFrame | None:
+    """Return the epochs an interrupted run of exactly this identity finished (None: nothing to resume), and make
+    the resume folder ready; a backup of another model, recipe or data is discarded."""
+    try:
+        same = json.loads((resume / RUN_FILE).read_text()) == json.loads(json.dumps(identity, default=str))
+        history = pd.read_csv(resume / HISTORY_FILE) if same else None
+    except (OSError, ValueError):
+        history = None
+    if history is not None and len(history) and (resume / "backup").is_dir() and (resume / MODEL_FILE).is_file():
+        return history.drop_duplicates("epoch", keep="last")
+    shutil.rmtree(resume, ignore_errors=True)
+    resume.mkdir(parents=True)
+    _write_json(resume / RUN_FILE, identity)
+    return None
+
+
 def train_model(model_name: str, training: ImageSplit, validation: ImageSplit, testing: ImageSplit | None,
                 run_directory: str | os.PathLike, settings: TrainingSettings = TrainingSettings(),
                 class_names: tuple[str, ...] = config.CLASS_NAMES, data_fingerprint: str = "unknown",
-                overwrite: bool = False, external_fingerprint: str | None = None) -> TrainingRun:
-    """Train a registered model and write its run folder; the folder appears only once everything is written."""
+                overwrite: bool = False, external_fingerprint: str | None = None,
+                callbacks: list[keras.callbacks.Callback] | None = None) -> TrainingRun:
+    """Train a registered model and write its run folder; the folder appears only once everything is written.
+
+    An interrupted run (Ctrl-C, a killed process) resumes at its next call from the last finished epoch, with the
+    optimizer state and learning-rate schedule it had (resume_directory). Further Keras callbacks may be given."""
     run_directory = Path(run_directory).resolve()
     if run_directory.exists() and not overwrite:
         raise FileExistsError(f"{run_directory}: run folder already exists; pass --overwrite on the command "
@@ -280,6 +311,18 @@ def train_model(model_name: str, training: ImageSplit, validation: ImageSplit, t
     if settings.image_size is not None and settings.image_size != image_size:
         raise ValueError(f"{model_name}: the recipe trains at {settings.image_size}x{settings.image_size} pixels but "
                          f"the images given are {image_size}x{image_size}; load the data at the recipe's size")
+    split_sizes = {"training": len(training), "validation": len(validation),
+                   "test": len(testing) if testing is not None else 0}
+    resume = resume_directory(run_directory)
+    earlier = _resumable_history(resume, {"model": model_name, "settings": dataclasses.asdict(settings),
+                                          "data_fingerprint": data_fingerprint,
+                                          "external_fingerprint": external_fingerprint, "split_sizes": split_sizes})
+    best_so_far = None
+    if earlier is not None:
+        monitored = earlier[settings.checkpoint_metric]
+        best_so_far = float(monitored.min() if settings.checkpoint_metric.endswith("loss") else monitored.max())
+        print(f"{run_directory.name}: resuming after epoch {int(earlier['epoch'].max()) + 1} of {settings.epochs} "
+              f"from {resume}")
     with staged_directory(run_directory) as staging, precision_policy(settings.precision):
         set_seeds(settings.seed)
         model = build_model(model_name, image_size=image_size, augmentation=settings.augmentation,
@@ -287,12 +330,19 @@ def train_model(model_name: str, training: ImageSplit, validation: ImageSplit, t
         compile_model(model, settings, steps_per_epoch=int(np.ceil(len(training) / settings.batch_size)))
         timer = EpochTimer()
         started = time.perf_counter()
-        fitted = model.fit(_as_model_input(training), training.labels, batch_size=settings.batch_size,
-                           epochs=settings.epochs, validation_data=(_as_model_input(validation), validation.labels),
-                           callbacks=[*training_callbacks(settings, staging / MODEL_FILE), timer],
-                           shuffle=True, verbose=settings.verbose)
+        model.fit(_as_model_input(training), training.labels, batch_size=settings.batch_size,
+                  epochs=settings.epochs, validation_data=(_as_model_input(validation), validation.labels),
+                  callbacks=[timer, *training_callbacks(settings, resume / MODEL_FILE, best_so_far),
+                             keras.callbacks.CSVLogger(str(resume / HISTORY_FILE), append=True),
+                             keras.callbacks.BackupAndRestore(str(resume / "backup"), delete_checkpoint=False),
+                             *(callbacks or [])],
+                  shuffle=True, verbose=settings.verbose)
         fit_seconds = time.perf_counter() - started
+        history = pd.read_csv(resume / HISTORY_FILE).drop_duplicates("epoch", keep="last")
+        if earlier is not None:
+            fit_seconds += float(earlier["seconds"].sum())
 
+        shutil.copy2(resume / MODEL_FILE, staging / MODEL_FILE)
         best_model = keras.saving.load_model(staging / MODEL_FILE)
         predictions, prediction_seconds, milliseconds_per_image = {}, {}, {}
         for split_name, split in (("validation", validation), ("test", testing)):
@@ -306,9 +356,9 @@ def train_model(model_name: str, training: ImageSplit, validation: ImageSplit, t
                                        "labels": split.labels.astype(np.int64), "paths": split.paths.astype(str)}
             np.savez(staging / PREDICTION_FILES[split_name], **predictions[split_name])
 
-        history = pd.DataFrame(fitted.history)
-        history.insert(0, "epoch", np.arange(1, len(history) + 1))
-        history["seconds"] = timer.seconds
+        history = history.assign(epoch=history["epoch"] + 1)  # Keras counts epochs from 0, the run folder from 1
+        history = history[["epoch", *[name for name in history.columns if name not in ("epoch", "seconds")],
+                           "seconds"]].reset_index(drop=True)
         history.to_csv(staging / HISTORY_FILE, index=False)
         monitored = history[settings.checkpoint_metric]
         best_epoch = int(history["epoch"][monitored.idxmin() if settings.checkpoint_metric.endswith("loss")
@@ -318,18 +368,18 @@ def train_model(model_name: str, training: ImageSplit, validation: ImageSplit, t
                   "input": "greyscale uint8 (N, size, size, 1) made by helpers.data.prepare_image with this "
                            "preprocessing; the model rescales to [0, 1] itself"}
         timings = {"fit_seconds": fit_seconds, "epochs_run": len(history), "best_epoch": best_epoch,
-                   "seconds_per_epoch": float(np.mean(timer.seconds)), "epoch_seconds": timer.seconds,
+                   "seconds_per_epoch": float(history["seconds"].mean()),
+                   "epoch_seconds": history["seconds"].tolist(), "resumed": earlier is not None,
                    "prediction_seconds": prediction_seconds,
                    "prediction_milliseconds_per_image": milliseconds_per_image}
         details = {"model": model_name, "parameters": int(best_model.count_params()),
                    "settings": dataclasses.asdict(settings), "data_fingerprint": data_fingerprint,
                    "external_fingerprint": external_fingerprint,
-                   "split_sizes": {"training": len(training), "validation": len(validation),
-                                   "test": len(testing) if testing is not None else 0},
-                   **provenance()}
+                   "split_sizes": split_sizes, **provenance()}
         _write_json(staging / LABELS_FILE, labels)
         _write_json(staging / TIMINGS_FILE, timings)
         _write_json(staging / RUN_FILE, details)
+    shutil.rmtree(resume, ignore_errors=True)
     return TrainingRun(directory=run_directory, model=best_model, class_names=tuple(class_names),
                        image_size=image_size, history=history, timings=timings, details=details,
                        predictions=predictions)
