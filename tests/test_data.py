@@ -214,3 +214,21 @@ def test_take_per_class_limits_each_class(phantom_root):
     dataset = data.load_dataset(phantom_root, progress=False)
     subset = data.take_per_class(dataset.training, 7, seed=1)
     assert subset.class_counts() == dict.fromkeys(config.CLASS_NAMES, 7)
+
+
+def test_a_broken_link_in_a_class_folder_is_named(small_phantom_root):
+    link = small_phantom_root / "Training" / "glioma" / "Tr-gl_9999.jpg"
+    link.symlink_to(small_phantom_root / "gone.jpg")
+    with pytest.raises(data.DatasetLayoutError, match=r"Tr-gl_9999.jpg: a broken link"):
+        data.load_dataset(small_phantom_root, progress=False)
+
+
+def test_check_command_reports_hidden_and_skipped_files_and_offers_to_skip(small_phantom_root, capsys):
+    (small_phantom_root / "Training" / "glioma" / ".hidden.jpg").write_bytes(b"\0")
+    victim = _corrupt(small_phantom_root)
+    assert data._main(["check", "--data-dir", str(small_phantom_root)]) == 1
+    printed = capsys.readouterr().out
+    assert victim.name in printed and "--skip-corrupt" in printed and len(printed.strip().splitlines()) == 1
+    assert data._main(["check", "--data-dir", str(small_phantom_root), "--skip-corrupt"]) == 0
+    printed = capsys.readouterr().out
+    assert "skipped 1 hidden entries" in printed and "skipped 1 undecodable images" in printed

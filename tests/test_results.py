@@ -111,7 +111,8 @@ def test_external_figures_join_the_readme_table_and_targets_judge_the_default_mo
                              "tcga-lgg-glioma/test": _external_summary(0.99, "glioma", 0.7)}},
         "notumor_specificity": {"rnn": 0.975}}
     table = results.markdown_table(metrics)
-    headers = "| tumours kept, br35h-tumour/test | tumours kept, tcga-lgg-glioma/test | called glioma, tcga-lgg-glioma/test |"
+    headers = ("| tumours kept, br35h-tumour/test | tumours kept, tcga-lgg-glioma/test | "
+               "called glioma, tcga-lgg-glioma/test |")
     assert headers in table and "| 87.65% | 96.0% | 99.0% | 70.0% | 1.6 min |" in table
     assert ("tumours kept on br35h-tumour/test >= 95%: 96.00%, met; tumours kept on tcga-lgg-glioma/test >= 95%: "
             "99.00%, met; tcga-lgg-glioma/test called glioma >= 80%: 70.00%, missed; no-tumour specificity "

@@ -205,3 +205,19 @@ def test_a_backup_of_another_recipe_is_not_resumed(tmp_path, phantom_splits):
     other = training.TrainingSettings(epochs=3, batch_size=16, seed=23, verbose=0)
     run = training.train_model("rnn", small, validation, None, tmp_path / "run", other, callbacks=[ran])
     assert ran.epochs == [0, 1, 2] and not run.timings["resumed"]
+
+
+def test_command_line_ctrl_c_and_existing_folders_end_in_one_line(phantom_root, tmp_path, monkeypatch, capsys):
+    def interrupted(*arguments, **options):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "train_model", interrupted)
+    arguments = ["--data-dir", str(phantom_root), "--run-dir", str(tmp_path / "run"), "--epochs", "1"]
+    assert training._main(arguments) == 130
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"interrupted: {tmp_path / 'run'} was not written"
+
+    def exists(*arguments, **options):
+        raise FileExistsError("run: run folder already exists; pass --overwrite on the command line")
+
+    monkeypatch.setattr(training, "train_model", exists)
+    assert training._main(arguments) == 1 and "--overwrite" in capsys.readouterr().out

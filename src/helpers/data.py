@@ -74,6 +74,7 @@ class MRIDataset:
     from_cache: bool = False
     load_seconds: float = 0.0
     preprocessing: str = "resize"
+    hidden: list[str] = field(default_factory=list)  # entries whose names start with a dot: never read
 
 
 # --------------------------------------------------------------------------- locating
@@ -444,7 +445,8 @@ def load_dataset(data_dir: str | os.PathLike | None = None, image_size: int = co
     is_test = arrays["is_test"]
     return MRIDataset(training=split(~is_test), testing=split(is_test), class_names=config.CLASS_NAMES,
                       image_size=image_size, fingerprint=fingerprint, root=root, skipped=skipped,
-                      from_cache=from_cache, load_seconds=time.perf_counter() - started, preprocessing=preprocessing)
+                      from_cache=from_cache, load_seconds=time.perf_counter() - started, preprocessing=preprocessing,
+                      hidden=[path.relative_to(root).as_posix() for path in hidden_files(root)])
 
 
 # --------------------------------------------------------------------------- splits

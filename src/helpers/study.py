@@ -173,14 +173,16 @@ class Study:
         return sources
 
     def describe(self, data: StudyData) -> str:
-        """Return two lines naming the profile, seeds, dataset, its fingerprint and how it was loaded."""
+        """Return three lines: the profile and seeds, the dataset (fingerprint, preprocessing, load), the external sets."""
         dataset = data.dataset
         external = (", ".join(f"{name} ({len(images)})" for name, images in data.external.items())
                     or "none found: not evaluated")
         return (f"profile {self.profile.name}: {self.profile.description}; seeds {list(self.seeds)}\n"
                 f"dataset {dataset.root.name} (fingerprint {dataset.fingerprint[:16]}, preprocessing "
                 f"{dataset.preprocessing}), {'from the cache' if dataset.from_cache else 'decoded'} in "
-                f"{dataset.load_seconds:.1f} s\nexternal sets: {external}")
+                f"{dataset.load_seconds:.1f} s"
+                + (f"; {len(dataset.hidden)} hidden entries (names starting with '.') not read" if dataset.hidden
+                   else "") + f"\nexternal sets: {external}")
 
     def settings(self, model_name: str, seed: int) -> TrainingSettings:
         """Return the profile's training recipe for one model and seed, with this study's epochs, image size and
