@@ -108,3 +108,23 @@ def test_failed_pipeline_names_the_notebook_keeps_it_and_leaves_reports_untouche
     partial = nbformat.read(failed_directory(reports) / "01_explore_data.ipynb", as_version=4)
     assert any(output.output_type == "error" for cell in partial.cells for output in cell.get("outputs", []))
     assert not list(tmp_path.glob(".reports*")), "the staging folder is removed"
+
+
+def test_published_notebooks_hold_no_backend_noise_nor_machine_paths(tmp_path):
+    from helpers.pipeline import tidy_notebook
+
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell('run_root = "/home/me/project/runs/full"\nmetrics_dir = "/tmp/x/.metrics"',
+                                  metadata={"tags": ["injected-parameters"]}),
+        nbformat.v4.new_code_cell("print(1)", outputs=[
+            nbformat.v4.new_output("stream", name="stderr", text=(
+                "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+                "I0000 00:00:1795784635.467853   10312 port.cc:153] oneDNN custom operations are on.\n")),
+            nbformat.v4.new_output("stream", name="stderr", text="I0000 00:00:17 x\nreal warning\n"),
+            nbformat.v4.new_output("stream", name="stdout", text="1\n")])])
+    path = tmp_path / "n.ipynb"
+    nbformat.write(notebook, path)
+    tidy_notebook(path, {"/tmp/x/.metrics": "(temporary)", "/home/me/project/": ""})
+    tidied = nbformat.read(path, as_version=4)
+    assert tidied.cells[0].source == 'run_root = "runs/full"\nmetrics_dir = "(temporary)"'
+    assert [output.get("text") for output in tidied.cells[1].outputs] == ["real warning\n", "1\n"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 import shutil
 import time
 from datetime import datetime, timezone
@@ -61,6 +62,34 @@ def _execute(name: str, output: Path, parameters: dict) -> None:
         message = (error.evalue or "").splitlines()
         raise PipelineError(f"{name}.ipynb failed at cell {error.cell_index}: {error.ename}: "
                             f"{message[0] if message else ''}") from None
+
+
+# Lines the backends print on stderr while importing (absl/TensorFlow start-up, CUDA probing): not the study's output.
+BACKEND_NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)|[IWE]\d{4} \d\d:\d\d:\d\d|"
+                           r"To enable the following instructions|WARNING:tensorflow:.*retracing|"
+                           r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWE] tensorflow/)")
+
+
+def tidy_notebook(notebook_path: Path, paths: dict[str, str]) -> None:
+    """Remove backend start-up noise from an executed notebook's stderr outputs and replace machine-specific paths
+    (e.g. the author's folders, the pipeline's temporary folder) with the given stand-ins, in place."""
+    notebook = nbformat.read(notebook_path, as_version=4)
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream" and output.get("name") == "stderr":
+                lines = [line for line in output["text"].splitlines(keepends=True) if not BACKEND_NOISE.match(line)]
+                if not "".join(lines).strip():
+                    continue
+                output["text"] = "".join(lines)
+            kept.append(output)
+        cell["outputs"] = kept
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            for path, stand_in in sorted(paths.items(), key=lambda item: -len(item[0])):
+                cell.source = cell.source.replace(path, stand_in)
+    nbformat.write(notebook, notebook_path)
 
 
 def export_html(notebook_path: Path) -> Path:
@@ -228,6 +257,8 @@ def run_pipeline(profile: str = "full", data_dir: str | os.PathLike | None = Non
                 raise PipelineError(f"{reason}; partly executed notebook kept in {kept}; "
                                     f"{reports_dir} left as it was") from None
             notebook_seconds[name] = time.perf_counter() - notebook_started
+            tidy_notebook(output, {str(metrics_dir): "(the pipeline's temporary record folder)",
+                                   str(config.PROJECT_ROOT) + os.sep: "", str(Path.home()) + os.sep: "~/"})
             export_html(output)
         metrics = _collect_metrics(metrics_dir, chosen.name, notebook_seconds, time.perf_counter() - started)
         shutil.rmtree(metrics_dir)

@@ -173,7 +173,7 @@ class Study:
         return sources
 
     def describe(self, data: StudyData) -> str:
-        """Return three lines: the profile and seeds, the dataset (fingerprint, preprocessing, load), the external sets."""
+        """Return three lines: the profile and seeds, the dataset (fingerprint, preprocessing), the external sets."""
         dataset = data.dataset
         external = (", ".join(f"{name} ({len(images)})" for name, images in data.external.items())
                     or "none found: not evaluated")
