@@ -166,9 +166,24 @@ def _models_table(metrics: dict) -> pd.DataFrame:
                           "test accuracy (95% CI)": [f"{row.accuracy:.2%} ({row.accuracy_low:.2%}–"
                                                      f"{row.accuracy_high:.2%})" for row in table.itertuples()],
                           "validation accuracy": table["validation_accuracy"].map("{:.2%}".format)})
+    leakage = metrics["notebooks"].get("05_error_analysis", {}).get("leakage", [])
+    clean = {row["index"]: row["clean test images"] for row in leakage}
+    if clean:
+        shown.insert(3, "clean-test accuracy", shown["model"].map(lambda name: f"{clean[name]:.2%}"
+                                                                 if name in clean else "not measured"))
     for set_name, column in external_columns(metrics).items():
         shown[f"tumour sensitivity, {set_name}"] = shown["model"].map(column).fillna("not evaluated")
     return shown
+
+
+def target_rows(metrics: dict) -> list[dict]:
+    """Return the study's targets (notebook 04) and the external-validity targets of the published default model."""
+    from helpers.results import external_targets  # helpers.results imports this module
+
+    rows = list(metrics["notebooks"].get("04_compare_cnn", {}).get("targets", []))
+    if metrics["notebooks"].get("04_compare_cnn", {}).get("summaries"):
+        rows += external_targets(metrics)
+    return rows
 
 
 def external_columns(metrics: dict) -> dict[str, dict[str, str]]:
@@ -190,6 +205,9 @@ def write_index(reports_dir: Path, metrics: dict) -> Path:
     shown = table.to_html(index=False, border=0) if len(table) else "<p>No model comparison in this run.</p>"
     if len(table) and not external_columns(metrics):
         shown += "<p>External validity: <b>not evaluated</b> (no external sets were found).</p>"
+    targets = "\n".join(
+        f"<li>{html.escape(row['target'])} ({html.escape(str(row['model']))}) &ge; {row['required']:.0%}: "
+        f"{row['measured']:.2%}, <b>{'met' if row['met'] else 'missed'}</b></li>" for row in target_rows(metrics))
     links = "\n".join(
         f'<li><a href="{name}.html">{html.escape(NOTEBOOK_TITLES.get(name, name))}</a> '
         f'(<a href="{name}.ipynb">notebook</a>, {seconds:.0f} s)</li>'
@@ -197,14 +215,19 @@ def write_index(reports_dir: Path, metrics: dict) -> Path:
     origin = metrics["provenance"]
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Brain-tumour MRI classification: reports</title>
-<style>body{{font-family:sans-serif;max-width:70em;margin:2em auto;padding:0 1em}}
-table{{border-collapse:collapse}}td,th{{padding:.3em .8em;border-bottom:1px solid #ccc;text-align:right}}</style>
+<style>body{{font-family:sans-serif;max-width:78em;margin:2em auto;padding:0 1em}}
+table{{border-collapse:collapse;font-size:.9em}}td,th{{padding:.3em .6em;border-bottom:1px solid #ccc;text-align:right}}
+th{{vertical-align:bottom}}td:first-child,th:first-child{{text-align:left}}</style>
 </head><body>
 <h1>Brain-tumour MRI classification with recurrent networks</h1>
 <p>Profile <b>{html.escape(metrics["profile"])}</b>: {html.escape(config.get_profile(metrics["profile"]).description)}.
 {html.escape(duration_sentence(metrics))}</p>
 <h2>Models (official Testing split and external tumour sets; mean over seeds, 95% bootstrap CI)</h2>
 {shown}
+<h2>Targets</h2>
+<ul>
+{targets or "<li>none judged in this run</li>"}
+</ul>
 <h2>Reports</h2>
 <ol>
 {links}
