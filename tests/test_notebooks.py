@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +79,7 @@ def test_pipeline_publishes_every_report_with_index_and_metrics(real_data_root, 
         assert not any(output.output_type == "error" for cell in executed.cells for output in cell.get("outputs", []))
         page = (reports / f"{name}.html").read_text()
         assert page.startswith("<!DOCTYPE html>") and "data:image/png;base64" in page
+        assert not re.search(r'<script[^>]*src="https?://', page), f"{name}.html loads a script from the network"
     metrics = json.loads((reports / METRICS_FILE).read_text())
     assert metrics["profile"] == "smoke" and list(metrics["notebooks"]) == list(NOTEBOOKS)
     assert len(metrics["data_fingerprint"]) == 64 and metrics["provenance"]["git_commit"]
