@@ -76,3 +76,12 @@ def test_clean_flags_follow_any_subset_of_test_paths_and_examples_pair_the_split
     assert position % 2 == 1 and np.array_equal(images[position - 1], images[position])
     with pytest.raises(KeyError, match="not a Testing image"):
         audit.clean_test_flags(np.array(["Training/glioma/nothing.jpg"]))
+
+
+def test_near_copies_of_reference_images_are_found_and_others_are_not(phantom_root):
+    from helpers.duplicates import has_near_duplicate
+
+    images = data.load_dataset(phantom_root, progress=False).training.images
+    brighter = np.clip(images[:5].astype(int) + 6, 0, 255).astype(np.uint8)  # a contrast-changed copy
+    found = has_near_duplicate(np.concatenate([brighter, images[-3:]]), images[:50])
+    assert found.tolist() == [True] * 5 + [False] * 3

@@ -69,6 +69,17 @@ def perceptual_hashes(images: np.ndarray) -> np.ndarray:
     return hashes
 
 
+def has_near_duplicate(queries: np.ndarray, references: np.ndarray,
+                       threshold: int = DEFAULT_NEAR_THRESHOLD) -> np.ndarray:
+    """Return, per query image, whether a reference image's perceptual hash lies within threshold bits of its own."""
+    query_hashes, reference_hashes = perceptual_hashes(queries), perceptual_hashes(references)
+    found = np.zeros(len(query_hashes), dtype=bool)
+    for start in range(0, len(query_hashes), 256):
+        block = query_hashes[start:start + 256, np.newaxis] ^ reference_hashes[np.newaxis, :]
+        found[start:start + 256] = (np.bitwise_count(block) <= threshold).any(axis=1)
+    return found
+
+
 def near_pairs(hashes: np.ndarray, threshold: int, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return (first, second, distance) for every pair first < second whose hashes differ in <= threshold bits."""
     firsts, seconds, distances = [], [], []

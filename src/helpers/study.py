@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,10 @@ from helpers.external import ExternalImages, add_external_training, external_fin
 from helpers.files import write_atomically
 from helpers.synthetic import make_phantom_dataset, make_phantom_external_sets
 from helpers.training import RUN_FILE, TrainingRun, TrainingSettings, load_run, recipe, train_model
+
+# The notebooks show the study's output: TensorFlow's advice on retracing (many prediction calls of different sizes,
+# as saliency makes) is not part of it.
+logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 # Per-class sizes of the generated dataset the `demo` profile trains on (and `smoke` when no real data is given).
 PHANTOM_TRAINING_PER_CLASS = 300
@@ -323,12 +328,15 @@ def summary_row(summary: dict[str, object]) -> dict[str, object]:
             "inference_milliseconds_per_image": summary["inference_milliseconds_per_image"]}
 
 
-def external_evaluation(runs_per_model: dict[str, list[TrainingRun]], data: StudyData,
-                        part: str = "test") -> dict[str, dict[str, dict]]:
-    """Return every model's figures on each external set of a part (all its seeds): {model: {set: summary}}."""
-    return {name: {set_name: external_summary([run.model.predict(images.images[..., np.newaxis], batch_size=256,
-                                                                  verbose=0) for run in runs], images.spec.truth)
-                   for set_name, images in data.external.items() if images.spec.part == part}
+def external_evaluation(runs_per_model: dict[str, list[TrainingRun]], data: StudyData, part: str = "test",
+                        keep: dict[str, np.ndarray] | None = None) -> dict[str, dict[str, dict]]:
+    """Return every model's figures on each external set of a part (all its seeds): {model: {set: summary}};
+    keep selects images per set (e.g. those without a near duplicate in the dataset)."""
+    chosen = {name: images.images[keep[name]] if keep else images.images
+              for name, images in data.external.items() if images.spec.part == part}
+    return {name: {set_name: external_summary([run.model.predict(images[..., np.newaxis], batch_size=256, verbose=0)
+                                               for run in runs], data.external[set_name].spec.truth)
+                   for set_name, images in chosen.items()}
             for name, runs in runs_per_model.items()}
 
 
