@@ -221,3 +221,24 @@ def test_command_line_ctrl_c_and_existing_folders_end_in_one_line(phantom_root, 
 
     monkeypatch.setattr(training, "train_model", exists)
     assert training._main(arguments) == 1 and "--overwrite" in capsys.readouterr().out
+
+
+def test_data_parallel_training_is_one_setting_on_two_virtual_devices(tmp_path, small_phantom_root):
+    pytest.importorskip("jax")
+    script = f"""
+import json, keras
+from helpers import data, training
+dataset = data.load_dataset({str(small_phantom_root)!r}, progress=False)
+kept, validation = data.split_validation(dataset.training, fraction=0.25, seed=0)
+run = training.train_model("cnn", kept, validation, None, {str(tmp_path / "run")!r},
+                           training.TrainingSettings(epochs=1, batch_size=4, verbose=0))
+distribution = keras.distribution.distribution()
+print(json.dumps({{"kind": type(distribution).__name__, "devices": len(distribution.device_mesh.devices.ravel()),
+                  "epochs": int(run.timings["epochs_run"])}}))
+"""
+    environment = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "BRAIN_MRI_DATA_PARALLEL": "1",
+                   "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"kind": "DataParallel", "devices": 2, "epochs": 1}

@@ -155,6 +155,20 @@ def precision_policy(precision: str) -> Iterator[None]:
         keras.config.set_dtype_policy(previous)
 
 
+DATA_PARALLEL_VARIABLE = "BRAIN_MRI_DATA_PARALLEL"
+
+
+def enable_data_parallel() -> int:
+    """Train on every accelerator (or virtual device) at once: Keras' DataParallel distribution splits each batch
+    across the devices and keeps the weights in step. Needs a backend with the distribution API (JAX); returns the
+    number of devices. Set $BRAIN_MRI_DATA_PARALLEL=1 (or pass --data-parallel) to have train_model do it."""
+    if keras.backend.backend() != "jax":
+        raise RuntimeError(f"data-parallel training needs KERAS_BACKEND=jax, not {keras.backend.backend()}")
+    devices = keras.distribution.list_devices()
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+    return len(devices)
+
+
 def set_seeds(seed: int) -> None:
     """Seed Python, NumPy and the backend, and make TensorFlow ops deterministic, so equal seeds give equal weights."""
     keras.utils.set_random_seed(seed)
@@ -323,6 +337,8 @@ def train_model(model_name: str, training: ImageSplit, validation: ImageSplit, t
         best_so_far = float(monitored.min() if settings.checkpoint_metric.endswith("loss") else monitored.max())
         print(f"{run_directory.name}: resuming after epoch {int(earlier['epoch'].max()) + 1} of {settings.epochs} "
               f"from {resume}")
+    if os.environ.get(DATA_PARALLEL_VARIABLE, "") not in ("", "0"):
+        enable_data_parallel()
     with staged_directory(run_directory) as staging, precision_policy(settings.precision):
         set_seeds(settings.seed)
         model = build_model(model_name, image_size=image_size, augmentation=settings.augmentation,
@@ -429,10 +445,14 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--learning-rate", type=float, default=None)
     parser.add_argument("--seed", type=int, default=config.DEFAULT_SEED)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    parser.add_argument("--data-parallel", action="store_true",
+                        help="split each batch across every device (KERAS_BACKEND=jax; several GPUs, for example)")
     arguments = parser.parse_args(argv)
     names = ("image_size", "augmentation", "precision", "epochs", "batch_size", "learning_rate")
     overrides = {name: getattr(arguments, name) for name in names if getattr(arguments, name) is not None}
     settings = recipe(arguments.recipe, arguments.model, seed=arguments.seed, **overrides)
+    if arguments.data_parallel:
+        os.environ[DATA_PARALLEL_VARIABLE] = "1"
     try:
         loaded = load_training_data(arguments.data_dir, settings.image_size or config.DEFAULT_IMAGE_SIZE,
                                     settings.preprocessing, settings.external_training, arguments.external_dir)
