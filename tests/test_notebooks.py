@@ -93,6 +93,7 @@ def test_pipeline_publishes_every_report_with_index_and_metrics(real_data_root, 
     index = (reports / INDEX_FILE).read_text()
     assert all(f'href="{name}.html"' in index for name in NOTEBOOKS) and "hybrid" in index
     assert "<th>clean-test accuracy</th>" in index and "<h2>Targets</h2>" in index and "<th>index</th>" not in index
+    assert "The published default model" in index
     assert "<th>tumour sensitivity, br35h-tumour/test</th>" in index, "external sets evaluated beside the official"
     timings = metrics["timings"]  # the runs the nbval test trained first are reused, and said so
     assert sorted(timings["trained_runs"] + timings["reused_runs"]) == sorted(f"{name}-seed42" for name in models)
