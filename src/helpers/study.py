@@ -13,6 +13,7 @@ import pandas as pd
 
 from helpers import config
 from helpers.data import ImageSplit, MRIDataset, load_dataset, split_validation, take_per_class
+from helpers.duplicates import DuplicateAudit, audit_duplicates
 from helpers.evaluation import classification_summary, external_summary, multi_seed_summary, partial_label_accuracy
 from helpers.external import ExternalImages, add_external_training, external_fingerprint, load_external_sets
 from helpers.files import write_atomically
@@ -176,6 +177,14 @@ class Study:
                                       parts=(part,))
         sources.update({name.split("/")[0]: images.images for name, images in external.items()})
         return sources
+
+    def duplicate_audit(self, data: StudyData) -> DuplicateAudit:
+        """Return the duplicate audit of the dataset's files as they look (greyscale, resized), whatever the recipe's
+        preprocessing, so that the clean-test images are the same for every recipe."""
+        if data.dataset.preprocessing == "resize":
+            return audit_duplicates(data.dataset)
+        root = phantom_dataset_root() if self.profile.synthetic else self.data_dir
+        return audit_duplicates(load_dataset(root, self.image_size, progress=False))
 
     def describe(self, data: StudyData) -> str:
         """Return three lines: the profile and seeds, the dataset (fingerprint, preprocessing), the external sets."""
