@@ -12,6 +12,13 @@ from helpers import config, training
 from helpers.study import Study, representative_run, summarise_runs, summary_row
 
 
+@pytest.fixture(autouse=True)
+def no_external_sets(tmp_path, monkeypatch):
+    """These tests study the phantom dataset alone: no external sets, whatever the environment points at."""
+    monkeypatch.delenv(config.EXTERNAL_DIR_VARIABLE, raising=False)
+    monkeypatch.setattr(config, "DEFAULT_EXTERNAL_DIR", tmp_path / "no-external-sets")
+
+
 def _study(phantom_root, tmp_path, **overrides):
     parameters = {"profile": "smoke", "data_dir": str(phantom_root), "epochs": 1, "batch_size": 16,
                   "run_root": str(tmp_path / "runs"), **overrides}

@@ -229,6 +229,10 @@ def model_card(metrics: dict, index: dict) -> str:
         f"{summaries[name]['representative']['tumour_sensitivity']:.2%} | "
         + " | ".join(external_cells(metrics, name)[1]) + " |"
         for name, entry in index["models"].items())
+    flag_sentence = (f"For `{default}` that threshold is {default_entry['confidence_threshold']:.3f}; it flags "
+                     f"{default_entry['confidence_flag_rate_validation']:.1%} of the validation images and "
+                     f"{default_entry.get('confidence_flag_rate_test', float('nan')):.1%} of the official Testing "
+                     f"images." if "confidence_threshold" in default_entry else "")
     header = ("| file | parameters | seed | validation accuracy | test accuracy over seeds | clean-test accuracy | "
               f"tumour sensitivity | {' | '.join(external_headers)} |\n|---|---:|---:|---:|---:|---:|---:|"
               + "---:|" * len(external_headers))
@@ -255,18 +259,15 @@ best-on-validation seed.
 {header}
 {rows}
 
-## External validity (issue 12's targets, default model, mean over seeds)
+## External validity targets (default model, mean over seeds, external test parts)
 {targets}
 
 ## Input checks
 `brain-mri-predict` flags an input (a `flags` field in its JSON, a column in its table; exit status 3 with `--strict`)
 when it is smaller than 32 pixels on a side, nearly constant, or when the model's top-class confidence is under the
-threshold saved beside the model: the 1st percentile of its confidence on the validation images. For `{default}` that
-threshold is {default_entry.get('confidence_threshold', float('nan')):.3f}; it flags
-{default_entry.get('confidence_flag_rate_validation', float('nan')):.1%} of the validation images and
-{default_entry.get('confidence_flag_rate_test', float('nan')):.1%} of the official Testing images. It does **not**
-catch an image unlike the training data that the model still classifies confidently (pure noise, another organ,
-another modality can receive a confident class); a flag means "look twice", its absence proves nothing.
+threshold saved beside the model: the 1st percentile of its confidence on the validation images. {flag_sentence}
+It does **not** catch an image unlike the training data that the model still classifies confidently (pure noise,
+another organ, another modality can receive a confident class); a flag means "look twice", its absence proves nothing.
 
 ## Data
 The Kaggle "Brain Tumor MRI Dataset" (glioma, meningioma, no tumour, pituitary; 5712 Training and 1311 Testing
