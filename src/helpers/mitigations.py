@@ -90,6 +90,7 @@ def evaluate_run(directory: Path, external_dir: str | None, data_dir: str | None
     from helpers.evaluation import notumor_specificity
     from helpers.explain import NO_TUMOUR_INDEX, occlusion_maps, pointing_score
     from helpers.external import load_external_sets, split_external
+    from helpers.study import validation_accuracy
 
     run = load_run(directory)
     settings = run.details["settings"]
@@ -99,7 +100,7 @@ def evaluate_run(directory: Path, external_dir: str | None, data_dir: str | None
     clean = audit_duplicates(dataset).clean_test_flags(test["paths"])
     row: dict[str, object] = {
         "model": run.details["model"], "run": str(directory), "seed": settings["seed"],
-        "validation_accuracy": _validation_accuracy(run),
+        "validation_accuracy": validation_accuracy(run),
         "official_test_accuracy": float((predicted == test["labels"]).mean()),
         "clean_test_accuracy": float((predicted[clean] == test["labels"][clean]).mean()),
         "notumor_specificity": notumor_specificity(test["labels"], predicted)}
@@ -112,14 +113,6 @@ def evaluate_run(directory: Path, external_dir: str | None, data_dir: str | None
         maps = occlusion_maps(lambda batch: run.model.predict(batch, batch_size=1024, verbose=0), sample.images)
         row[f"{name} validation pointing score"] = pointing_score(maps, sample.masks)["pointing_score"]
     return row
-
-
-def _validation_accuracy(run) -> float:
-    """Return a run's validation accuracy as its checkpoint saw it (external "some tumour" images count as any)."""
-    from helpers.evaluation import partial_label_accuracy
-
-    return partial_label_accuracy(run.predictions["validation"]["labels"],
-                                  run.predictions["validation"]["probabilities"])
 
 
 def build_table(data_dir: str | None = None, external_dir: str | None = None, train: bool = True) -> list[dict]:

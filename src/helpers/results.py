@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 
 from helpers import config
-from helpers.evaluation import partial_label_accuracy
 from helpers.files import with_marked_block, write_marked_block
 from helpers.pipeline import duration_sentence
 from helpers.predict import MODEL_INDEX_FILE
+from helpers.study import validation_accuracy
 from helpers.training import load_run
 
 README_START = "<!-- results:start (written by `make publish` from reports/metrics.json; do not edit) -->"
@@ -141,12 +141,6 @@ def write_readme_results(readme_path: Path, metrics: dict) -> bool:
     return write_marked_block(readme_path, README_START, README_END, markdown_table(metrics))
 
 
-def _validation_accuracy(run_directory: Path) -> float:
-    """Return a run folder's validation accuracy from its saved predictions."""
-    with np.load(run_directory / "predictions_validation.npz") as stored:
-        return partial_label_accuracy(stored["labels"], stored["probabilities"])
-
-
 # Share of validation images flagged as "unlike the training images" by brain-mri-predict's confidence threshold.
 CONFIDENCE_FLAG_RATE = 0.01
 
@@ -198,7 +192,7 @@ def _stage_models(metrics: dict, seeds: dict[str, int], run_root: Path, staging:
         index.setdefault("class_names", labels["class_names"])
         if labels["class_names"] != index["class_names"]:
             raise ValueError(f"{run.directory}: label order {labels['class_names']} differs from the other models'")
-        labels.update({"model": name, "seed": seed, "validation_accuracy": _validation_accuracy(run.directory),
+        labels.update({"model": name, "seed": seed, "validation_accuracy": validation_accuracy(run),
                        "parameters": int(model.count_params()), "settings": run.details["settings"],
                        **confidence_threshold(run.predictions)})
         (staging / f"{name}.json").write_text(json.dumps(labels, indent=2) + "\n")

@@ -260,12 +260,12 @@ class Study:
 
 def representative_run(runs: list[TrainingRun]) -> TrainingRun:
     """Return the run with the best validation accuracy (ties: the first seed); the test split plays no part."""
-    return runs[int(np.argmax([_validation_accuracy(run) for run in runs]))]
+    return runs[int(np.argmax([validation_accuracy(run) for run in runs]))]
 
 
 def best_on_validation(runs_per_model: dict[str, list[TrainingRun]]) -> str:
     """Return the name of the model with the best mean validation accuracy over its seeds."""
-    return max(runs_per_model, key=lambda name: np.mean([_validation_accuracy(run) for run in runs_per_model[name]]))
+    return max(runs_per_model, key=lambda name: np.mean([validation_accuracy(run) for run in runs_per_model[name]]))
 
 
 def target_table(summaries: dict[str, dict]) -> pd.DataFrame:
@@ -293,7 +293,7 @@ def target_table(summaries: dict[str, dict]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("target")
 
 
-def _validation_accuracy(run: TrainingRun) -> float:
+def validation_accuracy(run: TrainingRun) -> float:
     """Return a run's accuracy on the validation split (an external "some tumour" image counts right as any tumour)."""
     validation = run.predictions["validation"]
     return partial_label_accuracy(validation["labels"], validation["probabilities"])
@@ -311,7 +311,7 @@ def summarise_runs(model_name: str, runs: list[TrainingRun]) -> dict[str, object
         "seeds": [int(run.details["settings"]["seed"]) for run in runs],
         "representative_seed": int(representative.details["settings"]["seed"]),
         "test_accuracy": over_seeds["accuracy"], "test_macro_f1": over_seeds["macro_f1"],
-        "validation_accuracy": [_validation_accuracy(run) for run in runs],
+        "validation_accuracy": [validation_accuracy(run) for run in runs],
         "representative": {name: detail[name] for name in ("accuracy", "macro_f1", "weighted_f1",
                                                            "tumour_sensitivity", "expected_calibration_error",
                                                            "roc_auc_ovr_macro")},
