@@ -80,15 +80,19 @@ class MRIDataset:
 # --------------------------------------------------------------------------- locating
 
 
+def chosen_folder(argument: str | os.PathLike | None, variable: str, default: Path,
+                  argument_name: str) -> tuple[Path, str]:
+    """Return the folder a setting names (the argument, else $variable, else the default) and where it came from."""
+    if argument is not None and str(argument) != "":
+        return Path(argument).expanduser().resolve(), f"the {argument_name} argument"
+    if os.environ.get(variable):
+        return Path(os.environ[variable]).expanduser().resolve(), f"${variable}"
+    return Path(default).expanduser().resolve(), "the default folder"
+
+
 def locate_dataset(data_dir: str | os.PathLike | None = None) -> Path:
     """Return the dataset folder: the argument, else $BRAIN_MRI_DATA_DIR, else the repository's data/brain-tumor-mri."""
-    if data_dir is not None and str(data_dir) != "":
-        candidate, source = Path(data_dir), "the data_dir argument"
-    elif os.environ.get(config.DATA_DIR_VARIABLE):
-        candidate, source = Path(os.environ[config.DATA_DIR_VARIABLE]), f"${config.DATA_DIR_VARIABLE}"
-    else:
-        candidate, source = config.DEFAULT_DATA_DIR, "the default folder"
-    candidate = candidate.expanduser().resolve()
+    candidate, source = chosen_folder(data_dir, config.DATA_DIR_VARIABLE, config.DEFAULT_DATA_DIR, "data_dir")
     if not candidate.is_dir():
         raise DatasetNotFoundError(
             f"{candidate}: no dataset folder (from {source}); set ${config.DATA_DIR_VARIABLE} to your copy of "
@@ -144,22 +148,27 @@ def validate_layout(root: Path) -> list[tuple[str, int, Path]]:
             class_dir = split_dir / class_name
             if not class_dir.is_dir():
                 raise DatasetLayoutError(f"{class_dir}: missing class folder; every split needs {expected}")
-            images = []
-            for entry in sorted(class_dir.iterdir()):
-                if entry.name.startswith("."):
-                    continue
-                if not entry.exists():
-                    raise DatasetLayoutError(f"{entry}: a broken link (its target does not exist); remove it or "
-                                             f"restore the file it points to")
-                if entry.is_dir() or entry.suffix.lower() not in config.IMAGE_EXTENSIONS:
-                    raise DatasetLayoutError(
-                        f"{entry}: not an image file; class folders may hold only "
-                        f"{', '.join(sorted(config.IMAGE_EXTENSIONS))} files")
-                images.append(entry)
-            if not images:
-                raise DatasetLayoutError(f"{class_dir}: class folder holds no images")
-            records.extend((split, label, path) for path in images)
+            records.extend((split, label, path) for path in image_files(class_dir, "class folder"))
     return records
+
+
+def image_files(folder: Path, kind: str, error: type[DataError] = DatasetLayoutError) -> list[Path]:
+    """Return the image files of a folder, sorted, skipping hidden entries; fail naming a broken link, anything that
+    is not an image, or an empty folder (kind names the folder in the messages, e.g. "class folder")."""
+    images = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if not entry.exists():
+            raise error(f"{entry}: a broken link (its target does not exist); remove it or restore the file it "
+                        f"points to")
+        if entry.is_dir() or entry.suffix.lower() not in config.IMAGE_EXTENSIONS:
+            raise error(f"{entry}: not an image file; a {kind} may hold only "
+                        f"{', '.join(sorted(config.IMAGE_EXTENSIONS))} files")
+        images.append(entry)
+    if not images:
+        raise error(f"{folder}: {kind} holds no images")
+    return images
 
 
 def hidden_files(root: str | os.PathLike) -> list[Path]:

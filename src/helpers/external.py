@@ -18,8 +18,10 @@ from helpers.data import (
     DataError,
     ImageSplit,
     MRIDataset,
+    chosen_folder,
     dataset_fingerprint,
     file_hashes,
+    image_files,
     load_dataset,
     open_greyscale,
     prepare_image,
@@ -77,13 +79,10 @@ def locate_external(external_dir: str | os.PathLike | None = None) -> Path | Non
     None means "not evaluated": nothing was asked for and the default folder does not exist. A folder that was asked
     for (argument or variable) but does not exist is an error.
     """
-    if external_dir is not None and str(external_dir) != "":
-        candidate, source = Path(external_dir), "the external_dir argument"
-    elif os.environ.get(config.EXTERNAL_DIR_VARIABLE):
-        candidate, source = Path(os.environ[config.EXTERNAL_DIR_VARIABLE]), f"${config.EXTERNAL_DIR_VARIABLE}"
-    else:
-        return config.DEFAULT_EXTERNAL_DIR if config.DEFAULT_EXTERNAL_DIR.is_dir() else None
-    candidate = candidate.expanduser().resolve()
+    candidate, source = chosen_folder(external_dir, config.EXTERNAL_DIR_VARIABLE, config.DEFAULT_EXTERNAL_DIR,
+                                      "external_dir")
+    if source == "the default folder":
+        return candidate if candidate.is_dir() else None
     if not candidate.is_dir():
         raise ExternalSetError(f"{candidate}: no external-data folder (from {source})")
     return candidate
@@ -129,20 +128,6 @@ def _polygon_masks(annotation_file: Path) -> dict[str, list[list[tuple[float, fl
     return polygons
 
 
-def _image_files(folder: Path) -> list[Path]:
-    """Return the image files of a folder, sorted; fail naming anything that is not one."""
-    files = []
-    for entry in sorted(folder.iterdir()):
-        if entry.name.startswith("."):
-            continue
-        if entry.is_dir() or entry.suffix.lower() not in config.IMAGE_EXTENSIONS:
-            raise ExternalSetError(f"{entry}: not an image file in an external set")
-        files.append(entry)
-    if not files:
-        raise ExternalSetError(f"{folder}: external set folder holds no images")
-    return files
-
-
 def load_external_set(spec: config.ExternalSet, root: Path, image_size: int = config.DEFAULT_IMAGE_SIZE,
                       preprocessing: str = "resize") -> ExternalImages:
     """Decode one external set and its tumour outlines with the dataset's own preprocessing (data.prepare_image)."""
@@ -151,7 +136,7 @@ def load_external_set(spec: config.ExternalSet, root: Path, image_size: int = co
         raise ExternalSetError(f"{folder}: external set {spec.name} not found")
     if not annotations.exists():
         raise ExternalSetError(f"{annotations}: tumour outlines of {spec.name} not found")
-    files = _image_files(folder)
+    files = image_files(folder, "external set folder", ExternalSetError)
     polygons = _polygon_masks(annotations) if annotations.is_file() else None
     images, masks = [], []
     for path in files:

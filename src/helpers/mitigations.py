@@ -8,7 +8,6 @@ validation images, no-tumour specificity and the pointing score. External *test*
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import numpy as np
 
 from helpers import config
 from helpers.files import write_atomically
-from helpers.training import RUN_FILE, TrainingSettings, load_run, recipe, train_model
+from helpers.training import TrainingSettings, load_run, recipe, run_matches, train_model
 
 MITIGATIONS_FILE = "mitigations.json"
 SEED = config.DEFAULT_SEED
@@ -52,16 +51,6 @@ def variant_directory(model_name: str, variant: str, seed: int = SEED) -> Path:
     return config.runs_dir() / "mitigations" / slug / f"{model_name}-seed{seed}"
 
 
-def _matches(directory: Path, model_name: str, settings: TrainingSettings, fingerprint: str) -> bool:
-    """Tell whether a finished run folder holds this model trained with exactly these settings and data."""
-    try:
-        details = json.loads((directory / RUN_FILE).read_text())
-    except (OSError, ValueError):
-        return False
-    return (details.get("model") == model_name and details.get("data_fingerprint") == fingerprint
-            and details.get("settings") == json.loads(json.dumps(dataclasses.asdict(settings))))
-
-
 def find_or_train(model_name: str, variant: str, data_dir: str | None, external_dir: str | None,
                   image_size: int = config.DEFAULT_IMAGE_SIZE, seed: int = SEED) -> Path:
     """Return the run folder of a rung, training it unless it (or the full study's same run) already exists."""
@@ -72,7 +61,7 @@ def find_or_train(model_name: str, variant: str, data_dir: str | None, external_
                                 external_dir, progress=False)
     candidates = [variant_directory(model_name, variant, seed), config.runs_dir() / "full" / f"{model_name}-seed{seed}"]
     for directory in candidates:
-        if _matches(directory, model_name, settings, loaded.dataset.fingerprint):
+        if run_matches(directory, model_name, settings, data_fingerprint=loaded.dataset.fingerprint):
             print(f"{model_name}, {variant}: reusing {directory}")
             return directory
     print(f"{model_name}, {variant}: training into {candidates[0]}", flush=True)

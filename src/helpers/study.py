@@ -18,7 +18,7 @@ from helpers.evaluation import classification_summary, external_summary, multi_s
 from helpers.external import ExternalImages, add_external_training, external_fingerprint, load_external_sets
 from helpers.files import write_atomically
 from helpers.synthetic import make_phantom_dataset, make_phantom_external_sets
-from helpers.training import RUN_FILE, TrainingRun, TrainingSettings, load_run, recipe, train_model
+from helpers.training import TrainingRun, TrainingSettings, load_run, recipe, run_matches, train_model
 
 # The notebooks show the study's output: TensorFlow's advice on retracing (many prediction calls of different sizes,
 # as saliency makes) is not part of it.
@@ -210,17 +210,10 @@ class Study:
 
     def _reusable(self, directory: Path, model_name: str, settings: TrainingSettings, data: StudyData) -> bool:
         """Tell whether a finished run folder was trained with exactly this model, recipe and data."""
-        try:
-            details = json.loads((directory / RUN_FILE).read_text())
-        except (OSError, ValueError):
-            return False
-        wanted_settings = json.loads(json.dumps(dataclasses.asdict(settings)))
-        return (details.get("model") == model_name and details.get("settings") == wanted_settings
-                and details.get("data_fingerprint") == data.dataset.fingerprint
-                and details.get("external_fingerprint") == (data.external_fingerprint if settings.external_training
-                                                            else None)
-                and details.get("split_sizes") == {"training": len(data.training),
-                                                   "validation": len(data.validation), "test": len(data.testing)})
+        return run_matches(directory, model_name, settings, data_fingerprint=data.dataset.fingerprint,
+                           external_fingerprint=data.external_fingerprint if settings.external_training else None,
+                           split_sizes={"training": len(data.training), "validation": len(data.validation),
+                                        "test": len(data.testing)})
 
     def train(self, model_name: str, data: StudyData) -> list[TrainingRun]:
         """Train a model once per seed, reusing any run folder already trained with the same model, recipe and data."""

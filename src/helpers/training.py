@@ -286,6 +286,17 @@ def _write_json(path: Path, content: dict) -> None:
     path.write_text(json.dumps(content, indent=2, default=str) + "\n")
 
 
+def run_matches(directory: Path, model_name: str, settings: TrainingSettings, **details: object) -> bool:
+    """Tell whether a finished run folder holds this model trained with exactly these settings and the given details
+    of its run.json (data fingerprints, split sizes)."""
+    try:
+        recorded = json.loads((directory / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    wanted = {"model": model_name, "settings": json.loads(json.dumps(dataclasses.asdict(settings))), **details}
+    return all(recorded.get(key) == value for key, value in wanted.items())
+
+
 def resume_directory(run_directory: Path) -> Path:
     """Return where an unfinished run keeps its per-epoch backup (weights, optimizer state, epoch), best checkpoint
     and history: a hidden folder beside the run folder, removed once the run folder is written."""
