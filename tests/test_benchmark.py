@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from helpers import benchmark, config
-from helpers.files import with_marked_block
 
 
 def test_benchmark_times_both_pipelines_and_keeps_other_machines(phantom_root, tmp_path):
@@ -83,12 +82,11 @@ def test_pipelines_take_turns_epoch_by_epoch():
     assert rows[0]["training_images_per_second"] == 100 / rows[0]["seconds_per_epoch"]
 
 
-def test_published_readme_matches_the_published_benchmark():
-    readme = (config.PROJECT_ROOT / "README.md").read_text()
+def test_published_speed_page_matches_the_published_benchmark():
+    page = (config.REPORTS_DIR / benchmark.SPEED_PAGE).read_text()
     stored = json.loads((config.REPORTS_DIR / benchmark.BENCHMARK_FILE).read_text())
-    current = with_marked_block(readme, benchmark.README_START, benchmark.README_END,
-                                benchmark.readme_speed_block(stored), "README.md")
-    assert current == readme, "README speed table is stale: make bench"
+    expected = benchmark.speed_page(stored, benchmark.stored_command_timings())
+    assert page == expected, "reports/benchmarks.md is stale: helpers.benchmark --page-only"
 
 
 def test_compute_floor_trains_an_epoch_without_augmentation(phantom_root):

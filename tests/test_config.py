@@ -11,10 +11,13 @@ def test_profiles_are_known_by_name():
     assert config.get_profile("smoke").epochs == 1
     assert config.get_profile("demo").synthetic and not config.get_profile("full").synthetic
     assert config.get_profile("full").images_per_class is None
+    published = config.get_profile("published")  # a notebook opened without parameters reads, never trains
+    assert published.reads_published and config.default_run_root(published) == config.PUBLISHED_RUNS_DIR
+    assert "sequencer" in config.get_profile("full").models and "sequencer" not in config.get_profile("demo").models
 
 
 def test_unknown_profile_lists_the_known_ones():
-    with pytest.raises(ValueError, match="unknown profile 'fast'; choose one of full, smoke, demo"):
+    with pytest.raises(ValueError, match="unknown profile 'fast'; choose one of full, published, smoke, demo"):
         config.get_profile("fast")
 
 

@@ -13,9 +13,9 @@ import pytest
 
 from helpers import models
 
-# Exact sizes. rnn: Conv1D 20,544 + BatchNorm 256 + BiLSTM 197,632 + Dense 16,448 + output 260 (DESIGN.md section 2).
-EXPECTED_PARAMETERS = {"rnn": 235_140, "hybrid": 1_216_196, "crnn": 1_369_492, "cnn": 1_411_796,
-                       "cnn_wide": 1_439_140}
+# Exact sizes. rnn: Conv1D 20,544 + BatchNorm 256 + BiLSTM 197,632 + Dense 16,448 + output 260 (docs/design.md).
+EXPECTED_PARAMETERS = {"rnn": 235_140, "hybrid": 1_216_196, "crnn": 1_369_492, "sequencer": 984_996,
+                       "cnn": 1_411_796, "cnn_wide": 1_439_140}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_PARAMETERS))
@@ -50,10 +50,34 @@ def test_cnn_is_about_one_and_a_half_million_parameters():
     assert 1.35e6 <= models.build_model("cnn").count_params() <= 1.65e6
 
 
-@pytest.mark.parametrize("name", ["rnn", "hybrid", "crnn"])
+def test_sequencer_sweeps_rows_and_columns_in_residual_blocks_and_survives_saving(tmp_path):
+    model = models.build_model("sequencer", augmentation="robust", seed=1)
+    mixers = [layer for layer in model.layers if isinstance(layer, models.BidirectionalLSTM2D)]
+    assert len(mixers) == 3 and all(layer.output.shape[1:] == (8, 8, 128) for layer in mixers)
+    assert model.count_params() <= 1_500_000
+    images = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 1)).astype("float32")
+    shifted = images.copy()
+    shifted[1] = np.roll(images[1], 16, axis=0)  # another image in the batch must not change the first's output
+    assert np.allclose(model(images, training=False)[0], model(shifted, training=False)[0], atol=1e-6)
+    model.save(tmp_path / "sequencer.keras")
+    loaded = keras.saving.load_model(tmp_path / "sequencer.keras")
+    assert np.allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)
+
+
+def _bidirectional_layers(model):
+    """Return every Bidirectional layer, including those inside the sequencer's row-and-column mixers."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Bidirectional):
+            found.append(layer)
+        if isinstance(layer, models.BidirectionalLSTM2D):
+            found.extend([layer.rows, layer.columns])
+    return found
+
+
+@pytest.mark.parametrize("name", ["rnn", "hybrid", "crnn", "sequencer"])
 def test_lstms_keep_cudnn_eligible_settings(name):
-    lstms = [layer.forward_layer for layer in models.build_model(name).layers
-             if isinstance(layer, keras.layers.Bidirectional)]
+    lstms = [layer.forward_layer for layer in _bidirectional_layers(models.build_model(name))]
     assert lstms
     for lstm in lstms:
         assert lstm.activation is keras.activations.tanh
@@ -114,7 +138,7 @@ def test_outputs_are_class_probabilities():
 
 
 def test_unknown_model_name_lists_the_known_ones():
-    known = "rnn, hybrid, crnn, cnn, cnn_wide"
+    known = "rnn, hybrid, crnn, sequencer, cnn, cnn_wide"
     with pytest.raises(ValueError, match=f"unknown model 'transformer'; choose one of {known}$"):
         models.build_model("transformer")
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -116,6 +121,41 @@ def test_a_confidence_threshold_beside_the_model_flags_unsure_predictions(saved_
     loaded.confidence_threshold = 1.01  # every prediction is less sure than this
     result = predict.predict_files([sorted((phantom_root / "Testing" / "glioma").iterdir())[0]], loaded)[0]
     assert any(flag.startswith("unlike the training images") for flag in result.flags)
+
+
+def test_the_command_answers_without_tensorflow_and_matches_the_keras_model(saved_run, phantom_root, tmp_path):
+    """A fresh process as a user starts it: Keras on NumPy, no TensorFlow, no log lines, the same probabilities."""
+    files = [str(file) for file in _image_files(tmp_path, phantom_root)[:2]]
+    command = [sys.executable, "-c", "import sys, helpers.predict as p; code = p.main(sys.argv[1:]); "
+               "print(sorted(name for name in ('tensorflow', 'sklearn') if name in sys.modules), file=sys.stderr); "
+               "raise SystemExit(code)", *files, "--model", str(saved_run.directory), "--json"]
+    environment = {name: value for name, value in os.environ.items() if name != "KERAS_BACKEND"}
+    finished = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
+    assert finished.returncode == 0, finished.stderr
+    printed = json.loads(finished.stdout)
+    expected_backend = "numpy" if importlib.util.find_spec("jax") else "tensorflow"
+    assert printed["backend"] == expected_backend
+    if expected_backend == "numpy":
+        assert finished.stderr.strip() == "[]"  # neither module imported, and nothing else on stderr
+    batch = np.stack([data.decode_image(file, 64) for file in files])[..., None]
+    expected = saved_run.model.predict(batch, verbose=0)
+    for row, item in zip(expected, printed["predictions"]):
+        assert [item["probabilities"][name] for name in saved_run.class_names] == pytest.approx(row.tolist(), abs=1e-5)
+
+
+def test_a_folder_is_predicted_file_by_file_and_what_else_it_holds_is_named(saved_run, phantom_root, tmp_path, capsys):
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for number, source in enumerate(sorted((phantom_root / "Testing" / "glioma").iterdir())[:3]):
+        (folder / f"scan{number}{source.suffix}").write_bytes(source.read_bytes())
+    (folder / "notes.txt").write_text("not an image")
+    (folder / ".DS_Store").write_bytes(b"")
+    (tmp_path / "empty").mkdir()
+    assert predict.main([str(folder), str(tmp_path / "empty"), "--model", str(saved_run.directory), "--json"]) == 1
+    captured = capsys.readouterr()
+    printed = [item["file"] for item in json.loads(captured.out)["predictions"]]
+    assert [Path(file).stem for file in printed] == ["scan0", "scan1", "scan2", "empty"]
+    assert "scans: 1 entry not read" in captured.err and "empty: holds no" in captured.err
 
 
 def test_folders_and_broken_links_are_named_as_such(saved_run, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -39,11 +40,14 @@ def _metrics(fingerprint, seed):
                                                "accuracy_std": 0.0051, "accuracy_low": 0.8971, "accuracy_high": 0.9262,
                                                "macro_f1": 0.9087, "macro_f1_low": 0.8934, "macro_f1_high": 0.9229,
                                                "fit_seconds": 95.0}],
-                                   "summaries": {"rnn": {"representative_seed": seed,
+                                   "summaries": {"rnn": {"representative_seed": seed, "seeds": [seed],
+                                                         "test_accuracy": {"per_seed": [0.915], "mean": 0.9123,
+                                                                           "std": 0.0051},
                                                          "representative": {"tumour_sensitivity": 0.975}}},
                                    "targets": [{"target": "rnn as specified", "model": "rnn", "required": 0.9,
                                                 "measured": 0.9123, "met": True}]},
-                "05_error_analysis": {"leakage": [{"index": "rnn", "clean test images": 0.8765, "clean images": 588}]}}}
+                "05_error_analysis": {"leakage": [{"index": "rnn", "clean test images": 0.8765, "clean images": 588}],
+                                      "clean_test_accuracy_per_seed": {"rnn": {str(seed): 0.8765}}}}}
 
 
 def test_readme_block_is_written_from_metrics_and_a_stale_one_is_detected():
@@ -82,12 +86,20 @@ def test_publish_copies_the_representative_run_without_optimizer_state(phantom_r
     index = results.publish_models(_metrics(dataset.fingerprint, 43), tmp_path / "runs", models_dir)
     assert index["default"] == "rnn.keras" and index["class_names"] == list(config.CLASS_NAMES)
     assert sorted(path.name for path in models_dir.iterdir()) == ["MODEL_CARD.md", "models.json", "rnn.json",
-                                                                 "rnn.keras"]
+                                                                 "rnn.keras", "runs"]
+    published_run = models_dir / "runs" / "rnn-seed43"  # what a notebook opened without parameters reads
+    assert (published_run / "model.keras").read_bytes() == (models_dir / "rnn.keras").read_bytes()
+    assert training.load_run(published_run).history.equals(run.history)
+    without_model = tmp_path / "rnn-seed44"  # a published seed that was not chosen keeps no model
+    shutil.copytree(published_run, without_model)
+    (without_model / "model.keras").unlink()
+    with pytest.raises(FileNotFoundError, match="rnn-seed44/model.keras: this run keeps no model"):
+        training.load_run(without_model).model
     labels = json.loads((models_dir / "rnn.json").read_text())
     assert labels["seed"] == 43 and labels["image_size"] == 64
     assert (models_dir / "rnn.keras").stat().st_size < (run.directory / "model.keras").stat().st_size
     card = (models_dir / "MODEL_CARD.md").read_text()
-    assert "Not a medical" in card and "91.23% ± 0.51%" in card and "97.50%" in card
+    assert "Not a medical" in card and "| 91.50% (91.23% ± 0.51%) | 87.65% (87.65%) | 97.50% |" in card
     loaded = predict.load_saved_model(predict.default_model_path(models_dir))
     image = validation.images[:1, ..., None]
     assert np.allclose(loaded.model.predict(image, verbose=0), run.model.predict(image, verbose=0), atol=1e-6)

@@ -9,7 +9,14 @@ import pandas as pd
 import pytest
 
 from helpers import config, training
-from helpers.study import Study, representative_run, summarise_runs, summary_row
+from helpers.study import (
+    Study,
+    cheap_accuracy_table,
+    flip_averaged_probabilities,
+    representative_run,
+    summarise_runs,
+    summary_row,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -36,8 +43,12 @@ def test_empty_parameters_take_the_profile_defaults(tmp_path, monkeypatch):
     assert (rnn.preprocessing, rnn.augmentation, rnn.external_training) == ("standardised", "robust", True)
     cnn = training.recipe("project", "cnn")  # the project recipe's own departure for cnn
     assert (cnn.batch_size, cnn.learning_rate, cnn.early_stopping_metric) == (64, 1e-3, "val_accuracy")
-    demo = Study.from_parameters(profile="demo").settings("rnn", 42)
-    assert (demo.batch_size, demo.learning_rate) == (16, 1e-3)  # the specified recipe at the demo's batch size
+    demo = Study.from_parameters(profile="demo").settings("rnn", 42)  # the robust recipe scaled to the phantom set
+    assert (demo.batch_size, demo.learning_rate, demo.schedule, demo.augmentation) == (16, 5e-4, "cosine", "layers")
+    published = Study.from_parameters(profile="published")  # what a notebook opened without parameters reads
+    assert published.run_root == config.PUBLISHED_RUNS_DIR
+    assert published.metrics_dir == tmp_path / "published" / "metrics"
+    assert published.settings("rnn", 42) == study.settings("rnn", 42), "the published runs are the full profile's"
     custom = Study.from_parameters(profile="full", epochs=3, batch_size=64, seeds=[1, 2])
     assert (custom.epochs, custom.seeds, custom.settings("cnn", 1).batch_size) == (3, (1, 2), 64)
     with pytest.raises(ValueError, match="unknown profile 'fast'"):
@@ -72,6 +83,22 @@ def test_runs_are_reused_only_for_the_same_recipe_and_data(phantom_root, tmp_pat
     assert "training into" in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match="no finished cnn run for seed 42"):
         study.load_runs("cnn", data)
+
+    published = _study(phantom_root, tmp_path, profile="published", run_root=str(tmp_path / "published"))
+    with pytest.raises(FileNotFoundError, match='no published run of rnn \\(seed 42\\).*set profile = "full"'):
+        published.train("rnn", published.load_data(progress=False))
+
+    cheap = cheap_accuracy_table({"rnn": second}, data, np.ones(len(data.testing), dtype=bool))
+    assert list(cheap.index.get_level_values("variant")) == ["one network (seed 42)", "flip averaging",
+                                                             "ensemble of 1 seeds"]
+    assert cheap["network passes per image"].tolist() == [1, 2, 1]
+    one, flipped, ensemble = cheap["test accuracy"]
+    assert one == ensemble == pytest.approx(float((second[0].predictions["test"]["probabilities"].argmax(1)
+                                                    == data.testing.labels).mean()))
+    mirror = second[0].model.predict(data.testing.images[:, :, ::-1, None], verbose=0)
+    averaged = flip_averaged_probabilities(second[0].model, data.testing.images)
+    assert np.allclose(averaged, (second[0].predictions["test"]["probabilities"] + mirror) / 2, atol=1e-5)
+    assert flipped == pytest.approx(float((averaged.argmax(1) == data.testing.labels).mean()))
 
     summary = summarise_runs("rnn", second)
     row = summary_row(summary)

@@ -91,7 +91,8 @@ def test_existing_run_folder_is_not_overwritten_unless_asked(tmp_path, phantom_s
 
 def test_incomplete_run_folder_is_reported(tmp_path):
     (tmp_path / "labels.json").write_text("{}")
-    with pytest.raises(FileNotFoundError, match="not a complete run folder .*model.keras"):
+    missing = r"not a complete run folder \(missing history.csv, timings.json, run.json\)"
+    with pytest.raises(FileNotFoundError, match=missing):
         training.load_run(tmp_path)
 
 

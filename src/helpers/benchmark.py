@@ -18,7 +18,7 @@ import pandas as pd
 
 from helpers import config
 from helpers.data import MRIDataset, load_dataset, split_validation
-from helpers.files import write_atomically, write_marked_block
+from helpers.files import write_atomically
 from helpers.models import AUGMENTATIONS, MODEL_BUILDERS, build_model
 from helpers.provenance import provenance
 from helpers.training import (
@@ -33,6 +33,8 @@ from helpers.training import (
 )
 
 BENCHMARK_FILE = "benchmarks.json"
+PREDICTION_COMMAND_FILE = "prediction_command.json"  # brain-mri-predict's wall times, one entry per machine
+PREDICTION_COMMAND_CALLS = 5  # fresh processes per backend; the first is reported apart (files not yet cached)
 SPECIFIED_BATCH_SIZE = SPECIFIED_RECIPE.batch_size
 # The model the specified pipeline trains for each project model. The specification gives no CNN layers, so its
 # CNN is this project's first 1.5M-parameter design (cnn_wide); the project's cnn does a quarter of its convolutions.
@@ -52,8 +54,7 @@ LATENCY_CALLS = 50
 # predicting at least this many images per second at batch 256.
 SPEEDUP_TARGET = 3.0
 RNN_INFERENCE_TARGET = 2000
-README_START = "<!-- speed:start (written by `make bench` from reports/benchmarks.json; do not edit) -->"
-README_END = "<!-- speed:end -->"
+SPEED_PAGE = "benchmarks.md"  # reports/benchmarks.md: the tables a reader looks at, written from the JSON file
 
 
 def time_data_loading(data_dir: str | os.PathLike | None, image_size: int) -> dict[str, float]:
@@ -306,6 +307,67 @@ def _describe(row: dict) -> str:
             f"{row['seconds_per_epoch']:6.2f} s/epoch, {row['training_images_per_second']:7.0f} images/s")
 
 
+def time_prediction_command(image: Path, model: Path | None = None,
+                            calls: int = PREDICTION_COMMAND_CALLS) -> dict[str, object]:
+    """Time brain-mri-predict on one image as a user runs it: fresh processes on its default (NumPy) backend and on
+    TensorFlow's, taking turns; then the warm cost of one more image in a process that has the model loaded."""
+    import subprocess
+    import sys
+
+    from helpers import predict
+
+    arguments = [str(image), "--json"] + (["--model", str(model)] if model else [])
+    command = [sys.executable, "-c", "import sys, helpers.predict as p; raise SystemExit(p.main(sys.argv[1:]))",
+               *arguments]
+    seconds: dict[str, list[float]] = {"numpy": [], "tensorflow": []}
+    probabilities: dict[str, list[float]] = {}
+    for _ in range(calls):
+        for backend in seconds:
+            environment = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+            start = time.perf_counter()
+            finished = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
+            seconds[backend].append(time.perf_counter() - start)
+            if finished.returncode != 0:
+                raise RuntimeError(f"brain-mri-predict on {image} failed ({backend}): {finished.stderr.strip()}")
+            probabilities[backend] = list(json.loads(finished.stdout)["predictions"][0]["probabilities"].values())
+    saved = predict.load_saved_model(model)
+    predict.predict_files([image], saved)
+    start = time.perf_counter()
+    predict.predict_files([image], saved)
+    warm = time.perf_counter() - start
+    details = provenance()
+    return {"machine": machine_key(details), "provenance": details, "image": image.name, "model": saved.name,
+            "calls": calls, "seconds": seconds,
+            "median_seconds": {backend: statistics.median(values[1:] or values) for backend, values in seconds.items()},
+            "first_call_seconds": {backend: values[0] for backend, values in seconds.items()},
+            "warm_seconds_per_image": warm,
+            "largest_probability_difference": float(np.max(np.abs(np.subtract(probabilities["numpy"],
+                                                                              probabilities["tensorflow"]))))}
+
+
+def _phantom_image(folder: Path) -> Path:
+    """Write a 512x512 glioma phantom (the dataset's commonest size) as a JPEG and return its path."""
+    from PIL import Image
+
+    from helpers.synthetic import make_phantom_image
+
+    path = folder / "phantom-glioma.jpg"
+    Image.fromarray(make_phantom_image("glioma", 512, 512, np.random.default_rng(config.DEFAULT_SEED))).save(path)
+    return path
+
+
+def prediction_command_markdown(timing: dict) -> str:
+    """Return the speed page's paragraph on brain-mri-predict for one machine."""
+    median, first = timing["median_seconds"], timing["first_call_seconds"]
+    return (f"`brain-mri-predict` on one image (`{timing['model']}` model), machine `{timing['machine']}`, commit "
+            f"`{timing['provenance']['git_commit'][:10]}`: **{median['numpy']:.2f} s** per call on its default "
+            f"(NumPy) backend against {median['tensorflow']:.2f} s on TensorFlow's "
+            f"({median['tensorflow'] / median['numpy']:.1f}x; medians of {timing['calls'] - 1} fresh processes after "
+            f"a first one of {first['numpy']:.2f} s and {first['tensorflow']:.2f} s, taking turns); "
+            f"{timing['warm_seconds_per_image'] * 1000:.0f} ms for one more image once the model is loaded. "
+            f"The two backends' probabilities differ by at most {timing['largest_probability_difference']:.1e}.")
+
+
 def save_benchmark(results: dict, path: Path) -> None:
     """Merge one machine's results into the benchmark file (other machines' entries are kept)."""
     stored = json.loads(path.read_text()) if path.is_file() else {}
@@ -418,9 +480,28 @@ def speed_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def readme_speed_block(stored: dict) -> str:
-    """Return README's speed block: one table per machine in the benchmark file."""
-    return "\n\n".join(speed_markdown(results) for results in stored.values())
+def speed_page(stored: dict, command_timings: dict | None = None) -> str:
+    """Return reports/benchmarks.md: what the benchmark times, one table per machine in the benchmark file, then the
+    prediction command's times."""
+    tables = "\n\n".join(speed_markdown(results) for results in stored.values())
+    command = "\n\n".join(prediction_command_markdown(timing) for timing in (command_timings or {}).values())
+    if command:
+        tables += f"\n\n## The prediction command\n\n{command}"
+    return f"""# Speed: the project's training pipeline against the specified one
+
+Written by `make bench` (`python -m helpers.benchmark`) from `reports/benchmarks.json`; do not edit.
+
+The benchmark times data loading, training epochs and inference of each model in the project's pipeline against a
+faithful copy of the specified one, each figure a median over epochs taken in turn (the pipelines of a model alternate
+epoch by epoch, so a busy spell of a shared machine slows both). "Bare training steps" time an epoch without
+augmentation or callbacks: the specified epoch over it bounds what any pipeline change can gain. The method is the
+module's docstring.
+
+The "project pipeline" is the earlier project recipe (`helpers.training.PROJECT_RECIPE`: batch 128, Adam 2e-3, early
+stopping on validation accuracy); the study now trains with the robust recipe (`helpers.training.ROBUST_RECIPE`).
+
+{tables}
+"""
 
 
 def _is_recipe_default(rows: pd.DataFrame) -> pd.Series:
@@ -449,11 +530,19 @@ def _percent(value: float | None) -> str:
     return "–" if value is None else f"{value:.2%}"
 
 
-def _write_readme_speed(readme: Path, benchmark_file: Path) -> None:
-    """Rewrite README's speed table from a benchmark file and say whether it changed."""
-    stored = json.loads(benchmark_file.read_text())
-    changed = write_marked_block(readme, README_START, README_END, readme_speed_block(stored))
-    print("README.md speed table " + ("updated" if changed else "already current"))
+def stored_command_timings(folder: Path = config.REPORTS_DIR) -> dict:
+    """Return the stored brain-mri-predict timings (one entry per machine; {} before the first)."""
+    path = folder / PREDICTION_COMMAND_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _write_speed_page(page: Path, benchmark_file: Path) -> None:
+    """Rewrite reports/benchmarks.md from a benchmark file and say whether it changed."""
+    text = speed_page(json.loads(benchmark_file.read_text()), stored_command_timings(benchmark_file.parent))
+    changed = not page.is_file() or page.read_text() != text
+    if changed:
+        write_atomically(page, lambda temporary: temporary.write_text(text))
+    print(f"{page.name} " + ("updated" if changed else "already current"))
 
 
 def _main(argv: list[str] | None = None) -> int:
@@ -473,18 +562,31 @@ def _main(argv: list[str] | None = None) -> int:
                         help="also time the project recipe at these precisions (levers, not in the speed-up)")
     parser.add_argument("--no-specified", action="store_true", help="skip the specified tf.data pipeline")
     parser.add_argument("--output", default=str(config.REPORTS_DIR / BENCHMARK_FILE))
-    parser.add_argument("--readme-only", action="store_true",
-                        help="only rewrite README's speed table from reports/benchmarks.json (no timing)")
+    parser.add_argument("--page-only", action="store_true",
+                        help="only rewrite reports/benchmarks.md from reports/benchmarks.json (no timing)")
     parser.add_argument("--refresh-accuracy", action="store_true",
                         help="only reread the recipes' accuracies from the run folders into reports/benchmarks.json "
-                             "and README (no timing)")
+                             "and reports/benchmarks.md (no timing)")
+    parser.add_argument("--prediction-command", metavar="IMAGE", nargs="?", const="", default=None,
+                        help="only time brain-mri-predict on one image (default: a generated 512x512 phantom) in fresh "
+                             "processes, NumPy against TensorFlow, into reports/prediction_command.json and "
+                             "reports/benchmarks.md")
     arguments = parser.parse_args(argv)
-    readme = config.PROJECT_ROOT / "README.md"
+    page = config.REPORTS_DIR / SPEED_PAGE
     published = config.REPORTS_DIR / BENCHMARK_FILE
+    if arguments.prediction_command is not None:
+        timing = time_prediction_command(Path(arguments.prediction_command) if arguments.prediction_command
+                                         else _phantom_image(Path(tempfile.mkdtemp())))
+        stored = {**stored_command_timings(), timing["machine"]: timing}
+        write_atomically(config.REPORTS_DIR / PREDICTION_COMMAND_FILE,
+                         lambda temporary: temporary.write_text(json.dumps(stored, indent=2) + "\n"))
+        print(prediction_command_markdown(timing))
+        _write_speed_page(page, published)
+        return 0
     if arguments.refresh_accuracy:
         refresh_accuracy(published, config.runs_dir())
-    if arguments.readme_only or arguments.refresh_accuracy:
-        _write_readme_speed(readme, published)
+    if arguments.page_only or arguments.refresh_accuracy:
+        _write_speed_page(page, published)
         return 0
     results = run_benchmark(arguments.data_dir, tuple(arguments.models), arguments.epochs,
                             tuple(arguments.batch_sizes), not arguments.no_specified,
@@ -493,7 +595,7 @@ def _main(argv: list[str] | None = None) -> int:
     output = Path(arguments.output)
     save_benchmark(results, output)
     if output.resolve() == published.resolve():
-        _write_readme_speed(readme, output)
+        _write_speed_page(page, output)
     loading = results["data_loading"]
     print(f"\n{results['machine']}: first load {loading['first_load_seconds']:.2f} s, "
           f"cached {loading['cached_load_seconds']:.2f} s ({loading['images']} images)")

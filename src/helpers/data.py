@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
-from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 
 from helpers import config
@@ -464,6 +463,8 @@ def load_dataset(data_dir: str | os.PathLike | None = None, image_size: int = co
 def split_validation(training: ImageSplit, fraction: float = config.DEFAULT_VALIDATION_FRACTION,
                      seed: int = config.DEFAULT_SEED) -> tuple[ImageSplit, ImageSplit]:
     """Carve a seeded, stratified validation split out of Training; Testing is never touched."""
+    from sklearn.model_selection import train_test_split  # imported here: the prediction command needs none
+
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"validation fraction must be between 0 and 1, not {fraction!r}")
     indices = np.arange(len(training))

@@ -11,7 +11,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 
 from helpers import config
 
-# The specification's claimed RNN results (DESIGN.md section 2), shown beside every measurement of the RNN.
+# The specification's claimed RNN results (docs/design.md), shown beside every measurement of the RNN.
 SPECIFICATION_CLAIMED_RNN = {"accuracy": 0.8847, "macro_f1": 0.8823, "weighted_f1": 0.8842}
 SPECIFICATION_CLAIMED_RNN_PER_CLASS = pd.DataFrame(
     {"precision": [0.92, 0.89, 0.78, 0.94], "recall": [0.91, 0.89, 0.82, 0.91], "f1": [0.915, 0.892, 0.798, 0.925]},

@@ -12,7 +12,7 @@ from helpers import config
 
 NUMBER_OF_CLASSES = len(config.CLASS_NAMES)
 
-# What the specification (DESIGN.md section 2) claims for each model, beside what it really is.
+# What the specification (docs/design.md) claims for each model, beside what it really is.
 SPECIFICATION_CLAIMED_PARAMETERS = {"rnn": 825_000, "hybrid": 1_220_000, "cnn": 1_500_000}
 
 
@@ -262,10 +262,78 @@ def build_cnn_wide(image_size: int = config.DEFAULT_IMAGE_SIZE, augmentation: st
     return _convolutional_classifier("cnn_wide", (32, 64, 128, 256), 256, image_size, augmentation, seed, momentum=0.99)
 
 
+@keras.saving.register_keras_serializable(package="helpers")
+class BidirectionalLSTM2D(layers.Layer):
+    """Sequencer's mixing layer: one BiLSTM sweeps every row, another every column, of a feature map (B, H, W, C).
+
+    Their outputs (2 x units each per position) are concatenated and projected back to C channels. The LSTMs keep
+    Keras' defaults, so they stay cuDNN-eligible on a GPU.
+    """
+
+    def __init__(self, units: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.units = units
+        self.rows = layers.Bidirectional(layers.LSTM(units, return_sequences=True), name="rows")
+        self.columns = layers.Bidirectional(layers.LSTM(units, return_sequences=True), name="columns")
+        self.projection = None
+
+    def build(self, input_shape) -> None:
+        _, height, width, channels = input_shape
+        self.rows.build((None, width, channels))
+        self.columns.build((None, height, channels))
+        self.projection = layers.Dense(channels, name="projection")
+        self.projection.build((None, height, width, 4 * self.units))
+
+    def call(self, features):
+        _, height, width, channels = ops.shape(features)
+        rows = ops.reshape(self.rows(ops.reshape(features, (-1, width, channels))), (-1, height, width, 2 * self.units))
+        columns = ops.reshape(self.columns(ops.reshape(ops.transpose(features, (0, 2, 1, 3)), (-1, height, channels))),
+                              (-1, width, height, 2 * self.units))
+        return self.projection(ops.concatenate([rows, ops.transpose(columns, (0, 2, 1, 3))], axis=-1))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "units": self.units}
+
+
+def _sequencer_block(features: keras.KerasTensor, units: int, block: int) -> keras.KerasTensor:
+    """Apply one Sequencer block: LayerNorm -> BiLSTM2D -> residual, then LayerNorm -> channel MLP (x2) -> residual."""
+    channels = features.shape[-1]
+    mixed = layers.LayerNormalization(epsilon=1e-6, name=f"block{block}_norm_1")(features)
+    mixed = BidirectionalLSTM2D(units, name=f"block{block}_bilstm2d")(mixed)
+    features = layers.Add(name=f"block{block}_residual_1")([features, mixed])
+    mixed = layers.LayerNormalization(epsilon=1e-6, name=f"block{block}_norm_2")(features)
+    mixed = layers.Dense(2 * channels, activation="gelu", name=f"block{block}_mlp_1")(mixed)
+    mixed = layers.Dense(channels, name=f"block{block}_mlp_2")(mixed)
+    return layers.Add(name=f"block{block}_residual_2")([features, mixed])
+
+
+def build_sequencer(image_size: int = config.DEFAULT_IMAGE_SIZE, augmentation: str = "layers",
+                    seed: int | None = None, blocks: int = 3, units: int = 64) -> keras.Model:
+    """Build the project's strong recurrent model (ReNet / Sequencer2D style, about 1.0M parameters).
+
+    A convolutional stem (Conv-BatchNorm-ReLU-pool blocks of 32-64-128 filters) maps the image to an 8x8x128 grid
+    at 64 px; residual blocks of row-and-column BiLSTMs with layer normalisation mix it; average pooling feeds softmax.
+    """
+    inputs, features = _input_stem(image_size, augmentation, seed)
+    features = _convolution_blocks(features, (32, 64, 128))
+    for block in range(1, blocks + 1):
+        features = _sequencer_block(features, units, block)
+    features = layers.LayerNormalization(epsilon=1e-6, name="final_norm")(features)
+    features = layers.GlobalAveragePooling2D(name="average_pool")(features)
+    features = layers.Dropout(0.3, name="dropout_features")(features)
+    outputs = layers.Dense(NUMBER_OF_CLASSES, activation="softmax", dtype="float32",
+                           name="class_probabilities")(features)
+    return keras.Model(inputs, outputs, name="sequencer")
+
+
 MODEL_BUILDERS: dict[str, Callable[..., keras.Model]] = {
     "rnn": build_rnn,
     "hybrid": build_hybrid,
     "crnn": build_crnn,
+    "sequencer": build_sequencer,
     "cnn": build_cnn,
     "cnn_wide": build_cnn_wide,
 }

@@ -219,7 +219,7 @@ def write_index(reports_dir: Path, metrics: dict) -> Path:
                   f"<b>{html.escape(default_model(metrics))}</b>: the model with the best mean validation accuracy "
                   f"over its seeds, shipped as its best-on-validation seed.</p>")
     targets = "\n".join(
-        f"<li>{html.escape(row['target'])} ({html.escape(str(row['model']))}) &ge; {row['required']:.0%}: "
+        f"<li>{html.escape(row['target'])} ({html.escape(str(row['model']))}) &ge; {row['required'] * 100:g}%: "
         f"{row['measured']:.2%}, <b>{'met' if row['met'] else 'missed'}</b></li>" for row in target_rows(metrics))
     links = "\n".join(
         f'<li><a href="{name}.html">{html.escape(NOTEBOOK_TITLES.get(name, name))}</a> '
@@ -263,7 +263,7 @@ def run_pipeline(profile: str = "full", data_dir: str | os.PathLike | None = Non
     """Execute the notebooks in order and publish their reports; on failure the published reports stay untouched."""
     chosen = config.get_profile(profile)
     reports_dir = Path(reports_dir).expanduser().resolve() if reports_dir else default_reports_directory(chosen.name)
-    run_root = Path(run_root).expanduser().resolve() if run_root else config.runs_dir() / chosen.name
+    run_root = Path(run_root).expanduser().resolve() if run_root else config.default_run_root(chosen)
     unknown = [name for name in notebooks if name not in NOTEBOOKS]
     if unknown:
         raise ValueError(f"unknown notebooks {unknown}; the sequence is {', '.join(NOTEBOOKS)}")

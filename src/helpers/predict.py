@@ -6,6 +6,7 @@ not be read; 2 no usable model; 3 with --strict, an input was flagged; 130 inter
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -24,6 +25,12 @@ MODEL_INDEX_FILE = "models.json"
 MINIMUM_IMAGE_SIDE = 32
 NEAR_CONSTANT_STANDARD_DEVIATION = 2.0
 EXIT_FAILED_FILE, EXIT_NO_MODEL, EXIT_FLAGGED, EXIT_INTERRUPTED = 1, 2, 3, 130
+# The command runs Keras on its NumPy backend where JAX is installed (the backend's convolutions are jax.lax's):
+# importing TensorFlow takes ~9 s of a 10 s call on 2 cores, and the NumPy backend's probabilities equal TensorFlow's
+# within 1e-6 (tests/test_predict.py checks 1e-5). Keras probes for TensorFlow and scikit-learn when they are
+# installed (0.7 s more); the command needs neither, so it hides both from Keras.
+INFERENCE_BACKEND = "numpy"
+MODULES_THE_COMMAND_HIDES = ("tensorflow", "sklearn")
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -131,6 +138,53 @@ def load_saved_model(model_path: str | os.PathLike | None = None) -> SavedModel:
                       name=labels.get("model", path.stem if path.name != "model.keras" else path.parent.name))
 
 
+def use_inference_backend() -> str:
+    """Choose Keras' NumPy backend for this process unless Keras is loaded or $KERAS_BACKEND names another; return
+    the backend Keras will use. Called by the command only: notebooks keep their training backend."""
+    if "keras" in sys.modules:
+        import keras
+
+        return keras.backend.backend()
+    if "KERAS_BACKEND" not in os.environ and importlib.util.find_spec("jax") is None:
+        return "tensorflow"  # Keras' NumPy backend computes convolutions with jax.lax (pip install ".[jax]")
+    backend = os.environ.setdefault("KERAS_BACKEND", INFERENCE_BACKEND)
+    if backend == INFERENCE_BACKEND and not any(isinstance(finder, _HiddenModules) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _HiddenModules())
+    return backend
+
+
+class _HiddenModules:
+    """An import hook under which the modules the command hides are absent: importing one raises ImportError, which
+    Keras treats as "not installed" (a None entry in sys.modules would count as imported)."""
+
+    def find_spec(self, name: str, path=None, target=None):
+        if name.split(".")[0] in MODULES_THE_COMMAND_HIDES:
+            raise ModuleNotFoundError(f"{name} is not needed by brain-mri-predict", name=name)
+        return None
+
+
+def expand_folders(paths: list[str]) -> tuple[list[str], list[str]]:
+    """Replace each folder by its image files (sorted; hidden entries skipped); return the files and one note per
+    folder naming what it held besides images (not read) or that it held no image."""
+    files, notes = [], []
+    for path in paths:
+        folder = Path(path)
+        if not folder.is_dir():
+            files.append(path)
+            continue
+        entries = [entry for entry in sorted(folder.iterdir()) if not entry.name.startswith(".")]
+        images = [entry for entry in entries if entry.is_file() and entry.suffix.lower() in config.IMAGE_EXTENSIONS]
+        others = len(entries) - len(images)
+        if not images:
+            files.append(path)  # predict_files reports it as a folder, not an image
+            notes.append(f"{folder}: holds no {'/'.join(sorted(config.IMAGE_EXTENSIONS))} files")
+        elif others:
+            notes.append(f"{folder}: {others} entr{'y' if others == 1 else 'ies'} not read (not image files: "
+                         f"subfolders or other suffixes)")
+        files.extend(str(image) for image in images)
+    return files, notes
+
+
 def input_flags(width: int, height: int, pixels: np.ndarray) -> list[str]:
     """Return what makes an image doubtful before any model sees it: too small, or near-constant."""
     flags = []
@@ -154,12 +208,18 @@ def _read_input(file: str | os.PathLike, saved: SavedModel) -> tuple[np.ndarray,
 
 
 def predict_files(files: list[str | os.PathLike], model: SavedModel | str | os.PathLike | None = None,
-                  batch_size: int = 64) -> list[Prediction]:
-    """Predict the class of every image file; unreadable files get an error entry and the others are still predicted."""
+                  batch_size: int = 64, progress: bool | None = False) -> list[Prediction]:
+    """Predict the class of every image file; unreadable files get an error entry and the others are still predicted.
+
+    progress: a progress bar over the files on stderr (None: only when stderr is a terminal)."""
+    from tqdm.auto import tqdm
+
     saved = model if isinstance(model, SavedModel) else load_saved_model(model)
     results: dict[int, Prediction] = {}
     images, positions, flags = [], [], []
-    for position, file in enumerate(files):
+    shown = tqdm(files, desc="reading images", unit="file", leave=False,
+                 disable=None if progress is None else not progress)
+    for position, file in enumerate(shown):
         try:
             image, found = _read_input(file, saved)
         except CorruptImageError as error:
@@ -202,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="brain-mri-predict", description=main.__doc__)
-    parser.add_argument("files", nargs="+", help="image files (any size, greyscale or colour)")
+    parser.add_argument("files", nargs="+", help="image files (any size, greyscale or colour) or folders of them")
     parser.add_argument("--model", default=None,
                         help="a .keras model (with its .json label file beside it) or a run folder; "
                              "default: the published model in models/")
@@ -212,18 +272,22 @@ def main(argv: list[str] | None = None) -> int:
                              "training images)")
     arguments = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    backend = use_inference_backend()
+    files, notes = expand_folders(arguments.files)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     try:
         try:
             saved = load_saved_model(arguments.model)
         except (ModelNotFoundError, ModelFileError) as error:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_NO_MODEL
-        predictions = predict_files(arguments.files, saved)
+        predictions = predict_files(files, saved, progress=None if len(files) > 1 else False)
     except KeyboardInterrupt:
         print("interrupted: nothing was predicted", file=sys.stderr)
         return EXIT_INTERRUPTED
     if arguments.json:
-        print(json.dumps({"model": str(saved.path), "model_name": saved.name,
+        print(json.dumps({"model": str(saved.path), "model_name": saved.name, "backend": backend,
                           "predictions": [asdict(item) for item in predictions]}, indent=2))
     else:
         print(format_table(predictions, f"{saved.name} ({saved.path})"))

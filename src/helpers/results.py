@@ -15,12 +15,13 @@ from helpers.files import with_marked_block, write_marked_block
 from helpers.pipeline import duration_sentence
 from helpers.predict import MODEL_INDEX_FILE
 from helpers.study import validation_accuracy
-from helpers.training import load_run
+from helpers.training import HISTORY_FILE, LABELS_FILE, MODEL_FILE, PREDICTION_FILES, RUN_FILE, TIMINGS_FILE, load_run
 
 README_START = "<!-- results:start (written by `make publish` from reports/metrics.json; do not edit) -->"
 README_END = "<!-- results:end -->"
 MODEL_CARD_FILE = "MODEL_CARD.md"
 MODEL_SIZE_LIMIT_BYTES = 25 * 1024 * 1024
+PUBLISHED_RUNS = config.PUBLISHED_RUNS_DIR.name  # models/runs
 
 
 def load_metrics(reports_dir: Path = config.REPORTS_DIR) -> dict:
@@ -71,6 +72,29 @@ def external_cells(metrics: dict, name: str) -> tuple[list[str], list[str]]:
     return headers, cells
 
 
+def shipped_cells(metrics: dict, name: str, seed: int) -> list[str]:
+    """Return the model card's cells for one published file: its own seed's figure, then the mean over the study's
+    seeds in brackets (official test, clean test, tumour sensitivity, then each external column)."""
+    summary = metrics["notebooks"]["04_compare_cnn"]["summaries"][name]
+    position = summary["seeds"].index(seed)
+    accuracy = summary["test_accuracy"]
+    clean = metrics["notebooks"]["05_error_analysis"].get("clean_test_accuracy_per_seed", {}).get(name, {})
+    clean_mean = float(np.mean(list(clean.values()))) if clean else None
+    cells = [f"{accuracy['per_seed'][position]:.2%} ({accuracy['mean']:.2%} ± {accuracy['std']:.2%})",
+             f"{clean[str(seed)]:.2%} ({clean_mean:.2%})" if clean else "not recorded",
+             f"{summary['representative']['tumour_sensitivity']:.2%}" if seed == summary["representative_seed"]
+             else "not recorded"]
+    figures = external_figures(metrics)
+    if not figures:
+        return [*cells, "not evaluated"]
+    for set_name, reference in figures[next(iter(figures))].items():
+        own = figures.get(name, {}).get(set_name)
+        kinds = ["tumour_sensitivity"] + (["class_accuracy"] if reference["truth"] != config.ANY_TUMOUR else [])
+        cells.extend(f"{own[kind]['per_seed'][position]:.1%} ({own[kind]['mean']:.1%})" if own else "not evaluated"
+                     for kind in kinds)
+    return cells
+
+
 def default_model(metrics: dict) -> str:
     """Return the published default: the model with the best mean validation accuracy over its seeds (validation
     holds the external train parts' held-out images where the recipe trains on them)."""
@@ -116,14 +140,14 @@ def markdown_table(metrics: dict) -> str:
                  f"commit `{metrics['provenance']['git_commit'][:10]}`. {duration_sentence(metrics)}")
     lines.append("")
     lines.append("Targets (models chosen on validation): " + "; ".join(
-        f"{row['target']} ({row['model']}) >= {row['required']:.0%}: {row['measured']:.2%}, "
+        f"{row['target']} ({row['model']}) >= {row['required'] * 100:g}%: {row['measured']:.2%}, "
         f"{'met' if row['met'] else 'missed'}" for row in metrics["notebooks"]["04_compare_cnn"]["targets"]) + ".")
     external = external_targets(metrics)
     if external:
         lines.append("")
         lines.append(f"External validity targets for the published default model ({external[0]['model']}, mean over "
                      f"seeds; the external *test* parts were used for these figures only): " + "; ".join(
-                         f"{row['target']} >= {row['required']:.0%}: {row['measured']:.2%}, "
+                         f"{row['target']} >= {row['required'] * 100:g}%: {row['measured']:.2%}, "
                          f"{'met' if row['met'] else 'missed'}" for row in external) + ".")
     else:
         lines.append("")
@@ -166,7 +190,7 @@ def publish_models(metrics: dict, run_root: Path, models_dir: Path = config.MODE
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        index = _stage_models(metrics, seeds, run_root, staging)
+        index = _stage_models(metrics, seeds, run_root, staging, models_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -176,18 +200,35 @@ def publish_models(metrics: dict, run_root: Path, models_dir: Path = config.MODE
     return index
 
 
-def _stage_models(metrics: dict, seeds: dict[str, int], run_root: Path, staging: Path) -> dict:
+def _save_unless_unchanged(model, path: Path, published: Path) -> None:
+    """Save a model, or copy the published file when its weights are identical (publishing again changes no bytes)."""
+    import keras
+
+    if published.is_file():
+        try:
+            same = all(np.array_equal(old, new) for old, new in zip(
+                keras.saving.load_model(published, compile=False).get_weights(), model.get_weights(), strict=True))
+        except (ValueError, OSError):  # another architecture, or a damaged file: replace it
+            same = False
+        if same:
+            shutil.copy2(published, path)
+            return
+    model.save(path)
+
+
+def _stage_models(metrics: dict, seeds: dict[str, int], run_root: Path, staging: Path, models_dir: Path) -> dict:
     """Write each model, its label file, the index and the model card into the staging folder."""
     import keras
 
     index = {"models": {}, "data_fingerprint": metrics["data_fingerprint"],
              "git_commit": metrics["provenance"]["git_commit"]}
+    summaries = metrics["notebooks"]["04_compare_cnn"]["summaries"]
     for name, seed in seeds.items():
         run = load_run(run_root / f"{name}-seed{seed}")
         if run.details["data_fingerprint"] != metrics["data_fingerprint"]:
             raise ValueError(f"{run.directory}: trained on other data than the published reports")
         model = keras.saving.load_model(run.directory / "model.keras", compile=False)
-        model.save(staging / f"{name}.keras")
+        _save_unless_unchanged(model, staging / f"{name}.keras", models_dir / f"{name}.keras")
         labels = json.loads((run.directory / "labels.json").read_text())
         index.setdefault("class_names", labels["class_names"])
         if labels["class_names"] != index["class_names"]:
@@ -196,41 +237,57 @@ def _stage_models(metrics: dict, seeds: dict[str, int], run_root: Path, staging:
                        "parameters": int(model.count_params()), "settings": run.details["settings"],
                        **confidence_threshold(run.predictions)})
         (staging / f"{name}.json").write_text(json.dumps(labels, indent=2) + "\n")
+        _stage_runs(run_root, name, summaries[name]["seeds"], seed, staging)
         index["models"][name] = {"file": f"{name}.keras", "seed": seed,
                                  "validation_accuracy": labels["validation_accuracy"],
                                  **{key: value for key, value in labels.items() if key.startswith("confidence")}}
     index["default"] = index["models"][default_model(metrics)]["file"]
     (staging / MODEL_INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
     (staging / MODEL_CARD_FILE).write_text(model_card(metrics, index))
-    size = sum(path.stat().st_size for path in staging.iterdir())
+    # The published seeds' model.keras in runs/ are byte copies of the models above: git stores each once.
+    size = sum(path.stat().st_size for path in staging.rglob("*")
+               if path.is_file() and not (path.name == "model.keras" and path.parent.parent.name == PUBLISHED_RUNS))
     if size > MODEL_SIZE_LIMIT_BYTES:
         raise ValueError(f"models/: the models would take {size / 2**20:.1f} MB, over the 25 MB limit")
     return index
 
 
+def _stage_runs(run_root: Path, name: str, seeds: list[int], published_seed: int, staging: Path) -> None:
+    """Copy every seed's run folder without its model (history, timings, predictions, labels, run.json) into
+    runs/ of the staging folder, with the published seed's model, so notebooks opened without parameters read them."""
+    for seed in seeds:
+        source, target = run_root / f"{name}-seed{seed}", staging / PUBLISHED_RUNS / f"{name}-seed{seed}"
+        load_run(source)  # fails naming the folder when a run of the study is missing or incomplete
+        target.mkdir(parents=True)
+        for file in (LABELS_FILE, HISTORY_FILE, TIMINGS_FILE, RUN_FILE):
+            shutil.copy2(source / file, target / file)
+        for file in PREDICTION_FILES.values():  # compressed: the image paths are most of their size
+            if (source / file).is_file():
+                with np.load(source / file, allow_pickle=False) as stored:
+                    np.savez_compressed(target / file, **{name: stored[name] for name in stored.files})
+        if seed == published_seed:
+            shutil.copy2(staging / f"{name}.keras", target / MODEL_FILE)
+
+
 def model_card(metrics: dict, index: dict) -> str:
     """Return the model card (Markdown): intended use, data, metrics per model, and limits."""
     table = results_table(metrics)
-    summaries = metrics["notebooks"]["04_compare_cnn"]["summaries"]
     origin = metrics["provenance"]
     default = index["default"].removesuffix(".keras")
     default_entry = index["models"][default]
     external_headers = external_cells(metrics, default)[0]
     rows = "\n".join(
         f"| `{name}.keras` | {int(table.loc[name, 'parameters']):,} | {entry['seed']} | "
-        f"{entry['validation_accuracy']:.2%} | {table.loc[name, 'accuracy']:.2%} ± "
-        f"{table.loc[name, 'accuracy_std']:.2%} | {table.loc[name, 'clean_test_accuracy']:.2%} | "
-        f"{summaries[name]['representative']['tumour_sensitivity']:.2%} | "
-        + " | ".join(external_cells(metrics, name)[1]) + " |"
+        f"{entry['validation_accuracy']:.2%} | " + " | ".join(shipped_cells(metrics, name, entry["seed"])) + " |"
         for name, entry in index["models"].items())
     flag_sentence = (f"For `{default}` that threshold is {default_entry['confidence_threshold']:.3f}; it flags "
                      f"{default_entry['confidence_flag_rate_validation']:.1%} of the validation images and "
                      f"{default_entry.get('confidence_flag_rate_test', float('nan')):.1%} of the official Testing "
                      f"images." if "confidence_threshold" in default_entry else "")
-    header = ("| file | parameters | seed | validation accuracy | test accuracy over seeds | clean-test accuracy | "
-              f"tumour sensitivity | {' | '.join(external_headers)} |\n|---|---:|---:|---:|---:|---:|---:|"
-              + "---:|" * len(external_headers))
-    targets = "\n".join(f"- {row['target']} >= {row['required']:.0%}: {row['measured']:.2%}, "
+    header = ("| file | parameters | seed | validation accuracy | official test accuracy | clean-test accuracy | "
+              f"tumour sensitivity (official test) | {' | '.join(external_headers)} |\n|---|---:|---:|---:|---:|---:|"
+              "---:|" + "---:|" * len(external_headers))
+    targets = "\n".join(f"- {row['target']} >= {row['required'] * 100:g}%: {row['measured']:.2%}, "
                          f"**{'met' if row['met'] else 'missed'}**" for row in external_targets(metrics)) or (
         "- not evaluated: no external sets were found when the study ran")
     return f"""# Model card: brain-tumour MRI slice classifiers
@@ -242,13 +299,13 @@ Research and teaching only: comparing recurrent and convolutional classifiers of
 device**; not validated for diagnosis, screening or any clinical decision.
 
 ## Models
-Each file is the best-on-validation seed of its kind from the full study. Inputs are greyscale 64x64 uint8 images
-(any image is converted to greyscale and resized with Lanczos antialiasing by `brain-mri-predict`); the model
-rescales to [0, 1] itself. Test accuracy is the mean ± std over the study's seeds; tumour sensitivity (official
-Testing) is this seed's; the external columns are means over the study's seeds on independent tumour sets. Outputs are
-probabilities in the label order saved beside each model: {", ".join(index["class_names"])}. The default model of
-`brain-mri-predict` is `{default}`: the model with the best mean validation accuracy over its seeds, shipped as its
-best-on-validation seed.
+Each file is the best-on-validation seed of its kind from the full study. Every figure is the shipped file's own,
+with the mean over the study's seeds in brackets (± the seeds' standard deviation for official test accuracy); the
+external columns are independent tumour sets. Inputs are 64x64 greyscale images: `brain-mri-predict` turns any image
+into one with the function used in training (greyscale, cropped to the head, intensities standardised, resized); the
+model rescales to [0, 1] itself. Outputs are probabilities in the label order saved beside each model:
+{", ".join(index["class_names"])}. The default model of `brain-mri-predict` is `{default}`: the model with the best
+mean validation accuracy over its seeds, shipped as its best-on-validation seed.
 
 {header}
 {rows}

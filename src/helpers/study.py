@@ -31,10 +31,12 @@ PHANTOM_SEED = 2024
 PHANTOM_EXTERNAL_PER_PART = 40
 
 # The study's targets (issue 5): mean test accuracy over seeds, the best models chosen on validation only.
-RECURRENT_MODELS = ("rnn", "hybrid", "crnn")
+RECURRENT_MODELS = ("rnn", "hybrid", "crnn", "sequencer")
 RECURRENT_PARAMETER_LIMIT = 1_500_000
-TARGETS = {"rnn as specified": 0.90, "best recurrent model (<= 1.5M parameters)": 0.95, "best model overall": 0.97,
-           "best model's tumour sensitivity": 0.98}
+# The accuracy targets (issue 13; 3-seed means on the official Testing split, models chosen on validation). The
+# earlier ones were 90%, 95%, 97% and 98%.
+TARGETS = {"rnn as specified": 0.93, "best recurrent model (<= 1.5M parameters)": 0.97, "best model overall": 0.985,
+           "best model's tumour sensitivity": 0.99}
 
 
 @dataclass
@@ -126,7 +128,9 @@ class Study:
         chosen = config.get_profile(profile)
         if epochs < 0 or batch_size < 0:
             raise ValueError(f"epochs and batch_size must be >= 0 (0 = the profile's), not {epochs}, {batch_size}")
-        runs = Path(run_root).expanduser().resolve() if run_root else config.runs_dir() / chosen.name
+        runs = Path(run_root).expanduser().resolve() if run_root else config.default_run_root(chosen)
+        if not metrics_dir and chosen.reads_published:  # what a notebook records stays out of models/
+            metrics_dir = str(config.runs_dir() / chosen.name / "metrics")
         return cls(profile=chosen, data_dir=data_dir or None, external_dir=external_dir or None,
                    image_size=int(image_size),
                    epochs=int(epochs) or chosen.epochs, batch_size=int(batch_size) or chosen.batch_size,
@@ -178,6 +182,13 @@ class Study:
         sources.update({name.split("/")[0]: images.images for name, images in external.items()})
         return sources
 
+    def generated_data_note(self) -> str:
+        """Return the sentence that opens a conclusion drawn on generated data ("" on the real data)."""
+        if not self.profile.synthetic:
+            return ""
+        return ("*These figures come from generated phantom images: they show the pipeline working, not the study's "
+                "results, and no study target is judged on them.* ")
+
     def duplicate_audit(self, data: StudyData) -> DuplicateAudit:
         """Return the duplicate audit of the dataset's files as they look (greyscale, resized), whatever the recipe's
         preprocessing, so that the clean-test images are the same for every recipe."""
@@ -225,6 +236,10 @@ class Study:
                 print(f"{model_name} seed {seed}: reusing {directory}")
                 runs.append(load_run(directory))
                 continue
+            if self.profile.reads_published:
+                raise FileNotFoundError(f"{directory}: no published run of {model_name} (seed {seed}) trained on "
+                                        f"this dataset (fingerprint {data.dataset.fingerprint[:16]}); set profile = "
+                                        f'"full" in the parameters cell to train it')
             print(f"{model_name} seed {seed}: training into {directory}")
             runs.append(train_model(model_name, data.training, data.validation, data.testing, directory, settings,
                                     class_names=data.class_names, data_fingerprint=data.dataset.fingerprint,
@@ -292,6 +307,28 @@ def validation_accuracy(run: TrainingRun) -> float:
     return partial_label_accuracy(validation["labels"], validation["probabilities"])
 
 
+def test_accuracy_per_seed(runs: list[TrainingRun], mask: np.ndarray) -> dict[int, float]:
+    """Return each seed's accuracy on the official Testing images a boolean mask selects (e.g. the clean test)."""
+    accuracies = {}
+    for run in runs:
+        test = run.predictions["test"]
+        accuracies[int(run.details["settings"]["seed"])] = float(
+            (test["probabilities"].argmax(axis=1)[mask] == test["labels"][mask]).mean())
+    return accuracies
+
+
+def clean_test_table(runs_per_model: dict[str, list[TrainingRun]], clean: np.ndarray) -> pd.DataFrame:
+    """Return each model's mean accuracy over seeds on all test images, the clean ones (no near duplicate in
+    Training) and the others, with the number of clean images."""
+    table = pd.DataFrame({name: {column: float(np.mean(list(test_accuracy_per_seed(runs, mask).values())))
+                                 for column, mask in (("all test images", np.ones_like(clean)),
+                                                      ("clean test images", clean),
+                                                      ("with a near duplicate in Training", ~clean))}
+                          for name, runs in runs_per_model.items()}).T
+    table["clean images"] = int(clean.sum())
+    return table
+
+
 def summarise_runs(model_name: str, runs: list[TrainingRun]) -> dict[str, object]:
     """Return a model's test metrics over seeds (mean, std, CI), its representative run's details, and its costs."""
     labels = runs[0].predictions["test"]["labels"]
@@ -328,6 +365,56 @@ def summary_row(summary: dict[str, object]) -> dict[str, object]:
             "validation_accuracy": float(np.mean(summary["validation_accuracy"])),
             "seconds_per_epoch": summary["seconds_per_epoch"], "fit_seconds": summary["fit_seconds"],
             "inference_milliseconds_per_image": summary["inference_milliseconds_per_image"]}
+
+
+def flip_averaged_probabilities(model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Return a model's class probabilities averaged over each image and its left-right mirror (test-time
+    augmentation with the flip the models trained with)."""
+    batch = images[..., np.newaxis]
+    return (model.predict(batch, batch_size=batch_size, verbose=0)
+            + model.predict(batch[:, :, ::-1], batch_size=batch_size, verbose=0)) / 2.0
+
+
+def cheap_accuracy_table(runs_per_model: dict[str, list[TrainingRun]], data: StudyData,
+                         clean: np.ndarray) -> pd.DataFrame:
+    """Return, per model, the representative seed alone, with flip averaging, and the mean of all its seeds'
+    probabilities (an ensemble): validation, official-test and clean-test accuracy, and the inference cost in
+    network passes per image. Only the validation column may choose among them."""
+    rows = []
+    test_labels = data.testing.labels
+    for name, runs in runs_per_model.items():
+        chosen = representative_run(runs)
+        mean_over_seeds = {split: np.mean([run.predictions[split]["probabilities"] for run in runs], axis=0)
+                           for split in ("validation", "test")}
+        variants = {
+            f"one network (seed {chosen.details['settings']['seed']})":
+                (1, chosen.predictions["validation"]["probabilities"], chosen.predictions["test"]["probabilities"]),
+            "flip averaging": (2, flip_averaged_probabilities(chosen.model, data.validation.images),
+                               flip_averaged_probabilities(chosen.model, data.testing.images)),
+            f"ensemble of {len(runs)} seeds": (len(runs), mean_over_seeds["validation"], mean_over_seeds["test"])}
+        for variant, (passes, validation, test) in variants.items():
+            predicted = test.argmax(axis=1)
+            rows.append({"model": name, "variant": variant, "network passes per image": passes,
+                         "validation accuracy": partial_label_accuracy(data.validation.labels, validation),
+                         "test accuracy": float((predicted == test_labels).mean()),
+                         "clean-test accuracy": float((predicted[clean] == test_labels[clean]).mean())})
+    return pd.DataFrame(rows).set_index(["model", "variant"])
+
+
+def readable_summaries(summaries: list[dict[str, object]]) -> pd.DataFrame:
+    """Return the model comparison as a reader sees it: one row per model, named columns, percentages with their
+    95% intervals, times in seconds."""
+    rows = []
+    for summary in summaries:
+        row = summary_row(summary)
+        rows.append({"model": row["model"], "parameters": f"{row['parameters']:,}", "seeds": row["seeds"],
+                     "validation accuracy": f"{row['validation_accuracy']:.2%}",
+                     "test accuracy (± std over seeds)": f"{row['accuracy']:.2%} ± {row['accuracy_std']:.2%}",
+                     "95% CI": f"{row['accuracy_low']:.2%}–{row['accuracy_high']:.2%}",
+                     "macro-F1 (95% CI)":
+                         f"{row['macro_f1']:.3f} ({row['macro_f1_low']:.3f}–{row['macro_f1_high']:.3f})",
+                     "s per epoch": f"{row['seconds_per_epoch']:.1f}", "s per run": f"{row['fit_seconds']:.0f}"})
+    return pd.DataFrame(rows).set_index("model")
 
 
 def external_evaluation(runs_per_model: dict[str, list[TrainingRun]], data: StudyData, part: str = "test",
