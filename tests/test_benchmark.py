@@ -11,6 +11,7 @@ import pytest
 from helpers import benchmark, config
 
 
+@pytest.mark.slow
 def test_benchmark_times_both_pipelines_and_keeps_other_machines(phantom_root, tmp_path):
     specified_run = tmp_path / "runs" / "specified" / "rnn-seed42"
     specified_run.mkdir(parents=True)
@@ -135,3 +136,15 @@ def test_refresh_accuracy_rereads_the_run_folders_and_keeps_the_timings(tmp_path
     stored = json.loads(path.read_text())["cpu"]
     assert stored["training"] == [1, 2] and stored["accuracy"]["rnn"]["project_test_accuracy"] == 0.5
     assert stored["accuracy_read"]["git_commit"]
+
+
+def test_prediction_command_timing_is_reported_with_its_ratio_and_agreement():
+    timing = {"machine": "tensorflow-cpu-2cores", "provenance": {"git_commit": "0123456789abcdef"}, "model": "hybrid",
+              "calls": 5, "median_seconds": {"numpy": 2.0, "tensorflow": 10.0},
+              "first_call_seconds": {"numpy": 2.5, "tensorflow": 12.0}, "warm_seconds_per_image": 0.05,
+              "largest_probability_difference": 3e-7}
+    text = benchmark.prediction_command_markdown(timing)
+    assert "**2.00 s** per call" in text and "10.00 s on TensorFlow's (5.0x" in text and "50 ms" in text
+    assert "at most 3.0e-07" in text
+    page = benchmark.speed_page({}, {"tensorflow-cpu-2cores": timing})
+    assert "## The prediction command" in page and text in page

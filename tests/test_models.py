@@ -143,6 +143,7 @@ def test_unknown_model_name_lists_the_known_ones():
         models.build_model("transformer")
 
 
+@pytest.mark.slow
 def test_models_build_and_run_on_the_jax_backend():
     pytest.importorskip("jax")
     script = ("import json, numpy as np, keras; from helpers import models;"
@@ -173,3 +174,15 @@ def test_mixed_precision_is_one_setting_and_keeps_probabilities_in_float32():
         TrainingSettings(precision="half")
     with pytest.raises(ValueError, match="unknown precision 'float16'"), precision_policy("float16"):
         pass
+
+
+@pytest.mark.slow
+def test_a_saved_sequencer_loads_every_time_in_the_process_that_saved_it(tmp_path):
+    """Before the fix, 1 load in 20 failed (a recycled id made a forward LSTM a copy of a backward one)."""
+    path = tmp_path / "sequencer.keras"
+    models.build_model("sequencer", augmentation="none").save(path)
+    for _ in range(30):
+        loaded = keras.saving.load_model(path)
+        mixers = [layer for layer in loaded.layers if isinstance(layer, models.BidirectionalLSTM2D)]
+        assert all(not mixer.rows.forward_layer.go_backwards and mixer.rows.backward_layer.go_backwards
+                   for mixer in mixers)

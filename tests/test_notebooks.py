@@ -102,6 +102,7 @@ def test_pipeline_publishes_every_report_with_index_and_metrics(real_data_root, 
     assert not any(path.name.startswith(".") for path in reports.iterdir()), "no staging leftovers"
 
 
+@pytest.mark.slow
 def test_failed_pipeline_names_the_notebook_keeps_it_and_leaves_reports_untouched(tmp_path):
     reports = tmp_path / "reports"
     reports.mkdir()

@@ -67,6 +67,7 @@ def test_smoke_profile_takes_a_per_class_subset_with_a_fixed_validation_split(ph
     assert list(again.validation.paths) == list(data.validation.paths), "the validation split ignores model seeds"
 
 
+@pytest.mark.slow
 def test_runs_are_reused_only_for_the_same_recipe_and_data(phantom_root, tmp_path, capsys):
     study = _study(phantom_root, tmp_path)
     data = study.load_data(progress=False)

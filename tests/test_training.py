@@ -25,6 +25,7 @@ def phantom_splits(phantom_root):
     return kept, validation, dataset.testing, dataset.fingerprint
 
 
+@pytest.mark.slow
 def test_same_seed_gives_the_same_weights(tmp_path, phantom_splits):
     kept, validation, _, _ = phantom_splits
     small = data.take_per_class(kept, 16)
@@ -170,6 +171,7 @@ class _EpochsRun(keras.callbacks.Callback):
         self.steps[epoch] = (int(optimizer.iterations), float(optimizer.learning_rate))
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_from_its_last_epoch_and_ends_where_an_uninterrupted_one_ends(
         tmp_path, phantom_splits):
     kept, validation, _, fingerprint = phantom_splits
@@ -196,6 +198,7 @@ def test_an_interrupted_run_resumes_from_its_last_epoch_and_ends_where_an_uninte
     assert ran.steps == {epoch: straight.steps[epoch] for epoch in (2, 3)}
 
 
+@pytest.mark.slow
 def test_a_backup_of_another_recipe_is_not_resumed(tmp_path, phantom_splits):
     kept, validation, _, fingerprint = phantom_splits
     small = data.take_per_class(kept, 8)
@@ -224,6 +227,7 @@ def test_command_line_ctrl_c_and_existing_folders_end_in_one_line(phantom_root, 
     assert training._main(arguments) == 1 and "--overwrite" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_data_parallel_training_is_one_setting_on_two_virtual_devices(tmp_path, small_phantom_root):
     pytest.importorskip("jax")
     script = f"""

@@ -273,8 +273,14 @@ class BidirectionalLSTM2D(layers.Layer):
     def __init__(self, units: int, **kwargs) -> None:
         super().__init__(**kwargs)
         self.units = units
-        self.rows = layers.Bidirectional(layers.LSTM(units, return_sequences=True), name="rows")
-        self.columns = layers.Bidirectional(layers.LSTM(units, return_sequences=True), name="columns")
+        # Bidirectional copies the LSTM it is given through its config and drops it. While a model loads, Keras keys
+        # the configs it serialises by id(); a dropped LSTM's id, reused by the next block's, made that block's
+        # forward LSTM a copy of an earlier backward one (1 load in 20 failed). Holding the given LSTMs, outside
+        # Keras' layer tracking, keeps their ids unique.
+        templates = (layers.LSTM(units, return_sequences=True), layers.LSTM(units, return_sequences=True))
+        object.__setattr__(self, "_lstm_templates", templates)
+        self.rows = layers.Bidirectional(templates[0], name="rows")
+        self.columns = layers.Bidirectional(templates[1], name="columns")
         self.projection = None
 
     def build(self, input_shape) -> None:
