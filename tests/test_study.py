@@ -91,7 +91,7 @@ def test_runs_are_reused_only_for_the_same_recipe_and_data(phantom_root, tmp_pat
 
     cheap = cheap_accuracy_table({"rnn": second}, data, np.ones(len(data.testing), dtype=bool))
     assert list(cheap.index.get_level_values("variant")) == ["one network (seed 42)", "flip averaging",
-                                                             "ensemble of 1 seeds"]
+                                                             "ensemble of 1 seed"]
     assert cheap["network passes per image"].tolist() == [1, 2, 1]
     one, flipped, ensemble = cheap["test accuracy"]
     assert one == ensemble == pytest.approx(float((second[0].predictions["test"]["probabilities"].argmax(1)

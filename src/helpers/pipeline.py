@@ -26,7 +26,7 @@ NOTEBOOKS = ("01_explore_data", "02_train_rnn", "03_train_hybrid", "04_compare_c
 NOTEBOOK_TITLES = {
     "01_explore_data": "Exploring the data",
     "02_train_rnn": "The specified RNN (Conv1D + BiLSTM over rows)",
-    "03_train_hybrid": "The hybrids (2-D CNN + BiLSTM: specified, and crnn over rows and columns)",
+    "03_train_hybrid": "The hybrids and the project's recurrent models (specified hybrid, crnn, sequencer)",
     "04_compare_cnn": "The CNN baseline and the comparison of all models",
     "05_error_analysis": "Where the models fail",
     "06_external_validity": "External validity: tumours from other sources, slice planes, saliency, mitigations",

@@ -391,7 +391,8 @@ def cheap_accuracy_table(runs_per_model: dict[str, list[TrainingRun]], data: Stu
                 (1, chosen.predictions["validation"]["probabilities"], chosen.predictions["test"]["probabilities"]),
             "flip averaging": (2, flip_averaged_probabilities(chosen.model, data.validation.images),
                                flip_averaged_probabilities(chosen.model, data.testing.images)),
-            f"ensemble of {len(runs)} seeds": (len(runs), mean_over_seeds["validation"], mean_over_seeds["test"])}
+            f"ensemble of {len(runs)} seed{'s' if len(runs) > 1 else ''}":
+                (len(runs), mean_over_seeds["validation"], mean_over_seeds["test"])}
         for variant, (passes, validation, test) in variants.items():
             predicted = test.argmax(axis=1)
             rows.append({"model": name, "variant": variant, "network passes per image": passes,
