@@ -85,7 +85,7 @@ def test_pipeline_publishes_every_report_with_index_and_metrics(real_data_root, 
     assert len(metrics["data_fingerprint"]) == 64 and metrics["provenance"]["git_commit"]
     assert set(metrics["timings"]["notebook_seconds"]) == set(NOTEBOOKS)
     models = {row["model"]: row for row in metrics["notebooks"]["04_compare_cnn"]["models"]}
-    assert set(models) == {"rnn", "hybrid", "crnn", "cnn"} and models["rnn"]["parameters"] == 235_140
+    assert set(models) == set(config.STUDY_MODELS) and models["rnn"]["parameters"] == 235_140
     targets = {row["target"]: row for row in metrics["notebooks"]["04_compare_cnn"]["targets"]}
     assert targets["rnn as specified"]["model"] == "rnn" and len(targets) == 4
     assert all(0.0 <= row["accuracy_low"] <= row["accuracy"] <= row["accuracy_high"] <= 1.0 for row in models.values())

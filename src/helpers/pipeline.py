@@ -33,7 +33,7 @@ NOTEBOOK_TITLES = {
 }
 METRICS_FILE = "metrics.json"
 # Files other commands publish into the reports folder; a pipeline run carries them over unchanged.
-CARRIED_FILES = ("benchmarks.json", "mitigations.json")
+CARRIED_FILES = ("benchmarks.json", "benchmarks.md", "prediction_command.json", "mitigations.json")
 INDEX_FILE = "index.html"
 CELL_TIMEOUT_SECONDS = 3600
 
@@ -334,7 +334,8 @@ def _main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the published reports were left as they were (finished training runs are kept and reused)")
         return 130
-    print(f"reports published in {published} ({published / INDEX_FILE})")
+    seconds = json.loads((published / METRICS_FILE).read_text())["timings"]["total_seconds"]
+    print(f"reports published in {published} ({published / INDEX_FILE}) after {seconds / 60:.1f} minutes")
     return 0
 
 
