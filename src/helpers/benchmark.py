@@ -316,9 +316,8 @@ def time_prediction_command(image: Path, model: Path | None = None,
 
     from helpers import predict
 
-    arguments = [str(image), "--json"] + (["--model", str(model)] if model else [])
-    command = [sys.executable, "-c", "import sys, helpers.predict as p; raise SystemExit(p.main(sys.argv[1:]))",
-               *arguments]
+    command = [sys.executable, "-m", "helpers.predict", str(image), "--json",
+               *(["--model", str(model)] if model else [])]
     seconds: dict[str, list[float]] = {"numpy": [], "tensorflow": []}
     probabilities: dict[str, list[float]] = {}
     for _ in range(calls):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,14 +130,15 @@ class Profile:
     models: tuple[str, ...] = STUDY_MODELS  # the models its notebooks train and compare
 
 
+FULL_PROFILE = Profile("full", epochs=40, images_per_class=None, synthetic=False, seeds=(42, 43, 44),
+                       description="real data, full training, three seeds")
 PROFILES: dict[str, Profile] = {
-    "full": Profile("full", epochs=40, images_per_class=None, synthetic=False, seeds=(42, 43, 44),
-                    description="real data, full training, three seeds"),
+    "full": FULL_PROFILE,
     # What a notebook opened without parameters shows: the published study's runs, read from models/runs (the
     # full profile's settings, so a run is used only where its recipe and data match), without training.
-    "published": Profile("published", epochs=40, images_per_class=None, synthetic=False, seeds=(42, 43, 44),
-                         description="the published study's runs (models/runs) on the real data, no training",
-                         reads_published=True),
+    "published": dataclasses.replace(FULL_PROFILE, name="published", reads_published=True,
+                                     description="the published study's runs (models/runs) on the real data, "
+                                                 "no training"),
     "smoke": Profile("smoke", epochs=1, images_per_class=40, synthetic=False, seeds=(42,), external_per_set=40,
                      description="a small subset of the real data, one epoch (for tests)"),
     # The demo recipe (helpers.training.DEMO_RECIPE): the robust recipe scaled to the small phantom set.

@@ -15,7 +15,16 @@ from helpers.files import with_marked_block, write_marked_block
 from helpers.pipeline import duration_sentence
 from helpers.predict import MODEL_INDEX_FILE
 from helpers.study import validation_accuracy
-from helpers.training import HISTORY_FILE, LABELS_FILE, MODEL_FILE, PREDICTION_FILES, RUN_FILE, TIMINGS_FILE, load_run
+from helpers.training import (
+    HISTORY_FILE,
+    LABELS_FILE,
+    MODEL_FILE,
+    PREDICTION_FILES,
+    RUN_FILE,
+    TIMINGS_FILE,
+    check_run_folder,
+    load_run,
+)
 
 README_START = "<!-- results:start (written by `make publish` from reports/metrics.json; do not edit) -->"
 README_END = "<!-- results:end -->"
@@ -257,7 +266,7 @@ def _stage_runs(run_root: Path, name: str, seeds: list[int], published_seed: int
     runs/ of the staging folder, with the published seed's model, so notebooks opened without parameters read them."""
     for seed in seeds:
         source, target = run_root / f"{name}-seed{seed}", staging / PUBLISHED_RUNS / f"{name}-seed{seed}"
-        load_run(source)  # fails naming the folder when a run of the study is missing or incomplete
+        check_run_folder(source)  # a run of the study missing or incomplete: fail naming it, loading nothing
         target.mkdir(parents=True)
         for file in (LABELS_FILE, HISTORY_FILE, TIMINGS_FILE, RUN_FILE):
             shutil.copy2(source / file, target / file)

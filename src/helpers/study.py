@@ -307,14 +307,16 @@ def validation_accuracy(run: TrainingRun) -> float:
     return partial_label_accuracy(validation["labels"], validation["probabilities"])
 
 
+def masked_accuracy(probabilities: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> float:
+    """Return the accuracy of class probabilities on the images a boolean mask selects."""
+    return float((probabilities.argmax(axis=1)[mask] == labels[mask]).mean())
+
+
 def test_accuracy_per_seed(runs: list[TrainingRun], mask: np.ndarray) -> dict[int, float]:
     """Return each seed's accuracy on the official Testing images a boolean mask selects (e.g. the clean test)."""
-    accuracies = {}
-    for run in runs:
-        test = run.predictions["test"]
-        accuracies[int(run.details["settings"]["seed"])] = float(
-            (test["probabilities"].argmax(axis=1)[mask] == test["labels"][mask]).mean())
-    return accuracies
+    return {int(run.details["settings"]["seed"]): masked_accuracy(run.predictions["test"]["probabilities"],
+                                                                  run.predictions["test"]["labels"], mask)
+            for run in runs}
 
 
 def clean_test_table(runs_per_model: dict[str, list[TrainingRun]], clean: np.ndarray) -> pd.DataFrame:
@@ -394,11 +396,10 @@ def cheap_accuracy_table(runs_per_model: dict[str, list[TrainingRun]], data: Stu
             f"ensemble of {len(runs)} seed{'s' if len(runs) > 1 else ''}":
                 (len(runs), mean_over_seeds["validation"], mean_over_seeds["test"])}
         for variant, (passes, validation, test) in variants.items():
-            predicted = test.argmax(axis=1)
             rows.append({"model": name, "variant": variant, "network passes per image": passes,
                          "validation accuracy": partial_label_accuracy(data.validation.labels, validation),
-                         "test accuracy": float((predicted == test_labels).mean()),
-                         "clean-test accuracy": float((predicted[clean] == test_labels[clean]).mean())})
+                         "test accuracy": masked_accuracy(test, test_labels, np.ones_like(clean)),
+                         "clean-test accuracy": masked_accuracy(test, test_labels, clean)})
     return pd.DataFrame(rows).set_index(["model", "variant"])
 
 

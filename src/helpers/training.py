@@ -434,13 +434,18 @@ def train_model(model_name: str, training: ImageSplit, validation: ImageSplit, t
                        predictions=predictions)
 
 
-def load_run(run_directory: str | os.PathLike) -> TrainingRun:
-    """Load a run folder written by train_model, failing with the path if any part is missing."""
-    run_directory = Path(run_directory)
+def check_run_folder(run_directory: Path) -> None:
+    """Fail naming the folder and the files it lacks when a run folder is incomplete (its model is optional)."""
     required = [LABELS_FILE, HISTORY_FILE, TIMINGS_FILE, RUN_FILE]
     missing = [name for name in required if not (run_directory / name).is_file()]
     if missing:
         raise FileNotFoundError(f"{run_directory}: not a complete run folder (missing {', '.join(missing)})")
+
+
+def load_run(run_directory: str | os.PathLike) -> TrainingRun:
+    """Load a run folder written by train_model, failing with the path if any part is missing."""
+    run_directory = Path(run_directory)
+    check_run_folder(run_directory)
     labels = json.loads((run_directory / LABELS_FILE).read_text())
     predictions = {}
     for split_name, file_name in PREDICTION_FILES.items():
