@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock lint test test-fast bench bench-predict reference-runs mitigations demo smoke study publish predict data-check download-data audit train-rnn clean-cache
+.PHONY: help install lock lint test test-fast bench bench-predict reference-runs time-to-accuracy sizes mitigations demo smoke study publish predict data-check download-data audit train-rnn clean-cache
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -46,10 +46,27 @@ bench-predict: $(INSTALLED) ## time brain-mri-predict on one image, cold process
 
 SEEDS ?= 42 43 44
 
-reference-runs: $(INSTALLED) ## train rnn, hybrid and cnn_wide with the specified recipe (SEEDS="42 43 44") into runs/specified
+reference-runs: $(INSTALLED) ## train rnn, hybrid and cnn_wide with the specified recipe (SEEDS="42 43 44") into runs/specified; finished runs are kept
 	for seed in $(SEEDS); do for model in rnn hybrid cnn_wide; do \
-		$(BIN)/python -m helpers.training --recipe specified --model $$model --seed $$seed --overwrite || exit 1; \
+		[ -d runs/specified/$$model-seed$$seed ] || \
+		$(BIN)/python -m helpers.training --recipe specified --model $$model --seed $$seed || exit 1; \
 	done; done
+
+time-to-accuracy: reference-runs ## train the study's recipe (seed 42) into runs/time-to-accuracy -> the time-to-accuracy table in reports/benchmarks.md
+	for model in rnn hybrid cnn crnn; do \
+		[ -d runs/time-to-accuracy/$$model-seed42 ] || $(BIN)/python -m helpers.training --recipe robust --model $$model \
+			--seed 42 --run-dir runs/time-to-accuracy/$$model-seed42 || exit 1; \
+	done
+	$(BIN)/python -m helpers.benchmark --time-to-accuracy
+
+SIZE_MODELS ?= rnn hybrid crnn sequencer cnn
+
+sizes: $(INSTALLED) ## train the study's recipe (seed 42) at 96 and 128 pixels (SIZE_MODELS="rnn ...") -> the input-size table in reports/benchmarks.md
+	for size in 96 128; do for model in $(SIZE_MODELS); do \
+		[ -d runs/sizes/$$model-$${size}px-seed42 ] || $(BIN)/python -m helpers.training --recipe robust --model $$model \
+			--seed 42 --image-size $$size --run-dir runs/sizes/$$model-$${size}px-seed42 || exit 1; \
+	done; done
+	$(BIN)/python -m helpers.benchmark --input-sizes
 
 mitigations: $(INSTALLED) ## train and measure each step against the source shortcut (seed 42) -> reports/mitigations.json
 	$(BIN)/python -m helpers.mitigations

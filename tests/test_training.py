@@ -61,6 +61,25 @@ def test_run_folder_holds_model_labels_history_predictions_and_timings(tmp_path,
     assert reloaded.class_names == run.class_names
 
 
+def test_validation_with_external_images_logs_the_datasets_own_accuracy_apart(tmp_path, phantom_splits):
+    kept, validation, _, _ = phantom_splits
+    external = validation.take(np.arange(0, len(validation), 3))
+    external.paths = np.array([f"external/some-set/train/{i}.png" for i in range(len(external))])
+    mixed = data.ImageSplit(*(np.concatenate([getattr(validation, name), getattr(external, name)])
+                              for name in ("images", "labels", "paths", "hashes")))
+    settings = training.TrainingSettings(epochs=1, batch_size=16, seed=11, verbose=0)
+    run = training.train_model("rnn", data.take_per_class(kept, 12), mixed, None, tmp_path / "mixed", settings)
+    own = training.dataset_rows(mixed.paths)
+    assert list(own) == list(range(len(validation)))
+    stored = run.predictions["validation"]  # one epoch: the saved model is the one the epoch ended with
+    expected = (stored["probabilities"][own].argmax(axis=1) == stored["labels"][own]).mean()
+    assert run.history[training.DATASET_VALIDATION_METRIC].iloc[0] == pytest.approx(expected)
+    assert run.history["val_accuracy"].iloc[0] == pytest.approx(
+        (stored["probabilities"].argmax(axis=1) == stored["labels"]).mean())
+    plain = training.train_model("rnn", data.take_per_class(kept, 12), validation, None, tmp_path / "plain", settings)
+    assert training.DATASET_VALIDATION_METRIC not in plain.history
+
+
 def test_a_failed_run_leaves_no_folder_behind(tmp_path, phantom_splits, monkeypatch):
     kept, validation, _, _ = phantom_splits
 

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from helpers import config
+from helpers import budget, config
 from helpers.data import MRIDataset, load_dataset, split_validation
 from helpers.files import write_atomically
 from helpers.models import AUGMENTATIONS, MODEL_BUILDERS, build_model
@@ -479,13 +479,15 @@ def speed_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def speed_page(stored: dict, command_timings: dict | None = None) -> str:
-    """Return reports/benchmarks.md: what the benchmark times, one table per machine in the benchmark file, then the
-    prediction command's times."""
+def speed_page(stored: dict, command_timings: dict | None = None, budget_sections: str = "") -> str:
+    """Return reports/benchmarks.md: what the benchmark times, one table per machine in the benchmark file, the
+    prediction command's times, then time-to-accuracy and input size (helpers.budget)."""
     tables = "\n\n".join(speed_markdown(results) for results in stored.values())
     command = "\n\n".join(prediction_command_markdown(timing) for timing in (command_timings or {}).values())
     if command:
         tables += f"\n\n## The prediction command\n\n{command}"
+    if budget_sections:
+        tables += f"\n\n{budget_sections}"
     return f"""# Speed: the project's training pipeline against the specified one
 
 Written by `make bench` (`python -m helpers.benchmark`) from `reports/benchmarks.json`; do not edit.
@@ -537,7 +539,8 @@ def stored_command_timings(folder: Path = config.REPORTS_DIR) -> dict:
 
 def _write_speed_page(page: Path, benchmark_file: Path) -> None:
     """Rewrite reports/benchmarks.md from a benchmark file and say whether it changed."""
-    text = speed_page(json.loads(benchmark_file.read_text()), stored_command_timings(benchmark_file.parent))
+    text = speed_page(json.loads(benchmark_file.read_text()), stored_command_timings(benchmark_file.parent),
+                      budget.stored_sections(benchmark_file.parent))
     changed = not page.is_file() or page.read_text() != text
     if changed:
         write_atomically(page, lambda temporary: temporary.write_text(text))
@@ -570,9 +573,26 @@ def _main(argv: list[str] | None = None) -> int:
                         help="only time brain-mri-predict on one image (default: a generated 512x512 phantom) in fresh "
                              "processes, NumPy against TensorFlow, into reports/prediction_command.json and "
                              "reports/benchmarks.md")
+    parser.add_argument("--time-to-accuracy", action="store_true",
+                        help="only read the time-to-accuracy table from runs/specified and runs/time-to-accuracy "
+                             "(make time-to-accuracy) into reports/time_to_accuracy.json and reports/benchmarks.md")
+    parser.add_argument("--input-sizes", action="store_true",
+                        help="only read the input-size table from the runs at 64, 96 and 128 pixels (make sizes) into "
+                             "reports/input_sizes.json and reports/benchmarks.md")
     arguments = parser.parse_args(argv)
     page = config.REPORTS_DIR / SPEED_PAGE
     published = config.REPORTS_DIR / BENCHMARK_FILE
+    if arguments.time_to_accuracy or arguments.input_sizes:
+        if arguments.time_to_accuracy:
+            results = budget.time_to_accuracy(config.runs_dir())
+            budget.save(results, config.REPORTS_DIR / budget.TIME_TO_ACCURACY_FILE)
+            print(budget.time_to_accuracy_table(results).to_string(index=False))
+        if arguments.input_sizes:
+            results = budget.input_sizes(config.runs_dir())
+            budget.save(results, config.REPORTS_DIR / budget.SIZES_FILE)
+            print(budget.input_sizes_table(results).to_string(index=False))
+        _write_speed_page(page, published)
+        return 0
     if arguments.prediction_command is not None:
         timing = time_prediction_command(Path(arguments.prediction_command) if arguments.prediction_command
                                          else _phantom_image(Path(tempfile.mkdtemp())))

@@ -19,6 +19,7 @@ from keras import ops
 
 from helpers import config
 from helpers.data import ImageSplit, check_preprocessing
+from helpers.external import PATH_PREFIX as EXTERNAL_PATH_PREFIX
 from helpers.files import staged_directory
 from helpers.models import AUGMENTATIONS, MODEL_BUILDERS, build_model
 from helpers.provenance import provenance
@@ -29,6 +30,9 @@ HISTORY_FILE = "history.csv"
 TIMINGS_FILE = "timings.json"
 RUN_FILE = "run.json"
 PREDICTION_FILES = {"validation": "predictions_validation.npz", "test": "predictions_test.npz"}
+# The history column of the validation accuracy on the dataset's own images, written when validation also holds
+# external images (otherwise val_accuracy is that figure).
+DATASET_VALIDATION_METRIC = "val_dataset_accuracy"
 
 
 # Compute precisions (Keras dtype policies). mixed_bfloat16 runs convolutions at about twice the speed on CPUs with
@@ -215,6 +219,26 @@ class EpochTimer(keras.callbacks.Callback):
             logs["seconds"] = self.seconds[-1]
 
 
+class DatasetValidationAccuracy(keras.callbacks.Callback):
+    """Log each epoch's accuracy on the dataset's own validation images as val_dataset_accuracy, apart from the
+    external images a recipe adds to validation, so that recipes are compared on the same images (time-to-accuracy).
+    Its predictions fall outside the epoch's timed seconds."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
+        super().__init__()
+        self.images, self.labels = images, labels
+
+    def on_epoch_end(self, epoch, logs=None):
+        predicted = self.model.predict(self.images, batch_size=256, verbose=0).argmax(axis=1)
+        if logs is not None:
+            logs[DATASET_VALIDATION_METRIC] = float((predicted == self.labels).mean())
+
+
+def dataset_rows(paths: np.ndarray) -> np.ndarray:
+    """Return the indices of the image paths that belong to the dataset itself, not to the external sets."""
+    return np.flatnonzero(~np.char.startswith(np.asarray(paths).astype(str), EXTERNAL_PATH_PREFIX))
+
+
 def training_callbacks(settings: TrainingSettings, checkpoint_path: Path,
                        best_so_far: float | None = None) -> list[keras.callbacks.Callback]:
     """Return early stopping on the recipe's metric, learning-rate reduction on validation loss, and a
@@ -378,10 +402,14 @@ def train_model(model_name: str, training: ImageSplit, validation: ImageSplit, t
                             seed=settings.seed)
         compile_model(model, settings, steps_per_epoch=int(np.ceil(len(training) / settings.batch_size)))
         timer = EpochTimer()
+        own = dataset_rows(validation.paths)
+        dataset_validation = ([DatasetValidationAccuracy(_as_model_input(validation)[own], validation.labels[own])]
+                              if len(own) < len(validation) else [])
         started = time.perf_counter()
         model.fit(_as_model_input(training), training.labels, batch_size=settings.batch_size,
                   epochs=settings.epochs, validation_data=(_as_model_input(validation), validation.labels),
-                  callbacks=[timer, *training_callbacks(settings, resume / MODEL_FILE, best_so_far),
+                  callbacks=[timer, *dataset_validation,
+                             *training_callbacks(settings, resume / MODEL_FILE, best_so_far),
                              keras.callbacks.CSVLogger(str(resume / HISTORY_FILE), append=True),
                              keras.callbacks.BackupAndRestore(str(resume / "backup"), delete_checkpoint=False),
                              *(callbacks or [])],

@@ -1,0 +1,236 @@
+"""What training time buys: time-to-accuracy against the specified recipe, and validation accuracy by input size.
+
+Both tables are read from run folders, so that they are rebuilt without training:
+- time-to-accuracy (`make time-to-accuracy`): the specified recipe's runs (runs/specified, `make reference-runs`,
+  every seed) set the target, their mean best validation accuracy; the study's recipe trains one seed into
+  runs/time-to-accuracy, whose history logs the accuracy on the dataset's own validation images apart from the external
+  ones (training.DATASET_VALIDATION_METRIC). A recipe's time is the training seconds, validation passes included,
+  until its validation accuracy first reaches the target.
+- input size (`make sizes`): the study's recipe at 96 and 128 pixels (runs/sizes) beside its 64-pixel run, each
+  scored on the dataset's own validation images by its best-on-validation checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from helpers import config
+from helpers.files import write_atomically
+from helpers.training import (
+    DATASET_VALIDATION_METRIC,
+    HISTORY_FILE,
+    PREDICTION_FILES,
+    RUN_FILE,
+    TIMINGS_FILE,
+    check_run_folder,
+    dataset_rows,
+)
+
+TIME_TO_ACCURACY_FILE = "time_to_accuracy.json"
+SIZES_FILE = "input_sizes.json"
+REFERENCE_FOLDER = "specified"  # make reference-runs
+TIMED_FOLDER = "time-to-accuracy"  # make time-to-accuracy: the study's recipe, one seed
+SIZES_FOLDER = "sizes"  # make sizes
+STUDY_FOLDER = "full"  # make study
+TIMED_SEED = 42
+REFERENCE_SEEDS = config.PROFILES["full"].seeds
+# The model the specified recipe trains as each model's reference. The specification gives no CNN layers (its CNN is
+# the project's first 1.5M-parameter design, cnn_wide) and no crnn, which improves the specified hybrid.
+REFERENCE_MODELS = {"rnn": "rnn", "hybrid": "hybrid", "cnn": "cnn_wide", "crnn": "hybrid"}
+SPEEDUP_TARGET = 5.0  # issue 13: time-to-accuracy at least 5x the specified recipe's for every model
+FULL_PROFILE_TARGET_MINUTES = 60
+SIZES = (64, 96, 128)
+
+
+def validation_curve(run_directory: Path) -> pd.DataFrame:
+    """Return a run's epochs with their validation accuracy on the dataset's own images and the seconds so far."""
+    check_run_folder(run_directory)
+    history = pd.read_csv(run_directory / HISTORY_FILE)
+    metric = DATASET_VALIDATION_METRIC if DATASET_VALIDATION_METRIC in history else "val_accuracy"
+    if metric == "val_accuracy" and json.loads((run_directory / RUN_FILE).read_text())["settings"].get(
+            "external_training"):
+        raise ValueError(f"{run_directory}: its validation holds external images but its history has no "
+                         f"{DATASET_VALIDATION_METRIC} column; train it again with this version")
+    return pd.DataFrame({"epoch": history["epoch"], "accuracy": history[metric],
+                         "seconds": history["seconds"].cumsum()})
+
+
+def seconds_to_reach(curve: pd.DataFrame, target: float) -> tuple[float, int] | None:
+    """Return the training seconds and the epoch at which the curve first reaches the target, or None if never."""
+    reached = curve[curve["accuracy"] >= target - 1e-9]  # the target is a mean of fractions: rounding aside
+    if reached.empty:
+        return None
+    first = reached.iloc[0]
+    return float(first["seconds"]), int(first["epoch"])
+
+
+def _cpu(run_directory: Path) -> str:
+    """Return the CPU model and core count a run folder was trained on."""
+    device = json.loads((run_directory / RUN_FILE).read_text())["device"]
+    return f"{device.get('cpu_model') or device.get('processor') or 'unknown CPU'}, {device['cpu_count']} cores"
+
+
+def model_time_to_accuracy(model_name: str, runs_root: Path) -> dict | None:
+    """Return one model's row: the target, each specified seed's time to it, the study recipe's; None if untrained."""
+    reference_name = REFERENCE_MODELS[model_name]
+    references = {seed: runs_root / REFERENCE_FOLDER / f"{reference_name}-seed{seed}" for seed in REFERENCE_SEEDS}
+    references = {seed: folder for seed, folder in references.items() if folder.is_dir()}
+    timed = runs_root / TIMED_FOLDER / f"{model_name}-seed{TIMED_SEED}"
+    if not references or not timed.is_dir():
+        return None
+    reference_curves = {seed: validation_curve(folder) for seed, folder in references.items()}
+    target = statistics.mean(float(curve["accuracy"].max()) for curve in reference_curves.values())
+    reference_times = {str(seed): seconds_to_reach(curve, target) for seed, curve in reference_curves.items()}
+    reached = [found[0] for found in reference_times.values() if found is not None]
+    timed_curve = validation_curve(timed)
+    timed_found = seconds_to_reach(timed_curve, target)
+    reference_seconds = statistics.mean(reached) if reached else None
+    speedup = reference_seconds / timed_found[0] if reached and timed_found else None
+    return {"model": model_name, "reference_model": reference_name, "target": target,
+            "reference_seeds": sorted(reference_times), "reference_seconds_by_seed": reference_times,
+            "reference_seconds": reference_seconds, "reference_seeds_reaching": len(reached),
+            "reference_run_seconds": statistics.mean(float(curve["seconds"].iloc[-1])
+                                                     for curve in reference_curves.values()),
+            "timed_seed": TIMED_SEED, "timed_seconds": timed_found[0] if timed_found else None,
+            "timed_epoch": timed_found[1] if timed_found else None,
+            "timed_run_seconds": float(timed_curve["seconds"].iloc[-1]),
+            "timed_best_accuracy": float(timed_curve["accuracy"].max()),
+            "speedup": speedup, "meets_target": speedup is not None and speedup >= SPEEDUP_TARGET,
+            "machines": sorted({_cpu(folder) for folder in [*references.values(), timed]})}
+
+
+def time_to_accuracy(runs_root: Path, models: tuple[str, ...] = tuple(REFERENCE_MODELS),
+                     study_metrics: Path = config.REPORTS_DIR / "metrics.json") -> dict:
+    """Return the time-to-accuracy rows of every model trained both ways, and the full profile's time from scratch."""
+    rows = [row for row in (model_time_to_accuracy(name, runs_root) for name in models) if row is not None]
+    if not rows:
+        raise FileNotFoundError(f"{runs_root}: no model has both its specified-recipe runs ({REFERENCE_FOLDER}/) and "
+                                f"its timed run ({TIMED_FOLDER}/); run make time-to-accuracy")
+    full_profile = None
+    if study_metrics.is_file():
+        timings = json.loads(study_metrics.read_text())["timings"]
+        full_profile = timings.get("from_scratch_seconds", timings["total_seconds"])
+    from helpers.provenance import provenance
+    return {"provenance": provenance(), "speedup_target": SPEEDUP_TARGET, "rows": rows,
+            "full_profile_from_scratch_seconds": full_profile,
+            "full_profile_target_minutes": FULL_PROFILE_TARGET_MINUTES}
+
+
+def _minutes(seconds: float | None) -> str:
+    """Return seconds as minutes with one decimal, or 'not reached'."""
+    return "not reached" if seconds is None else f"{seconds / 60:.1f} min"
+
+
+def time_to_accuracy_table(results: dict) -> pd.DataFrame:
+    """Return the readable time-to-accuracy table: target, the specified recipe's time, the study recipe's, ratio."""
+    return pd.DataFrame([{
+        "model": row["model"],
+        "specified recipe trains": row["reference_model"],
+        "target (specified best, mean)": f"{row['target']:.2%}",
+        "specified: time to target": f"{_minutes(row['reference_seconds'])} "
+                                     f"({row['reference_seeds_reaching']} of {len(row['reference_seeds'])} seeds)",
+        "study recipe: time to target": _minutes(row["timed_seconds"])
+                                        + (f" (epoch {row['timed_epoch']})" if row["timed_epoch"] else ""),
+        "study recipe: best": f"{row['timed_best_accuracy']:.2%}",
+        "speed-up": "–" if row["speedup"] is None else f"{row['speedup']:.1f}x",
+        f"≥ {results['speedup_target']:g}x": "met" if row["meets_target"] else "missed",
+    } for row in results["rows"]])
+
+
+def time_to_accuracy_markdown(results: dict) -> str:
+    """Return the time-to-accuracy section of reports/benchmarks.md."""
+    machines = sorted({machine for row in results["rows"] for machine in row["machines"]})
+    full = results["full_profile_from_scratch_seconds"]
+    full_sentence = ("" if full is None else
+                     f"\n\nThe full profile (every model, 3 seeds, the six notebooks) takes {full / 60:.0f} minutes "
+                     f"from scratch on this machine (`reports/metrics.json`); the target is "
+                     f"{results['full_profile_target_minutes']} minutes: "
+                     f"{'met' if full / 60 <= results['full_profile_target_minutes'] else 'missed'}.")
+    return f"""## Time to accuracy
+
+Training seconds (validation passes included) until validation accuracy on the dataset's own images first reaches
+the specified recipe's best, averaged over its seeds: the specified recipe (`make reference-runs`, mean over the seeds
+that reach it) against the study's recipe (seed {results['rows'][0]['timed_seed']}, `make time-to-accuracy`). Both
+load data the project's way, so the ratio measures the recipe; the loader's gain is the epoch table's. Machines:
+{'; '.join(machines)}.
+
+{time_to_accuracy_table(results).to_markdown(index=False)}{full_sentence}"""
+
+
+def dataset_validation_accuracy(run_directory: Path) -> float:
+    """Return the accuracy of a run's saved (best-on-validation) model on the dataset's own validation images."""
+    with np.load(run_directory / PREDICTION_FILES["validation"]) as stored:
+        own = dataset_rows(stored["paths"])
+        return float((stored["probabilities"][own].argmax(axis=1) == stored["labels"][own]).mean())
+
+
+def size_folder(runs_root: Path, model_name: str, size: int) -> Path:
+    """Return the run folder of a model trained at one input size (64 pixels: the timed run, else the study's)."""
+    if size == config.DEFAULT_IMAGE_SIZE:
+        timed = runs_root / TIMED_FOLDER / f"{model_name}-seed{TIMED_SEED}"
+        return timed if timed.is_dir() else runs_root / STUDY_FOLDER / f"{model_name}-seed{TIMED_SEED}"
+    return runs_root / SIZES_FOLDER / f"{model_name}-{size}px-seed{TIMED_SEED}"
+
+
+def input_sizes(runs_root: Path, models: tuple[str, ...] = config.STUDY_MODELS) -> dict:
+    """Return, per model and input size trained, the validation accuracy and the training time."""
+    rows = []
+    for model_name in models:
+        for size in SIZES:
+            folder = size_folder(runs_root, model_name, size)
+            if not folder.is_dir():
+                continue
+            check_run_folder(folder)
+            timings = json.loads((folder / TIMINGS_FILE).read_text())
+            rows.append({"model": model_name, "image_size": size, "seed": TIMED_SEED,
+                         "validation_accuracy": dataset_validation_accuracy(folder),
+                         "seconds_per_epoch": timings["seconds_per_epoch"], "fit_seconds": timings["fit_seconds"],
+                         "epochs": timings["epochs_run"], "machine": _cpu(folder)})
+    from helpers.provenance import provenance
+    return {"provenance": provenance(), "rows": rows}
+
+
+def input_sizes_table(results: dict) -> pd.DataFrame:
+    """Return the readable input-size table: validation accuracy and time against the model's 64-pixel run."""
+    table = pd.DataFrame(results["rows"])
+    if table.empty:
+        return table
+    base = table[table["image_size"] == config.DEFAULT_IMAGE_SIZE].set_index("model")["fit_seconds"]
+    return pd.DataFrame({
+        "model": table["model"], "pixels": table["image_size"],
+        "validation accuracy": table["validation_accuracy"].map("{:.2%}".format),
+        "s / epoch": table["seconds_per_epoch"].map("{:.1f}".format),
+        "training": table["fit_seconds"].map(lambda seconds: f"{seconds / 60:.1f} min"),
+        "× 64 px time": [f"{seconds / base[model]:.1f}x" if model in base else "–"
+                         for model, seconds in zip(table["model"], table["fit_seconds"])]})
+
+
+def input_sizes_markdown(results: dict) -> str:
+    """Return the input-size section of reports/benchmarks.md."""
+    machines = sorted({row["machine"] for row in results["rows"]})
+    return f"""## Input size
+
+The study's recipe at each input size, seed {TIMED_SEED}, scored on the dataset's own validation images by its
+best-on-validation checkpoint (`make sizes`). Machines: {'; '.join(machines)}.
+
+{input_sizes_table(results).to_markdown(index=False)}"""
+
+
+def save(results: dict, path: Path) -> None:
+    """Write results as JSON atomically."""
+    write_atomically(path, lambda temporary: temporary.write_text(json.dumps(results, indent=2) + "\n"))
+
+
+def stored_sections(folder: Path = config.REPORTS_DIR) -> str:
+    """Return the stored time-to-accuracy and input-size sections for reports/benchmarks.md ('' before the first)."""
+    sections = []
+    for name, markdown in ((TIME_TO_ACCURACY_FILE, time_to_accuracy_markdown), (SIZES_FILE, input_sizes_markdown)):
+        path = folder / name
+        if path.is_file():
+            sections.append(markdown(json.loads(path.read_text())))
+    return "\n\n".join(sections)

@@ -1,0 +1,93 @@
+"""helpers.budget: time-to-accuracy and input-size tables read from run folders (made here, no training)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import benchmark, budget, training
+
+DEVICE = {"backend": "tensorflow", "accelerators": [], "cpu_count": 2, "cpu_model": "Test CPU"}
+
+
+def make_run(folder, accuracies, seconds_per_epoch, external=False, validation=None):
+    """Write a run folder whose history has these validation accuracies, each epoch lasting the given seconds."""
+    folder.mkdir(parents=True)
+    metric = training.DATASET_VALIDATION_METRIC if external else "val_accuracy"
+    history = pd.DataFrame({"epoch": range(1, len(accuracies) + 1), "val_accuracy": accuracies,
+                            "seconds": [seconds_per_epoch] * len(accuracies)})
+    if external:
+        history[metric] = accuracies
+        history["val_accuracy"] = 0.0  # the mixed figure must not be the one read
+    history.to_csv(folder / training.HISTORY_FILE, index=False)
+    (folder / training.RUN_FILE).write_text(json.dumps({"settings": {"external_training": external},
+                                                        "device": DEVICE}))
+    (folder / training.TIMINGS_FILE).write_text(json.dumps({
+        "seconds_per_epoch": seconds_per_epoch, "fit_seconds": seconds_per_epoch * len(accuracies),
+        "epochs_run": len(accuracies)}))
+    (folder / training.LABELS_FILE).write_text("{}")
+    if validation is not None:
+        labels, predicted, paths = validation
+        np.savez(folder / training.PREDICTION_FILES["validation"], probabilities=np.eye(4)[predicted],
+                 labels=np.array(labels), paths=np.array(paths))
+    return folder
+
+
+def test_seconds_to_reach_counts_every_epoch_up_to_the_first_at_the_target():
+    curve = pd.DataFrame({"epoch": [1, 2, 3], "accuracy": [0.5, 0.9, 0.95], "seconds": [10.0, 20.0, 30.0]})
+    assert budget.seconds_to_reach(curve, 0.9) == (20.0, 2)
+    assert budget.seconds_to_reach(curve, 0.96) is None
+
+
+def test_time_to_accuracy_targets_the_specified_mean_and_compares_the_seeds_that_reach_it(tmp_path):
+    make_run(tmp_path / "specified" / "rnn-seed42", [0.6, 0.7, 0.8], 10.0)  # never reaches 0.85
+    make_run(tmp_path / "specified" / "rnn-seed43", [0.7, 0.8, 0.85, 0.9], 10.0)  # reaches it after 30 s
+    make_run(tmp_path / "time-to-accuracy" / "rnn-seed42", [0.8, 0.86, 0.95], 5.0, external=True)  # after 10 s
+    row = budget.model_time_to_accuracy("rnn", tmp_path)
+    assert row["target"] == pytest.approx(0.85)
+    assert row["reference_seconds_by_seed"] == {"42": None, "43": (30.0, 3)}
+    assert row["reference_seeds_reaching"] == 1 and row["reference_seconds"] == 30.0
+    assert (row["timed_seconds"], row["timed_epoch"]) == (10.0, 2)
+    assert row["speedup"] == pytest.approx(3.0) and not row["meets_target"]
+    assert row["machines"] == ["Test CPU, 2 cores"]
+    assert budget.model_time_to_accuracy("hybrid", tmp_path) is None
+    table = budget.time_to_accuracy_table(budget.time_to_accuracy(tmp_path, ("rnn", "hybrid"), tmp_path / "none"))
+    assert list(table["model"]) == ["rnn"] and table["speed-up"].iloc[0] == "3.0x"
+    assert table["≥ 5x"].iloc[0] == "missed"
+
+
+def test_a_run_with_external_validation_but_no_dataset_column_is_refused(tmp_path):
+    folder = make_run(tmp_path / "old", [0.9], 1.0)
+    (folder / training.RUN_FILE).write_text(json.dumps({"settings": {"external_training": True}, "device": DEVICE}))
+    with pytest.raises(ValueError, match="old: its validation holds external images"):
+        budget.validation_curve(folder)
+
+
+def test_time_to_accuracy_without_runs_names_the_folders_and_the_command(tmp_path):
+    with pytest.raises(FileNotFoundError, match="make time-to-accuracy"):
+        budget.time_to_accuracy(tmp_path)
+
+
+def test_input_sizes_score_the_datasets_own_validation_images_against_the_64_pixel_run(tmp_path):
+    paths = ["Training/glioma/a.jpg", "Training/notumor/b.jpg", "external/set/train/c.png"]
+    make_run(tmp_path / "time-to-accuracy" / "rnn-seed42", [0.5], 10.0, external=True,
+             validation=([0, 2, 0], [0, 1, 3], paths))  # half the dataset's images right; the external one wrong
+    make_run(tmp_path / "sizes" / "rnn-96px-seed42", [0.5], 25.0, external=True,
+             validation=([0, 2, 0], [0, 2, 3], paths))
+    results = budget.input_sizes(tmp_path, ("rnn", "cnn"))
+    assert [(row["image_size"], row["validation_accuracy"]) for row in results["rows"]] == [(64, 0.5), (96, 1.0)]
+    table = budget.input_sizes_table(results)
+    assert list(table["× 64 px time"]) == ["1.0x", "2.5x"]
+    markdown = budget.input_sizes_markdown(results)
+    assert "| rnn     |       96 | 100.00%" in markdown
+
+
+def test_the_speed_page_carries_the_stored_sections(tmp_path):
+    make_run(tmp_path / "specified" / "rnn-seed42", [0.8], 10.0)
+    make_run(tmp_path / "time-to-accuracy" / "rnn-seed42", [0.9], 2.0, external=True)
+    budget.save(budget.time_to_accuracy(tmp_path, ("rnn",), tmp_path / "none"), tmp_path / budget.TIME_TO_ACCURACY_FILE)
+    page = benchmark.speed_page({}, {}, budget.stored_sections(tmp_path))
+    assert "## Time to accuracy" in page and "5.0x" in page and "## Input size" not in page
