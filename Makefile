@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock lint test test-fast bench bench-predict reference-runs time-to-accuracy sizes mitigations demo smoke study publish predict data-check download-data audit train-rnn clean-cache
+.PHONY: help install lock lint test test-fast bench bench-predict reference-runs time-to-accuracy sizes repeatability mitigations demo smoke study publish predict data-check download-data audit train-rnn clean-cache
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -67,6 +67,10 @@ sizes: $(INSTALLED) ## train the study's recipe (seed 42) at 96 and 128 pixels (
 			--seed 42 --image-size $$size --run-dir runs/sizes/$$model-$${size}px-seed42 || exit 1; \
 	done; done
 	$(BIN)/python -m helpers.benchmark --input-sizes
+
+repeatability: $(INSTALLED) ## train rnn and hybrid twice under each oneDNN setting (fresh processes) -> reports/repeatability.json, reports/benchmarks.md
+	$(BIN)/python -m helpers.repeatability
+	$(BIN)/python -m helpers.benchmark --page-only
 
 mitigations: $(INSTALLED) ## train and measure each step against the source shortcut (seed 42) -> reports/mitigations.json
 	$(BIN)/python -m helpers.mitigations

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from helpers import budget, config
+from helpers import budget, config, repeatability
 from helpers.data import MRIDataset, load_dataset, split_validation
 from helpers.files import write_atomically
 from helpers.models import AUGMENTATIONS, MODEL_BUILDERS, build_model
@@ -540,7 +540,9 @@ def stored_command_timings(folder: Path = config.REPORTS_DIR) -> dict:
 def _write_speed_page(page: Path, benchmark_file: Path) -> None:
     """Rewrite reports/benchmarks.md from a benchmark file and say whether it changed."""
     text = speed_page(json.loads(benchmark_file.read_text()), stored_command_timings(benchmark_file.parent),
-                      budget.stored_sections(benchmark_file.parent))
+                      "\n\n".join(section for section in (budget.stored_sections(benchmark_file.parent),
+                                                            repeatability.stored_section(benchmark_file.parent))
+                                    if section))
     changed = not page.is_file() or page.read_text() != text
     if changed:
         write_atomically(page, lambda temporary: temporary.write_text(text))
