@@ -24,3 +24,9 @@ def test_readme_shows_the_two_commands_and_the_test_command_ci_runs():
     text = README.read_text()
     assert "make demo" in text and "make test " in text
     assert "make test" in (config.PROJECT_ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_states_the_rule_that_chooses_the_published_default_in_the_model_cards_words():
+    from helpers.results import DEFAULT_RULE
+
+    assert DEFAULT_RULE in " ".join(README.read_text().split())

@@ -186,3 +186,20 @@ def test_a_saved_sequencer_loads_every_time_in_the_process_that_saved_it(tmp_pat
         mixers = [layer for layer in loaded.layers if isinstance(layer, models.BidirectionalLSTM2D)]
         assert all(not mixer.rows.forward_layer.go_backwards and mixer.rows.backward_layer.go_backwards
                    for mixer in mixers)
+
+
+def test_an_ensemble_predicts_its_members_mean_and_survives_saving(tmp_path):
+    members = [models.build_model("sequencer", seed=seed) for seed in (1, 2)]
+    ensemble = models.build_ensemble(members, "sequencer-ensemble")
+    images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 1)).astype("uint8")
+    expected = np.mean([member.predict(images, verbose=0) for member in members], axis=0)
+    assert np.allclose(ensemble.predict(images, verbose=0), expected, atol=1e-6)
+    assert ensemble.count_params() == sum(member.count_params() for member in members)
+    ensemble.save(tmp_path / "ensemble.keras")
+    reloaded = keras.saving.load_model(tmp_path / "ensemble.keras", compile=False)
+    assert np.allclose(reloaded.predict(images, verbose=0), expected, atol=1e-6)
+
+
+def test_an_ensemble_refuses_members_of_other_shapes():
+    with pytest.raises(ValueError, match="mixed: the members differ"):
+        models.build_ensemble([models.build_model("rnn"), models.build_model("rnn", image_size=96)], "mixed")

@@ -123,12 +123,21 @@ def test_a_confidence_threshold_beside_the_model_flags_unsure_predictions(saved_
     assert any(flag.startswith("unlike the training images") for flag in result.flags)
 
 
-def test_the_command_answers_without_tensorflow_and_matches_the_keras_model(saved_run, phantom_root, tmp_path):
-    """A fresh process as a user starts it: Keras on NumPy, no TensorFlow, no log lines, the same probabilities."""
+@pytest.mark.parametrize("kind", ["run folder", "ensemble"])
+def test_the_command_answers_without_tensorflow_and_matches_the_keras_model(saved_run, phantom_root, tmp_path, kind):
+    """A fresh process as a user starts it: Keras on NumPy, no TensorFlow, no log lines, the same probabilities
+    (an ensemble of two copies of one model predicts as that model)."""
     files = [str(file) for file in _image_files(tmp_path, phantom_root)[:2]]
+    model = saved_run.directory
+    if kind == "ensemble":
+        labels = json.loads((saved_run.directory / "labels.json").read_text())
+        for member in ("a.keras", "b.keras"):
+            (tmp_path / member).write_bytes((saved_run.directory / "model.keras").read_bytes())
+        model = tmp_path / "copies-ensemble.json"
+        model.write_text(json.dumps({**labels, "model": "copies-ensemble", "members": ["a.keras", "b.keras"]}))
     command = [sys.executable, "-c", "import sys, helpers.predict as p; code = p.main(sys.argv[1:]); "
                "print(sorted(name for name in ('tensorflow', 'sklearn') if name in sys.modules), file=sys.stderr); "
-               "raise SystemExit(code)", *files, "--model", str(saved_run.directory), "--json"]
+               "raise SystemExit(code)", *files, "--model", str(model), "--json"]
     environment = {name: value for name, value in os.environ.items() if name != "KERAS_BACKEND"}
     finished = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
     assert finished.returncode == 0, finished.stderr

@@ -109,7 +109,8 @@ def test_publish_copies_the_representative_run_without_optimizer_state(phantom_r
 
 
 def _external_summary(sensitivity, truth, accuracy=None):
-    summary = {"truth": truth, "tumour_sensitivity": {"mean": sensitivity, "ci": (sensitivity - 0.02, sensitivity)}}
+    summary = {"truth": truth, "tumour_sensitivity": {"mean": sensitivity, "ci": (sensitivity - 0.02, sensitivity),
+                                                      "per_seed": [sensitivity, sensitivity]}}
     if accuracy is not None:
         summary["class_accuracy"] = {"mean": accuracy, "ci": (accuracy - 0.03, accuracy)}
     return summary
@@ -130,3 +131,59 @@ def test_external_figures_join_the_readme_table_and_targets_judge_the_default_mo
             "99.00%, met; tcga-lgg-glioma/test called glioma >= 80%: 70.00%, missed; no-tumour specificity "
             "(official Testing) >= 97%: 97.50%, met.") in table
     assert results.default_model(metrics) == "rnn"
+
+
+def _cheap_rows(model, single, ensemble, seeds):
+    return [{"model": model, "variant": f"one network (seed {seeds[0]})", "network passes per image": 1,
+             "validation accuracy": single, "test accuracy": 0.90, "clean-test accuracy": 0.85},
+            {"model": model, "variant": f"ensemble of {len(seeds)} seeds", "network passes per image": len(seeds),
+             "validation accuracy": ensemble, "test accuracy": 0.93, "clean-test accuracy": 0.88}]
+
+
+def test_the_default_ships_as_an_ensemble_of_seeds_only_when_that_wins_on_validation(phantom_root, tmp_path):
+    dataset = data.load_dataset(phantom_root, image_size=64, progress=False)
+    kept, validation = data.split_validation(dataset.training, fraction=0.2, seed=0)
+    runs = [training.train_model("rnn", data.take_per_class(kept, 20), validation, None,
+                                 tmp_path / "runs" / f"rnn-seed{seed}",
+                                 training.TrainingSettings(epochs=1, batch_size=32, seed=seed, verbose=0),
+                                 data_fingerprint=dataset.fingerprint) for seed in (43, 44)]
+    metrics = _metrics(dataset.fingerprint, 43)
+    compared = metrics["notebooks"]["04_compare_cnn"]
+    compared["summaries"]["rnn"]["seeds"] = [43, 44]
+    compared["summaries"]["rnn"]["test_accuracy"]["per_seed"] = [0.915, 0.91]
+    compared["cheap_accuracy"] = _cheap_rows("rnn", 0.90, 0.905, [43, 44])
+    metrics["notebooks"]["06_external_validity"] = {
+        "external": {name: {"br35h-tumour/test": _external_summary(sensitivity, "tumour")}
+                     for name, sensitivity in (("rnn", 0.93), ("rnn-ensemble", 0.96))},
+        "notumor_specificity": {"rnn": 0.95, "rnn-ensemble": 0.98},
+        "official_tumour_sensitivity": {"rnn": 0.975, "rnn-ensemble": 0.985}}
+    assert results.shipped_default(metrics) == "rnn-ensemble"
+    assert [row["measured"] for row in results.external_targets(metrics)] == [0.96, 0.98]
+    assert "published default model (rnn-ensemble; the external" in results.markdown_table(metrics)
+    models_dir = tmp_path / "models"
+    index = results.publish_models(metrics, tmp_path / "runs", models_dir)
+    assert index["default"] == "rnn-ensemble.json"
+    assert index["models"]["rnn-ensemble"]["members"] == ["runs/rnn-seed43/model.keras", "runs/rnn-seed44/model.keras"]
+    loaded = predict.load_saved_model(predict.default_model_path(models_dir))
+    assert loaded.name == "rnn-ensemble" and loaded.confidence_threshold is not None
+    images = validation.images[:5, ..., None]
+    expected = np.mean([run.model.predict(images, verbose=0) for run in runs], axis=0)
+    assert np.allclose(loaded.model.predict(images, verbose=0), expected, atol=1e-6)
+    card = (models_dir / "MODEL_CARD.md").read_text()
+    assert "| `rnn-ensemble.json` | 470,280 | 43, 44 |" in card and "| 93.00% | 88.00% | 98.50% | 96.0% |" in card
+    assert results.DEFAULT_RULE in card
+    compared["cheap_accuracy"] = _cheap_rows("rnn", 0.90, 0.90, [43, 44])  # a tie ships one network
+    index = results.publish_models(metrics, tmp_path / "runs", models_dir)
+    assert index["default"] == "rnn.keras" and "rnn-ensemble" not in index["models"]
+    assert not (models_dir / "runs" / "rnn-seed44" / "model.keras").exists()
+
+
+def test_an_ensemble_label_file_without_members_is_refused(tmp_path):
+    label_file = tmp_path / "some-ensemble.json"
+    label_file.write_text(json.dumps({"class_names": list(config.CLASS_NAMES), "image_size": 64, "members": []}))
+    with pytest.raises(predict.ModelFileError, match="some-ensemble.json: 'members' must list"):
+        predict.load_saved_model(label_file)
+    label_file.write_text(json.dumps({"class_names": list(config.CLASS_NAMES), "image_size": 64,
+                                      "members": ["missing.keras"]}))
+    with pytest.raises(predict.ModelNotFoundError, match="missing.keras: file not found"):
+        predict.load_saved_model(label_file)

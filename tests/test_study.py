@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import config, training
+from helpers import config, models, study, training
 from helpers.study import (
     Study,
     cheap_accuracy_table,
@@ -118,3 +119,29 @@ def test_record_writes_plain_json_from_numpy_and_pandas_values(tmp_path):
     assert content == {"notebook": "01_explore_data", "profile": "demo", "count": 3, "share": 0.5, "missing": None,
                        "table": [{"index": "x", "a": 1}, {"index": "y", "a": 2}], "series": {"L": 2},
                        "array": [0, 1, 2]}
+
+
+def _run(seed, validation_right, model=None):
+    """A loaded run whose validation predictions get the first validation_right of four images right."""
+    labels = np.array([0, 1, 2, 3])
+    probabilities = np.eye(4)[[label if index < validation_right else (label + 1) % 4
+                               for index, label in enumerate(labels)]]
+    return training.TrainingRun(directory=Path(f"runs/m-seed{seed}"), class_names=config.CLASS_NAMES, image_size=64,
+                                history=None, timings={}, details={"settings": {"seed": seed}},
+                                predictions={"validation": {"probabilities": probabilities, "labels": labels}},
+                                loaded_model=model)
+
+
+def test_the_candidate_ensemble_is_the_best_on_validation_models_and_needs_every_seeds_model():
+    members = {seed: models.build_model("rnn", seed=seed) for seed in (1, 2)}
+    runs = {"weak": [_run(1, 1, members[1]), _run(2, 2, members[2])],
+            "strong": [_run(1, 4, members[1]), _run(2, 3, members[2])]}
+    ensembles = study.default_ensemble(runs)
+    assert list(ensembles) == ["strong-ensemble"]
+    ensemble = ensembles["strong-ensemble"][0]
+    assert ensemble.details["seeds"] == [1, 2]
+    assert np.allclose(ensemble.predictions["validation"]["probabilities"],
+                       np.mean([run.predictions["validation"]["probabilities"] for run in runs["strong"]], axis=0))
+    assert ensemble.model.count_params() == 2 * members[1].count_params()
+    assert study.default_ensemble({"strong": [_run(1, 4, members[1]), _run(2, 3)]}) == {}  # a seed without a model
+    assert study.default_ensemble({"strong": [_run(1, 4, members[1])]}) == {}  # one seed

@@ -357,6 +357,21 @@ def build_model(name: str, image_size: int = config.DEFAULT_IMAGE_SIZE, augmenta
     return builder(image_size=image_size, augmentation=augmentation, seed=seed)
 
 
+def build_ensemble(members: list[keras.Model], name: str = "ensemble") -> keras.Model:
+    """Return one model whose output is the mean of its members' class probabilities (an ensemble of seeds)."""
+    if not members:
+        raise ValueError(f"{name}: an ensemble needs at least one member")
+    shapes = {(tuple(member.inputs[0].shape[1:]), tuple(member.outputs[0].shape[1:])) for member in members}
+    if len(shapes) > 1:
+        raise ValueError(f"{name}: the members differ in input or output shape ({sorted(shapes)})")
+    image = keras.Input(shape=tuple(members[0].inputs[0].shape[1:]), dtype=members[0].inputs[0].dtype, name="image")
+    # each member as its own named sub-model: members of one architecture share layer names
+    outputs = [keras.Model(member.inputs[0], member.outputs[0], name=f"member_{index}")(image)
+               for index, member in enumerate(members)]
+    mean = outputs[0] if len(outputs) == 1 else keras.layers.Average(name="mean_probability")(outputs)
+    return keras.Model(image, mean, name=name)
+
+
 def layer_table(model: keras.Model) -> list[dict[str, object]]:
     """Return one row per top-level layer: name, type, output shape and parameter count."""
     rows = []

@@ -214,11 +214,10 @@ def write_index(reports_dir: Path, metrics: dict) -> Path:
     if len(table) and not external_columns(metrics):
         shown += "<p>External validity: <b>not evaluated</b> (no external sets were found).</p>"
     if len(table):
-        from helpers.results import default_model  # helpers.results imports this module
+        from helpers.results import DEFAULT_RULE, shipped_default  # helpers.results imports this module
 
         shown += (f"<p>The published default model (<code>brain-mri-predict</code>, <code>models/</code>) is "
-                  f"<b>{html.escape(default_model(metrics))}</b>: the model with the best mean validation accuracy "
-                  f"over its seeds, shipped as its best-on-validation seed.</p>")
+                  f"<b>{html.escape(shipped_default(metrics))}</b>: {html.escape(DEFAULT_RULE)}.</p>")
     targets = "\n".join(
         f"<li>{html.escape(row['target'])} ({html.escape(str(row['model']))}) &ge; {row['required'] * 100:g}%: "
         f"{row['measured']:.2%}, <b>{'met' if row['met'] else 'missed'}</b></li>" for row in target_rows(metrics))

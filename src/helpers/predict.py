@@ -100,20 +100,14 @@ def read_label_file(label_file: Path) -> dict:
     return labels
 
 
-def load_saved_model(model_path: str | os.PathLike | None = None) -> SavedModel:
-    """Load a published or named .keras model with its label order, image size and preprocessing."""
+def _load_keras_file(path: Path, label_file: Path, labels: dict):
+    """Load one .keras model and check it against its label file (input size, number of classes)."""
     import keras
 
     import helpers.models  # noqa: F401  (registers the project's custom layers for deserialisation)
 
-    path = Path(model_path) if model_path else default_model_path()
-    label_file = labels_path(path)
-    if path.is_dir():  # a training run folder: model.keras and labels.json
-        path, label_file = path / "model.keras", path / "labels.json"
-    for required in (path, label_file):
-        if not required.is_file():
-            raise ModelNotFoundError(f"{required}: file not found (a model needs its .keras file and label .json)")
-    labels = read_label_file(label_file)
+    if not path.is_file():
+        raise ModelNotFoundError(f"{path}: file not found (a model needs its .keras file and label .json)")
     if path.suffix == ".keras" and not zipfile.is_zipfile(path):  # Keras would call a damaged archive "not found"
         raise ModelFileError(f"{path}: cannot load the model (not a .keras archive: the file is damaged or of "
                              f"another kind)")
@@ -129,6 +123,33 @@ def load_saved_model(model_path: str | os.PathLike | None = None) -> SavedModel:
     if outputs != len(labels["class_names"]):
         raise ModelFileError(f"{label_file}: {len(labels['class_names'])} class names for a model with {outputs} "
                              f"outputs")
+    return model
+
+
+def _load_ensemble(label_file: Path, labels: dict):
+    """Load the members an ensemble's label file names (paths relative to it) as one model averaging them."""
+    from helpers.models import build_ensemble
+
+    members = labels.get("members")
+    if not isinstance(members, list) or not members or not all(isinstance(member, str) for member in members):
+        raise ModelFileError(f"{label_file}: 'members' must list the ensemble's .keras files (a label file of one "
+                             f"model lies beside its .keras file: pass that instead)")
+    return build_ensemble([_load_keras_file(label_file.parent / member, label_file, labels) for member in members],
+                          labels.get("model", label_file.stem))
+
+
+def load_saved_model(model_path: str | os.PathLike | None = None) -> SavedModel:
+    """Load a published or named model with its label order, image size and preprocessing: a .keras file (its .json
+    label file beside it), a training run folder, or an ensemble's label file (its members' probabilities averaged)."""
+    path = Path(model_path) if model_path else default_model_path()
+    label_file = path if path.suffix == ".json" else labels_path(path)
+    if path.is_dir():  # a training run folder: model.keras and labels.json
+        path, label_file = path / "model.keras", path / "labels.json"
+    for required in (path, label_file):
+        if not required.is_file():
+            raise ModelNotFoundError(f"{required}: file not found (a model needs its .keras file and label .json)")
+    labels = read_label_file(label_file)
+    model = _load_ensemble(label_file, labels) if path.suffix == ".json" else _load_keras_file(path, label_file, labels)
     preprocessing = labels.get("preprocessing", "resize")
     if preprocessing not in PREPROCESSINGS:  # label files before issue 12 described the resizing in words
         preprocessing = "resize"
@@ -264,8 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="brain-mri-predict", description=main.__doc__)
     parser.add_argument("files", nargs="+", help="image files (any size, greyscale or colour) or folders of them")
     parser.add_argument("--model", default=None,
-                        help="a .keras model (with its .json label file beside it) or a run folder; "
-                             "default: the published model in models/")
+                        help="a .keras model (with its .json label file beside it), a run folder, or an ensemble's "
+                             ".json label file; default: the published model in models/")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--strict", action="store_true",
                         help="exit with status 3 when an input is flagged (too small, near-constant, or unlike the "

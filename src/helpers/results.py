@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 
 from helpers import config
+from helpers.evaluation import partial_label_accuracy
 from helpers.files import with_marked_block, write_marked_block
 from helpers.pipeline import duration_sentence
 from helpers.predict import MODEL_INDEX_FILE
-from helpers.study import validation_accuracy
+from helpers.study import ENSEMBLE_SUFFIX, ensemble_name, validation_accuracy
 from helpers.training import (
     HISTORY_FILE,
     LABELS_FILE,
@@ -29,7 +30,12 @@ from helpers.training import (
 README_START = "<!-- results:start (written by `make publish` from reports/metrics.json; do not edit) -->"
 README_END = "<!-- results:end -->"
 MODEL_CARD_FILE = "MODEL_CARD.md"
-MODEL_SIZE_LIMIT_BYTES = 25 * 1024 * 1024
+# What models/ may take, byte copies aside: five models (20.7 MB) and the default's two more seeds as its ensemble.
+MODEL_SIZE_LIMIT_BYTES = 35 * 1024 * 1024
+# How the published default is chosen: the same words in README, the model card and index.html.
+DEFAULT_RULE = ("the model with the best mean validation accuracy over its seeds, shipped as the average of its seeds' "
+                "probabilities (an ensemble) when that scores higher on validation than its best-on-validation seed "
+                "alone, else as that seed")
 PUBLISHED_RUNS = config.PUBLISHED_RUNS_DIR.name  # models/runs
 
 
@@ -104,6 +110,26 @@ def shipped_cells(metrics: dict, name: str, seed: int) -> list[str]:
     return cells
 
 
+def ensemble_cells(metrics: dict, name: str) -> list[str]:
+    """Return the model card's cells for a model's ensemble of seeds: official test and clean-test accuracy (notebook
+    04's cheap-accuracy row), tumour sensitivity and each external column (notebook 06), "not recorded" if absent."""
+    row = next((row for row in metrics["notebooks"]["04_compare_cnn"].get("cheap_accuracy") or []
+                if row["model"] == name and row["variant"].startswith("ensemble of")), None)
+    record = metrics["notebooks"].get("06_external_validity", {})
+    sensitivity = (record.get("official_tumour_sensitivity") or {}).get(ensemble_name(name))
+    cells = [f"{row['test accuracy']:.2%}" if row else "not recorded",
+             f"{row['clean-test accuracy']:.2%}" if row else "not recorded",
+             f"{sensitivity:.2%}" if sensitivity is not None else "not recorded"]
+    figures = external_figures(metrics)
+    if not figures:
+        return [*cells, "not evaluated"]
+    for set_name, reference in figures[next(iter(figures))].items():
+        own = figures.get(ensemble_name(name), {}).get(set_name)
+        kinds = ["tumour_sensitivity"] + (["class_accuracy"] if reference["truth"] != config.ANY_TUMOUR else [])
+        cells.extend(f"{own[kind]['mean']:.1%}" if own else "not recorded" for kind in kinds)
+    return cells
+
+
 def default_model(metrics: dict) -> str:
     """Return the published default: the model with the best mean validation accuracy over its seeds (validation
     holds the external train parts' held-out images where the recipe trains on them)."""
@@ -111,9 +137,26 @@ def default_model(metrics: dict) -> str:
     return max(summaries, key=lambda name: float(np.mean(summaries[name].get("validation_accuracy", [0.0]))))
 
 
-def external_targets(metrics: dict) -> list[dict[str, object]]:
-    """Return issue 12's targets for the published default model (3-seed means), each met or missed."""
+def ships_ensemble(metrics: dict, name: str) -> bool:
+    """Return whether a model's ensemble of seeds beat its best-on-validation seed on validation (notebook 04's
+    cheap-accuracy rows)."""
+    rows = [row for row in metrics["notebooks"]["04_compare_cnn"].get("cheap_accuracy") or [] if row["model"] == name]
+    single = next((row for row in rows if row["variant"].startswith("one network")), None)
+    ensemble = next((row for row in rows if row["variant"].startswith("ensemble of")), None)
+    return (single is not None and ensemble is not None and ensemble["network passes per image"] > 1
+            and ensemble["validation accuracy"] > single["validation accuracy"])
+
+
+def shipped_default(metrics: dict) -> str:
+    """Return the name of what brain-mri-predict uses by default (DEFAULT_RULE): a model, or its ensemble."""
     name = default_model(metrics)
+    return ensemble_name(name) if ships_ensemble(metrics, name) else name
+
+
+def external_targets(metrics: dict) -> list[dict[str, object]]:
+    """Return issue 12's targets for the published default as shipped (a model's 3-seed means, or its ensemble's
+    figures), each met or missed."""
+    name = shipped_default(metrics)
     rows = []
     for set_name, summary in external_figures(metrics).get(name, {}).items():
         rows.append({"target": f"tumours kept on {set_name}", "required": EXTERNAL_SENSITIVITY_TARGET,
@@ -154,8 +197,9 @@ def markdown_table(metrics: dict) -> str:
     external = external_targets(metrics)
     if external:
         lines.append("")
-        lines.append(f"External validity targets for the published default model ({external[0]['model']}, mean over "
-                     f"seeds; the external *test* parts were used for these figures only): " + "; ".join(
+        averaged = "" if external[0]["model"].endswith(ENSEMBLE_SUFFIX) else ", mean over seeds"
+        lines.append(f"External validity targets for the published default model ({external[0]['model']}{averaged}; "
+                     f"the external *test* parts were used for these figures only): " + "; ".join(
                          f"{row['target']} >= {row['required'] * 100:g}%: {row['measured']:.2%}, "
                          f"{'met' if row['met'] else 'missed'}" for row in external) + ".")
     else:
@@ -246,24 +290,50 @@ def _stage_models(metrics: dict, seeds: dict[str, int], run_root: Path, staging:
                        "parameters": int(model.count_params()), "settings": run.details["settings"],
                        **confidence_threshold(run.predictions)})
         (staging / f"{name}.json").write_text(json.dumps(labels, indent=2) + "\n")
-        _stage_runs(run_root, name, summaries[name]["seeds"], seed, staging)
+        ensemble = ships_ensemble(metrics, name) and name == default_model(metrics)
+        _stage_runs(run_root, name, summaries[name]["seeds"], seed, staging, models_dir, every_model=ensemble)
         index["models"][name] = {"file": f"{name}.keras", "seed": seed,
                                  "validation_accuracy": labels["validation_accuracy"],
                                  **{key: value for key, value in labels.items() if key.startswith("confidence")}}
-    index["default"] = index["models"][default_model(metrics)]["file"]
+        if ensemble:
+            index["models"][ensemble_name(name)] = _stage_ensemble(name, summaries[name]["seeds"], run_root, staging)
+    index["default"] = index["models"][shipped_default(metrics)]["file"]
     (staging / MODEL_INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
     (staging / MODEL_CARD_FILE).write_text(model_card(metrics, index))
     # The published seeds' model.keras in runs/ are byte copies of the models above: git stores each once.
-    size = sum(path.stat().st_size for path in staging.rglob("*")
-               if path.is_file() and not (path.name == "model.keras" and path.parent.parent.name == PUBLISHED_RUNS))
+    copies = {staging / PUBLISHED_RUNS / f"{name}-seed{seed}" / MODEL_FILE for name, seed in seeds.items()}
+    size = sum(path.stat().st_size for path in staging.rglob("*") if path.is_file() and path not in copies)
     if size > MODEL_SIZE_LIMIT_BYTES:
-        raise ValueError(f"models/: the models would take {size / 2**20:.1f} MB, over the 25 MB limit")
+        raise ValueError(f"models/: the models would take {size / 2**20:.1f} MB, over the "
+                         f"{MODEL_SIZE_LIMIT_BYTES / 2**20:.0f} MB limit")
     return index
 
 
-def _stage_runs(run_root: Path, name: str, seeds: list[int], published_seed: int, staging: Path) -> None:
+def _stage_ensemble(name: str, seeds: list[int], run_root: Path, staging: Path) -> dict:
+    """Write the label file of a model's ensemble of seeds (its members: the seeds' models in runs/) and return its
+    index entry: validation accuracy and confidence threshold of the averaged probabilities."""
+    runs = [load_run(run_root / f"{name}-seed{seed}") for seed in seeds]
+    averaged = {split: {"probabilities": np.mean([run.predictions[split]["probabilities"] for run in runs], axis=0),
+                        "labels": runs[0].predictions[split]["labels"]} for split in runs[0].predictions}
+    base = json.loads((staging / f"{name}.json").read_text())
+    members = [f"{PUBLISHED_RUNS}/{name}-seed{seed}/{MODEL_FILE}" for seed in seeds]
+    entry = {"file": f"{ensemble_name(name)}.json", "seeds": seeds, "members": members,
+             "parameters": len(seeds) * base["parameters"],
+             "validation_accuracy": partial_label_accuracy(averaged["validation"]["labels"],
+                                                           averaged["validation"]["probabilities"]),
+             **confidence_threshold(averaged)}
+    labels = {key: base[key] for key in ("class_names", "image_size", "preprocessing", "input")}
+    labels.update({"model": ensemble_name(name), "settings": base["settings"],
+                   **{key: value for key, value in entry.items() if key != "file"}})
+    (staging / entry["file"]).write_text(json.dumps(labels, indent=2) + "\n")
+    return entry
+
+
+def _stage_runs(run_root: Path, name: str, seeds: list[int], published_seed: int, staging: Path,
+                models_dir: Path, every_model: bool = False) -> None:
     """Copy every seed's run folder without its model (history, timings, predictions, labels, run.json) into
-    runs/ of the staging folder, with the published seed's model, so notebooks opened without parameters read them."""
+    runs/ of the staging folder, with the published seed's model (every seed's, without optimizer state, for the
+    default's ensemble), so notebooks opened without parameters read them."""
     for seed in seeds:
         source, target = run_root / f"{name}-seed{seed}", staging / PUBLISHED_RUNS / f"{name}-seed{seed}"
         check_run_folder(source)  # a run of the study missing or incomplete: fail naming it, loading nothing
@@ -276,19 +346,31 @@ def _stage_runs(run_root: Path, name: str, seeds: list[int], published_seed: int
                     np.savez_compressed(target / file, **{name: stored[name] for name in stored.files})
         if seed == published_seed:
             shutil.copy2(staging / f"{name}.keras", target / MODEL_FILE)
+        elif every_model:
+            import keras
+
+            _save_unless_unchanged(keras.saving.load_model(source / MODEL_FILE, compile=False), target / MODEL_FILE,
+                                   models_dir / PUBLISHED_RUNS / target.name / MODEL_FILE)
 
 
 def model_card(metrics: dict, index: dict) -> str:
     """Return the model card (Markdown): intended use, data, metrics per model, and limits."""
     table = results_table(metrics)
     origin = metrics["provenance"]
-    default = index["default"].removesuffix(".keras")
+    default = Path(index["default"]).stem
     default_entry = index["models"][default]
     external_headers = external_cells(metrics, default)[0]
     rows = "\n".join(
-        f"| `{name}.keras` | {int(table.loc[name, 'parameters']):,} | {entry['seed']} | "
-        f"{entry['validation_accuracy']:.2%} | " + " | ".join(shipped_cells(metrics, name, entry["seed"])) + " |"
+        f"| `{entry['file']}` | {entry.get('parameters') or int(table.loc[name, 'parameters']):,} | "
+        f"{', '.join(map(str, entry.get('seeds', [entry.get('seed')])))} | {entry['validation_accuracy']:.2%} | "
+        + " | ".join(ensemble_cells(metrics, name.removesuffix(ENSEMBLE_SUFFIX)) if "members" in entry
+                     else shipped_cells(metrics, name, entry["seed"])) + " |"
         for name, entry in index["models"].items())
+    ensembles = [name for name, entry in index["models"].items() if "members" in entry]
+    ensemble_sentence = "" if not ensembles else (
+        f"\n`{ensembles[0]}.json` is the ensemble of `{ensembles[0].removesuffix(ENSEMBLE_SUFFIX)}`: it names the "
+        f"seeds' models in `runs/`, and `brain-mri-predict` averages their probabilities "
+        f"({len(index['models'][ensembles[0]]['seeds'])} network passes per image); its figures are its own.")
     flag_sentence = (f"For `{default}` that threshold is {default_entry['confidence_threshold']:.3f}; it flags "
                      f"{default_entry['confidence_flag_rate_validation']:.1%} of the validation images and "
                      f"{default_entry.get('confidence_flag_rate_test', float('nan')):.1%} of the official Testing "
@@ -308,18 +390,18 @@ Research and teaching only: comparing recurrent and convolutional classifiers of
 device**; not validated for diagnosis, screening or any clinical decision.
 
 ## Models
-Each file is the best-on-validation seed of its kind from the full study. Every figure is the shipped file's own,
-with the mean over the study's seeds in brackets (± the seeds' standard deviation for official test accuracy); the
-external columns are independent tumour sets. Inputs are 64x64 greyscale images: `brain-mri-predict` turns any image
+Each `.keras` file is the best-on-validation seed of its kind from the full study. Every figure is the shipped file's
+own, with the mean over the study's seeds in brackets (± the seeds' standard deviation for official test accuracy);
+the external columns are independent tumour sets.{ensemble_sentence}
+Inputs are 64x64 greyscale images: `brain-mri-predict` turns any image
 into one with the function used in training (greyscale, cropped to the head, intensities standardised, resized); the
 model rescales to [0, 1] itself. Outputs are probabilities in the label order saved beside each model:
-{", ".join(index["class_names"])}. The default model of `brain-mri-predict` is `{default}`: the model with the best
-mean validation accuracy over its seeds, shipped as its best-on-validation seed.
+{", ".join(index["class_names"])}. The default model of `brain-mri-predict` is `{default}`: {DEFAULT_RULE}.
 
 {header}
 {rows}
 
-## External validity targets (default model, mean over seeds, external test parts)
+## External validity targets (default model as shipped, external test parts)
 {targets}
 
 ## Input checks

@@ -271,6 +271,40 @@ def representative_run(runs: list[TrainingRun]) -> TrainingRun:
     return runs[int(np.argmax([validation_accuracy(run) for run in runs]))]
 
 
+ENSEMBLE_SUFFIX = "-ensemble"
+
+
+def ensemble_name(model_name: str) -> str:
+    """Return the name of the ensemble of a model's seeds."""
+    return f"{model_name}{ENSEMBLE_SUFFIX}"
+
+
+def ensemble_run(model_name: str, runs: list[TrainingRun]) -> TrainingRun:
+    """Return a model's seeds as one run: the mean of their probabilities, stored and predicted (build_ensemble)."""
+    from helpers.models import build_ensemble
+
+    first = runs[0]
+    predictions = {split: {**first.predictions[split],
+                           "probabilities": np.mean([run.predictions[split]["probabilities"] for run in runs], axis=0)}
+                   for split in first.predictions}
+    seeds = [int(run.details["settings"]["seed"]) for run in runs]
+    return TrainingRun(directory=first.directory.parent / ensemble_name(model_name), class_names=first.class_names,
+                       image_size=first.image_size, history=pd.DataFrame(), timings={},
+                       details={**first.details, "model": ensemble_name(model_name), "seeds": seeds},
+                       predictions=predictions,
+                       loaded_model=build_ensemble([run.model for run in runs], ensemble_name(model_name)))
+
+
+def default_ensemble(runs_per_model: dict[str, list[TrainingRun]]) -> dict[str, list[TrainingRun]]:
+    """Return {ensemble name: [ensemble run]} for the best-on-validation model's seeds, the candidate published
+    default; {} when it has one seed, or when its seeds keep no models (published runs without a shipped ensemble)."""
+    name = best_on_validation(runs_per_model)
+    runs = runs_per_model[name]
+    if len(runs) < 2 or any(run.loaded_model is None for run in runs):
+        return {}
+    return {ensemble_name(name): [ensemble_run(name, runs)]}
+
+
 def best_on_validation(runs_per_model: dict[str, list[TrainingRun]]) -> str:
     """Return the name of the model with the best mean validation accuracy over its seeds."""
     return max(runs_per_model, key=lambda name: np.mean([validation_accuracy(run) for run in runs_per_model[name]]))
