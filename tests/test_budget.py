@@ -91,3 +91,11 @@ def test_the_speed_page_carries_the_stored_sections(tmp_path):
     budget.save(budget.time_to_accuracy(tmp_path, ("rnn",), tmp_path / "none"), tmp_path / budget.TIME_TO_ACCURACY_FILE)
     page = benchmark.speed_page({}, {}, budget.stored_sections(tmp_path))
     assert "## Time to accuracy" in page and "5.0x" in page and "## Input size" not in page
+
+
+def test_the_budget_sentence_says_which_models_the_target_minutes_buy():
+    results = {"full_profile_from_scratch_seconds": 100 * 60.0, "full_profile_target_minutes": 60,
+               "full_profile_training_seconds": {"rnn": 5 * 60.0, "hybrid": 20 * 60.0, "sequencer": 65 * 60.0}}
+    sentence = budget.budget_sentence(results)
+    assert "rnn 5, hybrid 20, sequencer 65" in sentence and "the other 10." in sentence
+    assert sentence.endswith("buy rnn, hybrid, without sequencer.")
