@@ -110,7 +110,11 @@ def test_accuracy_is_compared_over_the_seeds_both_recipes_trained(tmp_path):
         folder.mkdir(parents=True)
         labels = np.zeros(4, dtype=int)
         predicted = np.array([0] * correct + [1] * (4 - correct))
-        np.savez(folder / "predictions_test.npz", labels=labels, probabilities=np.eye(4)[predicted])
+        paths = np.array([f"Testing/glioma/{index}.jpg" for index in range(4)])
+        np.savez(folder / "predictions_test.npz", labels=labels, probabilities=np.eye(4)[predicted], paths=paths)
+        # validation with an external "some tumour" image (label 4), which the dataset's accuracy leaves out
+        np.savez(folder / "predictions_validation.npz", labels=np.append(labels, 4),
+                 probabilities=np.eye(4)[np.append(predicted, 0)], paths=np.append(paths, "external/set/train/x.png"))
 
     for seed, correct in ((42, 4), (43, 2)):
         write_run("specified", "cnn_wide", seed, correct)
@@ -119,6 +123,7 @@ def test_accuracy_is_compared_over_the_seeds_both_recipes_trained(tmp_path):
     accuracy = benchmark.recipe_accuracies("cnn", tmp_path)
     assert accuracy["specified_test_accuracy"] == 1.0 and accuracy["project_test_accuracy"] == 0.75
     assert accuracy["project_test_accuracy_by_seed"] == {"42": 0.75, "43": 1.0, "44": 0.0}
+    assert accuracy["project_validation_accuracy_by_seed"] == {"42": 0.75, "43": 1.0, "44": 0.0}
     assert benchmark.common_seed_means(accuracy) == (["42", "43"], 0.75, 0.875), "seed 44 only has one recipe"
     results = {"accuracy": {"cnn": accuracy}}
     table = benchmark.accuracy_table(results)
@@ -129,7 +134,8 @@ def test_accuracy_is_compared_over_the_seeds_both_recipes_trained(tmp_path):
 def test_refresh_accuracy_rereads_the_run_folders_and_keeps_the_timings(tmp_path):
     folder = tmp_path / "runs" / "full" / "rnn-seed42"
     folder.mkdir(parents=True)
-    np.savez(folder / "predictions_test.npz", labels=np.array([0, 1]), probabilities=np.eye(4)[[0, 0]])
+    np.savez(folder / "predictions_test.npz", labels=np.array([0, 1]), probabilities=np.eye(4)[[0, 0]],
+             paths=np.array(["Testing/glioma/a.jpg", "Testing/meningioma/b.jpg"]))
     path = tmp_path / "benchmarks.json"
     path.write_text(json.dumps({"cpu": {"specified_models": {"rnn": "rnn"}, "training": [1, 2], "accuracy": {}}}))
     benchmark.refresh_accuracy(path, tmp_path / "runs")

@@ -27,6 +27,7 @@ from helpers.training import (
     SPECIFIED_RECIPE,
     EpochTimer,
     TrainingSettings,
+    dataset_rows,
     precision_policy,
     recipe,
     set_seeds,
@@ -228,8 +229,10 @@ def recipe_accuracies(model_name: str, runs_root: Path, seeds: tuple[int, ...] =
             for seed in seeds:
                 path = runs_root / runs_folder / f"{run_name}-seed{seed}" / f"predictions_{split_name}.npz"
                 if path.is_file():
-                    with np.load(path) as stored:
-                        by_seed[str(seed)] = float((stored["probabilities"].argmax(axis=1) == stored["labels"]).mean())
+                    with np.load(path) as stored:  # the dataset's own images: validation may hold external ones
+                        own = dataset_rows(stored["paths"])
+                        by_seed[str(seed)] = float((stored["probabilities"][own].argmax(axis=1)
+                                                    == stored["labels"][own]).mean())
             accuracies[f"{recipe_name}_{split_name}_accuracy"] = by_seed.get(str(ACCURACY_SEED))
             accuracies[f"{recipe_name}_{split_name}_accuracy_by_seed"] = by_seed
     return accuracies
