@@ -53,7 +53,7 @@ reference-runs: $(INSTALLED) ## train rnn, hybrid and cnn_wide with the specifie
 	done; done
 
 time-to-accuracy: reference-runs ## train the study's recipe (seed 42) into runs/time-to-accuracy -> the time-to-accuracy table in reports/benchmarks.md
-	for model in rnn hybrid cnn crnn; do \
+	for model in rnn hybrid cnn crnn sequencer; do \
 		[ -d runs/time-to-accuracy/$$model-seed42 ] || $(BIN)/python -m helpers.training --recipe robust --model $$model \
 			--seed 42 --run-dir runs/time-to-accuracy/$$model-seed42 || exit 1; \
 	done
