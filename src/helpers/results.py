@@ -277,7 +277,7 @@ def _stage_models(metrics: dict, seeds: dict[str, int], run_root: Path, staging:
              "git_commit": metrics["provenance"]["git_commit"]}
     summaries = metrics["notebooks"]["04_compare_cnn"]["summaries"]
     for name, seed in seeds.items():
-        run = load_run(run_root / f"{name}-seed{seed}")
+        run = load_run(run_root / f"{name}-seed{seed}", with_model=False)  # loaded below without optimizer state
         if run.details["data_fingerprint"] != metrics["data_fingerprint"]:
             raise ValueError(f"{run.directory}: trained on other data than the published reports")
         model = keras.saving.load_model(run.directory / "model.keras", compile=False)
@@ -312,7 +312,7 @@ def _stage_models(metrics: dict, seeds: dict[str, int], run_root: Path, staging:
 def _stage_ensemble(name: str, seeds: list[int], run_root: Path, staging: Path) -> dict:
     """Write the label file of a model's ensemble of seeds (its members: the seeds' models in runs/) and return its
     index entry: validation accuracy and confidence threshold of the averaged probabilities."""
-    runs = [load_run(run_root / f"{name}-seed{seed}") for seed in seeds]
+    runs = [load_run(run_root / f"{name}-seed{seed}", with_model=False) for seed in seeds]
     averaged = {split: {"probabilities": np.mean([run.predictions[split]["probabilities"] for run in runs], axis=0),
                         "labels": runs[0].predictions[split]["labels"]} for split in runs[0].predictions}
     base = json.loads((staging / f"{name}.json").read_text())

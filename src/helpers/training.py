@@ -470,8 +470,9 @@ def check_run_folder(run_directory: Path) -> None:
         raise FileNotFoundError(f"{run_directory}: not a complete run folder (missing {', '.join(missing)})")
 
 
-def load_run(run_directory: str | os.PathLike) -> TrainingRun:
-    """Load a run folder written by train_model, failing with the path if any part is missing."""
+def load_run(run_directory: str | os.PathLike, with_model: bool = True) -> TrainingRun:
+    """Load a run folder written by train_model, failing with the path if any part is missing (with_model=False:
+    everything but the model, which is then None)."""
     run_directory = Path(run_directory)
     check_run_folder(run_directory)
     labels = json.loads((run_directory / LABELS_FILE).read_text())
@@ -482,7 +483,8 @@ def load_run(run_directory: str | os.PathLike) -> TrainingRun:
                 predictions[split_name] = {name: stored[name] for name in stored.files}
     model_file = run_directory / MODEL_FILE
     return TrainingRun(directory=run_directory,
-                       loaded_model=keras.saving.load_model(model_file) if model_file.is_file() else None,
+                       loaded_model=keras.saving.load_model(model_file) if with_model and model_file.is_file()
+                       else None,
                        class_names=tuple(labels["class_names"]), image_size=int(labels["image_size"]),
                        history=pd.read_csv(run_directory / HISTORY_FILE),
                        timings=json.loads((run_directory / TIMINGS_FILE).read_text()),
