@@ -32,6 +32,8 @@ def test_the_table_says_which_settings_repeat_and_agree_across_the_cap_and_cpus(
     assert first.loc["oneDNN off", "same weights on the other CPUs"] == "yes"
     assert first.loc["oneDNN (default)", "same weights on the other CPUs"] == "no"
     assert table.loc[("CPU B, 2 cores", "oneDNN (default)"), "repeats on this CPU"] == "no (2 results in 2 runs)"
+    assert repeatability.verdict(table.reset_index()).startswith("7 of 8 model and setting pairs repeat")
+    assert "Only 'oneDNN off' and 'oneDNN off, capped at AVX2' trained" in repeatability.verdict(table.reset_index())
     alone = repeatability.summary_table({"CPU A, 2 cores": stored["CPU A, 2 cores"]})
     assert set(alone["same weights on the other CPUs"]) == {"not measured"}
 

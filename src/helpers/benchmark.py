@@ -493,7 +493,9 @@ def speed_page(stored: dict, command_timings: dict | None = None, budget_section
         tables += f"\n\n{budget_sections}"
     return f"""# Speed: the project's training pipeline against the specified one
 
-Written by `make bench` (`python -m helpers.benchmark`) from `reports/benchmarks.json`; do not edit.
+Written by `python -m helpers.benchmark` from the JSON files beside it (`make bench`: `benchmarks.json`; `make
+bench-predict`, `make time-to-accuracy`, `make sizes`, `make repeatability`: the sections of the same names); do not
+edit.
 
 The benchmark times data loading, training epochs and inference of each model in the project's pipeline against a
 faithful copy of the specified one, each figure a median over epochs taken in turn (the pipelines of a model alternate

@@ -129,7 +129,22 @@ Each model trains {first['epochs']} epochs (specified recipe, seed {first['seed'
 training images per class) in a fresh process per run, under each oneDNN setting (`make repeatability`). Capping
 oneDNN at AVX2 stands in for a CPU without AVX-512; a second CPU model adds its own rows and fills the last column.
 
-{summary_table(stored).to_markdown(index=False)}"""
+{summary_table(stored).to_markdown(index=False)}
+
+{verdict(summary_table(stored))}"""
+
+
+def verdict(table: pd.DataFrame) -> str:
+    """Return what the table shows: which settings repeat on one CPU, and which train alike across instruction sets."""
+    repeating = table["repeats on this CPU"].str.startswith("yes")
+    independent = table["same weights with and without the AVX2 cap"] == "yes"
+    settings = sorted(set(table.loc[independent, "setting"]))
+    return (f"{int(repeating.sum())} of {len(table)} model and setting pairs repeat bit for bit on their CPU. "
+            + (f"Only {' and '.join(repr(setting) for setting in settings)} trained to the same weights with and "
+               "without the AVX2 cap."
+               if settings else "No setting trained to the same weights with and without the AVX2 cap: turning "
+               "oneDNN off does not make a run independent of the instruction set, so runs on CPUs of different "
+               "instruction sets are not expected to repeat each other whatever the setting."))
 
 
 def stored(folder: Path = config.REPORTS_DIR) -> dict:
