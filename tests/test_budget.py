@@ -95,7 +95,9 @@ def test_the_speed_page_carries_the_stored_sections(tmp_path):
 
 def test_the_budget_sentence_says_which_models_the_target_minutes_buy():
     results = {"full_profile_from_scratch_seconds": 100 * 60.0, "full_profile_target_minutes": 60,
-               "full_profile_training_seconds": {"rnn": 5 * 60.0, "hybrid": 20 * 60.0, "sequencer": 65 * 60.0}}
+               "full_profile_training_seconds": {"rnn": 5 * 60.0, "hybrid": 20 * 60.0, "sequencer": 65 * 60.0},
+               "rows": [{"model": "rnn", "timed_run_seconds": 90.0}, {"model": "hybrid", "timed_run_seconds": 270.0}]}
     sentence = budget.budget_sentence(results)
     assert "rnn 5, hybrid 20, sequencer 65" in sentence and "the other 10." in sentence
-    assert sentence.endswith("buy rnn, hybrid, without sequencer.")
+    assert "buy rnn, hybrid, without sequencer." in sentence
+    assert sentence.endswith("(rnn, hybrid; one seed each) trained in 6 minutes together.")

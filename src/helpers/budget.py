@@ -159,9 +159,12 @@ def budget_sentence(results: dict) -> str:
             fitting.append(name)
             total += seconds
     left_out = [name for name in training if name not in fitting]
+    timed = sum(row["timed_run_seconds"] for row in results["rows"])
     return (f"Training takes, in minutes over all seeds: {spent}; the notebooks and predictions the other "
             f"{rest / 60:.0f}. The target's {results['full_profile_target_minutes']} minutes buy "
-            f"{', '.join(fitting) or 'no model'}" + (f", without {', '.join(left_out)}." if left_out else "."))
+            f"{', '.join(fitting) or 'no model'}" + (f", without {', '.join(left_out)}." if left_out else ".")
+            + f" The timed runs above ({', '.join(row['model'] for row in results['rows'])}; one seed each) trained "
+            f"in {timed / 60:.0f} minutes together.")
 
 
 def time_to_accuracy_markdown(results: dict) -> str:
@@ -176,9 +179,9 @@ def time_to_accuracy_markdown(results: dict) -> str:
 
 Training seconds (validation passes included) until validation accuracy on the dataset's own images first reaches
 the specified recipe's best, averaged over its seeds: the specified recipe (`make reference-runs`, mean over the seeds
-that reach it) against the study's recipe (seed {results['rows'][0]['timed_seed']}, `make time-to-accuracy`). Both
-load data the project's way, so the ratio measures the recipe; the loader's gain is the epoch table's. Machines:
-{'; '.join(machines)}.
+that reach it) against the study's recipe (seed {results['rows'][0]['timed_seed']}, `make time-to-accuracy`).
+Both load data the project's way, so the ratio measures the recipe; the loader's gain is the epoch table's.
+Machines: {'; '.join(machines)}.
 
 {time_to_accuracy_table(results).to_markdown(index=False)}{full_sentence}"""
 
