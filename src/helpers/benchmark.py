@@ -542,12 +542,17 @@ def stored_command_timings(folder: Path = config.REPORTS_DIR) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def stored_speed_page(benchmark_file: Path) -> str:
+    """Return reports/benchmarks.md as the JSON files beside the benchmark file make it."""
+    folder = benchmark_file.parent
+    sections = [budget.stored_sections(folder), repeatability.stored_section(folder)]
+    return speed_page(json.loads(benchmark_file.read_text()), stored_command_timings(folder),
+                      "\n\n".join(section for section in sections if section))
+
+
 def _write_speed_page(page: Path, benchmark_file: Path) -> None:
     """Rewrite reports/benchmarks.md from a benchmark file and say whether it changed."""
-    text = speed_page(json.loads(benchmark_file.read_text()), stored_command_timings(benchmark_file.parent),
-                      "\n\n".join(section for section in (budget.stored_sections(benchmark_file.parent),
-                                                            repeatability.stored_section(benchmark_file.parent))
-                                    if section))
+    text = stored_speed_page(benchmark_file)
     changed = not page.is_file() or page.read_text() != text
     if changed:
         write_atomically(page, lambda temporary: temporary.write_text(text))
