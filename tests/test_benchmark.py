@@ -16,7 +16,8 @@ def test_benchmark_times_both_pipelines_and_keeps_other_machines(phantom_root, t
     specified_run = tmp_path / "runs" / "specified" / "rnn-seed42"
     specified_run.mkdir(parents=True)
     labels = np.array([0, 1, 2, 3])
-    np.savez(specified_run / "predictions_test.npz", labels=labels, probabilities=np.eye(4)[[0, 1, 2, 0]])
+    np.savez(specified_run / "predictions_test.npz", labels=labels, probabilities=np.eye(4)[[0, 1, 2, 0]],
+             paths=np.array([f"Testing/glioma/{index}.jpg" for index in range(4)]))
     results = benchmark.run_benchmark(phantom_root, models=("rnn",), epochs=3, project_batch_sizes=(16, 32),
                                       runs_root=tmp_path / "runs")
     assert results["accuracy"]["rnn"] == {
