@@ -27,7 +27,6 @@ from helpers.training import (
     SPECIFIED_RECIPE,
     EpochTimer,
     TrainingSettings,
-    dataset_rows,
     precision_policy,
     recipe,
     set_seeds,
@@ -229,10 +228,7 @@ def recipe_accuracies(model_name: str, runs_root: Path, seeds: tuple[int, ...] =
             for seed in seeds:
                 path = runs_root / runs_folder / f"{run_name}-seed{seed}" / f"predictions_{split_name}.npz"
                 if path.is_file():
-                    with np.load(path) as stored:  # the dataset's own images: validation may hold external ones
-                        own = dataset_rows(stored["paths"])
-                        by_seed[str(seed)] = float((stored["probabilities"][own].argmax(axis=1)
-                                                    == stored["labels"][own]).mean())
+                    by_seed[str(seed)] = budget.dataset_accuracy(path)
             accuracies[f"{recipe_name}_{split_name}_accuracy"] = by_seed.get(str(ACCURACY_SEED))
             accuracies[f"{recipe_name}_{split_name}_accuracy_by_seed"] = by_seed
     return accuracies

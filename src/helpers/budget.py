@@ -186,9 +186,10 @@ Machines: {'; '.join(machines)}.
 {time_to_accuracy_table(results).to_markdown(index=False)}{full_sentence}"""
 
 
-def dataset_validation_accuracy(run_directory: Path) -> float:
-    """Return the accuracy of a run's saved (best-on-validation) model on the dataset's own validation images."""
-    with np.load(run_directory / PREDICTION_FILES["validation"]) as stored:
+def dataset_accuracy(predictions_file: Path) -> float:
+    """Return the accuracy stored in a run's predictions file on the dataset's own images (a validation split may also
+    hold external images, whose "some tumour" label no argmax matches)."""
+    with np.load(predictions_file) as stored:
         own = dataset_rows(stored["paths"])
         return float((stored["probabilities"][own].argmax(axis=1) == stored["labels"][own]).mean())
 
@@ -212,7 +213,7 @@ def input_sizes(runs_root: Path, models: tuple[str, ...] = config.STUDY_MODELS) 
             check_run_folder(folder)
             timings = json.loads((folder / TIMINGS_FILE).read_text())
             rows.append({"model": model_name, "image_size": size, "seed": TIMED_SEED,
-                         "validation_accuracy": dataset_validation_accuracy(folder),
+                         "validation_accuracy": dataset_accuracy(folder / PREDICTION_FILES["validation"]),
                          "seconds_per_epoch": timings["seconds_per_epoch"], "fit_seconds": timings["fit_seconds"],
                          "epochs": timings["epochs_run"], "machine": _cpu(folder)})
     from helpers.provenance import provenance

@@ -15,7 +15,7 @@ from helpers.evaluation import partial_label_accuracy
 from helpers.files import with_marked_block, write_marked_block
 from helpers.pipeline import duration_sentence
 from helpers.predict import MODEL_INDEX_FILE
-from helpers.study import ENSEMBLE_SUFFIX, ensemble_name, validation_accuracy
+from helpers.study import ENSEMBLE_SUFFIX, ensemble_name, mean_predictions, validation_accuracy
 from helpers.training import (
     HISTORY_FILE,
     LABELS_FILE,
@@ -71,20 +71,26 @@ def external_figures(metrics: dict) -> dict[str, dict[str, dict]]:
     return metrics["notebooks"].get("06_external_validity", {}).get("external") or {}
 
 
+def external_columns(figures: dict[str, dict[str, dict]]) -> list[tuple[str, str, str]]:
+    """Return the external columns as (set name, figure, header): tumours kept on each set, and the class accuracy
+    where a set's truth is a class."""
+    columns = []
+    for set_name, summary in figures[next(iter(figures))].items():
+        columns.append((set_name, "tumour_sensitivity", f"tumours kept, {set_name}"))
+        if summary["truth"] != config.ANY_TUMOUR:
+            columns.append((set_name, "class_accuracy", f"called {summary['truth']}, {set_name}"))
+    return columns
+
+
 def external_cells(metrics: dict, name: str) -> tuple[list[str], list[str]]:
     """Return the README's external column headers and one model's cells (mean over seeds), or "not evaluated"."""
     figures = external_figures(metrics)
     if not figures:
         return ["external tumour sets"], ["not evaluated"]
-    headers, cells = [], []
-    for set_name, summary in figures[next(iter(figures))].items():
-        own = figures.get(name, {}).get(set_name)
-        headers.append(f"tumours kept, {set_name}")
-        cells.append(f"{own['tumour_sensitivity']['mean']:.1%}" if own else "not evaluated")
-        if summary["truth"] != config.ANY_TUMOUR:
-            headers.append(f"called {summary['truth']}, {set_name}")
-            cells.append(f"{own['class_accuracy']['mean']:.1%}" if own else "not evaluated")
-    return headers, cells
+    columns = external_columns(figures)
+    return ([header for _, _, header in columns],
+            [f"{figures[name][set_name][kind]['mean']:.1%}" if set_name in figures.get(name, {}) else "not evaluated"
+             for set_name, kind, _ in columns])
 
 
 def shipped_cells(metrics: dict, name: str, seed: int) -> list[str]:
@@ -102,19 +108,16 @@ def shipped_cells(metrics: dict, name: str, seed: int) -> list[str]:
     figures = external_figures(metrics)
     if not figures:
         return [*cells, "not evaluated"]
-    for set_name, reference in figures[next(iter(figures))].items():
+    for set_name, kind, _ in external_columns(figures):
         own = figures.get(name, {}).get(set_name)
-        kinds = ["tumour_sensitivity"] + (["class_accuracy"] if reference["truth"] != config.ANY_TUMOUR else [])
-        cells.extend(f"{own[kind]['per_seed'][position]:.1%} ({own[kind]['mean']:.1%})" if own else "not evaluated"
-                     for kind in kinds)
+        cells.append(f"{own[kind]['per_seed'][position]:.1%} ({own[kind]['mean']:.1%})" if own else "not evaluated")
     return cells
 
 
 def ensemble_cells(metrics: dict, name: str) -> list[str]:
     """Return the model card's cells for a model's ensemble of seeds: official test and clean-test accuracy (notebook
     04's cheap-accuracy row), tumour sensitivity and each external column (notebook 06), "not recorded" if absent."""
-    row = next((row for row in metrics["notebooks"]["04_compare_cnn"].get("cheap_accuracy") or []
-                if row["model"] == name and row["variant"].startswith("ensemble of")), None)
+    row = cheap_accuracy_row(metrics, name, "ensemble of")
     record = metrics["notebooks"].get("06_external_validity", {})
     sensitivity = (record.get("official_tumour_sensitivity") or {}).get(ensemble_name(name))
     cells = [f"{row['test accuracy']:.2%}" if row else "not recorded",
@@ -123,10 +126,9 @@ def ensemble_cells(metrics: dict, name: str) -> list[str]:
     figures = external_figures(metrics)
     if not figures:
         return [*cells, "not evaluated"]
-    for set_name, reference in figures[next(iter(figures))].items():
+    for set_name, kind, _ in external_columns(figures):
         own = figures.get(ensemble_name(name), {}).get(set_name)
-        kinds = ["tumour_sensitivity"] + (["class_accuracy"] if reference["truth"] != config.ANY_TUMOUR else [])
-        cells.extend(f"{own[kind]['mean']:.1%}" if own else "not recorded" for kind in kinds)
+        cells.append(f"{own[kind]['mean']:.1%}" if own else "not recorded")
     return cells
 
 
@@ -137,12 +139,17 @@ def default_model(metrics: dict) -> str:
     return max(summaries, key=lambda name: float(np.mean(summaries[name].get("validation_accuracy", [0.0]))))
 
 
+def cheap_accuracy_row(metrics: dict, name: str, variant: str) -> dict | None:
+    """Return a model's row of notebook 04's cheap-accuracy table whose variant starts with the given words."""
+    return next((row for row in metrics["notebooks"]["04_compare_cnn"].get("cheap_accuracy") or []
+                 if row["model"] == name and row["variant"].startswith(variant)), None)
+
+
 def ships_ensemble(metrics: dict, name: str) -> bool:
     """Return whether a model's ensemble of seeds beat its best-on-validation seed on validation (notebook 04's
     cheap-accuracy rows)."""
-    rows = [row for row in metrics["notebooks"]["04_compare_cnn"].get("cheap_accuracy") or [] if row["model"] == name]
-    single = next((row for row in rows if row["variant"].startswith("one network")), None)
-    ensemble = next((row for row in rows if row["variant"].startswith("ensemble of")), None)
+    single = cheap_accuracy_row(metrics, name, "one network")
+    ensemble = cheap_accuracy_row(metrics, name, "ensemble of")
     return (single is not None and ensemble is not None and ensemble["network passes per image"] > 1
             and ensemble["validation accuracy"] > single["validation accuracy"])
 
@@ -276,6 +283,7 @@ def _stage_models(metrics: dict, seeds: dict[str, int], run_root: Path, staging:
     index = {"models": {}, "data_fingerprint": metrics["data_fingerprint"],
              "git_commit": metrics["provenance"]["git_commit"]}
     summaries = metrics["notebooks"]["04_compare_cnn"]["summaries"]
+    shipped = shipped_default(metrics)
     for name, seed in seeds.items():
         run = load_run(run_root / f"{name}-seed{seed}", with_model=False)  # loaded below without optimizer state
         if run.details["data_fingerprint"] != metrics["data_fingerprint"]:
@@ -290,14 +298,14 @@ def _stage_models(metrics: dict, seeds: dict[str, int], run_root: Path, staging:
                        "parameters": int(model.count_params()), "settings": run.details["settings"],
                        **confidence_threshold(run.predictions)})
         (staging / f"{name}.json").write_text(json.dumps(labels, indent=2) + "\n")
-        ensemble = ships_ensemble(metrics, name) and name == default_model(metrics)
+        ensemble = shipped == ensemble_name(name)
         _stage_runs(run_root, name, summaries[name]["seeds"], seed, staging, models_dir, every_model=ensemble)
         index["models"][name] = {"file": f"{name}.keras", "seed": seed,
                                  "validation_accuracy": labels["validation_accuracy"],
                                  **{key: value for key, value in labels.items() if key.startswith("confidence")}}
         if ensemble:
             index["models"][ensemble_name(name)] = _stage_ensemble(name, summaries[name]["seeds"], run_root, staging)
-    index["default"] = index["models"][shipped_default(metrics)]["file"]
+    index["default"] = index["models"][shipped]["file"]
     (staging / MODEL_INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
     (staging / MODEL_CARD_FILE).write_text(model_card(metrics, index))
     # The published seeds' model.keras in runs/ are byte copies of the models above: git stores each once.
@@ -312,9 +320,7 @@ def _stage_models(metrics: dict, seeds: dict[str, int], run_root: Path, staging:
 def _stage_ensemble(name: str, seeds: list[int], run_root: Path, staging: Path) -> dict:
     """Write the label file of a model's ensemble of seeds (its members: the seeds' models in runs/) and return its
     index entry: validation accuracy and confidence threshold of the averaged probabilities."""
-    runs = [load_run(run_root / f"{name}-seed{seed}", with_model=False) for seed in seeds]
-    averaged = {split: {"probabilities": np.mean([run.predictions[split]["probabilities"] for run in runs], axis=0),
-                        "labels": runs[0].predictions[split]["labels"]} for split in runs[0].predictions}
+    averaged = mean_predictions([load_run(run_root / f"{name}-seed{seed}", with_model=False) for seed in seeds])
     base = json.loads((staging / f"{name}.json").read_text())
     members = [f"{PUBLISHED_RUNS}/{name}-seed{seed}/{MODEL_FILE}" for seed in seeds]
     entry = {"file": f"{ensemble_name(name)}.json", "seeds": seeds, "members": members,

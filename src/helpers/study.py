@@ -279,19 +279,24 @@ def ensemble_name(model_name: str) -> str:
     return f"{model_name}{ENSEMBLE_SUFFIX}"
 
 
+def mean_predictions(runs: list[TrainingRun]) -> dict[str, dict[str, np.ndarray]]:
+    """Return the stored predictions of a model's seeds with each split's probabilities averaged over the seeds."""
+    first = runs[0]
+    return {split: {**first.predictions[split],
+                    "probabilities": np.mean([run.predictions[split]["probabilities"] for run in runs], axis=0)}
+            for split in first.predictions}
+
+
 def ensemble_run(model_name: str, runs: list[TrainingRun]) -> TrainingRun:
     """Return a model's seeds as one run: the mean of their probabilities, stored and predicted (build_ensemble)."""
     from helpers.models import build_ensemble
 
     first = runs[0]
-    predictions = {split: {**first.predictions[split],
-                           "probabilities": np.mean([run.predictions[split]["probabilities"] for run in runs], axis=0)}
-                   for split in first.predictions}
     seeds = [int(run.details["settings"]["seed"]) for run in runs]
     return TrainingRun(directory=first.directory.parent / ensemble_name(model_name), class_names=first.class_names,
                        image_size=first.image_size, history=pd.DataFrame(), timings={},
                        details={**first.details, "model": ensemble_name(model_name), "seeds": seeds},
-                       predictions=predictions,
+                       predictions=mean_predictions(runs),
                        loaded_model=build_ensemble([run.model for run in runs], ensemble_name(model_name)))
 
 
@@ -420,8 +425,7 @@ def cheap_accuracy_table(runs_per_model: dict[str, list[TrainingRun]], data: Stu
     test_labels = data.testing.labels
     for name, runs in runs_per_model.items():
         chosen = representative_run(runs)
-        mean_over_seeds = {split: np.mean([run.predictions[split]["probabilities"] for run in runs], axis=0)
-                           for split in ("validation", "test")}
+        mean_over_seeds = {split: stored["probabilities"] for split, stored in mean_predictions(runs).items()}
         variants = {
             f"one network (seed {chosen.details['settings']['seed']})":
                 (1, chosen.predictions["validation"]["probabilities"], chosen.predictions["test"]["probabilities"]),
