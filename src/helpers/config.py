@@ -58,14 +58,17 @@ ANY_TUMOUR_LABEL = len(CLASS_NAMES)
 
 @dataclass(frozen=True)
 class ExternalSet:
-    """An independent set of tumour slices: its folder, truth (a class name or ANY_TUMOUR), part and annotations."""
+    """An independent set of slices: its folder, truth (a class name or ANY_TUMOUR), part, outlines and source."""
 
     name: str  # e.g. "br35h-tumour/test"
     folder: str  # the images, relative to the external-data folder
     truth: str  # a class name, or ANY_TUMOUR when only "a tumour" is known
     part: str  # "train": may be used for training and selection; "test": final figures only
-    annotations: str  # tumour outlines: a VGG Image Annotator .json of polygons, or a folder of same-named PNG masks
+    annotations: str  # tumour outlines: a VGG Image Annotator .json of polygons, a folder of PNG masks, or "" (none)
     source: str  # where the images come from, for the reports
+    source_name: str = ""  # the source as the per-source tables name it; sets sharing it are its two sides
+    origin: str = ""  # the collection it was drawn from, as leave-one-source-out holds it out
+    sequence: str = ""  # the MRI sequence, where a collection gives it in several
 
     def __post_init__(self) -> None:
         if self.part not in ("train", "test"):
@@ -74,27 +77,62 @@ class ExternalSet:
             raise ValueError(f"external set {self.name}: truth must be {ANY_TUMOUR!r} or a class name, not "
                              f"{self.truth!r}")
 
+    @property
+    def collection(self) -> str:
+        """Return the collection folder the set is a part of (its name without /train or /test)."""
+        return self.name.split("/")[0]
 
-def _external_pair(set_name: str, truth: str, annotations: str, source: str) -> tuple[ExternalSet, ...]:
+    @property
+    def shows_tumour(self) -> bool:
+        """Return whether every image of the set shows a tumour (else none does)."""
+        return self.truth != NO_TUMOUR_CLASS
+
+
+def _external_pair(set_name: str, truth: str, annotations: str, source: str, source_name: str, origin: str,
+                   sequence: str = "") -> tuple[ExternalSet, ...]:
     """Return the train and test parts of one external collection laid out as <set>/{train,test}/."""
     return tuple(ExternalSet(f"{set_name}/{part}", f"{set_name}/{part}", truth, part,
-                             annotations.format(part=part), source) for part in ("train", "test"))
+                             annotations.format(part=part), source, source_name, origin, sequence)
+                 for part in ("train", "test"))
 
 
-# The independent tumour sets the study evaluates (and, train parts only, may train on): Br35H "yes" slices with
-# tumour outlines, and TCGA lower-grade glioma slices (post-contrast channel) with tumour masks. All are axial.
+_TCGA = "TCGA lower-grade glioma collection (Buda et al. 2019)"
+# The independent sets the study evaluates (and, train parts only, may train on): Br35H "yes" slices with tumour
+# outlines; TCGA lower-grade glioma slices with tumour masks and the tumour-free slices of the same patients, each in
+# the post-contrast and the FLAIR sequence. All are axial.
 EXTERNAL_SETS: tuple[ExternalSet, ...] = (
     *_external_pair("br35h-tumour", ANY_TUMOUR, "br35h-tumour/annotations/{part}.json",
-                    "Br35H :: Brain Tumor Detection 2020, tumour images"),
-    *_external_pair("tcga-lgg-glioma", "glioma", "tcga-lgg-glioma/masks",
-                    "TCGA lower-grade glioma collection (Buda et al. 2019), post-contrast slices"),
+                    "Br35H :: Brain Tumor Detection 2020, tumour images", "Br35H", "br35h"),
+    *_external_pair("tcga-lgg-glioma", "glioma", "tcga-lgg-glioma/masks", f"{_TCGA}, post-contrast slices",
+                    "TCGA post-contrast", "tcga", "post-contrast"),
+    *_external_pair("tcga-lgg-tumour-free", NO_TUMOUR_CLASS, "",
+                    f"{_TCGA}, tumour-free post-contrast slices of the same patients", "TCGA post-contrast", "tcga",
+                    "post-contrast"),
+    *_external_pair("tcga-lgg-flair-glioma", "glioma", "tcga-lgg-glioma/masks", f"{_TCGA}, FLAIR slices",
+                    "TCGA FLAIR", "tcga", "FLAIR"),
+    *_external_pair("tcga-lgg-flair-tumour-free", NO_TUMOUR_CLASS, "",
+                    f"{_TCGA}, tumour-free FLAIR slices of the same patients", "TCGA FLAIR", "tcga", "FLAIR"),
 )
-# The demo's generated stand-ins, in the same layout (helpers.synthetic.make_phantom_external_sets).
+# The demo's generated stand-ins, in the same layout (helpers.synthetic.make_phantom_external_sets): a second
+# "scanner" with outlined tumours of every kind, and gliomas and tumour-free slices of its "patients" in two sequences.
+_PHANTOM = "generated phantoms of another 'scanner'"
 PHANTOM_EXTERNAL_SETS: tuple[ExternalSet, ...] = (
-    *_external_pair("phantom-tumour", ANY_TUMOUR, "phantom-tumour/annotations/{part}.json",
-                    "generated phantoms of another 'scanner'"),
-    *_external_pair("phantom-glioma", "glioma", "phantom-glioma/masks", "generated phantoms of another 'scanner'"),
+    *_external_pair("phantom-tumour", ANY_TUMOUR, "phantom-tumour/annotations/{part}.json", _PHANTOM,
+                    "phantom outlines", "phantom-outlines"),
+    *_external_pair("phantom-glioma", "glioma", "phantom-glioma/masks", _PHANTOM, "phantom scanner",
+                    "phantom-scanner", "first"),
+    *_external_pair("phantom-tumour-free", NO_TUMOUR_CLASS, "", _PHANTOM, "phantom scanner", "phantom-scanner",
+                    "first"),
+    *_external_pair("phantom-second-glioma", "glioma", "phantom-glioma/masks", _PHANTOM, "phantom second sequence",
+                    "phantom-scanner", "second"),
+    *_external_pair("phantom-second-tumour-free", NO_TUMOUR_CLASS, "", _PHANTOM, "phantom second sequence",
+                    "phantom-scanner", "second"),
 )
+# The collections the robust recipe mixes into training: tumour images only (the study before both sides).
+TUMOUR_COLLECTIONS: tuple[str, ...] = ("br35h-tumour", "tcga-lgg-glioma", "phantom-tumour", "phantom-glioma")
+# Every collection, on both sides of the decision: the both-sides recipe's.
+ALL_COLLECTIONS: tuple[str, ...] = tuple(dict.fromkeys(spec.collection
+                                                       for spec in (*EXTERNAL_SETS, *PHANTOM_EXTERNAL_SETS)))
 
 
 def cache_dir() -> Path:

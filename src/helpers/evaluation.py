@@ -164,6 +164,56 @@ def external_summary(probabilities_per_seed: list[np.ndarray], truth: str, resam
     return summary
 
 
+def _seed_figure(right: np.ndarray, samples: np.ndarray) -> dict[str, object]:
+    """Return a 0/1 outcome (seeds, images) as per-seed shares, their mean and the bootstrap interval of the mean."""
+    per_seed = right.mean(axis=1)
+    means = right[:, samples].mean(axis=(0, 2))
+    return {"per_seed": per_seed.tolist(), "mean": float(per_seed.mean()),
+            "ci": (float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975)))}
+
+
+def both_sides_summary(tumour_probabilities: list[np.ndarray] | None, free_probabilities: list[np.ndarray] | None,
+                       truth: str | np.ndarray = config.ANY_TUMOUR, resamples: int = 1000,
+                       seed: int = config.DEFAULT_SEED) -> dict[str, object]:
+    """Return a model's figures on one source from each seed's probabilities on its tumour images and on its
+    tumour-free images (either side may be None): tumour sensitivity (share not called "no tumour"), specificity
+    (share called "no tumour"), type accuracy (where the truth is a class name or an array of labels) and balanced
+    accuracy (the mean of sensitivity and specificity). Each figure: per seed, the mean over seeds and a 95% bootstrap
+    interval of that mean, the two sides resampled apart."""
+    no_tumour = config.CLASS_NAMES.index(config.NO_TUMOUR_CLASS)
+    generator = np.random.default_rng(seed)
+    summary: dict[str, object] = {"tumour_images": 0, "tumour_free_images": 0,
+                                  "truth": truth if isinstance(truth, str) else "per image"}
+    outcomes, draws = {}, {}
+    if tumour_probabilities is not None:
+        predicted = np.stack([np.asarray(probabilities).argmax(axis=1) for probabilities in tumour_probabilities])
+        summary["tumour_images"] = int(predicted.shape[1])
+        draws["tumour"] = generator.integers(0, predicted.shape[1], (resamples, predicted.shape[1]))
+        outcomes["sensitivity"] = ("tumour", predicted != no_tumour)
+        if not isinstance(truth, str) or truth != config.ANY_TUMOUR:
+            wanted = config.CLASS_NAMES.index(truth) if isinstance(truth, str) else np.asarray(truth)[None, :]
+            outcomes["type_accuracy"] = ("tumour", predicted == wanted)
+        summary["tumour_predicted_share"] = {name: float((predicted == index).mean())
+                                             for index, name in enumerate(config.CLASS_NAMES)}
+    if free_probabilities is not None:
+        predicted = np.stack([np.asarray(probabilities).argmax(axis=1) for probabilities in free_probabilities])
+        summary["tumour_free_images"] = int(predicted.shape[1])
+        draws["free"] = generator.integers(0, predicted.shape[1], (resamples, predicted.shape[1]))
+        outcomes["specificity"] = ("free", predicted == no_tumour)
+        summary["tumour_free_predicted_share"] = {name: float((predicted == index).mean())
+                                                  for index, name in enumerate(config.CLASS_NAMES)}
+    for name, (side, right) in outcomes.items():
+        summary[name] = _seed_figure(right, draws[side])
+    if "sensitivity" in outcomes and "specificity" in outcomes:
+        sensitivity, specificity = outcomes["sensitivity"][1], outcomes["specificity"][1]
+        per_seed = (sensitivity.mean(axis=1) + specificity.mean(axis=1)) / 2
+        means = (sensitivity[:, draws["tumour"]].mean(axis=(0, 2))
+                 + specificity[:, draws["free"]].mean(axis=(0, 2))) / 2
+        summary["balanced_accuracy"] = {"per_seed": per_seed.tolist(), "mean": float(per_seed.mean()),
+                                        "ci": (float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975)))}
+    return summary
+
+
 def accuracy_by_group(labels: np.ndarray, predicted: np.ndarray, groups: np.ndarray,
                       order: tuple[str, ...]) -> pd.Series:
     """Return the accuracy within each group (NaN where a group has no image), in the given order."""

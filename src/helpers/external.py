@@ -131,18 +131,20 @@ def _polygon_masks(annotation_file: Path) -> dict[str, list[list[tuple[float, fl
 def load_external_set(spec: config.ExternalSet, root: Path, image_size: int = config.DEFAULT_IMAGE_SIZE,
                       preprocessing: str = "resize") -> ExternalImages:
     """Decode one external set and its tumour outlines with the dataset's own preprocessing (data.prepare_image)."""
-    folder, annotations = root / spec.folder, root / spec.annotations
+    folder, annotations = root / spec.folder, (root / spec.annotations if spec.annotations else None)
     if not folder.is_dir():
         raise ExternalSetError(f"{folder}: external set {spec.name} not found")
-    if not annotations.exists():
+    if annotations is not None and not annotations.exists():
         raise ExternalSetError(f"{annotations}: tumour outlines of {spec.name} not found")
     files = image_files(folder, "external set folder", ExternalSetError)
-    polygons = _polygon_masks(annotations) if annotations.is_file() else None
+    polygons = _polygon_masks(annotations) if annotations is not None and annotations.is_file() else None
     images, masks = [], []
     for path in files:
         grey = open_greyscale(path)
         image, box = prepare_image(grey, image_size, preprocessing)
-        if polygons is not None:
+        if annotations is None:
+            full_mask = np.zeros((grey.size[1], grey.size[0]), dtype=bool)
+        elif polygons is not None:
             outline = Image.new("L", grey.size, 0)
             for polygon in polygons.get(path.name, []):
                 if len(polygon) >= 3:
@@ -176,8 +178,19 @@ def load_external_sets(external_dir: str | os.PathLike | None = None, image_size
             for spec in sets if spec.part in parts and (root / spec.folder).is_dir()}
 
 
-def external_fingerprint(external: dict[str, ExternalImages]) -> str | None:
-    """Return one SHA-256 over every external image's path and content, or None when there are none."""
+def of_collections(external: dict[str, ExternalImages],
+                   collections: tuple[str, ...] | None) -> dict[str, ExternalImages]:
+    """Return the external sets that belong to the given collections (None: every set)."""
+    if collections is None:
+        return dict(external)
+    return {name: images for name, images in external.items() if images.spec.collection in collections}
+
+
+def external_fingerprint(external: dict[str, ExternalImages],
+                         collections: tuple[str, ...] | None = None) -> str | None:
+    """Return one SHA-256 over the path and content of every image of the given collections' sets (None: all), or
+    None when there are none."""
+    external = of_collections(external, collections)
     if not external:
         return None
     paths = [path for item in external.values() for path in item.paths]
@@ -202,9 +215,12 @@ def join_splits(*splits: ImageSplit) -> ImageSplit:
 
 
 def add_external_training(training: ImageSplit, validation: ImageSplit, external: dict[str, ExternalImages],
-                          seed: int = config.DEFAULT_SEED) -> tuple[ImageSplit, ImageSplit]:
-    """Return training and validation joined by the external train parts (each split by patient, split_external)."""
-    parts = [split_external(images, seed=seed) for images in external.values() if images.spec.part == "train"]
+                          seed: int = config.DEFAULT_SEED,
+                          collections: tuple[str, ...] | None = None) -> tuple[ImageSplit, ImageSplit]:
+    """Return training and validation joined by the train parts of the given collections' sets (None: every set),
+    each split by patient (split_external)."""
+    parts = [split_external(images, seed=seed) for images in of_collections(external, collections).values()
+             if images.spec.part == "train"]
     return (join_splits(training, *[kept.as_split() for kept, _ in parts]),
             join_splits(validation, *[held_out.as_split() for _, held_out in parts]))
 
@@ -217,26 +233,28 @@ class TrainingData:
     training: ImageSplit
     validation: ImageSplit
     external: dict[str, ExternalImages]
+    collections: tuple[str, ...] | None = None  # the collections whose train parts joined training (None: all)
 
     @property
     def external_fingerprint(self) -> str | None:
-        """Return the fingerprint of the external images, or None when there are none."""
-        return external_fingerprint(self.external)
+        """Return the fingerprint of the external images of the collections trained on, or None when there are none."""
+        return external_fingerprint(self.external, self.collections)
 
 
 def load_training_data(data_dir: str | os.PathLike | None, image_size: int, preprocessing: str,
                        external_training: bool, external_dir: str | os.PathLike | None = None,
-                       progress: bool = True,
-                       sets: tuple[config.ExternalSet, ...] = config.EXTERNAL_SETS) -> TrainingData:
-    """Load the dataset with a preprocessing, split validation as the study does, and add the external train parts
-    to training and validation when asked (failing when none are found, since the recipe relies on them)."""
+                       progress: bool = True, sets: tuple[config.ExternalSet, ...] = config.EXTERNAL_SETS,
+                       collections: tuple[str, ...] | None = None) -> TrainingData:
+    """Load the dataset with a preprocessing, split validation as the study does, and add the train parts of the
+    given collections (None: every set) to training and validation when asked (failing when none are found, since
+    the recipe relies on them)."""
     dataset = load_dataset(data_dir, image_size, progress=progress, preprocessing=preprocessing)
     training, validation = split_validation(dataset.training, seed=config.DEFAULT_SEED)
     external = load_external_sets(external_dir, image_size, preprocessing, sets=sets)
     if external_training:
-        if not any(images.spec.part == "train" for images in external.values()):
+        if not any(images.spec.part == "train" for images in of_collections(external, collections).values()):
             raise ExternalSetError(f"{locate_external(external_dir) or config.DEFAULT_EXTERNAL_DIR}: the recipe trains "
                                    f"on the external sets' train parts but none were found; set "
                                    f"${config.EXTERNAL_DIR_VARIABLE}")
-        training, validation = add_external_training(training, validation, external)
-    return TrainingData(dataset, training, validation, external)
+        training, validation = add_external_training(training, validation, external, collections=collections)
+    return TrainingData(dataset, training, validation, external, collections)

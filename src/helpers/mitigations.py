@@ -1,14 +1,16 @@
-"""The mitigation table (issue 12): each step against the source shortcut trained and measured on validation data.
+"""The mitigation table: each step against the source shortcut trained and measured on validation data.
 
 `python -m helpers.mitigations` (`make mitigations`) trains every (model, variant) run of the ladder below with one
 seed, reusing a run folder trained with the same settings and data (the full study's runs included), and writes
-reports/mitigations.json: official test and clean-test accuracy, tumour sensitivity on the external sets' held-out
-validation images, no-tumour specificity and the pointing score. External *test* parts play no part.
+reports/mitigations.json: official test and clean-test accuracy, no-tumour specificity, and per external source the
+tumour sensitivity, specificity and balanced accuracy on the validation images held out of its train parts, and the
+pointing score. External *test* parts play no part. Rows measured before a column existed keep it empty.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +28,14 @@ VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
     "+ head crop and intensity standardisation": ("robust", {"augmentation": "layers", "external_training": False}),
     "+ source-breaking augmentation": ("robust", {"external_training": False}),
     "+ mixed-source training (robust recipe)": ("robust", {}),
+    "+ every source on both sides": ("robust", {"external_collections": config.ALL_COLLECTIONS}),
+    "+ source-balanced sampling (both-sides recipe)": ("both-sides", {}),
 }
 # Which variants each model trains: the whole ladder for the two fastest models, before and after for the others (on
 # 2 CPU cores the ladder of every model would take longer than the study itself).
 BEFORE_AND_AFTER = ("before (project recipe)", "+ mixed-source training (robust recipe)")
-LADDER = {"rnn": tuple(VARIANTS), "cnn": tuple(VARIANTS), "hybrid": BEFORE_AND_AFTER, "crnn": BEFORE_AND_AFTER}
+LADDER = {"rnn": tuple(VARIANTS), "cnn": tuple(VARIANTS)[:5], "hybrid": BEFORE_AND_AFTER, "crnn": BEFORE_AND_AFTER,
+          "sequencer": tuple(VARIANTS)[4:]}
 # Images per external validation part that the pointing score is measured on (occlusion costs 225 predictions each).
 POINTING_IMAGES = 100
 
@@ -39,7 +44,8 @@ def variant_settings(model_name: str, variant: str, image_size: int = config.DEF
                      seed: int = SEED) -> TrainingSettings:
     """Return the training settings of one rung of the ladder for a model."""
     recipe_name, changes = VARIANTS[variant]
-    epochs = config.get_profile("full").epochs if recipe_name == "robust" else recipe(recipe_name).epochs
+    full_length = recipe_name in ("robust", "both-sides")
+    epochs = config.get_profile("full").epochs if full_length else recipe(recipe_name).epochs
     return recipe(recipe_name, model_name, image_size=image_size, seed=seed, epochs=epochs, **changes)
 
 
@@ -58,7 +64,7 @@ def find_or_train(model_name: str, variant: str, data_dir: str | None, external_
 
     settings = variant_settings(model_name, variant, image_size, seed)
     loaded = load_training_data(data_dir, image_size, settings.preprocessing, settings.external_training,
-                                external_dir, progress=False)
+                                external_dir, progress=False, collections=settings.external_collections)
     candidates = [variant_directory(model_name, variant, seed), config.runs_dir() / "full" / f"{model_name}-seed{seed}"]
     for directory in candidates:
         if run_matches(directory, model_name, settings, data_fingerprint=loaded.dataset.fingerprint):
@@ -77,8 +83,9 @@ def evaluate_run(directory: Path, external_dir: str | None, data_dir: str | None
     from helpers.data import load_dataset
     from helpers.duplicates import audit_duplicates
     from helpers.evaluation import notumor_specificity
-    from helpers.explain import NO_TUMOUR_INDEX, occlusion_maps, pointing_score
+    from helpers.explain import occlusion_maps, pointing_score
     from helpers.external import load_external_sets, split_external
+    from helpers.sources import source_evaluation
     from helpers.study import validation_accuracy
 
     run = load_run(directory)
@@ -94,21 +101,33 @@ def evaluate_run(directory: Path, external_dir: str | None, data_dir: str | None
         "clean_test_accuracy": float((predicted[clean] == test["labels"][clean]).mean()),
         "notumor_specificity": notumor_specificity(test["labels"], predicted)}
     external = load_external_sets(external_dir, run.image_size, settings["preprocessing"], parts=("train",))
-    for name, images in external.items():
-        held_out = split_external(images)[1]
-        probabilities = run.model.predict(held_out.images[..., None], batch_size=256, verbose=0)
-        row[f"{name} validation sensitivity"] = float((probabilities.argmax(axis=1) != NO_TUMOUR_INDEX).mean())
-        sample = held_out.take(np.arange(min(POINTING_IMAGES, len(held_out))))
+    held_out = {name: split_external(images)[1] for name, images in external.items()}
+    predictions = {name: [run.model.predict(images.images[..., None], batch_size=256, verbose=0)]
+                   for name, images in held_out.items()}
+    for source, summary in source_evaluation({"run": predictions}, held_out, part="train")["run"].items():
+        for key in ("sensitivity", "specificity", "balanced_accuracy"):
+            if key in summary:
+                row[f"{source} validation {key.replace('_', ' ')}"] = summary[key]["mean"]
+    for name, images in held_out.items():
+        if not images.masks.any():
+            continue
+        sample = images.take(np.arange(min(POINTING_IMAGES, len(images))))
         maps = occlusion_maps(lambda batch: run.model.predict(batch, batch_size=1024, verbose=0), sample.images)
         row[f"{name} validation pointing score"] = pointing_score(maps, sample.masks)["pointing_score"]
     return row
 
 
-def build_table(data_dir: str | None = None, external_dir: str | None = None, train: bool = True) -> list[dict]:
-    """Train (or reuse) every rung of the ladder and return one evaluated row per (model, variant)."""
+def build_table(data_dir: str | None = None, external_dir: str | None = None, train: bool = True,
+                models: tuple[str, ...] | None = None, variants: tuple[str, ...] | None = None) -> list[dict]:
+    """Train (or reuse) the rungs of the ladder (all, or the given models and variants) and return one evaluated row
+    per (model, variant)."""
     rows = []
-    for model_name, variants in LADDER.items():
-        for variant in variants:
+    for model_name, ladder in LADDER.items():
+        if models and model_name not in models:
+            continue
+        for variant in ladder:
+            if variants and variant not in variants:
+                continue
             if train:
                 directory = find_or_train(model_name, variant, data_dir, external_dir)
             else:
@@ -118,10 +137,20 @@ def build_table(data_dir: str | None = None, external_dir: str | None = None, tr
 
 
 def write_table(rows: list[dict], reports_dir: Path = config.REPORTS_DIR) -> Path:
-    """Write the mitigation table with its provenance to reports/mitigations.json (atomically)."""
+    """Write the mitigation table with its provenance to reports/mitigations.json (atomically), keeping the rows of
+    (model, variant) pairs that were not measured again, in the ladder's order."""
     from helpers.provenance import provenance
 
     path = reports_dir / MITIGATIONS_FILE
+    earlier = json.loads(path.read_text())["rows"] if path.is_file() else []
+    measured = {(row["model"], row["variant"]) for row in rows}
+    order = {(model, variant): index for index, (model, variant) in
+             enumerate((model, variant) for model, ladder in LADDER.items() for variant in ladder)}
+    rows = sorted([*[row for row in earlier if (row["model"], row["variant"]) not in measured], *rows],
+                  key=lambda row: order.get((row["model"], row["variant"]), len(order)))
+    rows = [{**row, "run": str(Path(row["run"]).relative_to(config.PROJECT_ROOT))
+             if Path(row["run"]).is_absolute() and Path(row["run"]).is_relative_to(config.PROJECT_ROOT) else row["run"]}
+            for row in rows]
     content = {"rows": rows, "seed": SEED, "provenance": provenance(),
                "note": "one seed per run; external figures are on the validation images held out of the train parts"}
     write_atomically(path, lambda temporary: temporary.write_text(json.dumps(content, indent=2) + "\n"))
@@ -150,11 +179,14 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--external-dir", default=None,
                         help="external sets folder (default: $BRAIN_MRI_EXTERNAL_DIR or data/external)")
     parser.add_argument("--evaluate-only", action="store_true", help="measure the existing run folders, train none")
+    parser.add_argument("--models", nargs="+", default=None, choices=list(LADDER), help="default: every model")
+    parser.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS), help="default: every rung")
     arguments = parser.parse_args(argv)
     try:
-        rows = build_table(arguments.data_dir, arguments.external_dir, train=not arguments.evaluate_only)
+        rows = build_table(arguments.data_dir, arguments.external_dir, train=not arguments.evaluate_only,
+                           models=tuple(arguments.models or ()), variants=tuple(arguments.variants or ()))
     except (DataError, FileNotFoundError) as error:
-        print(f"error: {error}")
+        print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"mitigation table written to {write_table(rows)}")
     return 0

@@ -48,11 +48,12 @@ class StudyData:
     validation: ImageSplit  # likewise with their held-out images (paths starting with external/)
     testing: ImageSplit
     external: dict[str, ExternalImages] = dataclasses.field(default_factory=dict)  # every external set found
+    collections: tuple[str, ...] | None = None  # the external collections whose train parts joined training
 
     @property
     def external_fingerprint(self) -> str | None:
-        """Return the fingerprint of the external images, or None when there are none."""
-        return external_fingerprint(self.external)
+        """Return the fingerprint of the external collections trained on, or None when there are none."""
+        return external_fingerprint(self.external, self.collections)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -164,9 +165,11 @@ class Study:
             validation = take_per_class(validation, max(count // 2, 1))
             testing = take_per_class(testing, count)
         external = self.load_external()
-        if recipe(self.profile.recipe).external_training:
-            training, validation = add_external_training(training, validation, external)
-        return StudyData(dataset, training, validation, testing, external)
+        settings = recipe(self.profile.recipe)
+        if settings.external_training:
+            training, validation = add_external_training(training, validation, external,
+                                                         collections=settings.external_collections)
+        return StudyData(dataset, training, validation, testing, external, settings.external_collections)
 
     def source_images(self, preprocessing: str | None = None, part: str = "train") -> dict[str, np.ndarray]:
         """Return images per source with a preprocessing (default: the recipe's): the dataset's Training images of

@@ -152,7 +152,8 @@ def make_phantom_external_sets(root: str | os.PathLike, per_part: int = 30, seed
     """Write generated stand-ins of the external sets (config.PHANTOM_EXTERNAL_SETS) and return their root.
 
     phantom-tumour holds tumours of every kind with box outlines in a VGG Image Annotator file; phantom-glioma holds
-    gliomas of several "patients" with PNG masks. The folder appears only when complete.
+    gliomas of several "patients" with PNG masks and phantom-tumour-free tumour-free slices of them, both again in a
+    second "sequence" (phantom-second-*). The folder appears only when complete.
     """
     import json
 
@@ -177,12 +178,23 @@ def make_phantom_external_sets(root: str | os.PathLike, per_part: int = 30, seed
                     {"shape_attributes": {"name": "polygon", "all_points_x": x, "all_points_y": y}}]}
             (staging / "phantom-tumour" / "annotations").mkdir(exist_ok=True)
             (staging / "phantom-tumour" / "annotations" / f"{part}.json").write_text(json.dumps(outlines))
-            folder, masks = staging / "phantom-glioma" / part, staging / "phantom-glioma" / "masks"
-            folder.mkdir(parents=True)
-            masks.mkdir(exist_ok=True)
-            for number in range(per_part):
-                pixels, mask = _external_phantom("glioma", generator)
-                name = f"TCGA_PH_{part[:2].upper()}{number // 5:02d}_20000101_{number % 5}.png"
-                Image.fromarray(pixels).save(folder / name)
-                Image.fromarray(mask.astype(np.uint8) * 255).save(masks / name)
+            masks = staging / "phantom-glioma" / "masks"
+            masks.mkdir(parents=True, exist_ok=True)
+            for collection, class_name in (("glioma", "glioma"), ("tumour-free", config.NO_TUMOUR_CLASS)):
+                first = staging / f"phantom-{collection}" / part
+                second = staging / f"phantom-second-{collection}" / part
+                first.mkdir(parents=True)
+                second.mkdir(parents=True)
+                for number in range(per_part):
+                    pixels, mask = _external_phantom(class_name, generator)
+                    name = f"TCGA_PH_{part[:2].upper()}{number // 5:02d}_20000101_{collection[0]}{number % 5}.png"
+                    Image.fromarray(pixels).save(first / name)
+                    Image.fromarray(_second_sequence(pixels)).save(second / name)
+                    if class_name != config.NO_TUMOUR_CLASS:
+                        Image.fromarray(mask.astype(np.uint8) * 255).save(masks / name)
     return root
+
+
+def _second_sequence(pixels: np.ndarray) -> np.ndarray:
+    """Return a phantom as a second MRI sequence would show it: the contrast curve bent the other way."""
+    return (255.0 * (pixels / 255.0) ** (1.0 / EXTERNAL_PHANTOM_GAMMA ** 2)).round().astype(np.uint8)

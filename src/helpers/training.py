@@ -23,6 +23,7 @@ from helpers.external import PATH_PREFIX as EXTERNAL_PATH_PREFIX
 from helpers.files import staged_directory
 from helpers.models import AUGMENTATIONS, MODEL_BUILDERS, build_model
 from helpers.provenance import provenance
+from helpers.sources import source_balance_weights
 
 MODEL_FILE = "model.keras"
 LABELS_FILE = "labels.json"
@@ -75,6 +76,9 @@ class TrainingSettings:
     clipnorm: float | None = None  # gradient clipping by norm
     label_smoothing: float = 0.0
     warmup_fraction: float = 0.05  # share of the steps with a linear warm-up (cosine schedule)
+    # The external collections whose train parts join training when external_training is on (docs/decisions.md).
+    external_collections: tuple[str, ...] = config.TUMOUR_COLLECTIONS
+    source_balance: bool = False  # weight each image so that every (source, tumour or not) group counts alike
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
@@ -120,8 +124,12 @@ ROBUST_RECIPE = dataclasses.replace(SPECIFIED_RECIPE, epochs=40, batch_size=64, 
 #   specified augmentation: with the robust one's acquisition changes (at 3e-4) the hybrid reached 56% in 15 epochs.
 # (seed 42, the phantom set, helpers.training.train_model; the probes' settings as stated.)
 DEMO_RECIPE = dataclasses.replace(ROBUST_RECIPE, epochs=15, batch_size=16, learning_rate=5e-4, augmentation="layers")
+# The both-sides recipe: the robust recipe with every external source on both sides of the decision (TCGA's
+# tumour-free slices as "no tumour", both TCGA sequences) and source-balanced sample weights (docs/decisions.md).
+BOTH_SIDES_RECIPE = dataclasses.replace(ROBUST_RECIPE, external_collections=config.ALL_COLLECTIONS,
+                                        source_balance=True)
 RECIPES: dict[str, TrainingSettings] = {"specified": SPECIFIED_RECIPE, "project": PROJECT_RECIPE,
-                                        "robust": ROBUST_RECIPE, "demo": DEMO_RECIPE}
+                                        "robust": ROBUST_RECIPE, "demo": DEMO_RECIPE, "both-sides": BOTH_SIDES_RECIPE}
 # Where one model departs from its recipe, and why (validation evidence only). cnn, seed 42, validation accuracy:
 # batch 128 at Adam 2e-3 stopped at epoch 13 with 73.2% (best at epoch 3), batch 128 at 1e-3 reached 84.5% in 30
 # epochs, batch 64 at 1e-3 92.8% (its epochs were no slower: 8.2 s against 8.6 s at batch 128).
@@ -132,7 +140,8 @@ RECIPES: dict[str, TrainingSettings] = {"specified": SPECIFIED_RECIPE, "project"
 # 92.1/90.4/88.7% (mean 90.4%) against 92.8/90.1/91.5% (mean 91.4%). A change is adopted only where its 3-seed mean
 # stays within half a point.
 MODEL_CHANGES: dict[str, dict[str, dict[str, object]]] = {
-    "specified": {}, "project": {"cnn": {"batch_size": 64, "learning_rate": 1e-3}}, "robust": {}, "demo": {}}
+    "specified": {}, "project": {"cnn": {"batch_size": 64, "learning_rate": 1e-3}}, "robust": {}, "demo": {},
+    "both-sides": {}}
 
 
 def recipe(name: str, model_name: str | None = None, **changes: object) -> TrainingSettings:
@@ -330,6 +339,10 @@ def _write_json(path: Path, content: dict) -> None:
     path.write_text(json.dumps(content, indent=2, default=str) + "\n")
 
 
+# Settings added after runs were published; a run folder written before them was trained with their defaults.
+ADDED_SETTINGS = ("external_collections", "source_balance")
+
+
 def run_matches(directory: Path, model_name: str, settings: TrainingSettings, **details: object) -> bool:
     """Tell whether a finished run folder holds this model trained with exactly these settings and the given details
     of its run.json (data fingerprints, split sizes)."""
@@ -339,6 +352,10 @@ def run_matches(directory: Path, model_name: str, settings: TrainingSettings, **
             recorded["settings"]["image_size"] = json.loads((directory / LABELS_FILE).read_text())["image_size"]
     except (OSError, ValueError, KeyError):
         return False
+    if isinstance(recorded.get("settings"), dict):  # a setting added after the run was written: its default
+        defaults = json.loads(json.dumps(dataclasses.asdict(TrainingSettings())))
+        recorded["settings"] = {**{name: value for name, value in defaults.items()
+                                   if name in ADDED_SETTINGS}, **recorded["settings"]}
     wanted = {"model": model_name, "settings": json.loads(json.dumps(dataclasses.asdict(settings))), **details}
     return all(recorded.get(key) == value for key, value in wanted.items())
 
@@ -406,7 +423,8 @@ def train_model(model_name: str, training: ImageSplit, validation: ImageSplit, t
         dataset_validation = ([DatasetValidationAccuracy(_as_model_input(validation)[own], validation.labels[own])]
                               if len(own) < len(validation) else [])
         started = time.perf_counter()
-        model.fit(_as_model_input(training), training.labels, batch_size=settings.batch_size,
+        weights = source_balance_weights(training.paths, training.labels) if settings.source_balance else None
+        model.fit(_as_model_input(training), training.labels, sample_weight=weights, batch_size=settings.batch_size,
                   epochs=settings.epochs, validation_data=(_as_model_input(validation), validation.labels),
                   callbacks=[timer, *dataset_validation,
                              *training_callbacks(settings, resume / MODEL_FILE, best_so_far),
@@ -525,7 +543,8 @@ def _main(argv: list[str] | None = None) -> int:
         os.environ[DATA_PARALLEL_VARIABLE] = "1"
     try:
         loaded = load_training_data(arguments.data_dir, settings.image_size or config.DEFAULT_IMAGE_SIZE,
-                                    settings.preprocessing, settings.external_training, arguments.external_dir)
+                                    settings.preprocessing, settings.external_training, arguments.external_dir,
+                                    collections=settings.external_collections)
     except DataError as error:
         print(f"error: {error}")
         return 1

@@ -1,0 +1,215 @@
+"""Leave-one-source-out: train with a whole external source (or one of its sequences) left out, measure on it.
+
+`python -m helpers.loso` (`make loso`) trains, for each hold-out below and each model of MODELS, the both-sides
+recipe without the held-out collections (one seed, reusing a run folder trained with the same settings and data),
+then measures the held-out source's *test* parts on both sides and writes reports/loso.json. It is the study's figure
+for "a source absent from training".
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from helpers import config
+from helpers.files import write_atomically
+
+LOSO_FILE = "loso.json"
+RECIPE = "both-sides"
+SEED = config.DEFAULT_SEED
+# The published default's kind and the specified model.
+MODELS = ("sequencer", "rnn")
+
+
+@dataclass(frozen=True)
+class HoldOut:
+    """A part of the external data left out of training: its collections, and the sources measured on it."""
+
+    name: str
+    collections: tuple[str, ...]
+    sources: tuple[str, ...]
+
+    @property
+    def slug(self) -> str:
+        """Return the hold-out's name as a folder name."""
+        slug = "".join(character if character.isalnum() else "-" for character in self.name.lower()).strip("-")
+        while "--" in slug:
+            slug = slug.replace("--", "-")
+        return slug
+
+
+def hold_outs(sets: tuple[config.ExternalSet, ...] = config.EXTERNAL_SETS) -> list[HoldOut]:
+    """Return one hold-out per origin (every set it gave, all sequences), then one per further sequence of an origin
+    that gives several (leave-one-sequence-out: the first sequence stays in training)."""
+    found: list[HoldOut] = []
+    origins = dict.fromkeys(spec.origin or spec.collection for spec in sets)
+    for origin in origins:
+        members = [spec for spec in sets if (spec.origin or spec.collection) == origin]
+        sources = tuple(dict.fromkeys(spec.source_name or spec.collection for spec in members))
+        collections = tuple(dict.fromkeys(spec.collection for spec in members))
+        found.append(HoldOut(" + ".join(sources), collections, sources))
+        sequences = list(dict.fromkeys(spec.sequence for spec in members if spec.sequence))
+        for sequence in sequences[1:]:
+            chosen = [spec for spec in members if spec.sequence == sequence]
+            names = tuple(dict.fromkeys(spec.source_name or spec.collection for spec in chosen))
+            found.append(HoldOut(f"{' + '.join(names)} (sequence held out)",
+                                 tuple(dict.fromkeys(spec.collection for spec in chosen)), names))
+    return found
+
+
+def hold_out_settings(model_name: str, hold_out: HoldOut, epochs: int | None = None, seed: int = SEED,
+                      image_size: int = config.DEFAULT_IMAGE_SIZE):
+    """Return the both-sides recipe for a model without the held-out collections."""
+    from helpers.training import recipe
+
+    base = recipe(RECIPE, model_name)
+    kept = tuple(name for name in base.external_collections if name not in hold_out.collections)
+    return recipe(RECIPE, model_name, seed=seed, image_size=image_size, external_collections=kept,
+                  epochs=epochs or config.get_profile("full").epochs)
+
+
+def run_directory(model_name: str, hold_out: HoldOut, run_root: Path | None = None, seed: int = SEED) -> Path:
+    """Return the run folder of a model trained without a hold-out (runs/loso/<hold-out>/<model>-seed<seed>)."""
+    return (run_root or config.runs_dir() / "loso") / hold_out.slug / f"{model_name}-seed{seed}"
+
+
+def find_or_train(model_name: str, hold_out: HoldOut, data_dir: str | None, external_dir: str | None,
+                  sets: tuple[config.ExternalSet, ...] = config.EXTERNAL_SETS, run_root: Path | None = None,
+                  epochs: int | None = None) -> Path:
+    """Return the run folder of a model trained without a hold-out, training it unless it already exists."""
+    from helpers.external import load_training_data
+    from helpers.training import run_matches, train_model
+
+    settings = hold_out_settings(model_name, hold_out, epochs)
+    loaded = load_training_data(data_dir, settings.image_size, settings.preprocessing, True, external_dir,
+                                progress=False, sets=sets, collections=settings.external_collections)
+    directory = run_directory(model_name, hold_out, run_root)
+    if run_matches(directory, model_name, settings, data_fingerprint=loaded.dataset.fingerprint,
+                   external_fingerprint=loaded.external_fingerprint):
+        print(f"{model_name} without {hold_out.name}: reusing {directory}")
+        return directory
+    print(f"{model_name} without {hold_out.name}: training into {directory}", flush=True)
+    train_model(model_name, loaded.training, loaded.validation, loaded.dataset.testing, directory, settings,
+                data_fingerprint=loaded.dataset.fingerprint, overwrite=True,
+                external_fingerprint=loaded.external_fingerprint)
+    return directory
+
+
+def evaluate_run(directory: Path, hold_out: HoldOut, external: dict) -> list[dict[str, object]]:
+    """Return one row per held-out source: a run's both-sides figures on that source's test parts, and its official
+    test accuracy for reference."""
+    from helpers.sources import source_evaluation
+    from helpers.training import load_run
+
+    run = load_run(directory)
+    held_out = {name: images for name, images in external.items()
+                if images.spec.part == "test" and images.spec.collection in hold_out.collections}
+    predictions = {name: [run.model.predict(images.images[..., None], batch_size=256, verbose=0)]
+                   for name, images in held_out.items()}
+    test = run.predictions["test"]
+    official = float((test["probabilities"].argmax(axis=1) == test["labels"]).mean())
+    rows = []
+    for source, summary in source_evaluation({"run": predictions}, held_out)["run"].items():
+        row: dict[str, object] = {"model": run.details["model"], "held out": hold_out.name, "source": source,
+                                  "seed": int(run.details["settings"]["seed"]),
+                                  "run": str(directory.relative_to(config.PROJECT_ROOT)
+                                             if directory.is_relative_to(config.PROJECT_ROOT) else directory),
+                                  "tumour images": summary["tumour_images"],
+                                  "tumour-free images": summary["tumour_free_images"],
+                                  "official test accuracy": official}
+        for key in ("sensitivity", "specificity", "type_accuracy", "balanced_accuracy"):
+            if key in summary:
+                row[key.replace("_", " ")] = summary[key]["mean"]
+                row[f"{key.replace('_', ' ')} ci"] = list(summary[key]["ci"])
+        rows.append(row)
+    return rows
+
+
+def build_table(data_dir: str | None = None, external_dir: str | None = None, train: bool = True,
+                models: tuple[str, ...] = MODELS, sets: tuple[config.ExternalSet, ...] = config.EXTERNAL_SETS,
+                run_root: Path | None = None, epochs: int | None = None,
+                only: tuple[str, ...] = ()) -> list[dict]:
+    """Train (or reuse) each model without each hold-out (all, or those named in only) and return the evaluated
+    rows; a run that was not trained (train=False and no folder) is left out."""
+    from helpers.external import load_external_sets
+
+    external = load_external_sets(external_dir, config.DEFAULT_IMAGE_SIZE, "standardised", sets=sets,
+                                  parts=("test",))
+    rows = []
+    for hold_out in hold_outs(sets):
+        if only and hold_out.name not in only:
+            continue
+        for model_name in models:
+            if train:
+                directory = find_or_train(model_name, hold_out, data_dir, external_dir, sets, run_root, epochs)
+            else:
+                directory = run_directory(model_name, hold_out, run_root)
+                if not directory.is_dir():
+                    continue
+            rows.extend(evaluate_run(directory, hold_out, external))
+    return rows
+
+
+def write_table(rows: list[dict], reports_dir: Path = config.REPORTS_DIR) -> Path:
+    """Write the leave-one-source-out table with its provenance to reports/loso.json (atomically), keeping earlier
+    rows of (model, hold-out) pairs not measured again."""
+    from helpers.provenance import provenance
+
+    path = reports_dir / LOSO_FILE
+    earlier = json.loads(path.read_text())["rows"] if path.is_file() else []
+    measured = {(row["model"], row["held out"]) for row in rows}
+    rows = [*[row for row in earlier if (row["model"], row["held out"]) not in measured], *rows]
+    content = {"rows": rows, "seed": SEED, "recipe": RECIPE, "provenance": provenance(),
+               "note": "one seed per run; each run trained without the held-out collections (train and test parts) "
+                       "and measured on their test parts"}
+    write_atomically(path, lambda temporary: temporary.write_text(json.dumps(content, indent=2) + "\n"))
+    return path
+
+
+def load_table(reports_dir: Path = config.REPORTS_DIR):
+    """Return the leave-one-source-out table (a DataFrame), or None when it was never measured."""
+    import pandas as pd
+
+    path = reports_dir / LOSO_FILE
+    if not path.is_file():
+        return None
+    rows = json.loads(path.read_text())["rows"]
+    table = pd.DataFrame(rows)
+    return table.drop(columns=[name for name in table.columns if name == "run" or name.endswith(" ci")])
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """Command line: train and measure each model without each source, writing reports/loso.json."""
+    import argparse
+
+    from helpers.data import DataError
+
+    parser = argparse.ArgumentParser(prog="python -m helpers.loso", description=_main.__doc__)
+    parser.add_argument("--data-dir", default=None, help="dataset folder (default: $BRAIN_MRI_DATA_DIR or data/)")
+    parser.add_argument("--external-dir", default=None,
+                        help="external sets folder (default: $BRAIN_MRI_EXTERNAL_DIR or data/external)")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), help="models to train (default: %(default)s)")
+    parser.add_argument("--hold-outs", nargs="+", default=(), choices=[item.name for item in hold_outs()],
+                        help="default: every hold-out")
+    parser.add_argument("--evaluate-only", action="store_true", help="measure the existing run folders, train none")
+    arguments = parser.parse_args(argv)
+    chosen = [item.name for item in hold_outs() if not arguments.hold_outs or item.name in arguments.hold_outs]
+    try:
+        for name in chosen:  # the table grows run by run, so that an interruption loses no finished figure
+            for model_name in arguments.models:
+                rows = build_table(arguments.data_dir, arguments.external_dir, train=not arguments.evaluate_only,
+                                   models=(model_name,), only=(name,))
+                print(f"{model_name} without {name}: written to {write_table(rows)}", flush=True)
+    except (DataError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: finished runs are kept, the unfinished one resumes next time", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
