@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock lint test test-fast bench bench-predict reference-runs time-to-accuracy sizes repeatability mitigations demo smoke study publish predict data-check download-data audit train-rnn clean-cache
+.PHONY: help install lock lint test test-fast bench bench-predict reference-runs time-to-accuracy sizes repeatability mitigations loso demo smoke study publish predict data-check download-data audit train-rnn clean-cache
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -75,13 +75,16 @@ repeatability: $(INSTALLED) ## train rnn and hybrid twice under each oneDNN sett
 mitigations: $(INSTALLED) ## train and measure each step against the source shortcut (seed 42) -> reports/mitigations.json
 	$(BIN)/python -m helpers.mitigations
 
+loso: $(INSTALLED) ## train sequencer and rnn without each external source (seed 42; finished runs kept) -> reports/loso.json
+	$(BIN)/python -m helpers.loso
+
 demo: $(INSTALLED) ## set up, then run the notebooks on generated data (offline) into runs/demo/reports
 	$(BIN)/python -m helpers.pipeline --profile demo
 
 smoke: $(INSTALLED) ## run the notebooks on 40 real images per class, 1 epoch, into runs/smoke/reports
 	$(BIN)/python -m helpers.pipeline --profile smoke
 
-study: $(INSTALLED) ## the full study on the real data (4 models x 3 seeds, external sets if found) into reports/, then make publish
+study: loso ## leave-one-source-out, then the full study on the real data (5 models x 3 seeds) into reports/, then make publish
 	$(BIN)/python -m helpers.pipeline --profile full
 	$(MAKE) publish
 

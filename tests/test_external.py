@@ -103,17 +103,22 @@ def test_partial_label_loss_and_accuracy_accept_any_tumour_class():
     assert evaluation.partial_label_accuracy(labels, probabilities) == pytest.approx(2 / 3)
 
 
-def test_external_summary_counts_tumours_kept_and_the_named_class():
+def test_both_sides_summary_gives_sensitivity_specificity_type_and_balanced_accuracy():
     no_tumour = config.CLASS_NAMES.index("notumor")
-    first = np.eye(4)[[0, 0, 1, no_tumour]]
-    second = np.eye(4)[[0, no_tumour, 0, no_tumour]]
-    summary = evaluation.external_summary([first, second], "glioma", resamples=200)
-    assert summary["tumour_sensitivity"]["per_seed"] == [0.75, 0.5]
-    assert summary["tumour_sensitivity"]["mean"] == pytest.approx(0.625)
-    assert summary["class_accuracy"]["per_seed"] == [0.5, 0.5]
-    low, high = summary["tumour_sensitivity"]["ci"]
-    assert 0 <= low <= 0.625 <= high <= 1 and summary["predicted_share"]["notumor"] == pytest.approx(0.375)
-    assert "class_accuracy" not in evaluation.external_summary([first], config.ANY_TUMOUR, resamples=10)
+    tumours = [np.eye(4)[[0, 0, 1, no_tumour]], np.eye(4)[[0, no_tumour, 0, no_tumour]]]
+    free = [np.eye(4)[[no_tumour, 0]], np.eye(4)[[no_tumour, no_tumour]]]
+    summary = evaluation.both_sides_summary(tumours, free, "glioma", resamples=200)
+    assert summary["sensitivity"]["per_seed"] == [0.75, 0.5] and summary["sensitivity"]["mean"] == pytest.approx(0.625)
+    assert summary["type_accuracy"]["per_seed"] == [0.5, 0.5]
+    assert summary["specificity"]["per_seed"] == [0.5, 1.0]
+    assert summary["balanced_accuracy"]["per_seed"] == [0.625, 0.75]
+    low, high = summary["balanced_accuracy"]["ci"]
+    assert 0 <= low <= 0.6875 <= high <= 1 and summary["seeds"] == 2
+    assert summary["tumour_free_predicted_share"]["glioma"] == pytest.approx(0.25)
+    one_side = evaluation.both_sides_summary(tumours[:1], None, config.ANY_TUMOUR, resamples=10)
+    assert "type_accuracy" not in one_side and "specificity" not in one_side and "balanced_accuracy" not in one_side
+    per_image = evaluation.both_sides_summary(tumours[:1], None, np.array([0, 1, 1, 3]), resamples=10)
+    assert per_image["type_accuracy"]["per_seed"] == [0.5]
 
 
 def test_pointing_score_on_masks_with_a_known_answer():
@@ -173,14 +178,14 @@ def test_plane_estimate_and_source_probe_on_clear_cases():
 
 
 def test_robust_recipe_trains_on_the_external_train_parts_and_selects_on_them(phantom_root, external_root, tmp_path):
+    settings = training.recipe("robust", "rnn", epochs=1, batch_size=64, image_size=64, verbose=0)
     loaded = external.load_training_data(phantom_root, 64, "standardised", True, external_root, progress=False,
-                                         sets=config.PHANTOM_EXTERNAL_SETS)
+                                         sets=config.PHANTOM_EXTERNAL_SETS, collections=settings.external_collections)
     from_external = np.char.startswith(loaded.training.paths.astype(str), external.PATH_PREFIX)
     held_out = np.char.startswith(loaded.validation.paths.astype(str), external.PATH_PREFIX)
     assert from_external.sum() + held_out.sum() == 24 and held_out.sum() > 0
     assert config.ANY_TUMOUR_LABEL in loaded.training.labels and "test" not in "".join(loaded.training.paths[
         from_external])
-    settings = training.recipe("robust", "rnn", epochs=1, batch_size=64, image_size=64, verbose=0)
     run = training.train_model("rnn", loaded.training, loaded.validation, None, tmp_path / "run", settings,
                                data_fingerprint=loaded.dataset.fingerprint,
                                external_fingerprint=loaded.external_fingerprint)

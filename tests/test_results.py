@@ -53,7 +53,7 @@ def _metrics(fingerprint, seed):
 def test_readme_block_is_written_from_metrics_and_a_stale_one_is_detected():
     metrics = _metrics("f" * 64, 42)
     table = results.markdown_table(metrics)
-    row = "| rnn | 235,140 | 91.23% ± 0.51% | 89.71%–92.62% | 0.909 (0.893–0.923) | 87.65% | not evaluated | 1.6 min |"
+    row = "| rnn | 235,140 | 91.23% ± 0.51% | 89.71%–92.62% | 0.909 (0.893–0.923) | 87.65% | 1.6 min |"
     assert row in table and "External validity: not evaluated" in table
     assert "30.0 minutes on 2 CPU cores" in table and "588 of its images" in table
     assert "from scratch" not in table and "rnn as specified (rnn) >= 90%: 91.23%, met." in table
@@ -108,28 +108,40 @@ def test_publish_copies_the_representative_run_without_optimizer_state(phantom_r
     assert (models_dir / "rnn.keras").is_file()  # a failed publish leaves the published models as they were
 
 
-def _external_summary(sensitivity, truth, accuracy=None):
-    summary = {"truth": truth, "tumour_sensitivity": {"mean": sensitivity, "ci": (sensitivity - 0.02, sensitivity),
-                                                      "per_seed": [sensitivity, sensitivity]}}
-    if accuracy is not None:
-        summary["class_accuracy"] = {"mean": accuracy, "ci": (accuracy - 0.03, accuracy)}
+def _figure(value):
+    return {"mean": value, "ci": (value - 0.02, value), "per_seed": [value, value]}
+
+
+def _source(sensitivity=None, specificity=None, type_accuracy=None):
+    summary = {"tumour_images": 10 if sensitivity is not None else 0,
+               "tumour_free_images": 8 if specificity is not None else 0, "seeds": 2}
+    for key, value in (("sensitivity", sensitivity), ("specificity", specificity), ("type_accuracy", type_accuracy)):
+        if value is not None:
+            summary[key] = _figure(value)
+    if sensitivity is not None and specificity is not None:
+        summary["balanced_accuracy"] = _figure((sensitivity + specificity) / 2)
     return summary
 
 
-def test_external_figures_join_the_readme_table_and_targets_judge_the_default_model():
+def test_per_source_figures_and_targets_judge_the_default_model_on_both_sides():
     metrics = _metrics("f" * 64, 42)
     metrics["notebooks"]["04_compare_cnn"]["summaries"]["rnn"]["validation_accuracy"] = [0.9, 0.92]
     metrics["notebooks"]["06_external_validity"] = {
-        "external": {"rnn": {"br35h-tumour/test": _external_summary(0.96, "tumour"),
-                             "tcga-lgg-glioma/test": _external_summary(0.99, "glioma", 0.7)}},
-        "notumor_specificity": {"rnn": 0.975}}
+        "sources": {"rnn": {"official Testing": _source(0.99, 0.975, 0.9), "Br35H": _source(0.96),
+                            "TCGA post-contrast": _source(0.99, 0.2, 0.7)}},
+        "official_accuracy": {"rnn": 0.915},
+        "loso": [{"model": "rnn", "held out": "Br35H", "source": "Br35H", "sensitivity": 0.8}]}
     table = results.markdown_table(metrics)
-    headers = ("| tumours kept, br35h-tumour/test | tumours kept, tcga-lgg-glioma/test | "
-               "called glioma, tcga-lgg-glioma/test |")
-    assert headers in table and "| 87.65% | 96.0% | 99.0% | 70.0% | 1.6 min |" in table
-    assert ("tumours kept on br35h-tumour/test >= 95%: 96.00%, met; tumours kept on tcga-lgg-glioma/test >= 95%: "
-            "99.00%, met; tcga-lgg-glioma/test called glioma >= 80%: 70.00%, missed; no-tumour specificity "
-            "(official Testing) >= 97%: 97.50%, met.") in table
+    assert "| 87.65% | 1.6 min |" in table  # the models' table: official figures only
+    assert "| TCGA post-contrast | 10 / 8 | 99.0% (97.0%–99.0%) | 20.0% (18.0%–20.0%) | 70.0% (68.0%–70.0%) |" in table
+    assert "| Br35H † | 10 / 0 | 96.0% (94.0%–96.0%) | — | — | — |" in table
+    assert "† Br35H's 'no' images are the dataset's own notumor class" in table
+    assert "| rnn | Br35H | Br35H | 80.0% | — | — | — |" in table  # leave-one-source-out
+    assert ("TCGA post-contrast: tumour-free slices called no tumour >= 90%: 20.00%, missed; TCGA post-contrast: "
+            "balanced accuracy >= 85%: 59.50%, missed; Br35H: tumours kept >= 95%: 96.00%, met; official Testing: "
+            "accuracy >= 97%: 91.50%, missed; official Testing: no-tumour specificity >= 97%: 97.50%, met; Br35H "
+            "held out of training: tumours kept >= 85%: 80.00%, missed.") in table
+    assert "TCGA FLAIR" not in table  # a source the study did not evaluate is judged on nothing
     assert results.default_model(metrics) == "rnn"
 
 
@@ -153,13 +165,13 @@ def test_the_default_ships_as_an_ensemble_of_seeds_only_when_that_wins_on_valida
     compared["summaries"]["rnn"]["test_accuracy"]["per_seed"] = [0.915, 0.91]
     compared["cheap_accuracy"] = _cheap_rows("rnn", 0.90, 0.905, [43, 44])
     metrics["notebooks"]["06_external_validity"] = {
-        "external": {name: {"br35h-tumour/test": _external_summary(sensitivity, "tumour")}
-                     for name, sensitivity in (("rnn", 0.93), ("rnn-ensemble", 0.96))},
-        "notumor_specificity": {"rnn": 0.95, "rnn-ensemble": 0.98},
-        "official_tumour_sensitivity": {"rnn": 0.975, "rnn-ensemble": 0.985}}
+        "sources": {name: {"official Testing": _source(official, specificity), "Br35H": _source(sensitivity)}
+                    for name, official, specificity, sensitivity in (("rnn", 0.975, 0.95, 0.93),
+                                                                     ("rnn-ensemble", 0.985, 0.98, 0.96))},
+        "official_accuracy": {"rnn": 0.91, "rnn-ensemble": 0.93}}
     assert results.shipped_default(metrics) == "rnn-ensemble"
-    assert [row["measured"] for row in results.external_targets(metrics)] == [0.96, 0.98]
-    assert "published default model (rnn-ensemble; the external" in results.markdown_table(metrics)
+    assert [row["measured"] for row in results.external_targets(metrics)] == [0.96, 0.93, 0.98]
+    assert "The published default (`rnn-ensemble`) on both sides" in results.markdown_table(metrics)
     models_dir = tmp_path / "models"
     index = results.publish_models(metrics, tmp_path / "runs", models_dir)
     assert index["default"] == "rnn-ensemble.json"
@@ -170,7 +182,7 @@ def test_the_default_ships_as_an_ensemble_of_seeds_only_when_that_wins_on_valida
     expected = np.mean([run.model.predict(images, verbose=0) for run in runs], axis=0)
     assert np.allclose(loaded.model.predict(images, verbose=0), expected, atol=1e-6)
     card = (models_dir / "MODEL_CARD.md").read_text()
-    assert "| `rnn-ensemble.json` | 470,280 | 43, 44 |" in card and "| 93.00% | 88.00% | 98.50% | 96.0% |" in card
+    assert "| `rnn-ensemble.json` | 470,280 | 43, 44 |" in card and "| 93.00% | 88.00% | 98.50% | 96.0% / — |" in card
     assert results.DEFAULT_RULE in card
     compared["cheap_accuracy"] = _cheap_rows("rnn", 0.90, 0.90, [43, 44])  # a tie ships one network
     index = results.publish_models(metrics, tmp_path / "runs", models_dir)

@@ -134,36 +134,6 @@ def mcnemar_test(labels: np.ndarray, predicted_first: np.ndarray, predicted_seco
     return {"only_first_correct": only_first, "only_second_correct": only_second, "p_value": float(p_value)}
 
 
-def external_summary(probabilities_per_seed: list[np.ndarray], truth: str, resamples: int = 1000,
-                     seed: int = config.DEFAULT_SEED) -> dict[str, object]:
-    """Return a model's figures on one external tumour set, from each seed's probabilities on its images.
-
-    Tumour sensitivity (share not called "no tumour") and, where the truth is a class, that class's accuracy: per
-    seed, their mean and a bootstrap 95% interval of the mean over images; the predicted-class distribution and the
-    mean confidence, averaged over seeds.
-    """
-    stacked = np.stack([np.asarray(probabilities, dtype=np.float64) for probabilities in probabilities_per_seed])
-    predicted = stacked.argmax(axis=2)
-    no_tumour = config.CLASS_NAMES.index(config.NO_TUMOUR_CLASS)
-    outcomes = {"tumour_sensitivity": predicted != no_tumour}
-    if truth != config.ANY_TUMOUR:
-        outcomes["class_accuracy"] = predicted == config.CLASS_NAMES.index(truth)
-    generator = np.random.default_rng(seed)
-    images = predicted.shape[1]
-    samples = generator.integers(0, images, (resamples, images))
-    summary: dict[str, object] = {"images": int(images), "seeds": int(len(predicted)), "truth": truth}
-    for name, right in outcomes.items():
-        per_seed = right.mean(axis=1)
-        means = right[:, samples].mean(axis=(0, 2))
-        summary[name] = {"per_seed": per_seed.tolist(), "mean": float(per_seed.mean()),
-                         "ci": (float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975)))}
-    summary["predicted_share"] = {name: float((predicted == index).mean())
-                                  for index, name in enumerate(config.CLASS_NAMES)}
-    summary["mean_confidence"] = float(stacked.max(axis=2).mean())
-    summary["mean_no_tumour_probability"] = float(stacked[:, :, no_tumour].mean())
-    return summary
-
-
 def _seed_figure(right: np.ndarray, samples: np.ndarray) -> dict[str, object]:
     """Return a 0/1 outcome (seeds, images) as per-seed shares, their mean and the bootstrap interval of the mean."""
     per_seed = right.mean(axis=1)
@@ -183,6 +153,7 @@ def both_sides_summary(tumour_probabilities: list[np.ndarray] | None, free_proba
     no_tumour = config.CLASS_NAMES.index(config.NO_TUMOUR_CLASS)
     generator = np.random.default_rng(seed)
     summary: dict[str, object] = {"tumour_images": 0, "tumour_free_images": 0,
+                                  "seeds": len(tumour_probabilities or free_probabilities or []),
                                   "truth": truth if isinstance(truth, str) else "per image"}
     outcomes, draws = {}, {}
     if tumour_probabilities is not None:

@@ -164,8 +164,7 @@ def duration_sentence(metrics: dict) -> str:
 
 
 def _models_table(metrics: dict) -> pd.DataFrame:
-    """Return the summary of the models from the comparison notebook's record (empty when it did not run), with each
-    external set's tumour sensitivity (mean over seeds, 95% CI) beside the official figures, or "not evaluated"."""
+    """Return the summary of the models from the comparison notebook's record (empty when it did not run)."""
     rows = metrics["notebooks"].get("04_compare_cnn", {}).get("models", [])
     table = pd.DataFrame(rows)
     if not len(table):
@@ -179,8 +178,6 @@ def _models_table(metrics: dict) -> pd.DataFrame:
     if clean:
         shown.insert(3, "clean-test accuracy", shown["model"].map(lambda name: f"{clean[name]:.2%}"
                                                                  if name in clean else "not measured"))
-    for set_name, column in external_columns(metrics).items():
-        shown[f"tumour sensitivity, {set_name}"] = shown["model"].map(column).fillna("not evaluated")
     return shown
 
 
@@ -194,33 +191,42 @@ def target_rows(metrics: dict) -> list[dict]:
     return rows
 
 
-def external_columns(metrics: dict) -> dict[str, dict[str, str]]:
-    """Return, per external test set, each model's tumour sensitivity as text ("97.0% (95.0%–98.5%)"); {} when the
-    external sets were not evaluated."""
-    record = metrics["notebooks"].get("06_external_validity", {})
-    columns: dict[str, dict[str, str]] = {}
-    for model_name, sets in (record.get("external") or {}).items():
-        for set_name, summary in sets.items():
-            sensitivity = summary["tumour_sensitivity"]
-            columns.setdefault(set_name, {})[model_name] = (f"{sensitivity['mean']:.1%} ({sensitivity['ci'][0]:.1%}–"
-                                                            f"{sensitivity['ci'][1]:.1%})")
-    return columns
+def _sources_html(metrics: dict, default: str) -> str:
+    """Return the index's external-validity section: the default on both sides of every source, and the
+    leave-one-source-out table, or a line saying external validity was not evaluated."""
+    from helpers.source_report import SHARED_NO_TUMOUR_NOTE, external_sources, loso_rows, source_frame
+
+    sources = external_sources(metrics)
+    if not sources:
+        return "<p>External validity: <b>not evaluated</b> (no external sets were found).</p>"
+    notes = "".join(f"<p>† {html.escape(note)}.</p>" for source, note in SHARED_NO_TUMOUR_NOTE.items()
+                    if source in sources)
+    section = (f"<h2>The published default on both sides of every source (external test parts; 95% bootstrap CI)</h2>"
+               f"{source_frame(metrics, default).to_html(index=False, border=0)}{notes}")
+    rows = loso_rows(metrics)
+    if rows:
+        table = pd.DataFrame(rows).reindex(columns=["model", "held out", "source", "sensitivity", "specificity",
+                                                    "type accuracy", "balanced accuracy"])
+        section += ("<h2>A source absent from training (leave-one-source-out, one seed each)</h2>"
+                    + table.to_html(index=False, border=0, float_format="{:.1%}".format, na_rep="—"))
+    return section
 
 
 def write_index(reports_dir: Path, metrics: dict) -> Path:
     """Write index.html: the summary table of the models, links to every report, and how the run was produced."""
     table = _models_table(metrics)
     shown = table.to_html(index=False, border=0) if len(table) else "<p>No model comparison in this run.</p>"
-    if len(table) and not external_columns(metrics):
-        shown += "<p>External validity: <b>not evaluated</b> (no external sets were found).</p>"
     if len(table):
         from helpers.results import DEFAULT_RULE, shipped_default  # helpers.results imports this module
 
+        default = shipped_default(metrics)
         shown += (f"<p>The published default model (<code>brain-mri-predict</code>, <code>models/</code>) is "
-                  f"<b>{html.escape(shipped_default(metrics))}</b>: {html.escape(DEFAULT_RULE)}.</p>")
-    targets = "\n".join(
-        f"<li>{html.escape(row['target'])} ({html.escape(str(row['model']))}) &ge; {row['required'] * 100:g}%: "
-        f"{row['measured']:.2%}, <b>{'met' if row['met'] else 'missed'}</b></li>" for row in target_rows(metrics))
+                  f"<b>{html.escape(default)}</b>: {html.escape(DEFAULT_RULE)}.</p>")
+        shown += _sources_html(metrics, default)
+    from helpers.source_report import target_text
+
+    targets = "\n".join(f"<li>{html.escape(target_text(row))} ({html.escape(str(row['model']))})</li>"
+                         for row in target_rows(metrics))
     links = "\n".join(
         f'<li><a href="{name}.html">{html.escape(NOTEBOOK_TITLES.get(name, name))}</a> '
         f'(<a href="{name}.ipynb">notebook</a>, {seconds:.0f} s)</li>'
@@ -235,7 +241,7 @@ th{{vertical-align:bottom}}td:first-child,th:first-child{{text-align:left}}</sty
 <h1>Brain-tumour MRI classification with recurrent networks</h1>
 <p>Profile <b>{html.escape(metrics["profile"])}</b>: {html.escape(config.get_profile(metrics["profile"]).description)}.
 {html.escape(duration_sentence(metrics))}</p>
-<h2>Models (official Testing split and external tumour sets; mean over seeds, 95% bootstrap CI)</h2>
+<h2>Models (official Testing split; mean over seeds, 95% bootstrap CI)</h2>
 {shown}
 <h2>Targets</h2>
 <ul>

@@ -278,21 +278,27 @@ def intensity_by_source(images_by_source: dict[str, np.ndarray]) -> Figure:
     return figure
 
 
-def external_sensitivity(table: pd.DataFrame, official: dict[str, float]) -> Figure:
-    """Tumour sensitivity with 95% CIs per model on each external set, beside the official Testing split's."""
-    rows = [*table.to_dict("records"),
-            *[{"model": name, "external set": "official Testing", "tumour sensitivity": value,
-               "sensitivity low": value, "sensitivity high": value} for name, value in official.items()]]
-    long = pd.DataFrame(rows)
-    figure, axes = _subplots(figsize=(10, 4))
-    sns.barplot(data=long, x="model", y="tumour sensitivity", hue="external set", ax=axes)
-    for container, (_, group) in zip(axes.containers, long.groupby("external set", sort=False)):
-        centres = [patch.get_x() + patch.get_width() / 2 for patch in container.patches]
-        low = group["tumour sensitivity"] - group["sensitivity low"]
-        high = group["sensitivity high"] - group["tumour sensitivity"]
-        axes.errorbar(centres, group["tumour sensitivity"], yerr=[low, high], fmt="none", color="black", capsize=3)
-    axes.set(ylim=(0, 1.05), title="Share of tumour images not called 'no tumour' (95% bootstrap CI)")
-    axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+def source_sides(table: pd.DataFrame) -> Figure:
+    """Tumour sensitivity, specificity and balanced accuracy with 95% CIs per source (panels) and model (bars)."""
+    figures = ("tumour sensitivity", "specificity", "balanced accuracy")
+    sources = list(dict.fromkeys(table["source"]))
+    figure, axes = _subplots(1, len(figures), figsize=(5 * len(figures), 4.5), sharey=True, squeeze=False)
+    for axis, figure_name in zip(axes[0], figures):
+        shown = table.dropna(subset=[figure_name])
+        sns.barplot(data=shown, x="source", y=figure_name, hue="model", order=sources, ax=axis)
+        for container, (_, group) in zip(axis.containers, shown.groupby("model", sort=False)):
+            group = group.set_index("source").reindex([source for source in sources if source in set(group.index)])
+            centres = [patch.get_x() + patch.get_width() / 2 for patch in container.patches]
+            axis.errorbar(centres[:len(group)], group[figure_name],
+                          yerr=[group[figure_name] - group[f"{figure_name} low"],
+                                group[f"{figure_name} high"] - group[figure_name]],
+                          fmt="none", color="black", capsize=2)
+        axis.set(ylim=(0, 1.05), title=figure_name, xlabel="", ylabel="share")
+        axis.tick_params(axis="x", labelrotation=20)
+        axis.get_legend().remove()
+    axes[0, -1].legend(*axes[0, 0].get_legend_handles_labels(), loc="upper left", bbox_to_anchor=(1.0, 1.0),
+                       fontsize=8)
+    figure.suptitle("Both sides of every source (95% bootstrap CI; — where a source has no such side)")
     return figure
 
 

@@ -15,6 +15,15 @@ from helpers.evaluation import partial_label_accuracy
 from helpers.files import with_marked_block, write_marked_block
 from helpers.pipeline import duration_sentence
 from helpers.predict import MODEL_INDEX_FILE
+from helpers.source_report import (
+    external_sources,
+    loso_markdown,
+    source_figures,
+    source_markdown,
+    target_text,
+)
+from helpers.source_report import external_targets as source_targets
+from helpers.sources import OFFICIAL_TESTING
 from helpers.study import ENSEMBLE_SUFFIX, ensemble_name, mean_predictions, validation_accuracy
 from helpers.training import (
     HISTORY_FILE,
@@ -61,41 +70,29 @@ def results_table(metrics: dict) -> pd.DataFrame:
         "fit_seconds": models["fit_seconds"]})
 
 
-EXTERNAL_SENSITIVITY_TARGET = 0.95
-EXTERNAL_CLASS_TARGET = 0.80
-NOTUMOR_SPECIFICITY_TARGET = 0.97
+def source_cells(metrics: dict, name: str, position: int | None = None) -> tuple[list[str], list[str]]:
+    """Return the model card's external column headers and one file's cells: per external source, tumour sensitivity
+    / specificity of its own seed (position in the study's seeds) or, for an ensemble, its own (— where a source
+    lacks a side; "not evaluated" without external sets)."""
+    sources = external_sources(metrics)
+    if not sources:
+        return ["external sources"], ["not evaluated"]
+    figures = source_figures(metrics).get(name, {})
 
+    def own(summary: dict | None, key: str) -> str:
+        figure = (summary or {}).get(key)
+        if not figure:
+            return "—"
+        return f"{figure['per_seed'][position] if position is not None else figure['mean']:.1%}"
 
-def external_figures(metrics: dict) -> dict[str, dict[str, dict]]:
-    """Return {model: {external set: summary}} from notebook 06's record; {} when the sets were not evaluated."""
-    return metrics["notebooks"].get("06_external_validity", {}).get("external") or {}
-
-
-def external_columns(figures: dict[str, dict[str, dict]]) -> list[tuple[str, str, str]]:
-    """Return the external columns as (set name, figure, header): tumours kept on each set, and the class accuracy
-    where a set's truth is a class."""
-    columns = []
-    for set_name, summary in figures[next(iter(figures))].items():
-        columns.append((set_name, "tumour_sensitivity", f"tumours kept, {set_name}"))
-        if summary["truth"] != config.ANY_TUMOUR:
-            columns.append((set_name, "class_accuracy", f"called {summary['truth']}, {set_name}"))
-    return columns
-
-
-def external_cells(metrics: dict, name: str) -> tuple[list[str], list[str]]:
-    """Return the README's external column headers and one model's cells (mean over seeds), or "not evaluated"."""
-    figures = external_figures(metrics)
-    if not figures:
-        return ["external tumour sets"], ["not evaluated"]
-    columns = external_columns(figures)
-    return ([header for _, _, header in columns],
-            [f"{figures[name][set_name][kind]['mean']:.1%}" if set_name in figures.get(name, {}) else "not evaluated"
-             for set_name, kind, _ in columns])
+    return ([f"{source}: tumours kept / tumour-free called no tumour" for source in sources],
+            [f"{own(figures.get(source), 'sensitivity')} / {own(figures.get(source), 'specificity')}"
+             for source in sources])
 
 
 def shipped_cells(metrics: dict, name: str, seed: int) -> list[str]:
     """Return the model card's cells for one published file: its own seed's figure, then the mean over the study's
-    seeds in brackets (official test, clean test, tumour sensitivity, then each external column)."""
+    seeds in brackets (official test, clean test, tumour sensitivity), then its own per-source figures."""
     summary = metrics["notebooks"]["04_compare_cnn"]["summaries"][name]
     position = summary["seeds"].index(seed)
     accuracy = summary["test_accuracy"]
@@ -105,31 +102,18 @@ def shipped_cells(metrics: dict, name: str, seed: int) -> list[str]:
              f"{clean[str(seed)]:.2%} ({clean_mean:.2%})" if clean else "not recorded",
              f"{summary['representative']['tumour_sensitivity']:.2%}" if seed == summary["representative_seed"]
              else "not recorded"]
-    figures = external_figures(metrics)
-    if not figures:
-        return [*cells, "not evaluated"]
-    for set_name, kind, _ in external_columns(figures):
-        own = figures.get(name, {}).get(set_name)
-        cells.append(f"{own[kind]['per_seed'][position]:.1%} ({own[kind]['mean']:.1%})" if own else "not evaluated")
-    return cells
+    return [*cells, *source_cells(metrics, name, position)[1]]
 
 
 def ensemble_cells(metrics: dict, name: str) -> list[str]:
     """Return the model card's cells for a model's ensemble of seeds: official test and clean-test accuracy (notebook
-    04's cheap-accuracy row), tumour sensitivity and each external column (notebook 06), "not recorded" if absent."""
+    04's cheap-accuracy row), tumour sensitivity and the per-source figures (notebook 06), "not recorded" if absent."""
     row = cheap_accuracy_row(metrics, name, "ensemble of")
-    record = metrics["notebooks"].get("06_external_validity", {})
-    sensitivity = (record.get("official_tumour_sensitivity") or {}).get(ensemble_name(name))
+    official = source_figures(metrics).get(ensemble_name(name), {}).get(OFFICIAL_TESTING, {}).get("sensitivity")
     cells = [f"{row['test accuracy']:.2%}" if row else "not recorded",
              f"{row['clean-test accuracy']:.2%}" if row else "not recorded",
-             f"{sensitivity:.2%}" if sensitivity is not None else "not recorded"]
-    figures = external_figures(metrics)
-    if not figures:
-        return [*cells, "not evaluated"]
-    for set_name, kind, _ in external_columns(figures):
-        own = figures.get(ensemble_name(name), {}).get(set_name)
-        cells.append(f"{own[kind]['mean']:.1%}" if own else "not recorded")
-    return cells
+             f"{official['mean']:.2%}" if official else "not recorded"]
+    return [*cells, *source_cells(metrics, ensemble_name(name))[1]]
 
 
 def default_model(metrics: dict) -> str:
@@ -161,57 +145,43 @@ def shipped_default(metrics: dict) -> str:
 
 
 def external_targets(metrics: dict) -> list[dict[str, object]]:
-    """Return issue 12's targets for the published default as shipped (a model's 3-seed means, or its ensemble's
-    figures), each met or missed."""
-    name = shipped_default(metrics)
-    rows = []
-    for set_name, summary in external_figures(metrics).get(name, {}).items():
-        rows.append({"target": f"tumours kept on {set_name}", "required": EXTERNAL_SENSITIVITY_TARGET,
-                     "measured": summary["tumour_sensitivity"]["mean"]})
-        if summary["truth"] != config.ANY_TUMOUR:
-            rows.append({"target": f"{set_name} called {summary['truth']}", "required": EXTERNAL_CLASS_TARGET,
-                         "measured": summary["class_accuracy"]["mean"]})
-    specificity = metrics["notebooks"].get("06_external_validity", {}).get("notumor_specificity", {}).get(name)
-    if specificity is not None:
-        rows.append({"target": "no-tumour specificity (official Testing)", "required": NOTUMOR_SPECIFICITY_TARGET,
-                     "measured": specificity})
-    return [{**row, "model": name, "met": bool(row["measured"] >= row["required"])} for row in rows]
+    """Return the external-validity targets of the published default as shipped (helpers.source_report.TARGETS)."""
+    return source_targets(metrics, shipped_default(metrics)) if metrics["notebooks"].get("04_compare_cnn") else []
 
 
 def markdown_table(metrics: dict) -> str:
-    """Return the README's results table (Markdown) with the profile, machine and commit it came from."""
+    """Return README's results block (Markdown): the models on the official split, the published default on every
+    source, leave-one-source-out, and the targets, with the profile, machine and commit they came from."""
     table = results_table(metrics)
     clean_images = int(pd.DataFrame(metrics["notebooks"]["05_error_analysis"]["leakage"])["clean images"].iloc[0])
-    external_headers = external_cells(metrics, table.index[0])[0]
     lines = ["| model | parameters | test accuracy (mean ± std) | 95% CI | macro-F1 (95% CI) | clean-test accuracy | "
-             + " | ".join(external_headers) + " | training time per run |",
-             "|---|---:|---:|---:|---:|---:|" + "---:|" * len(external_headers) + "---:|"]
+             "training time per run |", "|---|---:|---:|---:|---:|---:|---:|"]
     for name, row in table.iterrows():
         lines.append(f"| {name} | {int(row.parameters):,} | {row.accuracy:.2%} ± {row.accuracy_std:.2%} | "
                      f"{row.accuracy_low:.2%}–{row.accuracy_high:.2%} | "
                      f"{row.macro_f1:.3f} ({row.macro_f1_low:.3f}–{row.macro_f1_high:.3f}) | "
-                     f"{row.clean_test_accuracy:.2%} | " + " | ".join(external_cells(metrics, name)[1])
-                     + f" | {row.fit_seconds / 60:.1f} min |")
-    lines.append("")
-    lines.append(f"Profile `{metrics['profile']}`, {int(table['seeds'].iloc[0])} seeds per model, official Testing "
-                 f"split ({clean_images} of its images have no near duplicate in Training: the clean-test column; "
-                 f"intervals: bootstrap over the test images of the mean over seeds), "
-                 f"commit `{metrics['provenance']['git_commit'][:10]}`. {duration_sentence(metrics)}")
-    lines.append("")
+                     f"{row.clean_test_accuracy:.2%} | {row.fit_seconds / 60:.1f} min |")
+    lines += ["", f"Profile `{metrics['profile']}`, {int(table['seeds'].iloc[0])} seeds per model, official Testing "
+              f"split ({clean_images} of its images have no near duplicate in Training: the clean-test column; "
+              f"intervals: bootstrap over the test images of the mean over seeds), "
+              f"commit `{metrics['provenance']['git_commit'][:10]}`. {duration_sentence(metrics)}", ""]
     lines.append("Targets (models chosen on validation): " + "; ".join(
         f"{row['target']} ({row['model']}) >= {row['required'] * 100:g}%: {row['measured']:.2%}, "
         f"{'met' if row['met'] else 'missed'}" for row in metrics["notebooks"]["04_compare_cnn"]["targets"]) + ".")
+    shipped = shipped_default(metrics)
+    if external_sources(metrics):
+        lines += ["", f"The published default (`{shipped}`) on both sides of every source (external *test* parts; "
+                  "tumour sensitivity: share of tumour images not called no tumour; specificity: share of tumour-free "
+                  "images called no tumour; 95% bootstrap intervals):", ""]
+    lines += [source_markdown(metrics, shipped)]
+    loso = loso_markdown(metrics)
+    if loso:
+        lines += ["", "A source absent from training (leave-one-source-out, one seed each; the both-sides recipe "
+                  "without the held-out sets):", "", loso]
     external = external_targets(metrics)
     if external:
-        lines.append("")
-        averaged = "" if external[0]["model"].endswith(ENSEMBLE_SUFFIX) else ", mean over seeds"
-        lines.append(f"External validity targets for the published default model ({external[0]['model']}{averaged}; "
-                     f"the external *test* parts were used for these figures only): " + "; ".join(
-                         f"{row['target']} >= {row['required'] * 100:g}%: {row['measured']:.2%}, "
-                         f"{'met' if row['met'] else 'missed'}" for row in external) + ".")
-    else:
-        lines.append("")
-        lines.append("External validity: not evaluated (no external sets were found when the study ran).")
+        lines += ["", f"External-validity targets for the published default ({shipped}): "
+                  + "; ".join(target_text(row) for row in external) + "."]
     return "\n".join(lines)
 
 
@@ -365,7 +335,7 @@ def model_card(metrics: dict, index: dict) -> str:
     origin = metrics["provenance"]
     default = Path(index["default"]).stem
     default_entry = index["models"][default]
-    external_headers = external_cells(metrics, default)[0]
+    external_headers = source_cells(metrics, default)[0]
     rows = "\n".join(
         f"| `{entry['file']}` | {entry.get('parameters') or int(table.loc[name, 'parameters']):,} | "
         f"{', '.join(map(str, entry.get('seeds', [entry.get('seed')])))} | {entry['validation_accuracy']:.2%} | "
@@ -384,8 +354,7 @@ def model_card(metrics: dict, index: dict) -> str:
     header = ("| file | parameters | seed | validation accuracy | official test accuracy | clean-test accuracy | "
               f"tumour sensitivity (official test) | {' | '.join(external_headers)} |\n|---|---:|---:|---:|---:|---:|"
               "---:|" + "---:|" * len(external_headers))
-    targets = "\n".join(f"- {row['target']} >= {row['required'] * 100:g}%: {row['measured']:.2%}, "
-                         f"**{'met' if row['met'] else 'missed'}**" for row in external_targets(metrics)) or (
+    targets = "\n".join(f"- {target_text(row)}" for row in external_targets(metrics)) or (
         "- not evaluated: no external sets were found when the study ran")
     return f"""# Model card: brain-tumour MRI slice classifiers
 
@@ -398,7 +367,8 @@ device**; not validated for diagnosis, screening or any clinical decision.
 ## Models
 Each `.keras` file is the best-on-validation seed of its kind from the full study. Every figure is the shipped file's
 own, with the mean over the study's seeds in brackets (± the seeds' standard deviation for official test accuracy);
-the external columns are independent tumour sets.{ensemble_sentence}
+the external columns are independent sources' test parts (tumours kept / tumour-free slices called no tumour; — where a
+source gives one side only).{ensemble_sentence}
 Inputs are 64x64 greyscale images: `brain-mri-predict` turns any image
 into one with the function used in training (greyscale, cropped to the head, intensities standardised, resized); the
 model rescales to [0, 1] itself. Outputs are probabilities in the label order saved beside each model:
@@ -407,7 +377,12 @@ model rescales to [0, 1] itself. Outputs are probabilities in the label order sa
 {header}
 {rows}
 
-## External validity targets (default model as shipped, external test parts)
+## External validity (default model as shipped, external test parts)
+{source_markdown(metrics, Path(index["default"]).stem)}
+
+{loso_markdown(metrics)}
+
+Targets:
 {targets}
 
 ## Input checks

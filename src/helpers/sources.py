@@ -38,13 +38,20 @@ def image_sources(paths: np.ndarray) -> np.ndarray:
 
 
 def source_balance_weights(paths: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Return per-image weights (mean 1) under which every (source, tumour or not) group weighs the same in the
-    loss, so that no source is learned as one side of the decision by its share of the images."""
+    """Return per-image weights (mean 1) under which, within every source, the tumour images and the tumour-free
+    images weigh the same in the loss, so that no source tells the side of the decision; each source keeps its share
+    of the whole (a source with one side only keeps weight 1)."""
     no_tumour = config.CLASS_NAMES.index(config.NO_TUMOUR_CLASS)
-    groups = np.char.add(image_sources(paths).astype(str), np.where(np.asarray(labels) == no_tumour, "|no", "|yes"))
-    names, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
-    weights = len(groups) / (len(names) * counts[inverse])
-    return weights.astype(np.float32)
+    origins = image_sources(paths)
+    free = np.asarray(labels) == no_tumour
+    weights = np.ones(len(origins), dtype=np.float64)
+    for source in np.unique(origins):
+        members = origins == source
+        sides = [members & free, members & ~free]
+        if all(side.any() for side in sides):
+            for side in sides:
+                weights[side] = members.sum() / (2 * side.sum())
+    return (weights / weights.mean()).astype(np.float32)
 
 
 @dataclass
@@ -123,7 +130,7 @@ def source_table(evaluation: dict[str, dict[str, dict]]) -> pd.DataFrame:
     rows = []
     for model_name, sources in evaluation.items():
         for source, summary in sources.items():
-            row: dict[str, object] = {"model": model_name, "source": source,
+            row: dict[str, object] = {"model": model_name, "source": source, "seeds": summary["seeds"],
                                       "tumour images": summary["tumour_images"],
                                       "tumour-free images": summary["tumour_free_images"]}
             for key, header in FIGURES.items():
@@ -146,7 +153,8 @@ def readable_source_table(table: pd.DataFrame) -> pd.DataFrame:
         return f"{value:.1%} ({row[f'{header} low']:.1%}–{row[f'{header} high']:.1%})"
 
     shown = pd.DataFrame({header: table.apply(cell, axis=1, header=header) for header in FIGURES.values()})
-    shown.insert(0, "images (tumour / none)", table["tumour images"].astype(int).astype(str) + " / "
+    shown.insert(0, "seeds", table["seeds"].astype(int))
+    shown.insert(1, "images (tumour / none)", table["tumour images"].astype(int).astype(str) + " / "
                  + table["tumour-free images"].astype(int).astype(str))
     shown.index = pd.MultiIndex.from_frame(table[["model", "source"]])
     return shown

@@ -14,7 +14,7 @@ import pandas as pd
 from helpers import config
 from helpers.data import ImageSplit, MRIDataset, load_dataset, split_validation, take_per_class
 from helpers.duplicates import DuplicateAudit, audit_duplicates
-from helpers.evaluation import classification_summary, external_summary, multi_seed_summary, partial_label_accuracy
+from helpers.evaluation import classification_summary, multi_seed_summary, partial_label_accuracy
 from helpers.external import ExternalImages, add_external_training, external_fingerprint, load_external_sets
 from helpers.files import write_atomically
 from helpers.synthetic import make_phantom_dataset, make_phantom_external_sets
@@ -458,31 +458,3 @@ def readable_summaries(summaries: list[dict[str, object]]) -> pd.DataFrame:
                          f"{row['macro_f1']:.3f} ({row['macro_f1_low']:.3f}–{row['macro_f1_high']:.3f})",
                      "s per epoch": f"{row['seconds_per_epoch']:.1f}", "s per run": f"{row['fit_seconds']:.0f}"})
     return pd.DataFrame(rows).set_index("model")
-
-
-def external_evaluation(runs_per_model: dict[str, list[TrainingRun]], data: StudyData, part: str = "test",
-                        keep: dict[str, np.ndarray] | None = None) -> dict[str, dict[str, dict]]:
-    """Return every model's figures on each external set of a part (all its seeds): {model: {set: summary}};
-    keep selects images per set (e.g. those without a near duplicate in the dataset)."""
-    chosen = {name: images.images[keep[name]] if keep else images.images
-              for name, images in data.external.items() if images.spec.part == part}
-    return {name: {set_name: external_summary([run.model.predict(images[..., np.newaxis], batch_size=256, verbose=0)
-                                               for run in runs], data.external[set_name].spec.truth)
-                   for set_name, images in chosen.items()}
-            for name, runs in runs_per_model.items()}
-
-
-def external_table(evaluation: dict[str, dict[str, dict]]) -> pd.DataFrame:
-    """Flatten external_evaluation() into one row per model and set: sensitivity and class accuracy with CIs,
-    predicted no-tumour share and mean confidence."""
-    rows = []
-    for model_name, sets in evaluation.items():
-        for set_name, summary in sets.items():
-            sensitivity, accuracy = summary["tumour_sensitivity"], summary.get("class_accuracy")
-            rows.append({"model": model_name, "external set": set_name, "images": summary["images"],
-                         "tumour sensitivity": sensitivity["mean"], "sensitivity low": sensitivity["ci"][0],
-                         "sensitivity high": sensitivity["ci"][1],
-                         "class accuracy": accuracy["mean"] if accuracy else np.nan,
-                         "called no tumour": summary["predicted_share"][config.NO_TUMOUR_CLASS],
-                         "mean confidence": summary["mean_confidence"]})
-    return pd.DataFrame(rows)

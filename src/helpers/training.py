@@ -76,7 +76,7 @@ class TrainingSettings:
     clipnorm: float | None = None  # gradient clipping by norm
     label_smoothing: float = 0.0
     warmup_fraction: float = 0.05  # share of the steps with a linear warm-up (cosine schedule)
-    # The external collections whose train parts join training when external_training is on (docs/decisions.md).
+    # The external collections whose train parts join training when external_training is on (docs/decisions.md)
     external_collections: tuple[str, ...] = config.TUMOUR_COLLECTIONS
     source_balance: bool = False  # weight each image so that every (source, tumour or not) group counts alike
 

@@ -1,0 +1,143 @@
+"""External validity as publishing shows it: per-source tables of a model, the leave-one-source-out rows, and the
+external-validity targets, all read from notebook 06's record in metrics.json."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from helpers.sources import FIGURES, OFFICIAL_TESTING, SHARED_NO_TUMOUR_NOTE
+
+EXTERNAL_NOTEBOOK = "06_external_validity"
+# The external-validity targets of the published default as shipped (external *test* parts, official Testing split):
+# (target, where the figure comes from, source or set, figure, required share).
+TARGETS: tuple[tuple[str, str, str, str, float], ...] = (
+    ("TCGA FLAIR: tumour-free slices called no tumour", "sources", "TCGA FLAIR", "specificity", 0.95),
+    ("TCGA FLAIR: tumours kept", "sources", "TCGA FLAIR", "sensitivity", 0.95),
+    ("TCGA FLAIR: tumours named glioma", "sources", "TCGA FLAIR", "type_accuracy", 0.85),
+    ("TCGA post-contrast: tumour-free slices called no tumour", "sources", "TCGA post-contrast", "specificity", 0.90),
+    ("TCGA post-contrast: balanced accuracy", "sources", "TCGA post-contrast", "balanced_accuracy", 0.85),
+    ("Br35H: tumours kept", "sources", "Br35H", "sensitivity", 0.95),
+    ("official Testing: accuracy", "official", OFFICIAL_TESTING, "accuracy", 0.97),
+    ("official Testing: no-tumour specificity", "sources", OFFICIAL_TESTING, "specificity", 0.97),
+    ("TCGA FLAIR held out of training: balanced accuracy", "loso", "TCGA FLAIR (sequence held out)|TCGA FLAIR",
+     "balanced accuracy", 0.85),
+    ("Br35H held out of training: tumours kept", "loso", "Br35H|Br35H", "sensitivity", 0.85),
+    ("pointing score on TCGA FLAIR tumours", "pointing", "tcga-lgg-flair-glioma/test", "pointing_score", 0.50),
+    ("pointing score on Br35H tumours", "pointing", "br35h-tumour/test", "pointing_score", 0.50),
+)
+
+
+def external_record(metrics: dict) -> dict:
+    """Return notebook 06's record ({} when it did not run)."""
+    return metrics["notebooks"].get(EXTERNAL_NOTEBOOK, {})
+
+
+def source_figures(metrics: dict) -> dict[str, dict[str, dict]]:
+    """Return {model: {source: both-sides summary}} (the official Testing split first), {} when not recorded."""
+    return external_record(metrics).get("sources") or {}
+
+
+def external_sources(metrics: dict) -> list[str]:
+    """Return the external sources the study evaluated, in order ([] when none was found)."""
+    figures = source_figures(metrics)
+    first = next(iter(figures.values()), {})
+    return [source for source in first if source != OFFICIAL_TESTING]
+
+
+def cell(summary: dict | None, key: str) -> str:
+    """Return one figure as text with its 95% interval ("95.5% (92.5%–98.0%)"), or "—" where the source lacks it."""
+    figure = (summary or {}).get(key)
+    if not figure:
+        return "—"
+    return f"{figure['mean']:.1%} ({figure['ci'][0]:.1%}–{figure['ci'][1]:.1%})"
+
+
+def source_frame(metrics: dict, model: str) -> pd.DataFrame:
+    """Return one model's per-source table: images on each side and each figure with its interval."""
+    rows = []
+    for source, summary in source_figures(metrics).get(model, {}).items():
+        row = {"source": source + (" †" if source in SHARED_NO_TUMOUR_NOTE else ""),
+               "images (tumour / none)": f"{summary['tumour_images']} / {summary['tumour_free_images']}"}
+        row.update({header: cell(summary, key) for key, header in FIGURES.items()})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def source_markdown(metrics: dict, model: str) -> str:
+    """Return one model's per-source table as Markdown, with the note on sources whose tumour-free side is shared."""
+    frame = source_frame(metrics, model)
+    if not len(frame) or not external_sources(metrics):
+        return "External validity: not evaluated (no external sets were found when the study ran)."
+    notes = " ".join(f"† {note}." for source, note in SHARED_NO_TUMOUR_NOTE.items()
+                     if source in external_sources(metrics))
+    return frame.to_markdown(index=False) + (f"\n\n{notes}" if notes else "")
+
+
+def loso_rows(metrics: dict, model: str | None = None) -> list[dict]:
+    """Return the leave-one-source-out rows recorded by notebook 06 (of one model's kind when given)."""
+    rows = external_record(metrics).get("loso") or []
+    return [row for row in rows if model is None or row["model"] == model]
+
+
+def loso_markdown(metrics: dict) -> str:
+    """Return the leave-one-source-out table as Markdown ("" when it was not measured)."""
+    rows = loso_rows(metrics)
+    if not rows:
+        return ""
+    frame = pd.DataFrame([{"model": row["model"], "held out of training": row["held out"],
+                           "measured on": row["source"],
+                           **{header: _percent(row.get(key.replace("_", " "))) for key, header in FIGURES.items()}}
+                          for row in rows])
+    return frame.to_markdown(index=False)
+
+
+def _percent(value: float | None) -> str:
+    """Return a share as a percentage, or "—" when absent."""
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1%}"
+
+
+def _measured(metrics: dict, shipped: str, origin: str, where: str, figure: str) -> float | None:
+    """Return one target's measured figure for the shipped default (None: not measured)."""
+    record = external_record(metrics)
+    if origin == "sources":
+        found = source_figures(metrics).get(shipped, {}).get(where, {}).get(figure)
+        return found["mean"] if found else None
+    if origin == "official":
+        return (record.get("official_accuracy") or {}).get(shipped)
+    if origin == "loso":
+        held_out, source = where.split("|")
+        kind = shipped.split("-ensemble")[0]
+        found = [row for row in loso_rows(metrics, kind) if row["held out"] == held_out and row["source"] == source]
+        return found[0].get(figure) if found else None
+    found = [row for row in record.get("pointing") or [] if row["model"] == shipped
+             and row["method"] == "occlusion" and row["external set"] == where]
+    return found[0][figure] if found else None
+
+
+def external_targets(metrics: dict, shipped: str) -> list[dict[str, object]]:
+    """Return the external-validity targets for the shipped default, each met, missed or not measured; a target on a
+    source the study did not evaluate (generated data, a missing set) is left out."""
+    sources = {OFFICIAL_TESTING, *external_sources(metrics)}
+    if not source_figures(metrics):
+        return []
+    rows = []
+    for target, origin, where, figure, required in TARGETS:
+        source = where.split("|")[-1]
+        if origin in ("sources", "official", "loso") and source not in sources:
+            continue
+        if origin == "pointing" and not any(row["external set"] == where
+                                            for row in external_record(metrics).get("pointing") or []):
+            continue
+        measured = _measured(metrics, shipped, origin, where, figure)
+        rows.append({"target": target, "model": shipped, "required": required,
+                     "measured": float("nan") if measured is None else float(measured),
+                     "met": measured is not None and measured >= required})
+    return rows
+
+
+def target_text(row: dict) -> str:
+    """Return one target as a sentence fragment: "name >= 95%: 96.10%, met" (or "not measured, missed")."""
+    measured = "not measured" if math.isnan(row["measured"]) else f"{row['measured']:.2%}"
+    return f"{row['target']} >= {row['required'] * 100:g}%: {measured}, {'met' if row['met'] else 'missed'}"

@@ -1,0 +1,109 @@
+"""Both sides of every source: which source an image is from, source-balanced weights, per-source tables, and
+leave-one-source-out on generated sources."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from helpers import config, external, loso, sources, training
+from helpers.synthetic import make_phantom_external_sets
+
+
+@pytest.fixture(scope="module")
+def external_root(tmp_path_factory):
+    """Generated stand-ins of the external sets, a second 'scanner' on both sides: 10 images per part of each set."""
+    return make_phantom_external_sets(tmp_path_factory.mktemp("sources") / "sets", per_part=10, seed=7)
+
+
+def test_the_phantom_scanner_gives_both_sides_in_two_sequences(external_root):
+    sets = external.load_external_sets(external_root, 64, "standardised", sets=config.PHANTOM_EXTERNAL_SETS)
+    sides = sources.source_sides(sets, "test")
+    assert list(sides) == ["phantom outlines", "phantom scanner", "phantom second sequence"]
+    assert sides["phantom outlines"].tumour_free is None and sides["phantom outlines"].truth == config.ANY_TUMOUR
+    scanner = sides["phantom scanner"]
+    assert scanner.truth == "glioma" and set(scanner.tumour_free.labels) == {config.CLASS_NAMES.index("notumor")}
+    assert not scanner.tumour_free.masks.any() and all(mask.any() for mask in scanner.tumour.masks)
+    second = sides["phantom second sequence"].tumour
+    assert [path.split("/")[-1] for path in second.paths] == [path.split("/")[-1] for path in scanner.tumour.paths]
+    assert not np.array_equal(second.images, scanner.tumour.images)  # the same slices, another contrast
+
+
+def test_source_balance_weights_give_both_sides_of_every_source_the_same_weight():
+    paths = np.array(["Training/glioma/a.jpg"] * 6 + ["Training/notumor/b.jpg"] * 2
+                     + ["external/phantom-glioma/train/c.png"] * 3 + ["external/phantom-tumour-free/train/d.png"]
+                     + ["external/phantom-tumour/train/e.jpg"] * 2)
+    labels = np.array([0] * 6 + [2] * 2 + [0] * 3 + [2] + [config.ANY_TUMOUR_LABEL] * 2)
+    assert list(sources.image_sources(paths[[0, 8, 11, 12]])) == ["dataset", "phantom scanner", "phantom scanner",
+                                                                   "phantom outlines"]
+    weights = sources.source_balance_weights(paths, labels)
+    assert weights.mean() == pytest.approx(1.0)
+    totals = [float(weights[group].sum()) for group in (slice(0, 6), slice(6, 8), slice(8, 11), slice(11, 12),
+                                                          slice(12, 14))]
+    assert totals[0] == pytest.approx(totals[1]) and totals[2] == pytest.approx(totals[3])
+    assert totals[0] + totals[1] == pytest.approx(2 * (totals[2] + totals[3]))  # each source keeps its share
+    assert weights[12] == pytest.approx(weights[12:].mean()) and totals[4] == pytest.approx(2 * weights[12])
+
+
+def test_source_table_reads_each_source_on_both_sides(external_root):
+    sets = external.load_external_sets(external_root, 64, "standardised", sets=config.PHANTOM_EXTERNAL_SETS,
+                                       parts=("test",))
+    no_tumour = config.CLASS_NAMES.index("notumor")
+    # A model that calls everything from the phantom scanner 'glioma': it keeps every tumour and no tumour-free slice.
+    predictions = {"source-reader": {name: [np.tile(np.eye(4)[0], (len(images), 1))] for name, images in sets.items()}}
+    labels = np.array([0, 1, no_tumour, no_tumour])
+    official = {"source-reader": [np.eye(4)[[0, 0, no_tumour, 0]]]}
+    figures = sources.source_evaluation(predictions, sets, official, labels)["source-reader"]
+    assert list(figures) == [sources.OFFICIAL_TESTING, "phantom outlines", "phantom scanner",
+                             "phantom second sequence"]
+    assert figures[sources.OFFICIAL_TESTING]["type_accuracy"]["mean"] == 0.5
+    assert figures[sources.OFFICIAL_TESTING]["specificity"]["mean"] == 0.5
+    scanner = figures["phantom scanner"]
+    assert (scanner["sensitivity"]["mean"], scanner["specificity"]["mean"]) == (1.0, 0.0)
+    assert scanner["balanced_accuracy"]["mean"] == 0.5 and scanner["type_accuracy"]["mean"] == 1.0
+    table = sources.source_table({"source-reader": figures})
+    shown = sources.readable_source_table(table)
+    assert shown.loc[("source-reader", "phantom outlines"), "specificity"] == "—"
+    assert shown.loc[("source-reader", "phantom scanner"), "images (tumour / none)"] == "10 / 10"
+
+
+def test_runs_written_before_a_setting_existed_still_match_with_its_default(tmp_path):
+    settings = training.recipe("robust", "rnn", image_size=64)
+    recorded = json.loads(json.dumps({"model": "rnn", "settings": {
+        key: value for key, value in training.dataclasses.asdict(settings).items()
+        if key not in training.ADDED_SETTINGS}}))
+    (tmp_path / training.RUN_FILE).write_text(json.dumps(recorded))
+    assert training.run_matches(tmp_path, "rnn", settings)
+    assert not training.run_matches(tmp_path, "rnn", training.recipe("both-sides", "rnn", image_size=64))
+
+
+def test_hold_outs_leave_out_each_origin_and_each_further_sequence():
+    names = [item.name for item in loso.hold_outs()]
+    assert names == ["Br35H", "TCGA post-contrast + TCGA FLAIR", "TCGA FLAIR (sequence held out)"]
+    whole_tcga = loso.hold_outs()[1]
+    assert set(whole_tcga.collections) == {"tcga-lgg-glioma", "tcga-lgg-tumour-free", "tcga-lgg-flair-glioma",
+                                           "tcga-lgg-flair-tumour-free"}
+    settings = loso.hold_out_settings("rnn", loso.hold_outs()[2], epochs=1)
+    assert "tcga-lgg-flair-glioma" not in settings.external_collections
+    assert "tcga-lgg-glioma" in settings.external_collections and settings.source_balance
+
+
+@pytest.mark.slow
+def test_leave_one_source_out_trains_without_the_source_and_measures_it(phantom_root, external_root, tmp_path):
+    held_out = loso.hold_outs(config.PHANTOM_EXTERNAL_SETS)[2]
+    assert held_out.name == "phantom second sequence (sequence held out)"
+    rows = loso.build_table(phantom_root, external_root, models=("rnn",), sets=config.PHANTOM_EXTERNAL_SETS,
+                            run_root=tmp_path / "runs", epochs=1, only=(held_out.name,))
+    assert [(row["model"], row["source"]) for row in rows] == [("rnn", "phantom second sequence")]
+    assert rows[0]["tumour images"] == 10 and rows[0]["tumour-free images"] == 10
+    assert 0 <= rows[0]["balanced accuracy"] <= 1
+    run = training.load_run(loso.run_directory("rnn", held_out, tmp_path / "runs"))
+    trained_on = {path.split("/")[1] for path in run.predictions["validation"]["paths"] if path.startswith("external/")}
+    assert trained_on and not trained_on & set(held_out.collections)
+    again = loso.build_table(phantom_root, external_root, models=("rnn",), sets=config.PHANTOM_EXTERNAL_SETS,
+                             run_root=tmp_path / "runs", epochs=1, only=(held_out.name,))
+    assert again == rows  # the finished run is reused, not trained again
+    path = loso.write_table(rows, tmp_path)
+    assert loso.load_table(tmp_path)["held out"].tolist() == [held_out.name] and path.name == "loso.json"
