@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from helpers import config, data, predict, results, training
+from helpers import config, data, predict, results, source_report, training
 from helpers.study import target_table
 
 
@@ -133,10 +133,13 @@ def test_per_source_figures_and_targets_judge_the_default_model_on_both_sides():
         "loso": [{"model": "rnn", "held out": "Br35H", "source": "Br35H", "sensitivity": 0.8}]}
     table = results.markdown_table(metrics)
     assert "| 87.65% | 1.6 min |" in table  # the models' table: official figures only
-    assert "| TCGA post-contrast | 10 / 8 | 99.0% (97.0%–99.0%) | 20.0% (18.0%–20.0%) | 70.0% (68.0%–70.0%) |" in table
-    assert "| Br35H † | 10 / 0 | 96.0% (94.0%–96.0%) | — | — | — |" in table
+    frame = source_report.source_frame(metrics, "rnn").set_index("source")
+    assert frame.loc["TCGA post-contrast"].tolist() == ["10 / 8", "99.0% (97.0%–99.0%)", "20.0% (18.0%–20.0%)",
+                                                        "70.0% (68.0%–70.0%)", "59.5% (57.5%–59.5%)"]
+    assert frame.loc["Br35H †"].tolist() == ["10 / 0", "96.0% (94.0%–96.0%)", "—", "—", "—"]
+    assert source_report.source_markdown(metrics, "rnn") in table
     assert "† Br35H's 'no' images are the dataset's own notumor class" in table
-    assert "| rnn | Br35H | Br35H | 80.0% | — | — | — |" in table  # leave-one-source-out
+    assert source_report.loso_markdown(metrics) in table and "80.0%" in source_report.loso_markdown(metrics)
     assert ("TCGA post-contrast: tumour-free slices called no tumour >= 90%: 20.00%, missed; TCGA post-contrast: "
             "balanced accuracy >= 85%: 59.50%, missed; Br35H: tumours kept >= 95%: 96.00%, met; official Testing: "
             "accuracy >= 97%: 91.50%, missed; official Testing: no-tumour specificity >= 97%: 97.50%, met; Br35H "
@@ -170,7 +173,10 @@ def test_the_default_ships_as_an_ensemble_of_seeds_only_when_that_wins_on_valida
                                                                      ("rnn-ensemble", 0.985, 0.98, 0.96))},
         "official_accuracy": {"rnn": 0.91, "rnn-ensemble": 0.93}}
     assert results.shipped_default(metrics) == "rnn-ensemble"
-    assert [row["measured"] for row in results.external_targets(metrics)] == [0.96, 0.93, 0.98]
+    targets = results.external_targets(metrics)
+    assert [row["measured"] for row in targets[:3]] == [0.96, 0.93, 0.98]
+    assert targets[3]["target"].startswith("Br35H held out") and np.isnan(targets[3]["measured"])
+    assert not targets[3]["met"] and "not measured, missed" in source_report.target_text(targets[3])
     assert "The published default (`rnn-ensemble`) on both sides" in results.markdown_table(metrics)
     models_dir = tmp_path / "models"
     index = results.publish_models(metrics, tmp_path / "runs", models_dir)

@@ -17,7 +17,7 @@ import numpy as np
 
 from helpers import config
 from helpers.files import write_atomically
-from helpers.training import TrainingSettings, load_run, recipe, run_matches, train_model
+from helpers.training import MODEL_FILE, TrainingSettings, load_run, recipe, run_matches, train_model
 
 MITIGATIONS_FILE = "mitigations.json"
 SEED = config.DEFAULT_SEED
@@ -66,8 +66,9 @@ def find_or_train(model_name: str, variant: str, data_dir: str | None, external_
     loaded = load_training_data(data_dir, image_size, settings.preprocessing, settings.external_training,
                                 external_dir, progress=False, collections=settings.external_collections)
     candidates = [variant_directory(model_name, variant, seed), config.runs_dir() / "full" / f"{model_name}-seed{seed}"]
-    for directory in candidates:
-        if run_matches(directory, model_name, settings, data_fingerprint=loaded.dataset.fingerprint):
+    for directory in candidates:  # a published run folder may keep no model: it cannot be measured again
+        if (directory / MODEL_FILE).is_file() and run_matches(directory, model_name, settings,
+                                                              data_fingerprint=loaded.dataset.fingerprint):
             print(f"{model_name}, {variant}: reusing {directory}")
             return directory
     print(f"{model_name}, {variant}: training into {candidates[0]}", flush=True)

@@ -402,9 +402,9 @@ every selection used validation only. Testing was used once, for the figures abo
   generalisation.
 - The dataset entangles class with source: its no-tumour images come from one collection (Br35H), most tumours from
   another (figshare). The models are trained to resist this (head crop, intensity standardisation, acquisition
-  augmentation, external tumours mixed into training) and checked on independent tumour sets, but those sets were
-  partly trained on (their train parts), and transfer to a hospital absent from training is expected to be lower.
-  See `reports/06_external_validity.html`.
+  augmentation, external tumours mixed into training), yet a source seen in training with tumours only is learned as
+  "tumour": read every sensitivity above beside the specificity on the same source. The figure for a hospital absent
+  from training is the leave-one-source-out table. See `reports/06_external_validity.html`.
 - Single 2-D slices at 64x64 pixels; no patient-level information, no 3-D context, no tumour grading.
 - The collection's sources and labelling process are not documented in detail; label noise is possible.
 - Confidence values are not calibrated guarantees (see the reliability diagram in the error-analysis report).

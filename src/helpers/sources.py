@@ -158,3 +158,27 @@ def readable_source_table(table: pd.DataFrame) -> pd.DataFrame:
                  + table["tumour-free images"].astype(int).astype(str))
     shown.index = pd.MultiIndex.from_frame(table[["model", "source"]])
     return shown
+
+
+def both_sides_sentence(table: pd.DataFrame, pointing: pd.DataFrame) -> str:
+    """Return the conclusion's sentence on the external sources: the range of balanced accuracy and of specificity
+    on sources with both sides, against the official split, and where the saliency peaks fall."""
+    external = table[table["source"] != OFFICIAL_TESTING]
+    official = table[table["source"] == OFFICIAL_TESTING]
+    both = external.dropna(subset=["balanced accuracy"])
+    if not len(both):
+        return (f"The external sources found give one side each: tumour sensitivity ranges "
+                f"{external['tumour sensitivity'].min():.1%}–{external['tumour sensitivity'].max():.1%}.")
+    worst, best = both.loc[both["balanced accuracy"].idxmin()], both.loc[both["balanced accuracy"].idxmax()]
+    text = (f"On the external sources with both sides, balanced accuracy ranges from "
+            f"**{worst['balanced accuracy']:.1%}** ({worst['model']}, {worst['source']}: tumours kept "
+            f"{worst['tumour sensitivity']:.1%}, tumour-free slices called 'no tumour' {worst['specificity']:.1%}) to "
+            f"**{best['balanced accuracy']:.1%}** ({best['model']}, {best['source']}). Specificity on tumour-free "
+            f"external slices spans {both['specificity'].min():.1%}–{both['specificity'].max():.1%}, against "
+            f"{official['specificity'].min():.1%}–{official['specificity'].max():.1%} on the official Testing split.")
+    if len(pointing):
+        by_model = pointing.groupby("model")["pointing_score"].mean()
+        text += (f" Saliency peaks fall inside the tumour for {by_model.min():.0%} ({by_model.idxmin()}) to "
+                 f"{by_model.max():.0%} ({by_model.idxmax()}) of outlined images (chance "
+                 f"{pointing['chance'].mean():.0%}).")
+    return text
