@@ -107,3 +107,18 @@ def test_leave_one_source_out_trains_without_the_source_and_measures_it(phantom_
     assert again == rows  # the finished run is reused, not trained again
     path = loso.write_table(rows, tmp_path)
     assert loso.load_table(tmp_path)["held out"].tolist() == [held_out.name] and path.name == "loso.json"
+
+
+def test_tumour_contrast_tells_a_visible_outline_from_an_invisible_one():
+    from helpers import explain
+
+    generator = np.random.default_rng(0)
+    images = np.zeros((3, 24, 24), np.uint8)
+    images[:, 2:22, 2:22] = generator.normal(100, 5, (3, 20, 20)).clip(1, 255).astype(np.uint8)
+    masks = np.zeros((3, 24, 24), bool)
+    masks[:2, 9:15, 9:15] = True
+    images[0, 9:15, 9:15] = 160  # bright against its rim: 12 rim standard deviations
+    contrast = explain.tumour_contrast(images, masks)
+    assert contrast[0] > 5 and contrast[1] < explain.VISIBLE_CONTRAST and np.isnan(contrast[2])
+    table = explain.visibility_table({"set": (images, masks)})
+    assert table.loc["set", "outlined images"] == 2 and table.loc["set", "share visible"] == 0.5

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import pandas as pd
 
 from helpers import config
 
@@ -149,3 +150,38 @@ def source_probe(images_by_source: dict[str, np.ndarray], folds: int = 5,
     recalls = {name: float((guessed[sources == index] == index).mean()) for index, name in enumerate(names)}
     return {"sources": names, "balanced_accuracy": float(np.mean(list(recalls.values()))),
             "chance": 1.0 / len(names), "recall_per_source": recalls}
+
+
+# A tumour counts as visible on a slice when its mean intensity differs from the tissue just around it by at least
+# this many standard deviations of that tissue (the contrast-to-noise ratio of the outline against its rim).
+VISIBLE_CONTRAST = 1.0
+
+
+def tumour_contrast(images: np.ndarray, masks: np.ndarray, rim: int = 3) -> np.ndarray:
+    """Return, per image, |mean inside the outline - mean of the head pixels in a rim around it| over the rim's
+    standard deviation; NaN where an image has no outline or no head pixels around it."""
+    from scipy.ndimage import binary_dilation
+
+    contrast = np.full(len(images), np.nan)
+    for index, (image, mask) in enumerate(zip(np.asarray(images, np.float64), np.asarray(masks, bool))):
+        if not mask.any():
+            continue
+        around = binary_dilation(mask, iterations=rim) & ~mask & (image > 0)
+        if around.sum() < 2:
+            continue
+        spread = max(float(image[around].std()), 1.0)
+        contrast[index] = abs(float(image[mask].mean()) - float(image[around].mean())) / spread
+    return contrast
+
+
+def visibility_table(outlined: dict[str, tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
+    """Return, per set of (images, masks), the outlined images, their median tumour contrast and the share of
+    tumours visible by VISIBLE_CONTRAST."""
+    rows = {}
+    for name, (images, masks) in outlined.items():
+        contrast = tumour_contrast(images, masks)
+        measured = contrast[~np.isnan(contrast)]
+        rows[name] = {"outlined images": int(len(measured)), "median contrast": float(np.median(measured)),
+                      "visible": int((measured >= VISIBLE_CONTRAST).sum()),
+                      "share visible": float((measured >= VISIBLE_CONTRAST).mean())}
+    return pd.DataFrame(rows).T
