@@ -94,7 +94,9 @@ def test_pipeline_publishes_every_report_with_index_and_metrics(real_data_root, 
     assert all(f'href="{name}.html"' in index for name in NOTEBOOKS) and "hybrid" in index
     assert "<th>clean-test accuracy</th>" in index and "<h2>Targets</h2>" in index and "<th>index</th>" not in index
     assert "The published default model" in index
-    assert "<th>tumour sensitivity, br35h-tumour/test</th>" in index, "external sets evaluated beside the official"
+    assert "on both sides of every source" in index and "<td>TCGA FLAIR</td>" in index, "every source, both sides"
+    record = metrics["notebooks"]["06_external_validity"]
+    assert record["sources"]["rnn"]["TCGA post-contrast"]["tumour_free_images"] == 40
     timings = metrics["timings"]  # the runs the nbval test trained first are reused, and said so
     assert sorted(timings["trained_runs"] + timings["reused_runs"]) == sorted(f"{name}-seed42" for name in models)
     assert timings["from_scratch_seconds"] >= timings["total_seconds"]

@@ -16,6 +16,7 @@ from helpers.files import with_marked_block, write_marked_block
 from helpers.pipeline import duration_sentence
 from helpers.predict import MODEL_INDEX_FILE
 from helpers.source_report import (
+    external_record,
     external_sources,
     loso_markdown,
     source_figures,
@@ -70,14 +71,19 @@ def results_table(metrics: dict) -> pd.DataFrame:
         "fit_seconds": models["fit_seconds"]})
 
 
-def source_cells(metrics: dict, name: str, position: int | None = None) -> tuple[list[str], list[str]]:
+def source_cells(metrics: dict, name: str, seed: int | None = None) -> tuple[list[str], list[str]]:
     """Return the model card's external column headers and one file's cells: per external source, tumour sensitivity
-    / specificity of its own seed (position in the study's seeds) or, for an ensemble, its own (— where a source
-    lacks a side; "not evaluated" without external sets)."""
+    / specificity of its own seed or, for an ensemble (seed None), its own (— where a source lacks a side; "not
+    evaluated" without external sets or where that seed was not evaluated)."""
     sources = external_sources(metrics)
     if not sources:
         return ["external sources"], ["not evaluated"]
     figures = source_figures(metrics).get(name, {})
+    evaluated_seeds = (external_record(metrics).get("source_seeds") or {}).get(name, [])
+    position = evaluated_seeds.index(seed) if seed in evaluated_seeds else None
+    headers = [f"{source}: tumours kept / tumour-free called no tumour" for source in sources]
+    if seed is not None and position is None:
+        return headers, ["not evaluated"] * len(sources)
 
     def own(summary: dict | None, key: str) -> str:
         figure = (summary or {}).get(key)
@@ -85,9 +91,8 @@ def source_cells(metrics: dict, name: str, position: int | None = None) -> tuple
             return "—"
         return f"{figure['per_seed'][position] if position is not None else figure['mean']:.1%}"
 
-    return ([f"{source}: tumours kept / tumour-free called no tumour" for source in sources],
-            [f"{own(figures.get(source), 'sensitivity')} / {own(figures.get(source), 'specificity')}"
-             for source in sources])
+    return headers, [f"{own(figures.get(source), 'sensitivity')} / {own(figures.get(source), 'specificity')}"
+                     for source in sources]
 
 
 def shipped_cells(metrics: dict, name: str, seed: int) -> list[str]:
@@ -102,7 +107,7 @@ def shipped_cells(metrics: dict, name: str, seed: int) -> list[str]:
              f"{clean[str(seed)]:.2%} ({clean_mean:.2%})" if clean else "not recorded",
              f"{summary['representative']['tumour_sensitivity']:.2%}" if seed == summary["representative_seed"]
              else "not recorded"]
-    return [*cells, *source_cells(metrics, name, position)[1]]
+    return [*cells, *source_cells(metrics, name, seed)[1]]
 
 
 def ensemble_cells(metrics: dict, name: str) -> list[str]:
@@ -380,7 +385,7 @@ model rescales to [0, 1] itself. Outputs are probabilities in the label order sa
 ## External validity (default model as shipped, external test parts)
 {source_markdown(metrics, Path(index["default"]).stem)}
 
-{loso_markdown(metrics)}
+{loso_markdown(metrics) or "Leave-one-source-out: not measured (`make loso`)."}
 
 Targets:
 {targets}
