@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import data, predict, training
+from helpers import config, data, predict, training
 
 
 @pytest.fixture(scope="module")
@@ -207,3 +207,22 @@ def test_ctrl_c_exits_130_with_one_line(saved_run, monkeypatch, capsys):
     monkeypatch.setattr(predict, "predict_files", interrupted)
     assert predict.main(["x.png", "--model", str(saved_run.directory)]) == 130
     assert capsys.readouterr().err.strip() == "interrupted: nothing was predicted"
+
+
+@pytest.mark.parametrize("index, message", [
+    ("{not json", "invalid JSON"), ('["rnn.keras"]', 'naming its "default" file'), ('{"models": {}}', '"default"')])
+def test_a_broken_model_index_is_a_model_problem_naming_the_file(tmp_path, monkeypatch, capsys, index, message):
+    (tmp_path / predict.MODEL_INDEX_FILE).write_text(index)
+    with pytest.raises(predict.ModelFileError, match=f"models.json: not a valid model index.*{message}"):
+        predict.default_model_path(tmp_path)
+    monkeypatch.setattr(config, "MODELS_DIR", tmp_path)
+    assert predict.main([str(tmp_path / "a.png")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: ") and "models.json" in error and len(error.splitlines()) == 1
+
+
+def test_one_path_given_as_a_string_is_one_file(saved_run, phantom_root):
+    image = sorted((phantom_root / "Testing" / "glioma").iterdir())[0]
+    for given in (str(image), image):
+        predictions = predict.predict_files(given, saved_run.directory)
+        assert [prediction.file for prediction in predictions] == [str(image)] and predictions[0].error is None

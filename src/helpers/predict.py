@@ -74,7 +74,15 @@ def default_model_path(models_dir: Path | None = None) -> Path:
     if not index.is_file():
         raise ModelNotFoundError(f"{index}: no published models; run the full study and `make publish` "
                                  f"or pass a model path")
-    return models_dir / json.loads(index.read_text())["default"]
+    try:
+        content = json.loads(index.read_text())
+    except OSError as error:
+        raise ModelFileError(f"{index}: cannot read the model index ({error.strerror or error})") from None
+    except ValueError as error:
+        raise ModelFileError(f"{index}: not a valid model index (invalid JSON: {error})") from None
+    if not isinstance(content, dict) or not isinstance(content.get("default"), str):
+        raise ModelFileError(f"{index}: not a valid model index (expected a JSON object naming its \"default\" file)")
+    return models_dir / content["default"]
 
 
 def labels_path(model_path: Path) -> Path:
@@ -86,6 +94,8 @@ def read_label_file(label_file: Path) -> dict:
     """Read and check a label file: class names (a list of names) and an image size (an integer of 8 to 1024)."""
     try:
         labels = json.loads(label_file.read_text())
+    except OSError as error:
+        raise ModelFileError(f"{label_file}: cannot read the label file ({error.strerror or error})") from None
     except ValueError as error:
         raise ModelFileError(f"{label_file}: not a valid label file (invalid JSON: {error})") from None
     if not isinstance(labels, dict):
@@ -228,12 +238,17 @@ def _read_input(file: str | os.PathLike, saved: SavedModel) -> tuple[np.ndarray,
     return image, input_flags(grey.width, grey.height, np.asarray(grey))
 
 
-def predict_files(files: list[str | os.PathLike], model: SavedModel | str | os.PathLike | None = None,
-                  batch_size: int = 64, progress: bool | None = False) -> list[Prediction]:
-    """Predict the class of every image file; unreadable files get an error entry and the others are still predicted.
+def predict_files(files: list[str | os.PathLike] | str | os.PathLike,
+                  model: SavedModel | str | os.PathLike | None = None, batch_size: int = 64,
+                  progress: bool | None = False) -> list[Prediction]:
+    """Predict the class of every image file (one path, or a list of them); unreadable files get an error entry and
+    the others are still predicted.
 
     progress: a progress bar over the files on stderr (None: only when stderr is a terminal)."""
     from tqdm.auto import tqdm
+
+    if isinstance(files, (str, os.PathLike)):
+        files = [files]
 
     saved = model if isinstance(model, SavedModel) else load_saved_model(model)
     results: dict[int, Prediction] = {}
