@@ -56,3 +56,19 @@ def test_staging_left_by_a_killed_process_is_removed_and_a_live_one_kept(tmp_pat
         (staging / "done").write_text("yes")
     assert not stale.exists() and live.exists() and other.exists() and (tmp_path / "run" / "done").is_file()
     assert f".run.{dead_pid}.abc.partial" in capsys.readouterr().err
+
+
+def test_measured_rows_merge_with_the_earlier_table_and_keep_runs_relative(tmp_path):
+    from helpers.files import read_measured_rows, write_measured_rows
+
+    path = tmp_path / "table.json"
+    assert read_measured_rows(path) is None
+    write_measured_rows(path, [{"model": "a", "step": 1, "run": str(tmp_path / "runs" / "a")},
+                               {"model": "b", "step": 1, "run": "/elsewhere/b"}], ("model", "step"), tmp_path, seed=1)
+    write_measured_rows(path, [{"model": "a", "step": 1, "run": "again"}], ("model", "step"), tmp_path,
+                        order=lambda row: row["model"], seed=2)
+    assert read_measured_rows(path) == [{"model": "a", "step": 1, "run": "again"},
+                                        {"model": "b", "step": 1, "run": "/elsewhere/b"}]
+    write_measured_rows(path, [{"model": "c", "step": 2, "run": str(tmp_path / "runs" / "c")}], ("model", "step"),
+                        tmp_path)
+    assert read_measured_rows(path)[-1]["run"] == "runs/c"

@@ -91,3 +91,30 @@ def write_marked_block(path: Path, start: str, end: str, body: str) -> bool:
     if updated != current:
         write_atomically(path, lambda temporary: temporary.write_text(updated))
     return updated != current
+
+
+def write_measured_rows(path: Path, rows: list[dict], key: tuple[str, ...], root: Path,
+                        order: Callable[[dict], object] | None = None, **content: object) -> Path:
+    """Write a table of measured rows as JSON (atomically): the earlier rows whose key was not measured again, then
+    the new ones (sorted by order when given), every "run" path relative to root; content adds top-level fields."""
+    import json
+
+    earlier = json.loads(path.read_text())["rows"] if path.is_file() else []
+    measured = {tuple(row[name] for name in key) for row in rows}
+    merged = [*[row for row in earlier if tuple(row[name] for name in key) not in measured], *rows]
+    if order is not None:
+        merged.sort(key=order)
+    for row in merged:
+        run = Path(row.get("run", ""))
+        if run.is_absolute() and run.is_relative_to(root):
+            row["run"] = str(run.relative_to(root))
+    document = {"rows": merged, **content}
+    write_atomically(path, lambda temporary: temporary.write_text(json.dumps(document, indent=2) + "\n"))
+    return path
+
+
+def read_measured_rows(path: Path) -> list[dict] | None:
+    """Return the rows of a table written by write_measured_rows, or None when it was never written."""
+    import json
+
+    return json.loads(path.read_text())["rows"] if path.is_file() else None

@@ -8,13 +8,12 @@ for "a source absent from training".
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from helpers import config
-from helpers.files import write_atomically
+from helpers.files import read_measured_rows, write_measured_rows
 
 LOSO_FILE = "loso.json"
 RECIPE = "both-sides"
@@ -157,25 +156,19 @@ def write_table(rows: list[dict], reports_dir: Path = config.REPORTS_DIR) -> Pat
     rows of (model, hold-out) pairs not measured again."""
     from helpers.provenance import provenance
 
-    path = reports_dir / LOSO_FILE
-    earlier = json.loads(path.read_text())["rows"] if path.is_file() else []
-    measured = {(row["model"], row["held out"]) for row in rows}
-    rows = [*[row for row in earlier if (row["model"], row["held out"]) not in measured], *rows]
-    content = {"rows": rows, "seed": SEED, "recipe": RECIPE, "provenance": provenance(),
-               "note": "one seed per run; each run trained without the held-out collections (train and test parts) "
-                       "and measured on their test parts"}
-    write_atomically(path, lambda temporary: temporary.write_text(json.dumps(content, indent=2) + "\n"))
-    return path
+    return write_measured_rows(reports_dir / LOSO_FILE, rows, ("model", "held out"), config.PROJECT_ROOT,
+                               seed=SEED, recipe=RECIPE, provenance=provenance(),
+                               note="one seed per run; each run trained without the held-out collections (train and "
+                                    "test parts) and measured on their test parts")
 
 
 def load_table(reports_dir: Path = config.REPORTS_DIR):
     """Return the leave-one-source-out table (a DataFrame), or None when it was never measured."""
     import pandas as pd
 
-    path = reports_dir / LOSO_FILE
-    if not path.is_file():
+    rows = read_measured_rows(reports_dir / LOSO_FILE)
+    if rows is None:
         return None
-    rows = json.loads(path.read_text())["rows"]
     table = pd.DataFrame(rows)
     return table.drop(columns=[name for name in table.columns if name == "run" or name.endswith(" ci")])
 

@@ -9,14 +9,13 @@ pointing score. External *test* parts play no part. Rows measured before a colum
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from helpers import config
-from helpers.files import write_atomically
+from helpers.files import read_measured_rows, write_measured_rows
 from helpers.training import MODEL_FILE, TrainingSettings, load_run, recipe, run_matches, train_model
 
 MITIGATIONS_FILE = "mitigations.json"
@@ -142,30 +141,22 @@ def write_table(rows: list[dict], reports_dir: Path = config.REPORTS_DIR) -> Pat
     (model, variant) pairs that were not measured again, in the ladder's order."""
     from helpers.provenance import provenance
 
-    path = reports_dir / MITIGATIONS_FILE
-    earlier = json.loads(path.read_text())["rows"] if path.is_file() else []
-    measured = {(row["model"], row["variant"]) for row in rows}
     order = {(model, variant): index for index, (model, variant) in
              enumerate((model, variant) for model, ladder in LADDER.items() for variant in ladder)}
-    rows = sorted([*[row for row in earlier if (row["model"], row["variant"]) not in measured], *rows],
-                  key=lambda row: order.get((row["model"], row["variant"]), len(order)))
-    rows = [{**row, "run": str(Path(row["run"]).relative_to(config.PROJECT_ROOT))
-             if Path(row["run"]).is_absolute() and Path(row["run"]).is_relative_to(config.PROJECT_ROOT) else row["run"]}
-            for row in rows]
-    content = {"rows": rows, "seed": SEED, "provenance": provenance(),
-               "note": "one seed per run; external figures are on the validation images held out of the train parts"}
-    write_atomically(path, lambda temporary: temporary.write_text(json.dumps(content, indent=2) + "\n"))
-    return path
+    return write_measured_rows(reports_dir / MITIGATIONS_FILE, rows, ("model", "variant"), config.PROJECT_ROOT,
+                               order=lambda row: order.get((row["model"], row["variant"]), len(order)),
+                               seed=SEED, provenance=provenance(),
+                               note="one seed per run; external figures are on the validation images held out of the "
+                                    "train parts")
 
 
 def load_table(reports_dir: Path = config.REPORTS_DIR):
     """Return the mitigation table (a DataFrame indexed by model and variant), or None when it was never measured."""
     import pandas as pd
 
-    path = reports_dir / MITIGATIONS_FILE
-    if not path.is_file():
+    rows = read_measured_rows(reports_dir / MITIGATIONS_FILE)
+    if rows is None:
         return None
-    rows = json.loads(path.read_text())["rows"]
     return pd.DataFrame(rows).drop(columns=["run"]).set_index(["model", "variant"])
 
 
