@@ -50,3 +50,21 @@ def test_every_figure_function_returns_a_drawn_figure(phantom_root):
             assert len(figure.axes) >= panels[name], name
     overlap_labels = [label.get_text() for label in figures["overlap"].axes[0].get_yticklabels()]
     assert overlap_labels[0] == "all models" and "rnn and hybrid only" in overlap_labels
+
+
+def test_the_both_sides_figure_draws_every_interval_it_promises():
+    from matplotlib.container import ErrorbarContainer
+
+    rows = []
+    for model in ("rnn", "cnn"):
+        for source, sensitivity, specificity in (("official Testing", 0.98, 0.95), ("Br35H", 0.9, np.nan),
+                                                 ("TCGA FLAIR", 0.8, 0.4)):
+            row = {"model": model, "source": source, "tumour sensitivity": sensitivity, "specificity": specificity,
+                   "balanced accuracy": (sensitivity + specificity) / 2}
+            for name in ("tumour sensitivity", "specificity", "balanced accuracy"):
+                row[f"{name} low"], row[f"{name} high"] = row[name] - 0.05, row[name] + 0.05
+            rows.append(row)
+    figure = plots.source_sides(pd.DataFrame(rows))
+    drawn = [sum(len(container.lines[2][0].get_segments()) for container in axis.containers
+                 if isinstance(container, ErrorbarContainer)) for axis in figure.axes[:3]]
+    assert drawn == [6, 4, 4], "one interval per bar, none where a source has no such side"

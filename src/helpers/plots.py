@@ -287,7 +287,7 @@ def source_sides(table: pd.DataFrame) -> Figure:
         shown = table.dropna(subset=[figure_name])
         sns.barplot(data=shown, x="source", y=figure_name, hue="model", order=sources, ax=axis)
         for container, (_, group) in zip(axis.containers, shown.groupby("model", sort=False)):
-            group = group.set_index("source").reindex([source for source in sources if source in set(group.index)])
+            group = group.set_index("source").reindex([source for source in sources if source in set(group["source"])])
             centres = [patch.get_x() + patch.get_width() / 2 for patch in container.patches]
             axis.errorbar(centres[:len(group)], group[figure_name],
                           yerr=[group[figure_name] - group[f"{figure_name} low"],
