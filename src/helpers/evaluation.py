@@ -134,11 +134,9 @@ def mcnemar_test(labels: np.ndarray, predicted_first: np.ndarray, predicted_seco
     return {"only_first_correct": only_first, "only_second_correct": only_second, "p_value": float(p_value)}
 
 
-def _seed_figure(right: np.ndarray, samples: np.ndarray) -> dict[str, object]:
-    """Return a 0/1 outcome (seeds, images) as per-seed shares, their mean and the bootstrap interval of the mean."""
-    per_seed = right.mean(axis=1)
-    means = right[:, samples].mean(axis=(0, 2))
-    return {"per_seed": per_seed.tolist(), "mean": float(per_seed.mean()),
+def _seed_figure(per_seed: np.ndarray, means: np.ndarray) -> dict[str, object]:
+    """Return a figure's per-seed values, their mean and the 95% interval of its bootstrap means over images."""
+    return {"per_seed": np.asarray(per_seed).tolist(), "mean": float(np.mean(per_seed)),
             "ci": (float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975)))}
 
 
@@ -173,15 +171,15 @@ def both_sides_summary(tumour_probabilities: list[np.ndarray] | None, free_proba
         outcomes["specificity"] = ("free", predicted == no_tumour)
         summary["tumour_free_predicted_share"] = {name: float((predicted == index).mean())
                                                   for index, name in enumerate(config.CLASS_NAMES)}
-    for name, (side, right) in outcomes.items():
-        summary[name] = _seed_figure(right, draws[side])
-    if "sensitivity" in outcomes and "specificity" in outcomes:
-        sensitivity, specificity = outcomes["sensitivity"][1], outcomes["specificity"][1]
-        per_seed = (sensitivity.mean(axis=1) + specificity.mean(axis=1)) / 2
-        means = (sensitivity[:, draws["tumour"]].mean(axis=(0, 2))
-                 + specificity[:, draws["free"]].mean(axis=(0, 2))) / 2
-        summary["balanced_accuracy"] = {"per_seed": per_seed.tolist(), "mean": float(per_seed.mean()),
-                                        "ci": (float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975)))}
+    measured = {name: (right.mean(axis=1), right[:, draws[side]].mean(axis=(0, 2)))
+                for name, (side, right) in outcomes.items()}
+    for name, (per_seed, means) in measured.items():
+        summary[name] = _seed_figure(per_seed, means)
+    if "sensitivity" in measured and "specificity" in measured:
+        (sensitivity, sensitivity_means), (specificity, specificity_means) = (measured["sensitivity"],
+                                                                              measured["specificity"])
+        summary["balanced_accuracy"] = _seed_figure((sensitivity + specificity) / 2,
+                                                    (sensitivity_means + specificity_means) / 2)
     return summary
 
 
@@ -214,9 +212,8 @@ def multi_seed_summary(labels: np.ndarray, probabilities_per_seed: list[np.ndarr
     for name, metric in metrics.items():
         values = np.array([metric(labels, row) for row in predicted])
         means = [np.mean([metric(labels[sample], row[sample]) for row in predicted]) for sample in samples]
-        summary[name] = {"per_seed": values.tolist(), "mean": float(values.mean()),
-                         "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-                         "ci": (float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975)))}
+        summary[name] = {**_seed_figure(values, np.asarray(means)),
+                         "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
     return summary
 
 

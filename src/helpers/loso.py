@@ -99,18 +99,16 @@ def find_or_train(model_name: str, hold_out: HoldOut, data_dir: str | None, exte
 def evaluate_run(directory: Path, hold_out: HoldOut, external: dict) -> list[dict[str, object]]:
     """Return one row per held-out source: a run's both-sides figures on that source's test parts, and its official
     test accuracy for reference."""
-    from helpers.sources import source_evaluation
+    from helpers.sources import predict_sets, source_evaluation
     from helpers.training import load_run
 
     run = load_run(directory)
     held_out = {name: images for name, images in external.items()
                 if images.spec.part == "test" and images.spec.collection in hold_out.collections}
-    predictions = {name: [run.model.predict(images.images[..., None], batch_size=256, verbose=0)]
-                   for name, images in held_out.items()}
     test = run.predictions["test"]
     official = float((test["probabilities"].argmax(axis=1) == test["labels"]).mean())
     rows = []
-    for source, summary in source_evaluation({"run": predictions}, held_out)["run"].items():
+    for source, summary in source_evaluation(predict_sets({"run": [run]}, held_out), held_out)["run"].items():
         row: dict[str, object] = {"model": run.details["model"], "held out": hold_out.name, "source": source,
                                   "seed": int(run.details["settings"]["seed"]),
                                   "run": str(directory.relative_to(config.PROJECT_ROOT)
@@ -133,8 +131,9 @@ def build_table(data_dir: str | None = None, external_dir: str | None = None, tr
     """Train (or reuse) each model without each hold-out (all, or those named in only) and return the evaluated
     rows; a run that was not trained (train=False and no folder) is left out."""
     from helpers.external import load_external_sets
+    from helpers.training import recipe
 
-    external = load_external_sets(external_dir, config.DEFAULT_IMAGE_SIZE, "standardised", sets=sets,
+    external = load_external_sets(external_dir, config.DEFAULT_IMAGE_SIZE, recipe(RECIPE).preprocessing, sets=sets,
                                   parts=("test",))
     rows = []
     for hold_out in hold_outs(sets):

@@ -85,7 +85,7 @@ def evaluate_run(directory: Path, external_dir: str | None, data_dir: str | None
     from helpers.evaluation import notumor_specificity
     from helpers.explain import occlusion_maps, pointing_score
     from helpers.external import load_external_sets, split_external
-    from helpers.sources import source_evaluation
+    from helpers.sources import predict_sets, source_evaluation
     from helpers.study import validation_accuracy
 
     run = load_run(directory)
@@ -102,9 +102,8 @@ def evaluate_run(directory: Path, external_dir: str | None, data_dir: str | None
         "notumor_specificity": notumor_specificity(test["labels"], predicted)}
     external = load_external_sets(external_dir, run.image_size, settings["preprocessing"], parts=("train",))
     held_out = {name: split_external(images)[1] for name, images in external.items()}
-    predictions = {name: [run.model.predict(images.images[..., None], batch_size=256, verbose=0)]
-                   for name, images in held_out.items()}
-    for source, summary in source_evaluation({"run": predictions}, held_out, part="train")["run"].items():
+    predictions = predict_sets({"run": [run]}, held_out, part="train")
+    for source, summary in source_evaluation(predictions, held_out, part="train")["run"].items():
         for key in ("sensitivity", "specificity", "balanced_accuracy"):
             if key in summary:
                 row[f"{source} validation {key.replace('_', ' ')}"] = summary[key]["mean"]

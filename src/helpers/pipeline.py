@@ -194,7 +194,7 @@ def target_rows(metrics: dict) -> list[dict]:
 def _sources_html(metrics: dict, default: str) -> str:
     """Return the index's external-validity section: the default on both sides of every source, and the
     leave-one-source-out table, or a line saying external validity was not evaluated."""
-    from helpers.source_report import SHARED_NO_TUMOUR_NOTE, external_sources, loso_rows, source_frame
+    from helpers.source_report import SHARED_NO_TUMOUR_NOTE, external_sources, loso_frame, source_frame
 
     sources = external_sources(metrics)
     if not sources:
@@ -203,12 +203,10 @@ def _sources_html(metrics: dict, default: str) -> str:
                     if source in sources)
     section = (f"<h2>The published default on both sides of every source (external test parts; 95% bootstrap CI)</h2>"
                f"{source_frame(metrics, default).to_html(index=False, border=0)}{notes}")
-    rows = loso_rows(metrics)
-    if rows:
-        table = pd.DataFrame(rows).reindex(columns=["model", "held out", "source", "sensitivity", "specificity",
-                                                    "type accuracy", "balanced accuracy"])
+    loso = loso_frame(metrics)
+    if len(loso):
         section += ("<h2>A source absent from training (leave-one-source-out, one seed each)</h2>"
-                    + table.to_html(index=False, border=0, float_format="{:.1%}".format, na_rep="—"))
+                    + loso.to_html(index=False, border=0))
     return section
 
 

@@ -67,6 +67,16 @@ class SavedModel:
     name: str = ""
 
 
+def _read_model_json(path: Path, what: str) -> object:
+    """Return a JSON file beside the models, failing with ModelFileError naming it when unreadable or not JSON."""
+    try:
+        return json.loads(path.read_text())
+    except OSError as error:
+        raise ModelFileError(f"{path}: cannot read the {what} ({error.strerror or error})") from None
+    except ValueError as error:
+        raise ModelFileError(f"{path}: not a valid {what} (invalid JSON: {error})") from None
+
+
 def default_model_path(models_dir: Path | None = None) -> Path:
     """Return the published default model (named in models/models.json), failing with the path when there is none."""
     models_dir = models_dir or config.MODELS_DIR
@@ -74,12 +84,7 @@ def default_model_path(models_dir: Path | None = None) -> Path:
     if not index.is_file():
         raise ModelNotFoundError(f"{index}: no published models; run the full study and `make publish` "
                                  f"or pass a model path")
-    try:
-        content = json.loads(index.read_text())
-    except OSError as error:
-        raise ModelFileError(f"{index}: cannot read the model index ({error.strerror or error})") from None
-    except ValueError as error:
-        raise ModelFileError(f"{index}: not a valid model index (invalid JSON: {error})") from None
+    content = _read_model_json(index, "model index")
     if not isinstance(content, dict) or not isinstance(content.get("default"), str):
         raise ModelFileError(f"{index}: not a valid model index (expected a JSON object naming its \"default\" file)")
     return models_dir / content["default"]
@@ -92,12 +97,7 @@ def labels_path(model_path: Path) -> Path:
 
 def read_label_file(label_file: Path) -> dict:
     """Read and check a label file: class names (a list of names) and an image size (an integer of 8 to 1024)."""
-    try:
-        labels = json.loads(label_file.read_text())
-    except OSError as error:
-        raise ModelFileError(f"{label_file}: cannot read the label file ({error.strerror or error})") from None
-    except ValueError as error:
-        raise ModelFileError(f"{label_file}: not a valid label file (invalid JSON: {error})") from None
+    labels = _read_model_json(label_file, "label file")
     if not isinstance(labels, dict):
         raise ModelFileError(f"{label_file}: not a valid label file (expected a JSON object)")
     names, size = labels.get("class_names"), labels.get("image_size")

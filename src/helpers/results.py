@@ -18,12 +18,12 @@ from helpers.predict import MODEL_INDEX_FILE
 from helpers.source_report import (
     external_record,
     external_sources,
+    judged_targets,
     loso_markdown,
     source_figures,
     source_markdown,
     target_text,
 )
-from helpers.source_report import external_targets as source_targets
 from helpers.sources import OFFICIAL_TESTING
 from helpers.study import ENSEMBLE_SUFFIX, ensemble_name, mean_predictions, validation_accuracy
 from helpers.training import (
@@ -151,7 +151,7 @@ def shipped_default(metrics: dict) -> str:
 
 def external_targets(metrics: dict) -> list[dict[str, object]]:
     """Return the external-validity targets of the published default as shipped (helpers.source_report.TARGETS)."""
-    return source_targets(metrics, shipped_default(metrics)) if metrics["notebooks"].get("04_compare_cnn") else []
+    return judged_targets(metrics, shipped_default(metrics)) if metrics["notebooks"].get("04_compare_cnn") else []
 
 
 def markdown_table(metrics: dict) -> str:

@@ -8,6 +8,7 @@ import math
 import pandas as pd
 
 from helpers.sources import FIGURES, OFFICIAL_TESTING, SHARED_NO_TUMOUR_NOTE
+from helpers.study import ENSEMBLE_SUFFIX
 
 EXTERNAL_NOTEBOOK = "06_external_validity"
 # The external-validity targets of the published default as shipped (external *test* parts, official Testing split):
@@ -81,16 +82,18 @@ def loso_rows(metrics: dict, model: str | None = None) -> list[dict]:
     return [row for row in rows if model is None or row["model"] == model]
 
 
+def loso_frame(metrics: dict) -> pd.DataFrame:
+    """Return the leave-one-source-out rows as a reader sees them: model, what was held out, where it was measured,
+    and each figure as a percentage ("—" where the source has no such side); empty when it was not measured."""
+    return pd.DataFrame([{"model": row["model"], "held out of training": row["held out"], "measured on": row["source"],
+                          **{header: _percent(row.get(key.replace("_", " "))) for key, header in FIGURES.items()}}
+                         for row in loso_rows(metrics)])
+
+
 def loso_markdown(metrics: dict) -> str:
     """Return the leave-one-source-out table as Markdown ("" when it was not measured)."""
-    rows = loso_rows(metrics)
-    if not rows:
-        return ""
-    frame = pd.DataFrame([{"model": row["model"], "held out of training": row["held out"],
-                           "measured on": row["source"],
-                           **{header: _percent(row.get(key.replace("_", " "))) for key, header in FIGURES.items()}}
-                          for row in rows])
-    return frame.to_markdown(index=False)
+    frame = loso_frame(metrics)
+    return frame.to_markdown(index=False) if len(frame) else ""
 
 
 def _percent(value: float | None) -> str:
@@ -108,7 +111,7 @@ def _measured(metrics: dict, shipped: str, origin: str, where: str, figure: str)
         return (record.get("official_accuracy") or {}).get(shipped)
     if origin == "loso":
         held_out, source = where.split("|")
-        kind = shipped.split("-ensemble")[0]
+        kind = shipped.removesuffix(ENSEMBLE_SUFFIX)
         found = [row for row in loso_rows(metrics, kind) if row["held out"] == held_out and row["source"] == source]
         return found[0].get(figure) if found else None
     found = [row for row in record.get("pointing") or [] if row["model"] == shipped
@@ -116,7 +119,7 @@ def _measured(metrics: dict, shipped: str, origin: str, where: str, figure: str)
     return found[0][figure] if found else None
 
 
-def external_targets(metrics: dict, shipped: str) -> list[dict[str, object]]:
+def judged_targets(metrics: dict, shipped: str) -> list[dict[str, object]]:
     """Return the external-validity targets for the shipped default, each met, missed or not measured; a target on a
     source the study did not evaluate (generated data, a missing set) is left out."""
     sources = {OFFICIAL_TESTING, *external_sources(metrics)}
