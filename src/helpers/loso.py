@@ -92,7 +92,7 @@ def find_or_train(model_name: str, hold_out: HoldOut, data_dir: str | None, exte
     print(f"{model_name} without {hold_out.name}: training into {directory}", flush=True)
     train_model(model_name, loaded.training, loaded.validation, loaded.dataset.testing, directory, settings,
                 data_fingerprint=loaded.dataset.fingerprint, overwrite=True,
-                external_fingerprint=loaded.external_fingerprint)
+                external_fingerprint=loaded.external_fingerprint, external=loaded.external)
     return directory
 
 

@@ -20,7 +20,8 @@ from helpers.training import MODEL_FILE, TrainingSettings, load_run, recipe, run
 
 MITIGATIONS_FILE = "mitigations.json"
 SEED = config.DEFAULT_SEED
-# The ladder: each variant adds one mitigation to the one before it; the last is the robust recipe itself.
+# The ladder: each variant adds one mitigation to the one before it, up to "+ every source on both sides"; the rungs
+# after it each add one step to that one (docs/decisions.md).
 VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
     "before (project recipe)": ("project", {}),
     "cosine recipe": ("robust", {"preprocessing": "resize", "augmentation": "layers", "external_training": False}),
@@ -29,12 +30,16 @@ VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
     "+ mixed-source training (robust recipe)": ("robust", {}),
     "+ every source on both sides": ("robust", {"external_collections": config.ALL_COLLECTIONS}),
     "+ source-balanced sampling (both-sides recipe)": ("both-sides", {}),
+    "both sides + source adversary": ("robust", {"external_collections": config.ALL_COLLECTIONS,
+                                                 "source_adversary": 0.3}),
+    "both sides + outline supervision": ("robust", {"external_collections": config.ALL_COLLECTIONS,
+                                                    "outline_supervision": 1.0}),
 }
 # Which variants each model trains: the whole ladder for the two fastest models, before and after for the others (on
 # 2 CPU cores the ladder of every model would take longer than the study itself).
 BEFORE_AND_AFTER = ("before (project recipe)", "+ mixed-source training (robust recipe)")
 LADDER = {"rnn": tuple(VARIANTS), "cnn": tuple(VARIANTS)[:5], "hybrid": BEFORE_AND_AFTER, "crnn": BEFORE_AND_AFTER,
-          "sequencer": tuple(VARIANTS)[4:]}
+          "sequencer": tuple(VARIANTS)[4:7]}
 # Images per external validation part that the pointing score is measured on (occlusion costs 225 predictions each).
 POINTING_IMAGES = 100
 
@@ -73,7 +78,8 @@ def find_or_train(model_name: str, variant: str, data_dir: str | None, external_
     print(f"{model_name}, {variant}: training into {candidates[0]}", flush=True)
     train_model(model_name, loaded.training, loaded.validation, loaded.dataset.testing, candidates[0], settings,
                 data_fingerprint=loaded.dataset.fingerprint, overwrite=True,
-                external_fingerprint=loaded.external_fingerprint if settings.external_training else None)
+                external_fingerprint=loaded.external_fingerprint if settings.external_training else None,
+                external=loaded.external)
     return candidates[0]
 
 

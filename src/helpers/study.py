@@ -246,8 +246,9 @@ class Study:
             print(f"{model_name} seed {seed}: training into {directory}")
             runs.append(train_model(model_name, data.training, data.validation, data.testing, directory, settings,
                                     class_names=data.class_names, data_fingerprint=data.dataset.fingerprint,
-                                    overwrite=True, external_fingerprint=(data.external_fingerprint
-                                                                          if settings.external_training else None)))
+                                    overwrite=True, external=data.external,
+                                    external_fingerprint=(data.external_fingerprint
+                                                          if settings.external_training else None)))
         return runs
 
     def load_runs(self, model_name: str, data: StudyData) -> list[TrainingRun]:

@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 from keras import ops
 
-from helpers import config
+from helpers import config, invariance
 from helpers.data import ImageSplit, check_preprocessing
 from helpers.external import PATH_PREFIX as EXTERNAL_PATH_PREFIX
+from helpers.external import ExternalImages
 from helpers.files import staged_directory
 from helpers.models import AUGMENTATIONS, MODEL_BUILDERS, build_model
 from helpers.provenance import provenance
@@ -79,6 +80,8 @@ class TrainingSettings:
     # The external collections whose train parts join training when external_training is on (docs/decisions.md)
     external_collections: tuple[str, ...] = config.TUMOUR_COLLECTIONS
     source_balance: bool = False  # weight each image so that every (source, tumour or not) group counts alike
+    source_adversary: float = 0.0  # gradient-reversal strength of a class-conditional source adversary (0: none)
+    outline_supervision: float = 0.0  # weight of the outline loss on images with a known outline (0: none)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
@@ -233,12 +236,12 @@ class DatasetValidationAccuracy(keras.callbacks.Callback):
     external images a recipe adds to validation, so that recipes are compared on the same images (time-to-accuracy).
     Its predictions fall outside the epoch's timed seconds."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
+    def __init__(self, images: np.ndarray, labels: np.ndarray, model: keras.Model | None = None) -> None:
         super().__init__()
-        self.images, self.labels = images, labels
+        self.images, self.labels, self.classifier = images, labels, model
 
     def on_epoch_end(self, epoch, logs=None):
-        predicted = self.model.predict(self.images, batch_size=256, verbose=0).argmax(axis=1)
+        predicted = (self.classifier or self.model).predict(self.images, batch_size=256, verbose=0).argmax(axis=1)
         if logs is not None:
             logs[DATASET_VALIDATION_METRIC] = float((predicted == self.labels).mean())
 
@@ -340,7 +343,7 @@ def _write_json(path: Path, content: dict) -> None:
 
 
 # Settings added after runs were published; a run folder written before them was trained with their defaults.
-ADDED_SETTINGS = ("external_collections", "source_balance")
+ADDED_SETTINGS = ("external_collections", "source_balance", "source_adversary", "outline_supervision")
 
 
 def run_matches(directory: Path, model_name: str, settings: TrainingSettings, **details: object) -> bool:
@@ -382,15 +385,36 @@ def _resumable_history(resume: Path, identity: dict) -> pd.DataFrame | None:
     return None
 
 
+def _training_model(model_name: str, image_size: int, settings: TrainingSettings, training: ImageSplit,
+                    validation: ImageSplit, external: dict[str, ExternalImages] | None
+                    ) -> tuple[keras.Model, keras.Model | None, tuple[object, object]]:
+    """Return the model to fit, the classifier inside it (None: the model itself) and the fit's training and
+    validation inputs: the plain model on images, or helpers.invariance's wrapper on its named inputs."""
+    if not (settings.source_adversary or settings.outline_supervision):
+        model = build_model(model_name, image_size=image_size, augmentation=settings.augmentation, seed=settings.seed)
+        return model, None, (_as_model_input(training), _as_model_input(validation))
+    if settings.outline_supervision and not external:
+        raise ValueError(f"{model_name}: outline supervision reads the external sets' outlines; pass external=")
+    sources = invariance.training_sources(training.paths)
+    model, classifier = invariance.build_training_model(
+        model_name, image_size, settings.augmentation, settings.seed, len(sources), settings.source_adversary,
+        settings.outline_supervision)
+    return model, classifier, tuple(invariance.training_inputs(split, external or {}, sources)
+                                    for split in (training, validation))
+
+
 def train_model(model_name: str, training: ImageSplit, validation: ImageSplit, testing: ImageSplit | None,
                 run_directory: str | os.PathLike, settings: TrainingSettings = TrainingSettings(),
                 class_names: tuple[str, ...] = config.CLASS_NAMES, data_fingerprint: str = "unknown",
                 overwrite: bool = False, external_fingerprint: str | None = None,
-                callbacks: list[keras.callbacks.Callback] | None = None) -> TrainingRun:
+                callbacks: list[keras.callbacks.Callback] | None = None,
+                external: dict[str, ExternalImages] | None = None) -> TrainingRun:
     """Train a registered model and write its run folder; the folder appears only once everything is written.
 
-    An interrupted run (Ctrl-C, a killed process) resumes at its next call from the last finished epoch, with the
-    optimizer state and learning-rate schedule it had (resume_directory). Further Keras callbacks may be given."""
+    A recipe with a source adversary or outline supervision trains through helpers.invariance's wrapper, which reads
+    the outlines of the external sets given. An interrupted run (Ctrl-C, a killed process) resumes at its next call
+    from the last finished epoch, with the optimizer state and learning-rate schedule it had (resume_directory).
+    Further Keras callbacks may be given."""
     run_directory = Path(run_directory).resolve()
     if run_directory.exists() and not overwrite:
         raise FileExistsError(f"{run_directory}: run folder already exists; pass --overwrite on the command "
@@ -415,17 +439,16 @@ def train_model(model_name: str, training: ImageSplit, validation: ImageSplit, t
         enable_data_parallel()
     with staged_directory(run_directory) as staging, precision_policy(settings.precision):
         set_seeds(settings.seed)
-        model = build_model(model_name, image_size=image_size, augmentation=settings.augmentation,
-                            seed=settings.seed)
+        model, classifier, inputs = _training_model(model_name, image_size, settings, training, validation, external)
         compile_model(model, settings, steps_per_epoch=int(np.ceil(len(training) / settings.batch_size)))
         timer = EpochTimer()
         own = dataset_rows(validation.paths)
-        dataset_validation = ([DatasetValidationAccuracy(_as_model_input(validation)[own], validation.labels[own])]
-                              if len(own) < len(validation) else [])
+        dataset_validation = ([DatasetValidationAccuracy(_as_model_input(validation)[own], validation.labels[own],
+                                                         classifier)] if len(own) < len(validation) else [])
         started = time.perf_counter()
         weights = source_balance_weights(training.paths, training.labels) if settings.source_balance else None
-        model.fit(_as_model_input(training), training.labels, sample_weight=weights, batch_size=settings.batch_size,
-                  epochs=settings.epochs, validation_data=(_as_model_input(validation), validation.labels),
+        model.fit(inputs[0], training.labels, sample_weight=weights, batch_size=settings.batch_size,
+                  epochs=settings.epochs, validation_data=(inputs[1], validation.labels),
                   callbacks=[timer, *dataset_validation,
                              *training_callbacks(settings, resume / MODEL_FILE, best_so_far),
                              keras.callbacks.CSVLogger(str(resume / HISTORY_FILE), append=True),
@@ -437,7 +460,11 @@ def train_model(model_name: str, training: ImageSplit, validation: ImageSplit, t
         if earlier is not None:
             fit_seconds += float(earlier["seconds"].sum())
 
-        shutil.copy2(resume / MODEL_FILE, staging / MODEL_FILE)
+        if classifier is None:
+            shutil.copy2(resume / MODEL_FILE, staging / MODEL_FILE)
+        else:
+            invariance.shipped_model(keras.saving.load_model(resume / MODEL_FILE), model_name, image_size,
+                                     settings.augmentation, settings.seed).save(staging / MODEL_FILE)
         best_model = keras.saving.load_model(staging / MODEL_FILE)
         predictions, prediction_seconds, milliseconds_per_image = {}, {}, {}
         for split_name, split in (("validation", validation), ("test", testing)):
