@@ -87,7 +87,7 @@ def test_lstms_keep_cudnn_eligible_settings(name):
         assert lstm.use_cudnn in ("auto", True)
 
 
-@pytest.mark.parametrize("augmentation", ["layers", "fused"])
+@pytest.mark.parametrize("augmentation", ["layers", "fused", "appearance"])
 def test_augmentation_acts_only_in_training(augmentation):
     model = models.build_model("rnn", augmentation=augmentation, seed=1)
     images = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 1)).astype("float32")
@@ -116,6 +116,23 @@ def test_fused_augmentation_rotates_and_zooms_within_the_specified_range():
     assert not np.array_equal(augmented[0], augmented[1])
 
 
+def test_intensity_curve_keeps_order_and_range_and_is_the_identity_at_strength_zero():
+    ramp = np.tile(np.linspace(0.0, 1.0, 64, dtype="float32"), (8, 1)).reshape(8, 8, 8, 1)
+    generator = keras.random.SeedGenerator(3)
+    curved = keras.ops.convert_to_numpy(models.random_intensity_curve(ramp, 0.5, generator)).reshape(8, -1)
+    assert np.all(np.diff(curved, axis=1) >= -1e-6) and curved.min() >= 0.0 and curved.max() <= 1.0 + 1e-6
+    assert np.abs(curved - ramp.reshape(8, -1)).max() > 0.01 and not np.allclose(curved[0], curved[1])
+    same = keras.ops.convert_to_numpy(models.random_intensity_curve(ramp, 0.0, generator)).reshape(8, -1)
+    np.testing.assert_allclose(same, ramp.reshape(8, -1), atol=1e-4)
+
+
+def test_bias_field_is_smooth_positive_and_within_its_strength():
+    field = keras.ops.convert_to_numpy(models.random_bias_field((16, 32, 32, 1), 0.3, keras.random.SeedGenerator(2)))
+    assert field.min() > np.exp(-5 * 0.3) and field.max() < np.exp(5 * 0.3)
+    assert np.abs(np.diff(np.log(field), axis=1)).max() < 0.1, "neighbouring pixels change little"
+    assert field.std(axis=(1, 2, 3)).min() > 0.0 and not np.allclose(field[0], field[1])
+
+
 def test_a_saved_model_keeps_its_fused_augmentation(tmp_path):
     model = models.build_model("rnn", augmentation="fused", seed=1)
     model.save(tmp_path / "model.keras")
@@ -126,7 +143,7 @@ def test_a_saved_model_keeps_its_fused_augmentation(tmp_path):
 
 
 def test_unknown_augmentation_is_refused():
-    with pytest.raises(ValueError, match="unknown augmentation 'mixup'; choose one of layers, fused, robust, none"):
+    with pytest.raises(ValueError, match="unknown augmentation 'mixup'; choose one of layers, fused, robust, appearance, none"):
         models.build_model("rnn", augmentation="mixup")
 
 

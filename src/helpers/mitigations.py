@@ -34,6 +34,8 @@ VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
                                                  "source_adversary": 0.3}),
     "both sides + outline supervision": ("robust", {"external_collections": config.ALL_COLLECTIONS,
                                                     "outline_supervision": 1.0}),
+    "both sides + appearance augmentation": ("robust", {"external_collections": config.ALL_COLLECTIONS,
+                                                        "augmentation": "appearance"}),
 }
 # Which variants each model trains: the whole ladder for the two fastest models, before and after for the others (on
 # 2 CPU cores the ladder of every model would take longer than the study itself).
