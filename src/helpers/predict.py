@@ -18,6 +18,7 @@ import numpy as np
 
 from helpers import config
 from helpers.data import PREPROCESSINGS, CorruptImageError, open_greyscale, prepare_image
+from helpers.uncertainty.record import UncertaintyRecord, record_path
 
 # The published models: models/<name>.keras beside models/<name>.json (label order, image size, preprocessing).
 MODEL_INDEX_FILE = "models.json"
@@ -52,6 +53,8 @@ class Prediction:
     probabilities: dict[str, float] | None
     error: str | None = None
     flags: list[str] = field(default_factory=list)
+    prediction_set: list[str] | None = None  # the conformal set at the model's stated coverage level
+    novelty_score: float | None = None  # how unlike the training images (higher: less alike)
 
 
 @dataclass
@@ -63,8 +66,9 @@ class SavedModel:
     class_names: tuple[str, ...]
     image_size: int
     preprocessing: str = "resize"  # helpers.data.PREPROCESSINGS: the same as in training
-    confidence_threshold: float | None = None  # below it an input is flagged as unlike the training images
+    confidence_threshold: float | None = None  # below it an input is flagged (models without an uncertainty record)
     name: str = ""
+    uncertainty: UncertaintyRecord | None = None  # temperature, conformal scores, novelty (<name>.uncertainty.npz)
 
 
 def _read_model_json(path: Path, what: str) -> object:
@@ -163,10 +167,16 @@ def load_saved_model(model_path: str | os.PathLike | None = None) -> SavedModel:
     preprocessing = labels.get("preprocessing", "resize")
     if preprocessing not in PREPROCESSINGS:  # label files before issue 12 described the resizing in words
         preprocessing = "resize"
+    record = record_path(label_file)
+    try:
+        uncertainty = UncertaintyRecord.load(record) if record.is_file() else None
+    except (OSError, ValueError, KeyError) as error:
+        raise ModelFileError(f"{record}: not a valid uncertainty record ({error})") from None
     return SavedModel(path=path, model=model, class_names=tuple(labels["class_names"]),
                       image_size=labels["image_size"], preprocessing=preprocessing,
                       confidence_threshold=labels.get("confidence_threshold"),
-                      name=labels.get("model", path.stem if path.name != "model.keras" else path.parent.name))
+                      name=labels.get("model", path.stem if path.name != "model.keras" else path.parent.name),
+                      uncertainty=uncertainty)
 
 
 def use_inference_backend() -> str:
@@ -238,11 +248,46 @@ def _read_input(file: str | os.PathLike, saved: SavedModel) -> tuple[np.ndarray,
     return image, input_flags(grey.width, grey.height, np.asarray(grey))
 
 
+def _predict_batch(saved: SavedModel, batch: np.ndarray, batch_size: int, level: float | None) -> list[dict]:
+    """Return per image its class, confidence, probabilities and flags; with an uncertainty record the probabilities
+    are calibrated and each image gets its conformal set and novelty score."""
+    from helpers.uncertainty.novelty import feature_extractor, logit_layers
+
+    record = saved.uncertainty
+    if record is None:
+        raw = np.asarray(saved.model.predict(batch, batch_size=batch_size, verbose=0), dtype=np.float64)
+        calibrated, sets, novelty = raw, None, None
+    else:
+        raw, features = feature_extractor(saved.model).predict(batch, batch_size=batch_size, verbose=0)
+        raw = np.asarray(raw, dtype=np.float64)
+        calibrated = record.calibrated(raw)
+        sets = record.sets(calibrated, level)
+        novelty = record.novelty(raw, np.asarray(features, dtype=np.float64), logit_layers(saved.model))
+    predictions = []
+    for index, row in enumerate(calibrated):
+        best = int(row.argmax())
+        found = []
+        if novelty is not None and novelty[index] > record.threshold:
+            found.append(f"unlike the training images ({record.method} {novelty[index]:.0f} over "
+                         f"{record.threshold:.0f})")
+        elif record is None and saved.confidence_threshold is not None and row[best] < saved.confidence_threshold:
+            found.append(f"unlike the training images (confidence {row[best]:.2f} under "
+                         f"{saved.confidence_threshold:.2f})")
+        predictions.append({"predicted_class": saved.class_names[best], "confidence": float(row[best]),
+                            "probabilities": {name: float(value) for name, value in zip(saved.class_names, row)},
+                            "prediction_set": (None if sets is None else
+                                               [name for name, inside in zip(saved.class_names, sets[index])
+                                                if inside]),
+                            "novelty_score": None if novelty is None else float(novelty[index]), "flags": found})
+    return predictions
+
+
 def predict_files(files: list[str | os.PathLike] | str | os.PathLike,
                   model: SavedModel | str | os.PathLike | None = None, batch_size: int = 64,
-                  progress: bool | None = False) -> list[Prediction]:
+                  progress: bool | None = False, level: float | None = None) -> list[Prediction]:
     """Predict the class of every image file (one path, or a list of them); unreadable files get an error entry and
-    the others are still predicted.
+    the others are still predicted. A model with an uncertainty record gives calibrated probabilities, a conformal
+    set at `level` (default: the record's, 0.9) and a novelty flag.
 
     progress: a progress bar over the files on stderr (None: only when stderr is a terminal)."""
     from tqdm.auto import tqdm
@@ -266,29 +311,32 @@ def predict_files(files: list[str | os.PathLike] | str | os.PathLike,
         flags.append(found)
     if images:
         batch = np.stack(images)[..., np.newaxis]
-        probabilities = np.asarray(saved.model.predict(batch, batch_size=batch_size, verbose=0), dtype=np.float64)
-        for position, row, found in zip(positions, probabilities, flags):
-            best = int(row.argmax())
-            if saved.confidence_threshold is not None and row[best] < saved.confidence_threshold:
-                found = [*found, f"unlike the training images (confidence {row[best]:.2f} under "
-                                 f"{saved.confidence_threshold:.2f})"]
-            results[position] = Prediction(str(files[position]), saved.class_names[best], float(row[best]),
-                                           {name: float(value) for name, value in zip(saved.class_names, row)},
-                                           flags=found)
+        for position, found, prediction in zip(positions, flags, _predict_batch(saved, batch, batch_size, level)):
+            model_flags = prediction.pop("flags")
+            results[position] = Prediction(str(files[position]), **prediction, flags=[*found, *model_flags])
     return [results[position] for position in range(len(files))]
 
 
-def format_table(predictions: list[Prediction], model_name: str = "") -> str:
-    """Return the predictions as an aligned text table: file, class, confidence and flags (or the error)."""
+def format_table(predictions: list[Prediction], model_name: str = "", level: float | None = None) -> str:
+    """Return the predictions as an aligned text table, one line per file: file, class, confidence, the conformal set
+    (when the model has one) and flags (or the error)."""
     width = max([len("file")] + [len(prediction.file) for prediction in predictions])
+    with_sets = any(prediction.prediction_set is not None for prediction in predictions)
+    sets = {id(prediction): " or ".join(prediction.prediction_set) if prediction.prediction_set else "none"
+            for prediction in predictions if prediction.prediction_set is not None}
+    set_width = max([len("set")] + [len(text) for text in sets.values()])
     lines = [f"model: {model_name}"] if model_name else []
-    lines.append(f"{'file':<{width}}  {'class':<10}  confidence  flags")
+    if with_sets and level is not None:
+        lines.append(f"set: the classes a {level:.0%} conformal prediction set holds")
+    lines.append(f"{'file':<{width}}  {'class':<10}  confidence  " + (f"{'set':<{set_width}}  " if with_sets else "")
+                 + "flags")
     for prediction in predictions:
         if prediction.error:
             lines.append(f"{prediction.file:<{width}}  {'ERROR':<10}  {prediction.error}")
         else:
+            shown = f"{sets.get(id(prediction), ''):<{set_width}}  " if with_sets else ""
             lines.append(f"{prediction.file:<{width}}  {prediction.predicted_class:<10}  {prediction.confidence:10.3f}"
-                         f"  {'; '.join(prediction.flags)}".rstrip())
+                         f"  {shown}{'; '.join(prediction.flags)}".rstrip())
     return "\n".join(lines)
 
 
@@ -306,7 +354,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strict", action="store_true",
                         help="exit with status 3 when an input is flagged (too small, near-constant, or unlike the "
                              "training images)")
+    parser.add_argument("--level", type=float, default=None,
+                        help="coverage level of the prediction sets, between 0 and 1 (default: the model's, 0.9)")
     arguments = parser.parse_args(argv)
+    if arguments.level is not None and not 0.0 < arguments.level < 1.0:
+        parser.error(f"--level must lie between 0 and 1 (for example 0.9), not {arguments.level}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     backend = use_inference_backend()
     files, notes = expand_folders(arguments.files)
@@ -318,15 +370,17 @@ def main(argv: list[str] | None = None) -> int:
         except (ModelNotFoundError, ModelFileError) as error:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_NO_MODEL
-        predictions = predict_files(files, saved, progress=None if len(files) > 1 else False)
+        predictions = predict_files(files, saved, progress=None if len(files) > 1 else False, level=arguments.level)
     except KeyboardInterrupt:
         print("interrupted: nothing was predicted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    level = arguments.level or (saved.uncertainty.level if saved.uncertainty else None)
     if arguments.json:
         print(json.dumps({"model": str(saved.path), "model_name": saved.name, "backend": backend,
+                          "calibrated": saved.uncertainty is not None, "set_level": level,
                           "predictions": [asdict(item) for item in predictions]}, indent=2))
     else:
-        print(format_table(predictions, f"{saved.name} ({saved.path})"))
+        print(format_table(predictions, f"{saved.name} ({saved.path})", level))
     failed = [prediction for prediction in predictions if prediction.error]
     flagged = [prediction for prediction in predictions if prediction.flags]
     if failed:

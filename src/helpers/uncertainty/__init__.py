@@ -1,0 +1,1 @@
+"""Honest uncertainty: calibrated probabilities, conformal prediction sets, and a detector of unfamiliar inputs."""

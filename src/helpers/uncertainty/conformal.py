@@ -1,0 +1,83 @@
+"""Class-conditional (Mondrian) conformal prediction sets: crepes fits and evaluates them; prediction reads the
+calibration scores it stored (docs/decisions.md: the prediction command does not import crepes' scikit-learn)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEFAULT_LEVEL = 0.90
+
+
+def nonconformity(probabilities: np.ndarray) -> np.ndarray:
+    """Return the hinge non-conformity score of every class for every image: 1 - its probability."""
+    return 1.0 - np.asarray(probabilities, dtype=np.float64)
+
+
+def calibration_scores(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Return each calibration image's non-conformity score for its true class."""
+    return nonconformity(probabilities)[np.arange(len(labels)), np.asarray(labels)]
+
+
+def check_level(level: float) -> float:
+    """Return the coverage level, failing unless it lies strictly between 0 and 1."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"coverage level must lie between 0 and 1 (for example 0.9), not {level}")
+    return float(level)
+
+
+def prediction_sets(probabilities: np.ndarray, scores: np.ndarray, score_labels: np.ndarray,
+                    level: float = DEFAULT_LEVEL) -> np.ndarray:
+    """Return (N, classes) booleans: class c is in an image's set when the non-smoothed Mondrian p-value of its score
+    among the calibration scores of class c is at least 1 - level."""
+    level = check_level(level)
+    test_scores = nonconformity(probabilities)
+    sets = np.zeros(test_scores.shape, dtype=bool)
+    for label in range(test_scores.shape[1]):
+        calibration = np.sort(np.asarray(scores)[np.asarray(score_labels) == label])
+        at_least = len(calibration) - np.searchsorted(calibration, test_scores[:, label], side="left")
+        sets[:, label] = (at_least + 1) / (len(calibration) + 1) >= 1.0 - level
+    return sets
+
+
+def crepes_prediction_sets(probabilities: np.ndarray, scores: np.ndarray, score_labels: np.ndarray,
+                           level: float = DEFAULT_LEVEL) -> np.ndarray:
+    """Return the same sets computed by crepes' ConformalClassifier with Mondrian bins by class (non-smoothed)."""
+    from crepes import ConformalClassifier
+
+    classifier = ConformalClassifier().fit(np.asarray(scores), bins=np.asarray(score_labels))
+    test_scores = nonconformity(probabilities)
+    columns = [classifier.predict_set(test_scores, bins=np.full(len(test_scores), label),
+                                      confidence=check_level(level), smoothing=False)[:, label]
+               for label in range(test_scores.shape[1])]
+    return np.stack(columns, axis=1).astype(bool)
+
+
+def set_summary(sets: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...]) -> dict[str, object]:
+    """Return the coverage (share of sets holding the true class) overall and per class, and the mean set size;
+    labels of -1 (type unknown) count in the set size only."""
+    labels = np.asarray(labels)
+    known = labels >= 0
+    covered = sets[np.flatnonzero(known), labels[known]]
+    per_class = {name: float(covered[labels[known] == index].mean()) for index, name in enumerate(class_names)
+                 if (labels[known] == index).any()}
+    return {"images": int(len(sets)), "coverage": float(covered.mean()) if known.any() else None,
+            "class_coverage": per_class, "mean_set_size": float(sets.sum(axis=1).mean()),
+            "empty_sets": float((sets.sum(axis=1) == 0).mean())}
+
+
+def describe_set(row: np.ndarray, class_names: tuple[str, ...]) -> str:
+    """Return a set of classes as words: "glioma or meningioma", or "none" when it is empty."""
+    names = [name for name, inside in zip(class_names, row) if inside]
+    return " or ".join(names) if names else "none"
+
+
+def set_table(summaries: dict[str, dict[str, object]]):
+    """Return one row per evaluated set of images: coverage overall and per class, mean set size."""
+    import pandas as pd
+
+    rows = []
+    for name, summary in summaries.items():
+        rows.append({"images": name, "count": summary["images"], "coverage": summary["coverage"],
+                     **{f"coverage {label}": value for label, value in summary["class_coverage"].items()},
+                     "mean set size": summary["mean_set_size"]})
+    return pd.DataFrame(rows).set_index("images")

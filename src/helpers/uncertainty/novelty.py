@@ -1,0 +1,108 @@
+"""Scores of how unlike the training images an input is, from a model's penultimate features, and the detector that
+flags inputs above a threshold set on validation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# The detector's scores; higher means more unlike the training images. "mahalanobis": the distance to the nearest
+# class mean under the classes' shared covariance (Lee et al. 2018); "energy": minus the log-sum-exp of the logits
+# (Liu et al. 2020); "confidence": one minus the top-class probability, the cut the command used before.
+METHODS = ("mahalanobis", "energy", "confidence")
+# The share of validation images the flag may catch.
+VALIDATION_FLAG_RATE = 0.02
+
+
+def _heads(model) -> list:
+    """Return the models whose last layer is the class-probability layer: the model itself, or an ensemble's members."""
+    import keras
+
+    members = [layer for layer in model.layers if isinstance(layer, keras.Model)
+               and any(inner.name == "class_probabilities" for inner in layer.layers)]
+    return members or [model]
+
+
+def feature_extractor(model):
+    """Return a Keras model mapping images to (probabilities, penultimate features of every member side by side)."""
+    import keras
+
+    image = keras.Input(shape=tuple(model.inputs[0].shape[1:]), name="image")
+    probabilities, features = [], []
+    for head in _heads(model):
+        tapped = keras.Model(head.inputs[0], [head.outputs[0], head.get_layer("class_probabilities").input])
+        member_probabilities, member_features = tapped(image)
+        probabilities.append(member_probabilities)
+        features.append(member_features)
+    mean = probabilities[0] if len(probabilities) == 1 else keras.layers.Average()(probabilities)
+    joined = features[0] if len(features) == 1 else keras.layers.Concatenate()(features)
+    return keras.Model(image, [mean, joined], name=f"{model.name}_features")
+
+
+def logit_layers(model) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Return the kernel and bias of every member's class-probability layer, in the feature extractor's order."""
+    return [tuple(np.asarray(weight) for weight in head.get_layer("class_probabilities").get_weights())
+            for head in _heads(model)]
+
+
+def energy_scores(features: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Return minus the log-sum-exp of each member's logits, averaged over the members."""
+    scores, start = [], 0
+    for kernel, bias in layers:
+        logits = features[:, start:start + kernel.shape[0]] @ kernel + bias
+        start += kernel.shape[0]
+        top = logits.max(axis=1, keepdims=True)
+        scores.append(-(top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))))
+    return np.mean(scores, axis=0)
+
+
+@dataclass
+class ClassGaussians:
+    """Class means and the shared precision matrix of training features (Ledoit-Wolf shrunk covariance)."""
+
+    means: np.ndarray  # (classes, features)
+    precision: np.ndarray  # (features, features)
+
+    @classmethod
+    def fit(cls, features: np.ndarray, labels: np.ndarray) -> ClassGaussians:
+        """Fit the class means and the shared covariance of the features around them."""
+        from sklearn.covariance import LedoitWolf
+
+        features, labels = np.asarray(features, dtype=np.float64), np.asarray(labels)
+        classes = np.unique(labels)
+        means = np.stack([features[labels == label].mean(axis=0) for label in classes])
+        centred = features - means[np.searchsorted(classes, labels)]
+        return cls(means=means, precision=LedoitWolf(assume_centered=True).fit(centred).precision_)
+
+    def distances(self, features: np.ndarray) -> np.ndarray:
+        """Return each image's squared Mahalanobis distance to the nearest class mean."""
+        features = np.asarray(features, dtype=np.float64)
+        gaps = features[:, None, :] - self.means[None, :, :]
+        return np.einsum("ncf,fg,ncg->nc", gaps, self.precision, gaps).min(axis=1)
+
+
+def novelty_scores(method: str, probabilities: np.ndarray, features: np.ndarray,
+                   gaussians: ClassGaussians | None = None,
+                   layers: list[tuple[np.ndarray, np.ndarray]] | None = None) -> np.ndarray:
+    """Return the scores of one method (METHODS) for images given their probabilities and features."""
+    if method == "mahalanobis":
+        return gaussians.distances(features)
+    if method == "energy":
+        return energy_scores(features, layers)
+    if method == "confidence":
+        return 1.0 - np.asarray(probabilities).max(axis=1)
+    raise ValueError(f"unknown novelty score {method!r}; choose one of {', '.join(METHODS)}")
+
+
+def threshold_for(validation_scores: np.ndarray, rate: float = VALIDATION_FLAG_RATE) -> float:
+    """Return the score above which at most `rate` of the validation images lie."""
+    return float(np.quantile(np.asarray(validation_scores), 1.0 - rate, method="higher"))
+
+
+def auroc(inside_scores: np.ndarray, outside_scores: np.ndarray) -> float:
+    """Return the area under the ROC curve of telling outliers (positive) from familiar images by the score."""
+    from sklearn.metrics import roc_auc_score
+
+    truth = np.r_[np.zeros(len(inside_scores)), np.ones(len(outside_scores))]
+    return float(roc_auc_score(truth, np.r_[inside_scores, outside_scores]))

@@ -1,0 +1,70 @@
+"""What a published model carries for honest uncertainty, saved beside it: the temperature, the conformal
+calibration scores, and the detector of unfamiliar inputs; applied by brain-mri-predict and predict_files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from helpers.files import write_atomically
+from helpers.uncertainty.calibration import scale_probabilities
+from helpers.uncertainty.conformal import DEFAULT_LEVEL, prediction_sets
+from helpers.uncertainty.novelty import ClassGaussians, novelty_scores
+
+SUFFIX = ".uncertainty.npz"
+
+
+def record_path(label_file: Path) -> Path:
+    """Return where a model's uncertainty record lies: <name>.uncertainty.npz beside its <name>.json label file."""
+    return label_file.with_name(label_file.stem + SUFFIX)
+
+
+@dataclass
+class UncertaintyRecord:
+    """A model's fitted temperature, conformal calibration scores (per class) and novelty detector."""
+
+    temperature: float
+    scores: np.ndarray  # non-conformity scores of the conformal calibration images, for their true class
+    score_labels: np.ndarray
+    method: str  # a helpers.uncertainty.novelty.METHODS name
+    threshold: float  # novelty scores above it are flagged
+    means: np.ndarray  # class means of the training features (mahalanobis)
+    precision: np.ndarray  # their shared precision matrix (mahalanobis)
+    level: float = DEFAULT_LEVEL
+
+    def save(self, path: Path) -> Path:
+        """Write the record as a NumPy archive, atomically."""
+        arrays = {"temperature": np.float64(self.temperature), "scores": self.scores,
+                  "score_labels": self.score_labels, "method": np.array(self.method),
+                  "threshold": np.float64(self.threshold), "means": self.means, "precision": self.precision,
+                  "level": np.float64(self.level)}
+
+        def write(temporary: Path) -> None:
+            with open(temporary, "wb") as handle:
+                np.savez(handle, **arrays)
+        write_atomically(path, write)
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> UncertaintyRecord:
+        """Read a record written by save."""
+        with np.load(path, allow_pickle=False) as stored:
+            return cls(temperature=float(stored["temperature"]), scores=stored["scores"],
+                       score_labels=stored["score_labels"], method=str(stored["method"]),
+                       threshold=float(stored["threshold"]), means=stored["means"], precision=stored["precision"],
+                       level=float(stored["level"]))
+
+    def novelty(self, probabilities: np.ndarray, features: np.ndarray, layers=None) -> np.ndarray:
+        """Return the novelty scores of images from their raw probabilities and features."""
+        return novelty_scores(self.method, probabilities, features, ClassGaussians(self.means, self.precision),
+                              layers)
+
+    def calibrated(self, probabilities: np.ndarray) -> np.ndarray:
+        """Return the temperature-scaled probabilities."""
+        return scale_probabilities(probabilities, self.temperature)
+
+    def sets(self, calibrated: np.ndarray, level: float | None = None) -> np.ndarray:
+        """Return the conformal prediction sets (booleans per class) of calibrated probabilities at a level."""
+        return prediction_sets(calibrated, self.scores, self.score_labels, level or self.level)

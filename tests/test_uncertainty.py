@@ -1,0 +1,164 @@
+"""Honest uncertainty: temperature scaling, calibration error, conformal sets, the novelty detector and the command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import data, predict, training
+from helpers.uncertainty import calibration, conformal, novelty
+from helpers.uncertainty.fitting import Outputs, fit_record, halves, risk_coverage
+from helpers.uncertainty.outliers import outlier_sets
+from helpers.uncertainty.record import UncertaintyRecord, record_path
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def test_temperature_scaling_recovers_a_known_temperature_and_lowers_the_calibration_error():
+    generator = np.random.default_rng(0)
+    logits = generator.normal(0, 3, (20000, 4))
+    truth = _softmax(logits / 2.0)  # the labels follow the logits at temperature 2: the raw softmax is overconfident
+    labels = np.array([generator.choice(4, p=row) for row in truth])
+    overconfident = _softmax(logits)
+    temperature = calibration.fit_temperature(overconfident, labels)
+    assert temperature == pytest.approx(2.0, rel=0.05)
+    scaled = calibration.scale_probabilities(overconfident, temperature)
+    np.testing.assert_allclose(scaled, truth, atol=0.03)
+    assert calibration.expected_calibration_error(scaled, labels) < 0.02 < calibration.expected_calibration_error(
+        overconfident, labels)
+
+
+def test_calibration_error_has_known_values():
+    sure_and_half_right = np.tile([[1.0, 0.0]], (10, 1))
+    assert calibration.expected_calibration_error(sure_and_half_right, np.r_[np.zeros(5), np.ones(5)].astype(int)) \
+        == pytest.approx(0.5)
+    eighty = np.tile([[0.8, 0.2]], (10, 1))
+    assert calibration.expected_calibration_error(eighty, np.r_[np.zeros(8), np.ones(2)].astype(int)) \
+        == pytest.approx(0.0, abs=1e-12)
+    bins = calibration.reliability_bins(eighty, np.zeros(10, int))
+    assert len(bins) == 15 and bins["images"].sum() == 10 and bins.dropna()["confidence"].tolist() == [
+        pytest.approx(0.8)]
+
+
+def test_class_conditional_sets_cover_every_class_and_match_crepes():
+    generator = np.random.default_rng(1)
+    centres = np.eye(4) * 2.5
+    labels = generator.integers(0, 4, 8000)
+    labels[:2000] = 3  # an unbalanced class mix: class-conditional coverage holds for each class anyway
+    probabilities = _softmax(centres[labels] + generator.normal(0, 1.5, (8000, 4)))
+    calibration_part, test_part = np.arange(3000), np.arange(3000, 8000)
+    scores = conformal.calibration_scores(probabilities[calibration_part], labels[calibration_part])
+    sets = conformal.prediction_sets(probabilities[test_part], scores, labels[calibration_part], 0.9)
+    summary = conformal.set_summary(sets, labels[test_part], ("a", "b", "c", "d"))
+    assert all(0.88 <= value <= 0.93 for value in summary["class_coverage"].values()), summary
+    assert 1.0 < summary["mean_set_size"] < 4.0
+    np.testing.assert_array_equal(sets, conformal.crepes_prediction_sets(probabilities[test_part], scores,
+                                                                         labels[calibration_part], 0.9))
+    wider = conformal.prediction_sets(probabilities[test_part], scores, labels[calibration_part], 0.99)
+    assert (wider >= sets).all() and wider.sum() > sets.sum()
+    assert conformal.describe_set(np.array([True, False, True, False]), ("a", "b", "c", "d")) == "a or c"
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        conformal.prediction_sets(probabilities[:2], scores, labels[calibration_part], 90)
+
+
+def test_mahalanobis_scores_grow_away_from_the_classes_and_the_threshold_keeps_two_percent():
+    generator = np.random.default_rng(2)
+    labels = np.repeat([0, 1], 1000)
+    features = generator.normal(0, 1, (2000, 5)) + np.where(labels[:, None] == 0, -3.0, 3.0)
+    gaussians = novelty.ClassGaussians.fit(features, labels)
+    np.testing.assert_allclose(gaussians.means[:, 0], [-3, 3], atol=0.15)
+    inside = gaussians.distances(generator.normal(0, 1, (500, 5)) + 3.0)
+    far = gaussians.distances(generator.normal(0, 1, (500, 5)) + 12.0)
+    threshold = novelty.threshold_for(inside)
+    assert (inside > threshold).mean() <= 0.02 and (far > threshold).all()
+    assert novelty.auroc(inside, far) == 1.0
+    layers = [(np.eye(5)[:, :2], np.zeros(2))]
+    energy = novelty.energy_scores(np.zeros((1, 5)), layers)
+    assert energy[0] == pytest.approx(-np.log(2.0))
+
+
+def test_risk_coverage_keeps_the_most_confident_images_first():
+    probabilities = np.array([[0.9, 0.1], [0.6, 0.4], [0.55, 0.45], [0.99, 0.01]])
+    labels = np.array([0, 1, 1, 0])  # the two least confident are wrong
+    curve = risk_coverage(probabilities, labels, (1.0, 0.5))
+    assert curve == [{"coverage": 1.0, "accuracy": 0.5}, {"coverage": 0.5, "accuracy": 1.0}]
+    first, second = halves(np.repeat([0, 1, 2], 10))
+    assert not set(first) & set(second) and len(first) == len(second) == 15
+
+
+def test_generated_outliers_come_in_every_kind_at_the_model_size():
+    kinds = outlier_sets(32, "standardised", per_kind=3, seed=0)
+    assert {"uniform noise", "gradients", "photographs", "CT-like head phantom", "CT slice (chest)"} <= set(kinds)
+    assert all(images.shape[1:] == (32, 32) and images.dtype == np.uint8 for images in kinds.values())
+
+
+@pytest.fixture(scope="module")
+def recorded_run(phantom_root, tmp_path_factory):
+    """A quickly trained RNN run folder on the phantom dataset, with an uncertainty record fitted beside it."""
+    dataset = data.load_dataset(phantom_root, image_size=64, progress=False)
+    kept, validation = data.split_validation(dataset.training, fraction=0.3, seed=0)
+    settings = training.TrainingSettings(epochs=3, batch_size=32, seed=5, verbose=0)
+    run = training.train_model("rnn", data.take_per_class(kept, 40), validation, None,
+                               tmp_path_factory.mktemp("uncertainty") / "run", settings)
+    extractor = novelty.feature_extractor(run.model)
+    first, second = halves(validation.labels)
+    outputs = Outputs(extractor, validation.images)
+    selection = {kind: Outputs(extractor, images) for kind, images in outlier_sets(64, "resize", 10, seed=1).items()}
+    record, validation_auroc = fit_record(run.model, Outputs(extractor, kept.images), kept.labels,
+                                          outputs.take(first), validation.labels[first], outputs.take(second),
+                                          validation.labels[second], selection)
+    record.save(record_path(run.directory / "labels.json"))
+    return run, record, validation_auroc
+
+
+def test_a_record_survives_saving(recorded_run):
+    run, record, validation_auroc = recorded_run
+    loaded = UncertaintyRecord.load(record_path(run.directory / "labels.json"))
+    assert loaded.method == record.method == max(validation_auroc, key=validation_auroc.get)
+    assert loaded.temperature == record.temperature and loaded.threshold == record.threshold
+    np.testing.assert_array_equal(loaded.scores, record.scores)
+
+
+def test_the_command_flags_noise_keeps_phantoms_and_prints_sets(recorded_run, phantom_root, tmp_path, capsys):
+    run, record, _ = recorded_run
+    generator = np.random.default_rng(3)
+    noise = [tmp_path / f"noise{index}.png" for index in range(4)]
+    for file in noise:
+        Image.fromarray(generator.integers(0, 256, (128, 128)).astype(np.uint8)).save(file)
+    phantoms = [str(file) for name in ("glioma", "notumor") for file in
+                sorted((phantom_root / "Testing" / name).iterdir())[:5]]
+    results = predict.predict_files([*phantoms, *map(str, noise)], run.directory)
+    flagged = [any(flag.startswith("unlike the training images") for flag in result.flags) for result in results]
+    assert all(flagged[len(phantoms):]) and sum(flagged[:len(phantoms)]) <= 2
+    assert all(result.prediction_set is not None and result.novelty_score is not None for result in results)
+    assert sum(results[0].probabilities.values()) == pytest.approx(1.0)
+    assert predict.main([*phantoms[:2], str(noise[0]), "--model", str(run.directory), "--strict"]) == \
+        predict.EXIT_FLAGGED
+    table = capsys.readouterr().out
+    assert "90% conformal prediction set" in table and len(table.strip().splitlines()) == 3 + 3
+    assert predict.main([phantoms[0], "--model", str(run.directory), "--json", "--level", "0.5"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["calibrated"] and printed["set_level"] == 0.5
+    assert isinstance(printed["predictions"][0]["prediction_set"], list)
+
+
+def test_the_command_reads_the_record_without_scikit_learn(recorded_run, phantom_root):
+    run, _, _ = recorded_run
+    phantom = str(sorted((phantom_root / "Testing" / "glioma").iterdir())[0])
+    command = [sys.executable, "-c", "import sys, helpers.predict as p; code = p.main(sys.argv[1:]); "
+               "print(sorted(name for name in ('tensorflow', 'sklearn', 'crepes') if name in sys.modules), "
+               "file=sys.stderr); raise SystemExit(code)", phantom, "--model", str(run.directory), "--json"]
+    environment = {name: value for name, value in os.environ.items() if name != "KERAS_BACKEND"}
+    finished = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
+    assert finished.returncode in (0, predict.EXIT_FLAGGED), finished.stderr
+    assert json.loads(finished.stdout)["predictions"][0]["prediction_set"] is not None
+    assert finished.stderr.strip().splitlines()[-1] in ("[]", "['tensorflow']")
