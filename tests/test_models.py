@@ -143,7 +143,8 @@ def test_a_saved_model_keeps_its_fused_augmentation(tmp_path):
 
 
 def test_unknown_augmentation_is_refused():
-    with pytest.raises(ValueError, match="unknown augmentation 'mixup'; choose one of layers, fused, robust, appearance, none"):
+    with pytest.raises(ValueError,
+                       match="unknown augmentation 'mixup'; choose one of layers, fused, robust, appearance, none"):
         models.build_model("rnn", augmentation="mixup")
 
 

@@ -11,11 +11,22 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import data, predict, training
+from helpers import data, evaluation, predict, training
 from helpers.uncertainty import calibration, conformal, novelty
-from helpers.uncertainty.fitting import Outputs, fit_record, halves, risk_coverage
+from helpers.uncertainty.fitting import (
+    FAR_KINDS,
+    OFFICIAL,
+    Outputs,
+    fit_record,
+    halves,
+    judged_targets,
+    measure_model,
+    model_table,
+    risk_coverage,
+)
 from helpers.uncertainty.outliers import outlier_sets
 from helpers.uncertainty.record import UncertaintyRecord, record_path
+from helpers.uncertainty.report import UNCERTAINTY_NOTEBOOK, input_checks_markdown, readme_sentence
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -33,20 +44,17 @@ def test_temperature_scaling_recovers_a_known_temperature_and_lowers_the_calibra
     assert temperature == pytest.approx(2.0, rel=0.05)
     scaled = calibration.scale_probabilities(overconfident, temperature)
     np.testing.assert_allclose(scaled, truth, atol=0.03)
-    assert calibration.expected_calibration_error(scaled, labels) < 0.02 < calibration.expected_calibration_error(
-        overconfident, labels)
+    assert evaluation.expected_calibration_error(labels, scaled) < 0.02 < evaluation.expected_calibration_error(
+        labels, overconfident)
 
 
 def test_calibration_error_has_known_values():
     sure_and_half_right = np.tile([[1.0, 0.0]], (10, 1))
-    assert calibration.expected_calibration_error(sure_and_half_right, np.r_[np.zeros(5), np.ones(5)].astype(int)) \
+    assert evaluation.expected_calibration_error(np.r_[np.zeros(5), np.ones(5)].astype(int), sure_and_half_right) \
         == pytest.approx(0.5)
     eighty = np.tile([[0.8, 0.2]], (10, 1))
-    assert calibration.expected_calibration_error(eighty, np.r_[np.zeros(8), np.ones(2)].astype(int)) \
+    assert evaluation.expected_calibration_error(np.r_[np.zeros(8), np.ones(2)].astype(int), eighty) \
         == pytest.approx(0.0, abs=1e-12)
-    bins = calibration.reliability_bins(eighty, np.zeros(10, int))
-    assert len(bins) == 15 and bins["images"].sum() == 10 and bins.dropna()["confidence"].tolist() == [
-        pytest.approx(0.8)]
 
 
 def test_class_conditional_sets_cover_every_class_and_match_crepes():
@@ -162,3 +170,29 @@ def test_the_command_reads_the_record_without_scikit_learn(recorded_run, phantom
     assert finished.returncode in (0, predict.EXIT_FLAGGED), finished.stderr
     assert json.loads(finished.stdout)["predictions"][0]["prediction_set"] is not None
     assert finished.stderr.strip().splitlines()[-1] in ("[]", "['tensorflow']")
+
+
+def test_measured_figures_feed_the_tables_targets_and_the_model_card(recorded_run, phantom_root):
+    run, _, _ = recorded_run
+    dataset = data.load_dataset(phantom_root, image_size=64, progress=False)
+    kept, validation = data.split_validation(dataset.training, fraction=0.3, seed=0)
+    images = {"training": (kept.images, kept.labels), "validation": (validation.images, validation.labels),
+              OFFICIAL: (dataset.testing.images, dataset.testing.labels), "external": {},
+              "outliers for selection": outlier_sets(64, "resize", 5, seed=1),
+              "outliers": outlier_sets(64, "resize", 5, seed=2)}
+    record, figures = measure_model(run.model, images, level=0.8)
+    official = figures["rows"][0]
+    assert record.level == figures["level"] == 0.8 and official["images"] == OFFICIAL
+    assert official["count"] == len(dataset.testing) and 0.0 <= official["flagged"] <= 1.0
+    assert [point["coverage"] for point in official["risk coverage"]][0] == 1.0
+    assert {row["kind"] for row in figures["outliers"]} >= set(FAR_KINDS)
+    table = model_table({"rnn": figures})
+    assert table.loc["rnn", "ECE after"] == official["ece after"] and table.loc["rnn", "novelty score"] == record.method
+    targets = judged_targets(figures)
+    assert len(targets) == 6 and all(isinstance(row["met"], bool) for row in targets)
+    metrics = {"notebooks": {UNCERTAINTY_NOTEBOOK: {"models": {"rnn": figures}}}}
+    checks = input_checks_markdown(metrics, "rnn")
+    assert f"{official['flagged']:.1%} of the official Testing images flagged" in checks and "80% conformal" in checks
+    assert f"{official['coverage']:.1%} of images" in readme_sentence(metrics, "rnn")
+    assert readme_sentence({"notebooks": {}}, "rnn") == "" and "no uncertainty record" in input_checks_markdown(
+        {"notebooks": {}}, "rnn")

@@ -22,7 +22,7 @@ from helpers.files import staged_directory, write_atomically
 from helpers.provenance import provenance
 
 NOTEBOOKS = ("01_explore_data", "02_train_rnn", "03_train_hybrid", "04_compare_cnn", "05_error_analysis",
-             "06_external_validity")
+             "06_external_validity", "07_uncertainty")
 NOTEBOOK_TITLES = {
     "01_explore_data": "Exploring the data",
     "02_train_rnn": "The specified RNN (Conv1D + BiLSTM over rows)",
@@ -30,6 +30,7 @@ NOTEBOOK_TITLES = {
     "04_compare_cnn": "The CNN baseline and the comparison of all models",
     "05_error_analysis": "Where the models fail",
     "06_external_validity": "External validity: tumours from other sources, slice planes, saliency, mitigations",
+    "07_uncertainty": "Knowing when not to trust an answer: calibration, prediction sets, unfamiliar inputs",
 }
 METRICS_FILE = "metrics.json"
 # Files other commands publish into the reports folder; a pipeline run carries them over unchanged.

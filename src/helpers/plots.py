@@ -326,3 +326,26 @@ def saliency_gallery(images: np.ndarray, masks: np.ndarray, maps_by_method: dict
         for axis in axes[row]:
             axis.axis("off")
     return figure
+
+
+def risk_coverage(curves: dict[str, list[dict[str, float]]]) -> Figure:
+    """Accuracy on the most confident share of the images against that share, one line per set of images."""
+    figure, axes = _subplots(figsize=(6.5, 4.5))
+    for name, curve in curves.items():
+        table = pd.DataFrame(curve)
+        axes.plot(table["coverage"], table["accuracy"], marker="o", label=name)
+    axes.set(title="Selective prediction: abstain on the least confident", xlabel="share of images answered",
+             ylabel="accuracy on the answered images", xlim=(1.02, 0.45))
+    axes.legend(fontsize=8)
+    return figure
+
+
+def flagged_shares(shares: pd.Series, allowed: float) -> Figure:
+    """Horizontal bars of the share of images flagged as unlike the training images, per set of images or outlier
+    kind, with the share allowed on familiar images marked."""
+    figure, axes = _subplots(figsize=(7, 0.35 * len(shares) + 1.2))
+    sns.barplot(x=shares.values, y=shares.index, ax=axes, color="indianred")
+    axes.axvline(allowed, color="grey", linestyle=":", label=f"allowed on familiar images ({allowed:.0%})")
+    axes.set(title="Flagged as unlike the training images", xlabel="share flagged", xlim=(0, 1.0), ylabel="")
+    axes.legend(fontsize=8, loc="lower right")
+    return figure

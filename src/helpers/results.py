@@ -36,6 +36,8 @@ from helpers.training import (
     check_run_folder,
     load_run,
 )
+from helpers.uncertainty.record import study_record_path
+from helpers.uncertainty.report import input_checks_markdown, readme_sentence
 
 README_START = "<!-- results:start (written by `make publish` from reports/metrics.json; do not edit) -->"
 README_END = "<!-- results:end -->"
@@ -187,6 +189,9 @@ def markdown_table(metrics: dict) -> str:
     if external:
         lines += ["", f"External-validity targets for the published default ({shipped}): "
                   + "; ".join(target_text(row) for row in external) + "."]
+    uncertainty = readme_sentence(metrics, shipped)
+    if uncertainty:
+        lines += ["", uncertainty]
     return "\n".join(lines)
 
 
@@ -281,6 +286,11 @@ def _stage_models(metrics: dict, seeds: dict[str, int], run_root: Path, staging:
         if ensemble:
             index["models"][ensemble_name(name)] = _stage_ensemble(name, summaries[name]["seeds"], run_root, staging)
     index["default"] = index["models"][shipped]["file"]
+    for name, entry in index["models"].items():  # notebook 07's uncertainty records, beside their models
+        record = study_record_path(run_root, name)
+        if record.is_file():
+            shutil.copy2(record, staging / record.name)
+            entry["uncertainty"] = record.name
     (staging / MODEL_INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
     (staging / MODEL_CARD_FILE).write_text(model_card(metrics, index))
     # The published seeds' model.keras in runs/ are byte copies of the models above: git stores each once.
@@ -339,7 +349,6 @@ def model_card(metrics: dict, index: dict) -> str:
     table = results_table(metrics)
     origin = metrics["provenance"]
     default = Path(index["default"]).stem
-    default_entry = index["models"][default]
     external_headers = source_cells(metrics, default)[0]
     rows = "\n".join(
         f"| `{entry['file']}` | {entry.get('parameters') or int(table.loc[name, 'parameters']):,} | "
@@ -352,10 +361,6 @@ def model_card(metrics: dict, index: dict) -> str:
         f"\n`{ensembles[0]}.json` is the ensemble of `{ensembles[0].removesuffix(ENSEMBLE_SUFFIX)}`: it names the "
         f"seeds' models in `runs/`, and `brain-mri-predict` averages their probabilities "
         f"({len(index['models'][ensembles[0]]['seeds'])} network passes per image); its figures are its own.")
-    flag_sentence = (f"For `{default}` that threshold is {default_entry['confidence_threshold']:.3f}; it flags "
-                     f"{default_entry['confidence_flag_rate_validation']:.1%} of the validation images and "
-                     f"{default_entry.get('confidence_flag_rate_test', float('nan')):.1%} of the official Testing "
-                     f"images." if "confidence_threshold" in default_entry else "")
     header = ("| file | parameters | seed | validation accuracy | official test accuracy | clean-test accuracy | "
               f"tumour sensitivity (official test) | {' | '.join(external_headers)} |\n|---|---:|---:|---:|---:|---:|"
               "---:|" + "---:|" * len(external_headers))
@@ -391,11 +396,7 @@ Targets:
 {targets}
 
 ## Input checks
-`brain-mri-predict` flags an input (a `flags` field in its JSON, a column in its table; exit status 3 with `--strict`)
-when it is smaller than 32 pixels on a side, nearly constant, or when the model's top-class confidence is under the
-threshold saved beside the model: the 1st percentile of its confidence on the validation images. {flag_sentence}
-It does **not** catch an image unlike the training data that the model still classifies confidently (pure noise,
-another organ, another modality can receive a confident class); a flag means "look twice", its absence proves nothing.
+{input_checks_markdown(metrics, default)}
 
 ## Data
 The Kaggle "Brain Tumor MRI Dataset" (glioma, meningioma, no tumour, pituitary; 5712 Training and 1311 Testing

@@ -69,15 +69,3 @@ def describe_set(row: np.ndarray, class_names: tuple[str, ...]) -> str:
     """Return a set of classes as words: "glioma or meningioma", or "none" when it is empty."""
     names = [name for name, inside in zip(class_names, row) if inside]
     return " or ".join(names) if names else "none"
-
-
-def set_table(summaries: dict[str, dict[str, object]]):
-    """Return one row per evaluated set of images: coverage overall and per class, mean set size."""
-    import pandas as pd
-
-    rows = []
-    for name, summary in summaries.items():
-        rows.append({"images": name, "count": summary["images"], "coverage": summary["coverage"],
-                     **{f"coverage {label}": value for label, value in summary["class_coverage"].items()},
-                     "mean set size": summary["mean_set_size"]})
-    return pd.DataFrame(rows).set_index("images")

@@ -1,5 +1,4 @@
-"""Fit every published model's uncertainty record on validation and measure it: `python -m helpers.uncertainty.fitting`
-(`make uncertainty`) writes models/<name>.uncertainty.npz and reports/uncertainty.json.
+"""Fit a model's uncertainty record on validation and measure it (notebook 07; `make publish` ships the records).
 
 Validation images (the dataset's own and the external train parts' held-out patients) are split in two halves by
 class: the first fits the temperature, picks the novelty score by AUROC against one draw of generated outliers and
@@ -9,13 +8,11 @@ official Testing split, every external test part, and a second, independent draw
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 
 from helpers import config
-from helpers.uncertainty.calibration import expected_calibration_error, fit_temperature, reliability_bins
+from helpers.evaluation import expected_calibration_error, reliability_table
+from helpers.uncertainty.calibration import fit_temperature
 from helpers.uncertainty.conformal import DEFAULT_LEVEL, calibration_scores, set_summary
 from helpers.uncertainty.novelty import (
     METHODS,
@@ -27,9 +24,8 @@ from helpers.uncertainty.novelty import (
     threshold_for,
 )
 from helpers.uncertainty.outliers import outlier_sets
-from helpers.uncertainty.record import UncertaintyRecord, record_path
+from helpers.uncertainty.record import UncertaintyRecord
 
-UNCERTAINTY_FILE = "uncertainty.json"
 SEED = config.DEFAULT_SEED
 OUTLIERS_PER_KIND = 40
 RISK_COVERAGES = (1.0, 0.95, 0.9, 0.8, 0.7, 0.5)
@@ -83,8 +79,8 @@ def evaluate(outputs: Outputs, labels: np.ndarray, record: UncertaintyRecord, la
                               **{f"coverage {label}": value for label, value in summary["class_coverage"].items()}}
     if known.any():
         row.update({"accuracy": float((calibrated[known].argmax(axis=1) == labels[known]).mean()),
-                    "ece before": expected_calibration_error(outputs.probabilities[known], labels[known]),
-                    "ece after": expected_calibration_error(calibrated[known], labels[known]),
+                    "ece before": expected_calibration_error(labels[known], outputs.probabilities[known]),
+                    "ece after": expected_calibration_error(labels[known], calibrated[known]),
                     "accuracy when not flagged": (float((calibrated[known & ~flagged].argmax(axis=1)
                                                          == labels[known & ~flagged]).mean())
                                                   if (known & ~flagged).any() else None),
@@ -126,55 +122,48 @@ def class_labels(labels: np.ndarray) -> np.ndarray:
     return np.where(labels == config.ANY_TUMOUR_LABEL, -1, labels)
 
 
-def load_images(data_dir: str | None, external_dir: str | None, image_size: int, preprocessing: str,
-                collections: tuple[str, ...] | None) -> dict[str, object]:
-    """Return the images every measurement reads: training, validation, official Testing, external test parts and two
-    independent draws of outliers, each with its class labels (-1: class unknown)."""
-    from helpers.external import load_external_sets, load_training_data
-
-    loaded = load_training_data(data_dir, image_size, preprocessing, True, external_dir, progress=False,
-                                collections=collections)
-    external = load_external_sets(external_dir, image_size, preprocessing, parts=("test",))
-    return {"training": (loaded.training.images, np.asarray(loaded.training.labels)),
-            "validation": (loaded.validation.images, class_labels(loaded.validation.labels)),
-            OFFICIAL: (loaded.dataset.testing.images, np.asarray(loaded.dataset.testing.labels)),
-            **{name: (images.images, class_labels(images.labels)) for name, images in sorted(external.items())},
+def study_images(data, image_size: int, preprocessing: str) -> dict[str, object]:
+    """Return the images every measurement reads, from a study's data: training, validation, official Testing, the
+    external test parts and two independent draws of outliers, each with class labels (-1: class unknown)."""
+    test_parts = {name: images for name, images in sorted(data.external.items()) if images.spec.part == "test"}
+    return {"training": (data.training.images, np.asarray(data.training.labels)),
+            "validation": (data.validation.images, class_labels(data.validation.labels)),
+            OFFICIAL: (data.testing.images, np.asarray(data.testing.labels)),
+            "external": {name: (images.images, class_labels(images.labels)) for name, images in test_parts.items()},
             "outliers for selection": outlier_sets(image_size, preprocessing, OUTLIERS_PER_KIND, seed=1),
-            "outliers": outlier_sets(image_size, preprocessing, OUTLIERS_PER_KIND, seed=2),
-            "fingerprint": loaded.dataset.fingerprint}
+            "outliers": outlier_sets(image_size, preprocessing, OUTLIERS_PER_KIND, seed=2)}
 
 
-def measure_model(saved, images: dict[str, object], level: float = DEFAULT_LEVEL) -> tuple[UncertaintyRecord, dict]:
-    """Fit one model's uncertainty record and return it with its measured figures."""
-    extractor = feature_extractor(saved.model)
-    layers = logit_layers(saved.model)
+def measure_model(model, images: dict[str, object], level: float = DEFAULT_LEVEL) -> tuple[UncertaintyRecord, dict]:
+    """Fit one model's uncertainty record and return it with its measured figures: a row per set of images
+    (official Testing, each external test part), the outlier table and the reliability bins before and after."""
+    extractor = feature_extractor(model)
+    layers = logit_layers(model)
     training_images, training_labels = images["training"]
     validation_images, validation_labels = images["validation"]
     validation = Outputs(extractor, validation_images)
     first, second = halves(validation_labels)
     selection = {kind: Outputs(extractor, kind_images)
                  for kind, kind_images in images["outliers for selection"].items()}
-    record, validation_auroc = fit_record(saved.model, Outputs(extractor, training_images), training_labels,
+    record, validation_auroc = fit_record(model, Outputs(extractor, training_images), training_labels,
                                           validation.take(first), validation_labels[first], validation.take(second),
                                           validation_labels[second], selection, level)
-    rows, reliability = [], {}
-    for name in [OFFICIAL, *[key for key in images if "/" in key]]:
-        set_images, labels = images[name]
-        outputs = Outputs(extractor, set_images)
-        rows.append(evaluate(outputs, labels, record, layers, name))
-        if name == OFFICIAL:
-            reliability = {"before": reliability_bins(outputs.probabilities, labels).to_dict("records"),
-                           "after": reliability_bins(record.calibrated(outputs.probabilities), labels)
-                           .to_dict("records")}
+    official_images, official_labels = images[OFFICIAL]
+    official = Outputs(extractor, official_images)
+    rows = [evaluate(official, official_labels, record, layers, OFFICIAL),
+            *[evaluate(Outputs(extractor, set_images), labels, record, layers, name)
+              for name, (set_images, labels) in images["external"].items()]]
+    reliability = {"before": reliability_table(official_labels, official.probabilities).to_dict("records"),
+                   "after": reliability_table(official_labels, record.calibrated(official.probabilities))
+                   .to_dict("records")}
+    gaussians = ClassGaussians(record.means, record.precision)
     inside = validation.take(first)
-    inside_scores = {method: novelty_scores(method, inside.probabilities, inside.features,
-                                            ClassGaussians(record.means, record.precision), layers)
+    inside_scores = {method: novelty_scores(method, inside.probabilities, inside.features, gaussians, layers)
                      for method in METHODS}
     outliers = []
     for kind, kind_images in images["outliers"].items():
         outputs = Outputs(extractor, kind_images)
-        scores = {method: novelty_scores(method, outputs.probabilities, outputs.features,
-                                         ClassGaussians(record.means, record.precision), layers)
+        scores = {method: novelty_scores(method, outputs.probabilities, outputs.features, gaussians, layers)
                   for method in METHODS}
         outliers.append({"kind": kind, "count": int(len(kind_images)),
                          **{f"auroc {method}": auroc(inside_scores[method], scores[method]) for method in METHODS},
@@ -185,68 +174,48 @@ def measure_model(saved, images: dict[str, object], level: float = DEFAULT_LEVEL
                     "reliability": reliability}
 
 
-def published_label_files(models_dir: Path = config.MODELS_DIR) -> dict[str, Path]:
-    """Return the label file of every published model, by name (models/models.json)."""
-    import json
-
-    index = json.loads((models_dir / "models.json").read_text())
-    return {name: models_dir / Path(entry["file"]).with_suffix(".json").name
-            for name, entry in index["models"].items()}
+# The outlier kinds that must all be flagged (issue 21's "far" kinds); the MR slice of another body part is nearer.
+FAR_KINDS = ("uniform noise", "gaussian noise", "salt and pepper noise", "gradients", "photographs",
+             "CT-like head phantom", "CT slice (chest)")
+TARGET_ECE, TARGET_CLASS_COVERAGE, TARGET_SET_SIZE, TARGET_AUROC = 0.02, 0.88, 1.2, 0.99
 
 
-def _main(argv: list[str] | None = None) -> int:
-    """Command line: fit and measure the uncertainty record of published models -> models/, reports/uncertainty.json."""
-    import argparse
-    import json
+def model_table(figures: dict[str, dict]):
+    """Return one row per model: temperature, calibration error before and after, coverage, the lowest class
+    coverage, mean set size and flagged share on official Testing, and the novelty score chosen."""
+    import pandas as pd
 
-    from helpers.data import DataError
-    from helpers.files import write_atomically
-    from helpers.predict import load_saved_model
-    from helpers.provenance import provenance
-
-    parser = argparse.ArgumentParser(prog="python -m helpers.uncertainty.fitting", description=_main.__doc__)
-    parser.add_argument("--data-dir", default=None, help="dataset folder (default: $BRAIN_MRI_DATA_DIR or data/)")
-    parser.add_argument("--external-dir", default=None,
-                        help="external sets folder (default: $BRAIN_MRI_EXTERNAL_DIR or data/external)")
-    parser.add_argument("--models", nargs="+", default=None, help="published model names (default: every one)")
-    parser.add_argument("--level", type=float, default=DEFAULT_LEVEL, help="coverage level of the sets (0.9)")
-    arguments = parser.parse_args(argv)
-    label_files = published_label_files()
-    chosen = arguments.models or list(label_files)
-    report_path = config.REPORTS_DIR / UNCERTAINTY_FILE
-    report = json.loads(report_path.read_text()) if report_path.is_file() else {"models": {}}
-    cache: dict[tuple, dict] = {}
-    for name in chosen:
-        if name not in label_files:
-            print(f"error: {name}: not a published model (choose from {', '.join(label_files)})", file=sys.stderr)
-            return 2
-        saved = load_saved_model(label_files[name] if name.endswith("ensemble")
-                                 else label_files[name].with_suffix(".keras"))
-        settings = json.loads(label_files[name].read_text()).get("settings", {})
-        key = (saved.image_size, saved.preprocessing, tuple(settings.get("external_collections",
-                                                                          config.TUMOUR_COLLECTIONS)))
-        try:
-            if key not in cache:
-                cache[key] = load_images(arguments.data_dir, arguments.external_dir, *key)
-        except DataError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 1
-        print(f"{name}: fitting and measuring", flush=True)
-        record, figures = measure_model(saved, cache[key], arguments.level)
-        record.save(record_path(label_files[name]))
-        report["models"][name] = {**figures, "data_fingerprint": cache[key]["fingerprint"]}
-        official = figures["rows"][0]
-        print(f"{name}: temperature {record.temperature:.2f}, ECE {official['ece before']:.3f} -> "
-              f"{official['ece after']:.3f}, coverage {official['coverage']:.3f}, set size "
-              f"{official['mean set size']:.2f}, {record.method} flags {official['flagged']:.1%}", flush=True)
-    report.update({"provenance": provenance(), "seed": SEED,
-                   "note": "temperature, novelty score and threshold fitted on one half of validation, conformal "
-                           "sets calibrated on the other; figures on official Testing, external test parts and "
-                           "an independent draw of outliers"})
-    write_atomically(report_path, lambda temporary: temporary.write_text(json.dumps(report, indent=2) + "\n"))
-    print(f"uncertainty figures written to {report_path}")
-    return 0
+    rows = {}
+    for name, measured in figures.items():
+        official = measured["rows"][0]
+        classes = [value for key, value in official.items() if key.startswith("coverage ")]
+        rows[name] = {"temperature": measured["temperature"], "ECE before": official["ece before"],
+                      "ECE after": official["ece after"], "coverage": official["coverage"],
+                      "lowest class coverage": min(classes), "mean set size": official["mean set size"],
+                      "flagged": official["flagged"], "novelty score": measured["method"]}
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
-if __name__ == "__main__":
-    raise SystemExit(_main())
+def judged_targets(measured: dict) -> list[dict[str, object]]:
+    """Return the uncertainty targets of one model (issue 21) with the measured value and whether each is met."""
+    official = measured["rows"][0]
+    classes = {key[len("coverage "):]: value for key, value in official.items() if key.startswith("coverage ")}
+    far = [row for row in measured["outliers"] if row["kind"] in FAR_KINDS]
+    method = measured["method"]
+    return [
+        {"target": f"ECE on {OFFICIAL} <= {TARGET_ECE:.0%}", "measured": f"{official['ece after']:.1%}",
+         "met": official["ece after"] <= TARGET_ECE},
+        {"target": f"every class covered >= {TARGET_CLASS_COVERAGE:.0%} at the {measured['level']:.0%} level",
+         "measured": ", ".join(f"{name} {value:.1%}" for name, value in classes.items()),
+         "met": min(classes.values()) >= TARGET_CLASS_COVERAGE},
+        {"target": f"mean set size <= {TARGET_SET_SIZE}", "measured": f"{official['mean set size']:.2f}",
+         "met": official["mean set size"] <= TARGET_SET_SIZE},
+        {"target": "noise, gradients, photographs and CT slices all flagged",
+         "measured": ", ".join(f"{row['kind']} {row['flagged']:.0%}" for row in far),
+         "met": all(row["flagged"] == 1.0 for row in far)},
+        {"target": f"AUROC >= {TARGET_AUROC} on every far kind ({method})",
+         "measured": f"lowest {min(row[f'auroc {method}'] for row in far):.3f}",
+         "met": all(row[f"auroc {method}"] >= TARGET_AUROC for row in far)},
+        {"target": f"<= 2% of {OFFICIAL} flagged", "measured": f"{official['flagged']:.1%}",
+         "met": official["flagged"] <= 0.02},
+    ]

@@ -14,11 +14,18 @@ from helpers.uncertainty.conformal import DEFAULT_LEVEL, prediction_sets
 from helpers.uncertainty.novelty import ClassGaussians, novelty_scores
 
 SUFFIX = ".uncertainty.npz"
+# Where a study keeps its models' records (notebook 07), under its run root; `make publish` copies them to models/.
+RECORDS_FOLDER = "uncertainty"
 
 
 def record_path(label_file: Path) -> Path:
     """Return where a model's uncertainty record lies: <name>.uncertainty.npz beside its <name>.json label file."""
     return label_file.with_name(label_file.stem + SUFFIX)
+
+
+def study_record_path(run_root: Path, model_name: str) -> Path:
+    """Return where a study keeps a model's uncertainty record: <run_root>/uncertainty/<name>.uncertainty.npz."""
+    return Path(run_root) / RECORDS_FOLDER / f"{model_name}{SUFFIX}"
 
 
 @dataclass

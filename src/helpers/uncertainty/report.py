@@ -1,0 +1,61 @@
+"""The uncertainty sentences of README and the model card, from notebook 07's record in metrics.json."""
+
+from __future__ import annotations
+
+UNCERTAINTY_NOTEBOOK = "07_uncertainty"
+FALLBACK_CHECKS = ("a flag means \"look twice\", its absence proves nothing: this model ships no uncertainty record "
+                   "(notebook 07 was not run), so only the size, contrast and confidence checks apply.")
+
+
+def measured_figures(metrics: dict, model_name: str) -> dict | None:
+    """Return notebook 07's figures of one shipped model, or None when they were not measured."""
+    return metrics.get("notebooks", {}).get(UNCERTAINTY_NOTEBOOK, {}).get("models", {}).get(model_name)
+
+
+def _far_and_near(measured: dict) -> tuple[str, str]:
+    """Return the outlier kinds' flagged shares as text: all kinds, and the kinds flagged least."""
+    outliers = sorted(measured["outliers"], key=lambda row: row["flagged"])
+    every = ", ".join(f"{row['kind']} {row['flagged']:.0%}" for row in measured["outliers"])
+    return every, outliers[0]["kind"]
+
+
+def input_checks_markdown(metrics: dict, model_name: str) -> str:
+    """Return the model card's "Input checks" section body for the default model, from measured figures."""
+    measured = measured_figures(metrics, model_name)
+    basic = ("`brain-mri-predict` flags an input (a `flags` field in its JSON, a column in its table; exit status 3 "
+             "with `--strict`) when it is smaller than 32 pixels on a side, nearly constant, or unlike the training "
+             "images. ")
+    if measured is None:
+        return basic + FALLBACK_CHECKS
+    official = measured["rows"][0]
+    external = "; ".join(f"{row['images']} {row['flagged']:.0%}" for row in measured["rows"][1:])
+    every, least = _far_and_near(measured)
+    sets = ", ".join(f"{key[len('coverage '):]} {value:.1%}" for key, value in official.items()
+                     if key.startswith("coverage "))
+    return (basic + f"\"Unlike the training images\" means a {measured['method']} novelty score (on the penultimate "
+            f"features of `{model_name}`) over {measured['threshold']:.1f}, the threshold at which 2% of validation "
+            f"images are flagged. Measured: {official['flagged']:.1%} of the official Testing images flagged; "
+            f"external test parts: {external or 'none'}; generated outliers: {every} (the least caught: {least}).\n\n"
+            f"Probabilities are temperature-scaled (temperature {measured['temperature']:.2f}, fitted on validation): "
+            f"the expected calibration error on official Testing goes from {official['ece before']:.1%} to "
+            f"{official['ece after']:.1%}. Each answer comes with a {measured['level']:.0%} conformal prediction set "
+            f"(class-conditional, calibrated on validation images used for nothing else; `--level` changes it): on "
+            f"official Testing it holds the true class for {official['coverage']:.1%} of the images (per class: "
+            f"{sets}), {official['mean set size']:.2f} classes on average. On other sources the images are not "
+            f"exchangeable with the calibration images and coverage falls (`reports/07_uncertainty.html`). A flag "
+            f"means \"look twice\"; its absence proves nothing.")
+
+
+def readme_sentence(metrics: dict, model_name: str) -> str:
+    """Return README's one paragraph on what a user gains by honouring the flags and sets, or "" if not measured."""
+    measured = measured_figures(metrics, model_name)
+    if measured is None:
+        return ""
+    official = measured["rows"][0]
+    curve = {round(point["coverage"], 2): point["accuracy"] for point in official["risk coverage"]}
+    return (f"**Uncertainty** (`{model_name}`, official Testing; `reports/07_uncertainty.html`): calibrated "
+            f"probabilities (calibration error {official['ece before']:.1%} → {official['ece after']:.1%}); a "
+            f"{measured['level']:.0%} prediction set holds the true class for {official['coverage']:.1%} of images "
+            f"({official['mean set size']:.2f} classes on average); {official['flagged']:.1%} are flagged as unlike "
+            f"the training images. Answering only the 90% most confident images raises accuracy from "
+            f"{curve[1.0]:.1%} to {curve[0.9]:.1%}.")
