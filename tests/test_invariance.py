@@ -80,7 +80,8 @@ def test_training_inputs_carry_outlines_where_known_and_nothing_on_tumour_free_i
     assert outlined[from_external & ~tumour_free].any() and (inputs["outline_known"][outlined] == 1).all()
 
 
-def test_invariance_training_ships_the_plain_architecture_and_resumes_its_record(phantom_root, external_root, tmp_path):
+@pytest.mark.slow
+def test_invariance_training_ships_the_plain_architecture_with_its_weights(phantom_root, external_root, tmp_path):
     settings = training.recipe("both-sides", "rnn", epochs=1, batch_size=64, image_size=64, verbose=0,
                                source_balance=False, source_adversary=0.5, outline_supervision=1.0)
     loaded = external.load_training_data(phantom_root, 64, "standardised", True, external_root, progress=False,

@@ -128,6 +128,7 @@ def recorded_run(phantom_root, tmp_path_factory):
     return run, record, validation_auroc
 
 
+@pytest.mark.slow
 def test_a_record_survives_saving(recorded_run):
     run, record, validation_auroc = recorded_run
     loaded = UncertaintyRecord.load(record_path(run.directory / "labels.json"))
@@ -136,6 +137,7 @@ def test_a_record_survives_saving(recorded_run):
     np.testing.assert_array_equal(loaded.scores, record.scores)
 
 
+@pytest.mark.slow
 def test_the_command_flags_noise_keeps_phantoms_and_prints_sets(recorded_run, phantom_root, tmp_path, capsys):
     run, record, _ = recorded_run
     generator = np.random.default_rng(3)
@@ -159,6 +161,7 @@ def test_the_command_flags_noise_keeps_phantoms_and_prints_sets(recorded_run, ph
     assert isinstance(printed["predictions"][0]["prediction_set"], list)
 
 
+@pytest.mark.slow
 def test_the_command_reads_the_record_without_scikit_learn(recorded_run, phantom_root):
     run, _, _ = recorded_run
     phantom = str(sorted((phantom_root / "Testing" / "glioma").iterdir())[0])
@@ -172,6 +175,7 @@ def test_the_command_reads_the_record_without_scikit_learn(recorded_run, phantom
     assert finished.stderr.strip().splitlines()[-1] in ("[]", "['tensorflow']")
 
 
+@pytest.mark.slow
 def test_measured_figures_feed_the_tables_targets_and_the_model_card(recorded_run, phantom_root):
     run, _, _ = recorded_run
     dataset = data.load_dataset(phantom_root, image_size=64, progress=False)

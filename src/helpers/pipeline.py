@@ -157,10 +157,11 @@ def duration_sentence(metrics: dict) -> str:
     reused = timings.get("reused_runs", [])
     if reused:
         total = len(reused) + len(timings["trained_runs"])
-        sentence += (f" It reused {len(reused)} of its {total} training runs from an earlier run with the same recipe "
-                     f"and data ({', '.join(reused)}: {timings['reused_training_seconds'] / 60:.1f} minutes of "
-                     f"training and prediction), so the profile takes about "
-                     f"{timings['from_scratch_seconds'] / 60:.1f} minutes from scratch.")
+        which = (f"all its {total} training runs" if len(reused) == total
+                 else f"{len(reused)} of its {total} training runs ({', '.join(reused)})")
+        sentence += (f" It reused {which} from an earlier run with the same recipe and data "
+                     f"({timings['reused_training_seconds'] / 60:.1f} minutes of training and prediction), so the "
+                     f"profile takes about {timings['from_scratch_seconds'] / 60:.1f} minutes from scratch.")
     return sentence
 
 

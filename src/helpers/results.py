@@ -187,8 +187,9 @@ def markdown_table(metrics: dict) -> str:
                   "without the held-out sets):", "", loso]
     external = external_targets(metrics)
     if external:
-        lines += ["", f"External-validity targets for the published default ({shipped}): "
-                  + "; ".join(target_text(row) for row in external) + "."]
+        met = [row for row in external if row["met"]]
+        lines += ["", f"External-validity targets for the published default ({shipped}), {len(met)} of "
+                  f"{len(external)} met: " + "; ".join(target_text(row) for row in external) + "."]
     uncertainty = readme_sentence(metrics, shipped)
     if uncertainty:
         lines += ["", uncertainty]

@@ -76,6 +76,7 @@ def evaluate(outputs: Outputs, labels: np.ndarray, record: UncertaintyRecord, la
     summary = set_summary(sets, labels, config.CLASS_NAMES)
     row: dict[str, object] = {"images": name, "count": int(len(labels)), "flagged": float(flagged.mean()),
                               "coverage": summary["coverage"], "mean set size": summary["mean_set_size"],
+                              "empty sets": summary["empty_sets"],
                               **{f"coverage {label}": value for label, value in summary["class_coverage"].items()}}
     if known.any():
         row.update({"accuracy": float((calibrated[known].argmax(axis=1) == labels[known]).mean()),

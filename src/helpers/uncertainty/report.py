@@ -56,6 +56,7 @@ def readme_sentence(metrics: dict, model_name: str) -> str:
     return (f"**Uncertainty** (`{model_name}`, official Testing; `reports/07_uncertainty.html`): calibrated "
             f"probabilities (calibration error {official['ece before']:.1%} → {official['ece after']:.1%}); a "
             f"{measured['level']:.0%} prediction set holds the true class for {official['coverage']:.1%} of images "
-            f"({official['mean set size']:.2f} classes on average); {official['flagged']:.1%} are flagged as unlike "
+            f"({official['mean set size']:.2f} classes on average, {official['empty sets']:.1%} empty: no class fits); "
+            f"{official['flagged']:.1%} are flagged as unlike "
             f"the training images. Answering only the 90% most confident images raises accuracy from "
             f"{curve[1.0]:.1%} to {curve[0.9]:.1%}.")
