@@ -198,5 +198,6 @@ def test_measured_figures_feed_the_tables_targets_and_the_model_card(recorded_ru
     checks = input_checks_markdown(metrics, "rnn")
     assert f"{official['flagged']:.1%} of the official Testing images flagged" in checks and "80% conformal" in checks
     assert f"{official['coverage']:.1%} of images" in readme_sentence(metrics, "rnn")
+    assert "Uncertainty targets: ECE on official Testing" in checks
     assert readme_sentence({"notebooks": {}}, "rnn") == "" and "no uncertainty record" in input_checks_markdown(
         {"notebooks": {}}, "rnn")

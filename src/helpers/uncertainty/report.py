@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from helpers.uncertainty.fitting import judged_targets
+
 UNCERTAINTY_NOTEBOOK = "07_uncertainty"
 FALLBACK_CHECKS = ("a flag means \"look twice\", its absence proves nothing: this model ships no uncertainty record "
                    "(notebook 07 was not run), so only the size, contrast and confidence checks apply.")
@@ -43,7 +45,9 @@ def input_checks_markdown(metrics: dict, model_name: str) -> str:
             f"official Testing it holds the true class for {official['coverage']:.1%} of the images (per class: "
             f"{sets}), {official['mean set size']:.2f} classes on average. On other sources the images are not "
             f"exchangeable with the calibration images and coverage falls (`reports/07_uncertainty.html`). A flag "
-            f"means \"look twice\"; its absence proves nothing.")
+            f"means \"look twice\"; its absence proves nothing.\n\nUncertainty targets: "
+            + "; ".join(f"{row['target']}: {row['measured']}, {'met' if row['met'] else 'missed'}"
+                        for row in judged_targets(measured)) + ".")
 
 
 def readme_sentence(metrics: dict, model_name: str) -> str:
