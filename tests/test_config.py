@@ -28,3 +28,8 @@ def test_cache_and_runs_folders_follow_their_environment_variables(tmp_path, mon
     assert config.runs_dir() == tmp_path / "runs"
     monkeypatch.delenv(config.RUNS_DIR_VARIABLE)
     assert config.runs_dir() == config.PROJECT_ROOT / "runs"
+
+
+def test_reports_print_project_paths_relative_to_the_project(tmp_path):
+    assert config.shown_path(config.PROJECT_ROOT / "runs" / "full" / "rnn-seed42") == "runs/full/rnn-seed42"
+    assert config.shown_path(tmp_path) == str(tmp_path)

@@ -188,6 +188,13 @@ PROFILES: dict[str, Profile] = {
 }
 
 
+def shown_path(path: Path) -> str:
+    """Return a path as a report should print it: relative to the project when inside it, else as given."""
+    path = Path(path)
+    inside = path.is_absolute() and path.is_relative_to(PROJECT_ROOT)
+    return str(path.relative_to(PROJECT_ROOT)) if inside else str(path)
+
+
 def default_run_root(profile: Profile) -> Path:
     """Return where a profile's run folders are: the published runs (models/runs) or runs/<profile>."""
     return PUBLISHED_RUNS_DIR if profile.reads_published else runs_dir() / profile.name

@@ -87,9 +87,9 @@ def find_or_train(model_name: str, hold_out: HoldOut, data_dir: str | None, exte
     directory = run_directory(model_name, hold_out, run_root)
     if run_matches(directory, model_name, settings, data_fingerprint=loaded.dataset.fingerprint,
                    external_fingerprint=loaded.external_fingerprint):
-        print(f"{model_name} without {hold_out.name}: reusing {directory}")
+        print(f"{model_name} without {hold_out.name}: reusing {config.shown_path(directory)}")
         return directory
-    print(f"{model_name} without {hold_out.name}: training into {directory}", flush=True)
+    print(f"{model_name} without {hold_out.name}: training into {config.shown_path(directory)}", flush=True)
     train_model(model_name, loaded.training, loaded.validation, loaded.dataset.testing, directory, settings,
                 data_fingerprint=loaded.dataset.fingerprint, overwrite=True,
                 external_fingerprint=loaded.external_fingerprint, external=loaded.external)

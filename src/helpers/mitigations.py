@@ -75,9 +75,9 @@ def find_or_train(model_name: str, variant: str, data_dir: str | None, external_
     for directory in candidates:  # a published run folder may keep no model: it cannot be measured again
         if (directory / MODEL_FILE).is_file() and run_matches(directory, model_name, settings,
                                                               data_fingerprint=loaded.dataset.fingerprint):
-            print(f"{model_name}, {variant}: reusing {directory}")
+            print(f"{model_name}, {variant}: reusing {config.shown_path(directory)}")
             return directory
-    print(f"{model_name}, {variant}: training into {candidates[0]}", flush=True)
+    print(f"{model_name}, {variant}: training into {config.shown_path(candidates[0])}", flush=True)
     train_model(model_name, loaded.training, loaded.validation, loaded.dataset.testing, candidates[0], settings,
                 data_fingerprint=loaded.dataset.fingerprint, overwrite=True,
                 external_fingerprint=loaded.external_fingerprint if settings.external_training else None,

@@ -236,14 +236,14 @@ class Study:
             settings = self.settings(model_name, seed)
             directory = self.run_directory(model_name, seed)
             if self._reusable(directory, model_name, settings, data):
-                print(f"{model_name} seed {seed}: reusing {directory}")
+                print(f"{model_name} seed {seed}: reusing {config.shown_path(directory)}")
                 runs.append(load_run(directory))
                 continue
             if self.profile.reads_published:
                 raise FileNotFoundError(f"{directory}: no published run of {model_name} (seed {seed}) trained on "
                                         f"this dataset (fingerprint {data.dataset.fingerprint[:16]}); set profile = "
                                         f'"full" in the parameters cell to train it')
-            print(f"{model_name} seed {seed}: training into {directory}")
+            print(f"{model_name} seed {seed}: training into {config.shown_path(directory)}")
             runs.append(train_model(model_name, data.training, data.validation, data.testing, directory, settings,
                                     class_names=data.class_names, data_fingerprint=data.dataset.fingerprint,
                                     overwrite=True, external=data.external,
