@@ -66,20 +66,21 @@ class ClassGaussians:
 
     @classmethod
     def fit(cls, features: np.ndarray, labels: np.ndarray) -> ClassGaussians:
-        """Fit the class means and the shared covariance of the features around them."""
+        """Fit the class means and the shared covariance of the features around them (kept in float32, as shipped)."""
         from sklearn.covariance import LedoitWolf
 
         features, labels = np.asarray(features, dtype=np.float64), np.asarray(labels)
         classes = np.unique(labels)
         means = np.stack([features[labels == label].mean(axis=0) for label in classes])
         centred = features - means[np.searchsorted(classes, labels)]
-        return cls(means=means, precision=LedoitWolf(assume_centered=True).fit(centred).precision_)
+        precision = LedoitWolf(assume_centered=True).fit(centred).precision_
+        return cls(means=means.astype(np.float32), precision=precision.astype(np.float32))
 
     def distances(self, features: np.ndarray) -> np.ndarray:
         """Return each image's squared Mahalanobis distance to the nearest class mean."""
         features = np.asarray(features, dtype=np.float64)
-        gaps = features[:, None, :] - self.means[None, :, :]
-        return np.einsum("ncf,fg,ncg->nc", gaps, self.precision, gaps).min(axis=1)
+        gaps = features[:, None, :] - np.asarray(self.means, dtype=np.float64)[None, :, :]
+        return np.einsum("ncf,fg,ncg->nc", gaps, np.asarray(self.precision, dtype=np.float64), gaps).min(axis=1)
 
 
 def novelty_scores(method: str, probabilities: np.ndarray, features: np.ndarray,
