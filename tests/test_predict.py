@@ -164,7 +164,8 @@ def test_a_folder_is_predicted_file_by_file_and_what_else_it_holds_is_named(save
     captured = capsys.readouterr()
     printed = [item["file"] for item in json.loads(captured.out)["predictions"]]
     assert [Path(file).stem for file in printed] == ["scan0", "scan1", "scan2", "empty"]
-    assert "scans: 1 entry not read" in captured.err and "empty: holds no" in captured.err
+    assert "scans: 1 entry not read (subfolders or other kinds of file): notes.txt" in captured.err
+    assert "empty: holds no" in captured.err
 
 
 def test_folders_and_broken_links_are_named_as_such(saved_run, tmp_path):
