@@ -227,3 +227,29 @@ def test_one_path_given_as_a_string_is_one_file(saved_run, phantom_root):
     for given in (str(image), image):
         predictions = predict.predict_files(given, saved_run.directory)
         assert [prediction.file for prediction in predictions] == [str(image)] and predictions[0].error is None
+
+
+def test_files_are_read_in_chunks_on_threads_with_the_same_answers(saved_run, phantom_root, tmp_path, monkeypatch):
+    files = [*sorted((phantom_root / "Testing" / "glioma").iterdir())[:3], tmp_path / "missing.png",
+             *sorted((phantom_root / "Testing" / "notumor").iterdir())[:2]]
+    together = predict.predict_files(files, saved_run.directory, workers=1)
+    monkeypatch.setattr(predict, "FILES_PER_CHUNK", 2)
+    chunked = predict.predict_files(files, saved_run.directory, workers=3)
+    assert [result.file for result in chunked] == [str(file) for file in files]
+    assert [result.predicted_class for result in chunked] == [result.predicted_class for result in together]
+    assert chunked[3].error and "no such file" in chunked[3].error
+    for first, second in zip(together, chunked):
+        if first.probabilities:
+            assert first.probabilities == pytest.approx(second.probabilities, abs=1e-6)
+
+
+def test_the_folder_benchmark_times_one_thread_and_several(saved_run, phantom_root):
+    from helpers import throughput
+
+    files = throughput.image_files(phantom_root / "Testing", 6)
+    assert len(files) == 6 and len({file.parent.name for file in files}) > 1, "classes are taken in turn"
+    rows = throughput.measure(phantom_root / "Testing", {"rnn": saved_run.directory}, counts=(6,))
+    row, = rows
+    assert row["files"] == 6 and row["one_thread"]["images_per_second"] > 0
+    assert row["speed_up"] == pytest.approx(row["default_threads"]["images_per_second"]
+                                            / row["one_thread"]["images_per_second"])

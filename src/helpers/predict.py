@@ -27,6 +27,8 @@ MODEL_INDEX_FILE = "models.json"
 MINIMUM_IMAGE_SIDE = 32
 NEAR_CONSTANT_STANDARD_DEVIATION = 2.0
 EXIT_FAILED_FILE, EXIT_NO_MODEL, EXIT_FLAGGED, EXIT_INTERRUPTED = 1, 2, 3, 130
+# Files read and predicted at a time by predict_files (memory stays bounded for any folder).
+FILES_PER_CHUNK = 256
 # The command runs Keras on its NumPy backend where JAX is installed (the backend's convolutions are jax.lax's):
 # importing TensorFlow takes ~9 s of a 10 s call on 2 cores, and the NumPy backend's probabilities equal TensorFlow's
 # within 1e-6 (tests/test_predict.py checks 1e-5). Keras probes for TensorFlow and scikit-learn when they are
@@ -71,6 +73,7 @@ class SavedModel:
     confidence_threshold: float | None = None  # below it an input is flagged (models without an uncertainty record)
     name: str = ""
     uncertainty: UncertaintyRecord | None = None  # temperature, conformal scores, novelty (<name>.uncertainty.npz)
+    extractor: object = None  # the model with its penultimate features as a second output, built on first use
 
 
 def _read_model_json(path: Path, what: str) -> object:
@@ -269,7 +272,8 @@ def _predict_batch(saved: SavedModel, batch: np.ndarray, batch_size: int, level:
         raw = np.asarray(saved.model.predict(batch, batch_size=batch_size, verbose=0), dtype=np.float64)
         calibrated, sets, novelty = raw, None, None
     else:
-        raw, features = feature_extractor(saved.model).predict(batch, batch_size=batch_size, verbose=0)
+        saved.extractor = saved.extractor or feature_extractor(saved.model)
+        raw, features = saved.extractor.predict(batch, batch_size=batch_size, verbose=0)
         raw = np.asarray(raw, dtype=np.float64)
         calibrated = record.calibrated(raw)
         sets = record.sets(calibrated, level)
@@ -293,44 +297,59 @@ def _predict_batch(saved: SavedModel, batch: np.ndarray, batch_size: int, level:
     return predictions
 
 
+def _read_or_error(file: str | os.PathLike, saved: SavedModel) -> list | Prediction:
+    """Return a file's slices as _read_input does, or its error entry."""
+    try:
+        return _read_input(file, saved)
+    except CorruptImageError as error:
+        return Prediction(str(file), None, None, None, str(error))
+
+
 def predict_files(files: list[str | os.PathLike] | str | os.PathLike,
                   model: SavedModel | str | os.PathLike | None = None, batch_size: int = 64,
-                  progress: bool | None = False, level: float | None = None) -> list[Prediction]:
+                  progress: bool | None = False, level: float | None = None,
+                  workers: int | None = None) -> list[Prediction]:
     """Predict the class of every image file (one path, or a list of them), and of every slice of a DICOM file or NIfTI
     volume (named "file#index"); unreadable files get an error entry and the others are still predicted. A model with
-    an uncertainty record gives calibrated probabilities, a conformal
-    set at `level` (default: the record's, 0.9) and a novelty flag.
+    an uncertainty record gives calibrated probabilities, a conformal set at `level` (default: the record's, 0.9) and
+    a novelty flag.
 
-    progress: a progress bar over the files on stderr (None: only when stderr is a terminal)."""
+    Files are decoded on `workers` threads (default: one per CPU core, at most 8) and predicted FILES_PER_CHUNK at a
+    time, so memory stays bounded for any number of files. progress: a progress bar over the files on stderr (None:
+    only when stderr is a terminal)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm.auto import tqdm
 
     if isinstance(files, (str, os.PathLike)):
         files = [files]
-
     saved = model if isinstance(model, SavedModel) else load_saved_model(model)
-    entries: list[Prediction | tuple[str, str | None, list[str]]] = []
-    images = []
-    shown = tqdm(files, desc="reading images", unit="file", leave=False,
-                 disable=None if progress is None else not progress)
-    for file in shown:
-        try:
-            pieces = _read_input(file, saved)
-        except CorruptImageError as error:
-            entries.append(Prediction(str(file), None, None, None, str(error)))
-            continue
-        for name, series, image, found in pieces:
-            entries.append((name, series, found))
-            images.append(image)
-    predicted = iter(_predict_batch(saved, np.stack(images)[..., np.newaxis], batch_size, level) if images else [])
-    results = []
-    for entry in entries:
-        if isinstance(entry, Prediction):
-            results.append(entry)
-            continue
-        name, series, found = entry
-        prediction = next(predicted)
-        model_flags = prediction.pop("flags")
-        results.append(Prediction(name, **prediction, flags=[*found, *model_flags], series=series))
+    results: list[Prediction] = []
+    threads = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=threads) as pool, \
+            tqdm(total=len(files), desc="reading images", unit="file", leave=False,
+                 disable=None if progress is None else not progress) as shown:
+        for start in range(0, len(files), FILES_PER_CHUNK):
+            chunk = files[start:start + FILES_PER_CHUNK]
+            entries, images = [], []
+            for read in pool.map(lambda file: _read_or_error(file, saved), chunk):
+                shown.update(1)
+                if isinstance(read, Prediction):
+                    entries.append(read)
+                    continue
+                for name, series, image, found in read:
+                    entries.append((name, series, found))
+                    images.append(image)
+            predicted = iter(_predict_batch(saved, np.stack(images)[..., np.newaxis], batch_size, level)
+                             if images else [])
+            for entry in entries:
+                if isinstance(entry, Prediction):
+                    results.append(entry)
+                    continue
+                name, series, found = entry
+                prediction = next(predicted)
+                model_flags = prediction.pop("flags")
+                results.append(Prediction(name, **prediction, flags=[*found, *model_flags], series=series))
     return results
 
 
