@@ -253,3 +253,15 @@ def test_the_folder_benchmark_times_one_thread_and_several(saved_run, phantom_ro
     assert row["files"] == 6 and row["one_thread"]["images_per_second"] > 0
     assert row["speed_up"] == pytest.approx(row["default_threads"]["images_per_second"]
                                             / row["one_thread"]["images_per_second"])
+
+
+@pytest.mark.parametrize("redirect", [">/dev/full", ">&-"])
+def test_results_that_cannot_be_written_end_in_one_line_and_their_own_status(saved_run, phantom_root, redirect):
+    image = sorted((phantom_root / "Testing" / "glioma").iterdir())[0]
+    command = (f"{sys.executable} -c 'import sys, helpers.predict as p; raise SystemExit(p.main(sys.argv[1:]))' "
+               f"{image} --model {saved_run.directory} {redirect}")
+    finished = subprocess.run(["bash", "-c", command], capture_output=False, stderr=subprocess.PIPE, text=True,
+                              check=False)
+    assert finished.returncode == predict.EXIT_NO_OUTPUT, finished.stderr
+    lines = [line for line in finished.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: cannot write the results"), finished.stderr

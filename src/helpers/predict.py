@@ -1,7 +1,8 @@
 """Inference on image files with a saved model: a Python function and the `brain-mri-predict` console command.
 
 Exit statuses of the command: 0 every file predicted and none flagged (or flags without --strict); 1 a file could
-not be read; 2 no usable model; 3 with --strict, an input was flagged; 130 interrupted (Ctrl-C).
+not be read; 2 no usable model; 3 with --strict, an input was flagged; 4 the results could not be written (closed
+standard output, full disk); 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ MODEL_INDEX_FILE = "models.json"
 MINIMUM_IMAGE_SIDE = 32
 NEAR_CONSTANT_STANDARD_DEVIATION = 2.0
 EXIT_FAILED_FILE, EXIT_NO_MODEL, EXIT_FLAGGED, EXIT_INTERRUPTED = 1, 2, 3, 130
+EXIT_NO_OUTPUT = 4  # the results could not be written (closed standard output, full disk)
 # Files read and predicted at a time by predict_files (memory stays bounded for any folder).
 FILES_PER_CHUNK = 256
 # The command runs Keras on its NumPy backend where JAX is installed (the backend's convolutions are jax.lax's):
@@ -386,6 +388,25 @@ def format_table(predictions: list[Prediction], model_name: str = "", level: flo
     return "\n".join(lines)
 
 
+def _write_output(text: str) -> bool:
+    """Print the results and flush them; on a closed or failing standard output (a full disk, a closed pipe) say so
+    in one line on stderr and return False."""
+    try:
+        if sys.stdout is None:
+            raise OSError("standard output is closed")
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        print(f"error: cannot write the results to standard output ({reason})", file=sys.stderr)
+        try:  # what is left in the buffer goes nowhere, instead of failing again as the interpreter exits
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (AttributeError, OSError, ValueError):
+            pass
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print the class and confidence of each image file. Exit 0 when all were predicted, 1 if a file failed, 2 if no
     model could be loaded, 3 with --strict when an input was flagged, 130 when interrupted."""
@@ -424,11 +445,13 @@ def main(argv: list[str] | None = None) -> int:
     level = arguments.level or (saved.uncertainty.level if saved.uncertainty else None)
     series = series_table(predictions, saved.class_names)
     if arguments.json:
-        print(json.dumps({"model": str(saved.path), "model_name": saved.name, "backend": backend,
-                          "calibrated": saved.uncertainty is not None, "set_level": level,
-                          "predictions": [asdict(item) for item in predictions], "series": series}, indent=2))
+        text = json.dumps({"model": str(saved.path), "model_name": saved.name, "backend": backend,
+                           "calibrated": saved.uncertainty is not None, "set_level": level,
+                           "predictions": [asdict(item) for item in predictions], "series": series}, indent=2)
     else:
-        print(format_table(predictions, f"{saved.name} ({saved.path})", level, series))
+        text = format_table(predictions, f"{saved.name} ({saved.path})", level, series)
+    if not _write_output(text):
+        return EXIT_NO_OUTPUT
     failed = [prediction for prediction in predictions if prediction.error]
     flagged = [prediction for prediction in predictions if prediction.flags]
     if failed:
