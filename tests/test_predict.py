@@ -62,6 +62,8 @@ def test_command_prints_json_or_a_table_and_exits_nonzero_on_failures(saved_run,
     assert predict.main([*files, "--model", str(saved_run.directory)]) == 1
     captured = capsys.readouterr()
     assert "grey.png" in captured.out and "ERROR" in captured.out and "2 of 4 files" in captured.err
+    corrupt_line = next(line for line in captured.out.splitlines() if "corrupt.jpg" in line)
+    assert corrupt_line.count("corrupt.jpg") == 1 and "cannot decode image" in corrupt_line, "the path once"
 
 
 def test_missing_model_is_a_clear_error(tmp_path, capsys):

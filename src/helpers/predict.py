@@ -376,7 +376,8 @@ def format_table(predictions: list[Prediction], model_name: str = "", level: flo
                  + "flags")
     for prediction in predictions:
         if prediction.error:
-            lines.append(f"{prediction.file:<{width}}  {'ERROR':<10}  {prediction.error}")
+            reason = prediction.error.removeprefix(f"{prediction.file}: ")
+            lines.append(f"{prediction.file:<{width}}  {'ERROR':<10}  {reason}")
         else:
             shown = f"{sets.get(id(prediction), ''):<{set_width}}  " if with_sets else ""
             lines.append(f"{prediction.file:<{width}}  {prediction.predicted_class:<10}  {prediction.confidence:10.3f}"
