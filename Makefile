@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock lint test test-fast bench bench-predict reference-runs time-to-accuracy sizes repeatability mitigations loso demo smoke study publish predict data-check download-data audit train-rnn clean-cache
+.PHONY: help install lock lint test test-fast bench bench-predict bench-folder reference-runs time-to-accuracy sizes repeatability mitigations loso demo smoke study publish predict data-check download-data audit train-rnn clean-cache
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ bench: $(INSTALLED) ## time loading, training epochs and inference against the s
 
 bench-predict: $(INSTALLED) ## time brain-mri-predict on one image, cold processes and warm -> reports/benchmarks.md
 	$(BIN)/python -m helpers.benchmark --prediction-command $(IMAGE)
+
+bench-folder: $(INSTALLED) ## time predict_files on 100 and 400 Testing images, one decoding thread and several -> reports/prediction_throughput.json
+	$(BIN)/python -m helpers.throughput
 
 SEEDS ?= 42 43 44
 

@@ -11,11 +11,20 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from nbconvert import HTMLExporter
 from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
 from helpers import config
-from helpers.pipeline import INDEX_FILE, METRICS_FILE, NOTEBOOKS, PipelineError, failed_directory, run_pipeline
+from helpers.pipeline import (
+    INDEX_FILE,
+    METRICS_FILE,
+    NOTEBOOKS,
+    PipelineError,
+    export_html,
+    failed_directory,
+    run_pipeline,
+)
 
 CHECKED_OUTPUTS = json.loads((Path(__file__).parent / "data" / "notebook_checked_outputs.json").read_text())
 CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
@@ -80,6 +89,7 @@ def test_pipeline_publishes_every_report_with_index_and_metrics(real_data_root, 
         page = (reports / f"{name}.html").read_text()
         assert page.startswith("<!DOCTYPE html>") and "data:image/png;base64" in page
         assert not re.search(r'<script[^>]*src="https?://', page), f"{name}.html loads a script from the network"
+        assert not re.search(r"<script[^>]*>(?:(?!</script>).)*https?://", page, re.DOTALL), f"{name}.html imports one"
     metrics = json.loads((reports / METRICS_FILE).read_text())
     assert metrics["profile"] == "smoke" and list(metrics["notebooks"]) == list(NOTEBOOKS)
     assert len(metrics["data_fingerprint"]) == 64 and metrics["provenance"]["git_commit"]
@@ -136,3 +146,14 @@ def test_published_notebooks_hold_no_backend_noise_nor_machine_paths(tmp_path):
     tidied = nbformat.read(path, as_version=4)
     assert tidied.cells[0].source == 'run_root = "runs/full"\nmetrics_dir = "(temporary)"'
     assert [output.get("text") for output in tidied.cells[1].outputs] == ["real warning\n", "1\n"]
+
+
+def test_an_exported_report_fetches_nothing_from_the_network(tmp_path):
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# A report"),
+                                               nbformat.v4.new_code_cell("1 + 1")])
+    nbformat.write(notebook, tmp_path / "report.ipynb")
+    remote = re.compile(r"<script[^>]*>(?:(?!</script>).)*https?://", re.DOTALL)
+    assert remote.search(HTMLExporter().from_notebook_node(notebook)[0]), "nbconvert's page imports from a CDN"
+    page = export_html(tmp_path / "report.ipynb").read_text()
+    assert "A report" in page and not remote.search(page)
+    assert not re.search(r'<script[^>]*src="https?://', page)

@@ -62,6 +62,8 @@ def test_command_prints_json_or_a_table_and_exits_nonzero_on_failures(saved_run,
     assert predict.main([*files, "--model", str(saved_run.directory)]) == 1
     captured = capsys.readouterr()
     assert "grey.png" in captured.out and "ERROR" in captured.out and "2 of 4 files" in captured.err
+    corrupt_line = next(line for line in captured.out.splitlines() if "corrupt.jpg" in line)
+    assert corrupt_line.count("corrupt.jpg") == 1 and "cannot decode image" in corrupt_line, "the path once"
 
 
 def test_missing_model_is_a_clear_error(tmp_path, capsys):
@@ -164,7 +166,8 @@ def test_a_folder_is_predicted_file_by_file_and_what_else_it_holds_is_named(save
     captured = capsys.readouterr()
     printed = [item["file"] for item in json.loads(captured.out)["predictions"]]
     assert [Path(file).stem for file in printed] == ["scan0", "scan1", "scan2", "empty"]
-    assert "scans: 1 entry not read" in captured.err and "empty: holds no" in captured.err
+    assert "scans: 1 entry not read (subfolders or other kinds of file): notes.txt" in captured.err
+    assert "empty: holds no" in captured.err
 
 
 def test_folders_and_broken_links_are_named_as_such(saved_run, tmp_path):
@@ -226,3 +229,41 @@ def test_one_path_given_as_a_string_is_one_file(saved_run, phantom_root):
     for given in (str(image), image):
         predictions = predict.predict_files(given, saved_run.directory)
         assert [prediction.file for prediction in predictions] == [str(image)] and predictions[0].error is None
+
+
+def test_files_are_read_in_chunks_on_threads_with_the_same_answers(saved_run, phantom_root, tmp_path, monkeypatch):
+    files = [*sorted((phantom_root / "Testing" / "glioma").iterdir())[:3], tmp_path / "missing.png",
+             *sorted((phantom_root / "Testing" / "notumor").iterdir())[:2]]
+    together = predict.predict_files(files, saved_run.directory, workers=1)
+    monkeypatch.setattr(predict, "FILES_PER_CHUNK", 2)
+    chunked = predict.predict_files(files, saved_run.directory, workers=3)
+    assert [result.file for result in chunked] == [str(file) for file in files]
+    assert [result.predicted_class for result in chunked] == [result.predicted_class for result in together]
+    assert chunked[3].error and "no such file" in chunked[3].error
+    for first, second in zip(together, chunked):
+        if first.probabilities:
+            assert first.probabilities == pytest.approx(second.probabilities, abs=1e-6)
+
+
+def test_the_folder_benchmark_times_one_thread_and_several(saved_run, phantom_root):
+    from helpers import throughput
+
+    files = throughput.image_files(phantom_root / "Testing", 6)
+    assert len(files) == 6 and len({file.parent.name for file in files}) > 1, "classes are taken in turn"
+    rows = throughput.measure(phantom_root / "Testing", {"rnn": saved_run.directory}, counts=(6,))
+    row, = rows
+    assert row["files"] == 6 and row["one_thread"]["images_per_second"] > 0
+    assert row["speed_up"] == pytest.approx(row["default_threads"]["images_per_second"]
+                                            / row["one_thread"]["images_per_second"])
+
+
+@pytest.mark.parametrize("redirect", [">/dev/full", ">&-"])
+def test_results_that_cannot_be_written_end_in_one_line_and_their_own_status(saved_run, phantom_root, redirect):
+    image = sorted((phantom_root / "Testing" / "glioma").iterdir())[0]
+    command = (f"{sys.executable} -c 'import sys, helpers.predict as p; raise SystemExit(p.main(sys.argv[1:]))' "
+               f"{image} --model {saved_run.directory} {redirect}")
+    finished = subprocess.run(["bash", "-c", command], capture_output=False, stderr=subprocess.PIPE, text=True,
+                              check=False)
+    assert finished.returncode == predict.EXIT_NO_OUTPUT, finished.stderr
+    lines = [line for line in finished.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: cannot write the results"), finished.stderr

@@ -338,7 +338,7 @@ def open_greyscale(path: str | os.PathLike) -> Image.Image:
             image.load()
             return to_greyscale(ImageOps.exif_transpose(image))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        reason = str(error) or type(error).__name__
+        reason = (str(error) or type(error).__name__).replace(f" {str(path)!r}", "")  # the path leads the message
         raise CorruptImageError(f"{path}: cannot decode image ({reason})") from None
 
 

@@ -94,16 +94,18 @@ def tidy_notebook(notebook_path: Path, paths: dict[str, str]) -> None:
     nbformat.write(notebook, notebook_path)
 
 
-# Scripts nbconvert's page loads from a CDN (require.js for widgets, MathJax for LaTeX): the reports use neither, and
-# a page that fetches nothing opens the same offline.
+# Scripts nbconvert's page loads from a CDN (require.js for widgets, MathJax for LaTeX, mermaid for diagrams): the
+# reports use none of them, and a page that fetches nothing opens the same offline.
 REMOTE_SCRIPT = re.compile(r'<script[^>]*\ssrc="https?://[^"]*"[^>]*>\s*</script>\s*')
 MATHJAX_CONFIGURATION = re.compile(r'<script type="text/x-mathjax-config">.*?</script>\s*', re.DOTALL)
+REMOTE_MODULE = re.compile(r'<script type="module">(?:(?!</script>).)*?https?://(?:(?!</script>).)*</script>\s*',
+                           re.DOTALL)
 
 
 def export_html(notebook_path: Path) -> Path:
     """Write a self-contained HTML copy of an executed notebook beside it (no script from a CDN); return its path."""
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook_path, as_version=4))
-    body = MATHJAX_CONFIGURATION.sub("", REMOTE_SCRIPT.sub("", body))
+    body = REMOTE_MODULE.sub("", MATHJAX_CONFIGURATION.sub("", REMOTE_SCRIPT.sub("", body)))
     target = notebook_path.with_suffix(".html")
     target.write_text(body, encoding="utf-8")
     return target

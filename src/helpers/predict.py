@@ -1,7 +1,8 @@
 """Inference on image files with a saved model: a Python function and the `brain-mri-predict` console command.
 
 Exit statuses of the command: 0 every file predicted and none flagged (or flags without --strict); 1 a file could
-not be read; 2 no usable model; 3 with --strict, an input was flagged; 130 interrupted (Ctrl-C).
+not be read; 2 no usable model; 3 with --strict, an input was flagged; 4 the results could not be written (closed
+standard output, full disk); 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 from helpers import config
 from helpers.data import PREPROCESSINGS, CorruptImageError, open_greyscale, prepare_image
 from helpers.uncertainty.record import UncertaintyRecord, record_path
+from helpers.volumes import Slice, instance_order, is_dicom, is_volume, read_slices, series_summaries
 
 # The published models: models/<name>.keras beside models/<name>.json (label order, image size, preprocessing).
 MODEL_INDEX_FILE = "models.json"
@@ -26,6 +28,9 @@ MODEL_INDEX_FILE = "models.json"
 MINIMUM_IMAGE_SIDE = 32
 NEAR_CONSTANT_STANDARD_DEVIATION = 2.0
 EXIT_FAILED_FILE, EXIT_NO_MODEL, EXIT_FLAGGED, EXIT_INTERRUPTED = 1, 2, 3, 130
+EXIT_NO_OUTPUT = 4  # the results could not be written (closed standard output, full disk)
+# Files read and predicted at a time by predict_files (memory stays bounded for any folder).
+FILES_PER_CHUNK = 256
 # The command runs Keras on its NumPy backend where JAX is installed (the backend's convolutions are jax.lax's):
 # importing TensorFlow takes ~9 s of a 10 s call on 2 cores, and the NumPy backend's probabilities equal TensorFlow's
 # within 1e-6 (tests/test_predict.py checks 1e-5). Keras probes for TensorFlow and scikit-learn when they are
@@ -55,6 +60,7 @@ class Prediction:
     flags: list[str] = field(default_factory=list)
     prediction_set: list[str] | None = None  # the conformal set at the model's stated coverage level
     novelty_score: float | None = None  # how unlike the training images (higher: less alike)
+    series: str | None = None  # the DICOM series or volume a slice belongs to (None for an image file)
 
 
 @dataclass
@@ -69,6 +75,7 @@ class SavedModel:
     confidence_threshold: float | None = None  # below it an input is flagged (models without an uncertainty record)
     name: str = ""
     uncertainty: UncertaintyRecord | None = None  # temperature, conformal scores, novelty (<name>.uncertainty.npz)
+    extractor: object = None  # the model with its penultimate features as a second output, built on first use
 
 
 def _read_model_json(path: Path, what: str) -> object:
@@ -204,9 +211,15 @@ class _HiddenModules:
         return None
 
 
+def _readable(entry: Path) -> bool:
+    """Tell whether a folder entry is something the command reads: an image file, a DICOM file or a NIfTI volume."""
+    return entry.is_file() and (entry.suffix.lower() in config.IMAGE_EXTENSIONS or is_volume(entry))
+
+
 def expand_folders(paths: list[str]) -> tuple[list[str], list[str]]:
-    """Replace each folder by its image files (sorted; hidden entries skipped); return the files and one note per
-    folder naming what it held besides images (not read) or that it held no image."""
+    """Replace each folder by the files it holds that the command reads (images sorted by name; DICOM files by series
+    and instance number; hidden entries skipped); return the files and one note per folder naming what it held
+    besides them (not read) or that it held nothing readable."""
     files, notes = [], []
     for path in paths:
         folder = Path(path)
@@ -214,15 +227,17 @@ def expand_folders(paths: list[str]) -> tuple[list[str], list[str]]:
             files.append(path)
             continue
         entries = [entry for entry in sorted(folder.iterdir()) if not entry.name.startswith(".")]
-        images = [entry for entry in entries if entry.is_file() and entry.suffix.lower() in config.IMAGE_EXTENSIONS]
-        others = len(entries) - len(images)
-        if not images:
+        readable = [entry for entry in entries if _readable(entry)]
+        others = [entry.name for entry in entries if entry not in readable]
+        if not readable:
             files.append(path)  # predict_files reports it as a folder, not an image
-            notes.append(f"{folder}: holds no {'/'.join(sorted(config.IMAGE_EXTENSIONS))} files")
+            notes.append(f"{folder}: holds no image, DICOM or NIfTI file")
         elif others:
-            notes.append(f"{folder}: {others} entr{'y' if others == 1 else 'ies'} not read (not image files: "
-                         f"subfolders or other suffixes)")
-        files.extend(str(image) for image in images)
+            notes.append(f"{folder}: {len(others)} entr{'y' if len(others) == 1 else 'ies'} not read (subfolders or "
+                         f"other kinds of file): {', '.join(others)}")
+        dicom = [entry for entry in readable if is_dicom(entry)]
+        files.extend(str(entry) for entry in [*[entry for entry in readable if entry not in dicom],
+                                              *instance_order(dicom)])
     return files, notes
 
 
@@ -236,16 +251,17 @@ def input_flags(width: int, height: int, pixels: np.ndarray) -> list[str]:
     return flags
 
 
-def _read_input(file: str | os.PathLike, saved: SavedModel) -> tuple[np.ndarray, list[str]]:
-    """Decode one file as in training and return the model input with its input flags."""
+def _read_input(file: str | os.PathLike, saved: SavedModel) -> list[tuple[str, str | None, np.ndarray, list[str]]]:
+    """Decode one file as in training: (name, series, model input, input flags) per slice; one for an image file,
+    one per frame or slice for DICOM and NIfTI (helpers.volumes)."""
     path = Path(file)
     if path.is_dir():
         raise CorruptImageError(f"{file}: is a folder, not an image file")
     if not path.is_file():
         raise CorruptImageError(f"{file}: no such file" + (" (a broken link)" if path.is_symlink() else ""))
-    grey = open_greyscale(path)
-    image, _ = prepare_image(grey, saved.image_size, saved.preprocessing)
-    return image, input_flags(grey.width, grey.height, np.asarray(grey))
+    slices = read_slices(path) if is_volume(path) else [Slice(str(file), None, open_greyscale(path))]
+    return [(piece.name, piece.series, prepare_image(piece.image, saved.image_size, saved.preprocessing)[0],
+             input_flags(piece.image.width, piece.image.height, np.asarray(piece.image))) for piece in slices]
 
 
 def _predict_batch(saved: SavedModel, batch: np.ndarray, batch_size: int, level: float | None) -> list[dict]:
@@ -258,7 +274,8 @@ def _predict_batch(saved: SavedModel, batch: np.ndarray, batch_size: int, level:
         raw = np.asarray(saved.model.predict(batch, batch_size=batch_size, verbose=0), dtype=np.float64)
         calibrated, sets, novelty = raw, None, None
     else:
-        raw, features = feature_extractor(saved.model).predict(batch, batch_size=batch_size, verbose=0)
+        saved.extractor = saved.extractor or feature_extractor(saved.model)
+        raw, features = saved.extractor.predict(batch, batch_size=batch_size, verbose=0)
         raw = np.asarray(raw, dtype=np.float64)
         calibrated = record.calibrated(raw)
         sets = record.sets(calibrated, level)
@@ -282,44 +299,71 @@ def _predict_batch(saved: SavedModel, batch: np.ndarray, batch_size: int, level:
     return predictions
 
 
+def _read_or_error(file: str | os.PathLike, saved: SavedModel) -> list | Prediction:
+    """Return a file's slices as _read_input does, or its error entry."""
+    try:
+        return _read_input(file, saved)
+    except CorruptImageError as error:
+        return Prediction(str(file), None, None, None, str(error))
+
+
 def predict_files(files: list[str | os.PathLike] | str | os.PathLike,
                   model: SavedModel | str | os.PathLike | None = None, batch_size: int = 64,
-                  progress: bool | None = False, level: float | None = None) -> list[Prediction]:
-    """Predict the class of every image file (one path, or a list of them); unreadable files get an error entry and
-    the others are still predicted. A model with an uncertainty record gives calibrated probabilities, a conformal
-    set at `level` (default: the record's, 0.9) and a novelty flag.
+                  progress: bool | None = False, level: float | None = None,
+                  workers: int | None = None) -> list[Prediction]:
+    """Predict the class of every image file (one path, or a list of them), and of every slice of a DICOM file or NIfTI
+    volume (named "file#index"); unreadable files get an error entry and the others are still predicted. A model with
+    an uncertainty record gives calibrated probabilities, a conformal set at `level` (default: the record's, 0.9) and
+    a novelty flag.
 
-    progress: a progress bar over the files on stderr (None: only when stderr is a terminal)."""
+    Files are decoded on `workers` threads (default: one per CPU core, at most 8) and predicted FILES_PER_CHUNK at a
+    time, so memory stays bounded for any number of files. progress: a progress bar over the files on stderr (None:
+    only when stderr is a terminal)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm.auto import tqdm
 
     if isinstance(files, (str, os.PathLike)):
         files = [files]
-
     saved = model if isinstance(model, SavedModel) else load_saved_model(model)
-    results: dict[int, Prediction] = {}
-    images, positions, flags = [], [], []
-    shown = tqdm(files, desc="reading images", unit="file", leave=False,
-                 disable=None if progress is None else not progress)
-    for position, file in enumerate(shown):
-        try:
-            image, found = _read_input(file, saved)
-        except CorruptImageError as error:
-            results[position] = Prediction(str(file), None, None, None, str(error))
-            continue
-        images.append(image)
-        positions.append(position)
-        flags.append(found)
-    if images:
-        batch = np.stack(images)[..., np.newaxis]
-        for position, found, prediction in zip(positions, flags, _predict_batch(saved, batch, batch_size, level)):
-            model_flags = prediction.pop("flags")
-            results[position] = Prediction(str(files[position]), **prediction, flags=[*found, *model_flags])
-    return [results[position] for position in range(len(files))]
+    results: list[Prediction] = []
+    threads = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=threads) as pool, \
+            tqdm(total=len(files), desc="reading images", unit="file", leave=False,
+                 disable=None if progress is None else not progress) as shown:
+        for start in range(0, len(files), FILES_PER_CHUNK):
+            chunk = files[start:start + FILES_PER_CHUNK]
+            entries, images = [], []
+            for read in pool.map(lambda file: _read_or_error(file, saved), chunk):
+                shown.update(1)
+                if isinstance(read, Prediction):
+                    entries.append(read)
+                    continue
+                for name, series, image, found in read:
+                    entries.append((name, series, found))
+                    images.append(image)
+            predicted = iter(_predict_batch(saved, np.stack(images)[..., np.newaxis], batch_size, level)
+                             if images else [])
+            for entry in entries:
+                if isinstance(entry, Prediction):
+                    results.append(entry)
+                    continue
+                name, series, found = entry
+                prediction = next(predicted)
+                model_flags = prediction.pop("flags")
+                results.append(Prediction(name, **prediction, flags=[*found, *model_flags], series=series))
+    return results
 
 
-def format_table(predictions: list[Prediction], model_name: str = "", level: float | None = None) -> str:
-    """Return the predictions as an aligned text table, one line per file: file, class, confidence, the conformal set
-    (when the model has one) and flags (or the error)."""
+def series_table(predictions: list[Prediction], class_names: tuple[str, ...]) -> list[dict]:
+    """Return one summary per DICOM series or volume among the predictions (helpers.volumes.series_summaries)."""
+    return series_summaries([asdict(prediction) for prediction in predictions], class_names, config.NO_TUMOUR_CLASS)
+
+
+def format_table(predictions: list[Prediction], model_name: str = "", level: float | None = None,
+                 series: list[dict] | None = None) -> str:
+    """Return the predictions as an aligned text table, one line per file or slice: file, class, confidence, the
+    conformal set (when the model has one) and flags (or the error); then one line per series summary."""
     width = max([len("file")] + [len(prediction.file) for prediction in predictions])
     with_sets = any(prediction.prediction_set is not None for prediction in predictions)
     sets = {id(prediction): " or ".join(prediction.prediction_set) if prediction.prediction_set else "none"
@@ -332,12 +376,36 @@ def format_table(predictions: list[Prediction], model_name: str = "", level: flo
                  + "flags")
     for prediction in predictions:
         if prediction.error:
-            lines.append(f"{prediction.file:<{width}}  {'ERROR':<10}  {prediction.error}")
+            reason = prediction.error.removeprefix(f"{prediction.file}: ")
+            lines.append(f"{prediction.file:<{width}}  {'ERROR':<10}  {reason}")
         else:
             shown = f"{sets.get(id(prediction), ''):<{set_width}}  " if with_sets else ""
             lines.append(f"{prediction.file:<{width}}  {prediction.predicted_class:<10}  {prediction.confidence:10.3f}"
                          f"  {shown}{'; '.join(prediction.flags)}".rstrip())
+    for summary in series or []:
+        counts = ", ".join(f"{name} {count}" for name, count in summary["slices_per_class"].items() if count)
+        lines.append(f"series {summary['series']}: {summary['slices']} slices ({counts}); highest tumour probability "
+                     f"{summary['highest_tumour_probability']:.3f} at {summary['at_slice']}")
     return "\n".join(lines)
+
+
+def _write_output(text: str) -> bool:
+    """Print the results and flush them; on a closed or failing standard output (a full disk, a closed pipe) say so
+    in one line on stderr and return False."""
+    try:
+        if sys.stdout is None:
+            raise OSError("standard output is closed")
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        print(f"error: cannot write the results to standard output ({reason})", file=sys.stderr)
+        try:  # what is left in the buffer goes nowhere, instead of failing again as the interpreter exits
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (AttributeError, OSError, ValueError):
+            pass
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -346,7 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="brain-mri-predict", description=main.__doc__)
-    parser.add_argument("files", nargs="+", help="image files (any size, greyscale or colour) or folders of them")
+    parser.add_argument("files", nargs="+", help="image files (any size, greyscale or colour), DICOM files, NIfTI "
+                                                   "volumes (.nii, .nii.gz), or folders of them (a DICOM series)")
     parser.add_argument("--model", default=None,
                         help="a .keras model (with its .json label file beside it), a run folder, or an ensemble's "
                              ".json label file; default: the published model in models/")
@@ -375,12 +444,15 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: nothing was predicted", file=sys.stderr)
         return EXIT_INTERRUPTED
     level = arguments.level or (saved.uncertainty.level if saved.uncertainty else None)
+    series = series_table(predictions, saved.class_names)
     if arguments.json:
-        print(json.dumps({"model": str(saved.path), "model_name": saved.name, "backend": backend,
-                          "calibrated": saved.uncertainty is not None, "set_level": level,
-                          "predictions": [asdict(item) for item in predictions]}, indent=2))
+        text = json.dumps({"model": str(saved.path), "model_name": saved.name, "backend": backend,
+                           "calibrated": saved.uncertainty is not None, "set_level": level,
+                           "predictions": [asdict(item) for item in predictions], "series": series}, indent=2)
     else:
-        print(format_table(predictions, f"{saved.name} ({saved.path})", level))
+        text = format_table(predictions, f"{saved.name} ({saved.path})", level, series)
+    if not _write_output(text):
+        return EXIT_NO_OUTPUT
     failed = [prediction for prediction in predictions if prediction.error]
     flagged = [prediction for prediction in predictions if prediction.flags]
     if failed:
