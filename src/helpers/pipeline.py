@@ -35,7 +35,7 @@ NOTEBOOK_TITLES = {
 METRICS_FILE = "metrics.json"
 # Files other commands publish into the reports folder; a pipeline run carries them over unchanged.
 CARRIED_FILES = ("benchmarks.json", "benchmarks.md", "prediction_command.json", "mitigations.json", "loso.json",
-                 "time_to_accuracy.json", "input_sizes.json", "repeatability.json")
+                 "time_to_accuracy.json", "input_sizes.json", "repeatability.json", "prediction_throughput.json")
 INDEX_FILE = "index.html"
 CELL_TIMEOUT_SECONDS = 3600
 

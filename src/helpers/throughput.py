@@ -37,14 +37,15 @@ def time_folder(files: list[Path], model, workers: int | None) -> dict[str, floa
 
 
 def measure(folder: Path, model_paths: dict[str, Path | None], counts: tuple[int, ...] = COUNTS) -> list[dict]:
-    """Time every model on the first `counts` files, with one decoding thread and with the default (one warm-up call
-    first), and return one row per (model, files) with the ratio of the two."""
+    """Time every model on the first `counts` files, with one decoding thread and with the default (after one
+    warm-up call on all of them: the graph is built and the files are in the disk cache for both), and return one
+    row per (model, files) with the ratio of the two."""
     from helpers.predict import load_saved_model
 
     rows = []
     for name, path in model_paths.items():
         saved = load_saved_model(path)
-        time_folder(image_files(folder, 8), saved, None)  # builds the graph and warms the caches
+        time_folder(image_files(folder, max(counts)), saved, None)
         for count in counts:
             files = image_files(folder, count)
             one = time_folder(files, saved, workers=1)
