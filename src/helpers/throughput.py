@@ -85,7 +85,7 @@ def _main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     target = config.REPORTS_DIR / THROUGHPUT_FILE
-    document = {"rows": rows, "provenance": provenance(), "backend_note": "predict_files in this process's Keras backend",
+    document = {"rows": rows, "provenance": provenance(), "path": "predict_files, in this process's Keras backend",
                 "folder": config.shown_path(folder) if arguments.folder else "the dataset's Testing split"}
     write_atomically(target, lambda temporary: temporary.write_text(json.dumps(document, indent=2) + "\n"))
     print(f"written to {target}")
