@@ -115,8 +115,10 @@ def test_a_dicom_series_folder_is_predicted_in_instance_order_with_a_summary(sav
     summary, = printed["series"]
     assert summary["slices"] == 5 and sum(summary["slices_per_class"].values()) == 5
     assert summary["at_slice"] in [item["file"] for item in printed["predictions"]]
-    assert predict.main([str(series / "b.dcm"), "--model", str(saved_run.directory)]) == 0
-    assert "series " in capsys.readouterr().out
+    other = write_dicom(series / "other.dcm", np.zeros((64, 64), np.uint16) + 40, series="1.2.99")
+    assert predict.main([str(series / "b.dcm"), str(other), "--model", str(saved_run.directory)]) == 0
+    summaries = [line for line in capsys.readouterr().out.splitlines() if line.startswith("series ")]
+    assert len(summaries) == 2 and "UID …1.2.99" in summaries[1], "two series of one folder are told apart"
 
 
 def test_a_nifti_volume_gives_one_row_per_slice_named_by_index(saved_run, phantom_root, tmp_path, capsys):

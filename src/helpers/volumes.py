@@ -94,12 +94,14 @@ def _read_dicom(path: Path, pixels: bool = True):
 
 
 def series_label(path: Path, dataset) -> str:
-    """Return how a DICOM slice's series is named in the summary: its folder and series description or number."""
+    """Return how a DICOM slice's series is named in the summary (and told apart from the others): its folder, its
+    modality and series description or number, and the end of its series UID."""
     description = str(dataset.get("SeriesDescription", "") or "").strip()
     number = dataset.get("SeriesNumber", None)
-    tag = description or (f"series {number}" if number is not None else
-                          f"series …{str(dataset.get('SeriesInstanceUID', ''))[-8:]}")
-    return f"{path.parent}/ ({tag})"
+    tag = description or (f"series {number}" if number is not None else "series")
+    modality = str(dataset.get("Modality", "") or "").strip()
+    uid = str(dataset.get("SeriesInstanceUID", "") or "")
+    return f"{path.parent}/ ({' '.join(filter(None, [modality, tag]))}{f', UID …{uid[-6:]}' if uid else ''})"
 
 
 def dicom_slices(path: str | os.PathLike) -> list[Slice]:
