@@ -384,7 +384,8 @@ def format_table(predictions: list[Prediction], model_name: str = "", level: flo
                          f"  {shown}{'; '.join(prediction.flags)}".rstrip())
     for summary in series or []:
         counts = ", ".join(f"{name} {count}" for name, count in summary["slices_per_class"].items() if count)
-        lines.append(f"series {summary['series']}: {summary['slices']} slices ({counts}); highest tumour probability "
+        slices = f"{summary['slices']} slice{'' if summary['slices'] == 1 else 's'}"
+        lines.append(f"series {summary['series']}: {slices} ({counts}); highest tumour probability "
                      f"{summary['highest_tumour_probability']:.3f} at {summary['at_slice']}")
     return "\n".join(lines)
 
