@@ -41,7 +41,8 @@ def prediction_sets(probabilities: np.ndarray, scores: np.ndarray, score_labels:
 
 def crepes_prediction_sets(probabilities: np.ndarray, scores: np.ndarray, score_labels: np.ndarray,
                            level: float = DEFAULT_LEVEL) -> np.ndarray:
-    """Return the same sets computed by crepes' ConformalClassifier with Mondrian bins by class (non-smoothed)."""
+    """Return the same sets computed by crepes' ConformalClassifier with Mondrian bins by class (non-smoothed): the
+    study's figures come from it, the prediction command from prediction_sets."""
     from crepes import ConformalClassifier
 
     classifier = ConformalClassifier().fit(np.asarray(scores), bins=np.asarray(score_labels))

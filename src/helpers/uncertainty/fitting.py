@@ -12,8 +12,8 @@ import numpy as np
 
 from helpers import config
 from helpers.evaluation import expected_calibration_error, reliability_table
-from helpers.uncertainty.calibration import fit_temperature
-from helpers.uncertainty.conformal import DEFAULT_LEVEL, calibration_scores, set_summary
+from helpers.uncertainty.calibration import fit_temperature, scale_probabilities
+from helpers.uncertainty.conformal import DEFAULT_LEVEL, calibration_scores, crepes_prediction_sets, set_summary
 from helpers.uncertainty.novelty import (
     METHODS,
     ClassGaussians,
@@ -71,7 +71,7 @@ def evaluate(outputs: Outputs, labels: np.ndarray, record: UncertaintyRecord, la
     """Return one row of measured figures for a set of images (labels -1: class unknown)."""
     known = labels >= 0
     calibrated = record.calibrated(outputs.probabilities)
-    sets = record.sets(calibrated)
+    sets = crepes_prediction_sets(calibrated, record.scores, record.score_labels, record.level)
     flagged = record.novelty(outputs.probabilities, outputs.features, layers) > record.threshold
     summary = set_summary(sets, labels, config.CLASS_NAMES)
     row: dict[str, object] = {"images": name, "count": int(len(labels)), "flagged": float(flagged.mean()),
@@ -89,32 +89,35 @@ def evaluate(outputs: Outputs, labels: np.ndarray, record: UncertaintyRecord, la
     return row
 
 
+def method_scores(outputs: Outputs, gaussians: ClassGaussians, layers) -> dict[str, np.ndarray]:
+    """Return the scores of every novelty method (METHODS) for some images."""
+    return {method: novelty_scores(method, outputs.probabilities, outputs.features, gaussians, layers)
+            for method in METHODS}
+
+
 def fit_record(model, training: Outputs, training_labels: np.ndarray, first: Outputs, first_labels: np.ndarray,
                second: Outputs, second_labels: np.ndarray, selection_outliers: dict[str, Outputs],
-               level: float = DEFAULT_LEVEL) -> tuple[UncertaintyRecord, dict[str, float]]:
+               level: float = DEFAULT_LEVEL) -> tuple[UncertaintyRecord, dict[str, float], dict[str, np.ndarray]]:
     """Fit the temperature and pick the novelty score on the first validation half (with one draw of outliers),
-    calibrate the conformal sets on the second; return the record and each method's validation AUROC."""
+    calibrate the conformal sets on the second; return the record, each method's validation AUROC and each method's
+    scores of the first half."""
     known = first_labels >= 0
     temperature = fit_temperature(first.probabilities[known], first_labels[known])
     gaussians = ClassGaussians.fit(training.features, training_labels)
     layers = logit_layers(model)
-
-    def scores(method: str, outputs: Outputs) -> np.ndarray:
-        return novelty_scores(method, outputs.probabilities, outputs.features, gaussians, layers)
-
-    inside = {method: scores(method, first) for method in METHODS}
-    validation_auroc = {method: float(np.mean([auroc(inside[method], scores(method, outputs))
-                                               for outputs in selection_outliers.values()])) for method in METHODS}
+    inside = method_scores(first, gaussians, layers)
+    outside = [method_scores(outputs, gaussians, layers) for outputs in selection_outliers.values()]
+    validation_auroc = {method: float(np.mean([auroc(inside[method], scores[method]) for scores in outside]))
+                        for method in METHODS}
     method = max(METHODS, key=lambda name: validation_auroc[name])
     usable = second_labels >= 0
-    calibrated = UncertaintyRecord(temperature, np.zeros(0), np.zeros(0, np.int64), method, 0.0,
-                                   gaussians.means, gaussians.precision).calibrated(second.probabilities[usable])
+    calibrated = scale_probabilities(second.probabilities[usable], temperature)
     record = UncertaintyRecord(temperature=temperature,
                                scores=calibration_scores(calibrated, second_labels[usable]),
                                score_labels=second_labels[usable].astype(np.int64), method=method,
                                threshold=threshold_for(inside[method]), means=gaussians.means,
                                precision=gaussians.precision, level=level)
-    return record, validation_auroc
+    return record, validation_auroc, inside
 
 
 def class_labels(labels: np.ndarray) -> np.ndarray:
@@ -146,9 +149,9 @@ def measure_model(model, images: dict[str, object], level: float = DEFAULT_LEVEL
     first, second = halves(validation_labels)
     selection = {kind: Outputs(extractor, kind_images)
                  for kind, kind_images in images["outliers for selection"].items()}
-    record, validation_auroc = fit_record(model, Outputs(extractor, training_images), training_labels,
-                                          validation.take(first), validation_labels[first], validation.take(second),
-                                          validation_labels[second], selection, level)
+    record, validation_auroc, inside_scores = fit_record(
+        model, Outputs(extractor, training_images), training_labels, validation.take(first),
+        validation_labels[first], validation.take(second), validation_labels[second], selection, level)
     official_images, official_labels = images[OFFICIAL]
     official = Outputs(extractor, official_images)
     rows = [evaluate(official, official_labels, record, layers, OFFICIAL),
@@ -158,14 +161,9 @@ def measure_model(model, images: dict[str, object], level: float = DEFAULT_LEVEL
                    "after": reliability_table(official_labels, record.calibrated(official.probabilities))
                    .to_dict("records")}
     gaussians = ClassGaussians(record.means, record.precision)
-    inside = validation.take(first)
-    inside_scores = {method: novelty_scores(method, inside.probabilities, inside.features, gaussians, layers)
-                     for method in METHODS}
     outliers = []
     for kind, kind_images in images["outliers"].items():
-        outputs = Outputs(extractor, kind_images)
-        scores = {method: novelty_scores(method, outputs.probabilities, outputs.features, gaussians, layers)
-                  for method in METHODS}
+        scores = method_scores(Outputs(extractor, kind_images), gaussians, layers)
         outliers.append({"kind": kind, "count": int(len(kind_images)),
                          **{f"auroc {method}": auroc(inside_scores[method], scores[method]) for method in METHODS},
                          "flagged": float((scores[record.method] > record.threshold).mean())})
