@@ -111,8 +111,7 @@ def evaluate_run(directory: Path, hold_out: HoldOut, external: dict) -> list[dic
     for source, summary in source_evaluation(predict_sets({"run": [run]}, held_out), held_out)["run"].items():
         row: dict[str, object] = {"model": run.details["model"], "held out": hold_out.name, "source": source,
                                   "seed": int(run.details["settings"]["seed"]),
-                                  "run": str(directory.relative_to(config.PROJECT_ROOT)
-                                             if directory.is_relative_to(config.PROJECT_ROOT) else directory),
+                                  "run": config.shown_path(directory),
                                   "tumour images": summary["tumour_images"],
                                   "tumour-free images": summary["tumour_free_images"],
                                   "official test accuracy": official}

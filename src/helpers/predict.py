@@ -19,8 +19,9 @@ import numpy as np
 
 from helpers import config
 from helpers.data import PREPROCESSINGS, CorruptImageError, open_greyscale, prepare_image
+from helpers.uncertainty.conformal import describe_set
 from helpers.uncertainty.record import UncertaintyRecord, record_path
-from helpers.volumes import Slice, instance_order, is_dicom, is_volume, read_slices, series_summaries
+from helpers.volumes import Slice, instance_order, is_dicom, is_nifti, is_volume, read_slices, series_summaries
 
 # The published models: models/<name>.keras beside models/<name>.json (label order, image size, preprocessing).
 MODEL_INDEX_FILE = "models.json"
@@ -211,33 +212,33 @@ class _HiddenModules:
         return None
 
 
-def _readable(entry: Path) -> bool:
-    """Tell whether a folder entry is something the command reads: an image file, a DICOM file or a NIfTI volume."""
-    return entry.is_file() and (entry.suffix.lower() in config.IMAGE_EXTENSIONS or is_volume(entry))
-
-
 def expand_folders(paths: list[str]) -> tuple[list[str], list[str]]:
-    """Replace each folder by the files it holds that the command reads (images sorted by name; DICOM files by series
-    and instance number; hidden entries skipped); return the files and one note per folder naming what it held
-    besides them (not read) or that it held nothing readable."""
+    """Replace each folder by the files it holds that the command reads (images and NIfTI volumes sorted by name; DICOM
+    files by series and instance number; hidden entries skipped); return the files and one note per folder naming
+    what it held besides them (not read) or that it held nothing readable."""
     files, notes = [], []
     for path in paths:
         folder = Path(path)
         if not folder.is_dir():
             files.append(path)
             continue
-        entries = [entry for entry in sorted(folder.iterdir()) if not entry.name.startswith(".")]
-        readable = [entry for entry in entries if _readable(entry)]
-        others = [entry.name for entry in entries if entry not in readable]
-        if not readable:
+        plain, dicom, others = [], [], []
+        for entry in sorted(folder.iterdir()):
+            if entry.name.startswith("."):
+                continue
+            if entry.is_file() and is_dicom(entry):
+                dicom.append(entry)
+            elif entry.is_file() and (entry.suffix.lower() in config.IMAGE_EXTENSIONS or is_nifti(entry)):
+                plain.append(entry)
+            else:
+                others.append(entry.name)
+        if not plain and not dicom:
             files.append(path)  # predict_files reports it as a folder, not an image
             notes.append(f"{folder}: holds no image, DICOM or NIfTI file")
         elif others:
             notes.append(f"{folder}: {len(others)} entr{'y' if len(others) == 1 else 'ies'} not read (subfolders or "
                          f"other kinds of file): {', '.join(others)}")
-        dicom = [entry for entry in readable if is_dicom(entry)]
-        files.extend(str(entry) for entry in [*[entry for entry in readable if entry not in dicom],
-                                              *instance_order(dicom)])
+        files.extend(str(entry) for entry in [*plain, *instance_order(dicom)])
     return files, notes
 
 
@@ -366,7 +367,7 @@ def format_table(predictions: list[Prediction], model_name: str = "", level: flo
     conformal set (when the model has one) and flags (or the error); then one line per series summary."""
     width = max([len("file")] + [len(prediction.file) for prediction in predictions])
     with_sets = any(prediction.prediction_set is not None for prediction in predictions)
-    sets = {id(prediction): " or ".join(prediction.prediction_set) if prediction.prediction_set else "none"
+    sets = {id(prediction): describe_set(prediction.prediction_set)
             for prediction in predictions if prediction.prediction_set is not None}
     set_width = max([len("set")] + [len(text) for text in sets.values()])
     lines = [f"model: {model_name}"] if model_name else []

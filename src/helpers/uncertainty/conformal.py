@@ -66,7 +66,6 @@ def set_summary(sets: np.ndarray, labels: np.ndarray, class_names: tuple[str, ..
             "empty_sets": float((sets.sum(axis=1) == 0).mean())}
 
 
-def describe_set(row: np.ndarray, class_names: tuple[str, ...]) -> str:
-    """Return a set of classes as words: "glioma or meningioma", or "none" when it is empty."""
-    names = [name for name, inside in zip(class_names, row) if inside]
+def describe_set(names: list[str]) -> str:
+    """Return a set of class names as words: "glioma or meningioma", or "none" when it is empty."""
     return " or ".join(names) if names else "none"
