@@ -119,9 +119,10 @@ def recorded_run(phantom_root, tmp_path_factory):
                                tmp_path_factory.mktemp("uncertainty") / "run", settings)
     extractor = novelty.feature_extractor(run.model)
     first, second = halves(validation.labels)
-    outputs = Outputs(extractor, validation.images)
-    selection = {kind: Outputs(extractor, images) for kind, images in outlier_sets(64, "resize", 10, seed=1).items()}
-    record, validation_auroc, _ = fit_record(run.model, Outputs(extractor, kept.images), kept.labels,
+    outputs = Outputs.predict(extractor, validation.images)
+    selection = {kind: Outputs.predict(extractor, images)
+                 for kind, images in outlier_sets(64, "resize", 10, seed=1).items()}
+    record, validation_auroc, _ = fit_record(run.model, Outputs.predict(extractor, kept.images), kept.labels,
                                           outputs.take(first), validation.labels[first], outputs.take(second),
                                           validation.labels[second], selection)
     record.save(record_path(run.directory / "labels.json"))

@@ -8,6 +8,8 @@ official Testing split, every external test part, and a second, independent draw
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from helpers import config
@@ -52,19 +54,22 @@ def risk_coverage(probabilities: np.ndarray, labels: np.ndarray,
             for share in coverages]
 
 
+@dataclass
 class Outputs:
     """A model's probabilities and penultimate features for images, computed once."""
 
-    def __init__(self, extractor, images: np.ndarray) -> None:
+    probabilities: np.ndarray
+    features: np.ndarray
+
+    @classmethod
+    def predict(cls, extractor, images: np.ndarray) -> Outputs:
+        """Return the outputs of a feature extractor (novelty.feature_extractor) for (N, size, size) images."""
         probabilities, features = extractor.predict(np.asarray(images)[..., np.newaxis], batch_size=256, verbose=0)
-        self.probabilities = np.asarray(probabilities, dtype=np.float64)
-        self.features = np.asarray(features, dtype=np.float64)
+        return cls(np.asarray(probabilities, dtype=np.float64), np.asarray(features, dtype=np.float64))
 
     def take(self, indices: np.ndarray) -> Outputs:
         """Return the outputs of some images."""
-        taken = object.__new__(Outputs)
-        taken.probabilities, taken.features = self.probabilities[indices], self.features[indices]
-        return taken
+        return Outputs(self.probabilities[indices], self.features[indices])
 
 
 def evaluate(outputs: Outputs, labels: np.ndarray, record: UncertaintyRecord, layers, name: str) -> dict[str, object]:
@@ -145,17 +150,17 @@ def measure_model(model, images: dict[str, object], level: float = DEFAULT_LEVEL
     layers = logit_layers(model)
     training_images, training_labels = images["training"]
     validation_images, validation_labels = images["validation"]
-    validation = Outputs(extractor, validation_images)
+    validation = Outputs.predict(extractor, validation_images)
     first, second = halves(validation_labels)
-    selection = {kind: Outputs(extractor, kind_images)
+    selection = {kind: Outputs.predict(extractor, kind_images)
                  for kind, kind_images in images["outliers for selection"].items()}
     record, validation_auroc, inside_scores = fit_record(
-        model, Outputs(extractor, training_images), training_labels, validation.take(first),
+        model, Outputs.predict(extractor, training_images), training_labels, validation.take(first),
         validation_labels[first], validation.take(second), validation_labels[second], selection, level)
     official_images, official_labels = images[OFFICIAL]
-    official = Outputs(extractor, official_images)
+    official = Outputs.predict(extractor, official_images)
     rows = [evaluate(official, official_labels, record, layers, OFFICIAL),
-            *[evaluate(Outputs(extractor, set_images), labels, record, layers, name)
+            *[evaluate(Outputs.predict(extractor, set_images), labels, record, layers, name)
               for name, (set_images, labels) in images["external"].items()]]
     reliability = {"before": reliability_table(official_labels, official.probabilities).to_dict("records"),
                    "after": reliability_table(official_labels, record.calibrated(official.probabilities))
@@ -163,7 +168,7 @@ def measure_model(model, images: dict[str, object], level: float = DEFAULT_LEVEL
     gaussians = ClassGaussians(record.means, record.precision)
     outliers = []
     for kind, kind_images in images["outliers"].items():
-        scores = method_scores(Outputs(extractor, kind_images), gaussians, layers)
+        scores = method_scores(Outputs.predict(extractor, kind_images), gaussians, layers)
         outliers.append({"kind": kind, "count": int(len(kind_images)),
                          **{f"auroc {method}": auroc(inside_scores[method], scores[method]) for method in METHODS},
                          "flagged": float((scores[record.method] > record.threshold).mean())})
