@@ -1,9 +1,9 @@
 """Leave-one-source-out: train with a whole external source (or one of its sequences) left out, measure on it.
 
-`python -m helpers.loso` (`make loso`) trains, for each hold-out below and each model of MODELS, the both-sides
-recipe without the held-out collections (one seed, reusing a run folder trained with the same settings and data),
-then measures the held-out source's *test* parts on both sides and writes reports/loso.json. It is the study's figure
-for "a source absent from training".
+`python -m helpers.loso` (`make loso`) trains, for each hold-out below and each model of MODELS, a recipe (RECIPE
+unless told) without the held-out collections (one seed, reusing a run folder trained with the same settings and
+data), then measures the held-out source's *test* parts on both sides and writes reports/loso.json, one row per
+(model, recipe, hold-out, source). It is the study's figure for "a source absent from training".
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from helpers import config
 from helpers.files import read_measured_rows, write_measured_rows
 
 LOSO_FILE = "loso.json"
-RECIPE = "both-sides"
+RECIPE = "outlined"
+# The recipes a table may hold, in the order it shows them.
+RECIPES = ("both-sides", "outlined")
 SEED = config.DEFAULT_SEED
 # The published default's kind and the specified model.
 MODELS = ("sequencer", "rnn")
@@ -59,32 +61,34 @@ def hold_outs(sets: tuple[config.ExternalSet, ...] = config.EXTERNAL_SETS) -> li
 
 
 def hold_out_settings(model_name: str, hold_out: HoldOut, epochs: int | None = None, seed: int = SEED,
-                      image_size: int = config.DEFAULT_IMAGE_SIZE):
-    """Return the both-sides recipe for a model without the held-out collections."""
+                      image_size: int = config.DEFAULT_IMAGE_SIZE, recipe_name: str = RECIPE):
+    """Return a recipe for a model without the held-out collections."""
     from helpers.training import recipe
 
-    base = recipe(RECIPE, model_name)
+    base = recipe(recipe_name, model_name)
     kept = tuple(name for name in base.external_collections if name not in hold_out.collections)
-    return recipe(RECIPE, model_name, seed=seed, image_size=image_size, external_collections=kept,
+    return recipe(recipe_name, model_name, seed=seed, image_size=image_size, external_collections=kept,
                   epochs=epochs or config.get_profile("full").epochs)
 
 
-def run_directory(model_name: str, hold_out: HoldOut, run_root: Path | None = None, seed: int = SEED) -> Path:
-    """Return the run folder of a model trained without a hold-out (runs/loso/<hold-out>/<model>-seed<seed>)."""
-    return (run_root or config.runs_dir() / "loso") / hold_out.slug / f"{model_name}-seed{seed}"
+def run_directory(model_name: str, hold_out: HoldOut, run_root: Path | None = None, seed: int = SEED,
+                  recipe_name: str = RECIPE) -> Path:
+    """Return the run folder of a model trained without a hold-out
+    (runs/loso/<recipe>/<hold-out>/<model>-seed<seed>)."""
+    return (run_root or config.runs_dir() / "loso") / recipe_name / hold_out.slug / f"{model_name}-seed{seed}"
 
 
 def find_or_train(model_name: str, hold_out: HoldOut, data_dir: str | None, external_dir: str | None,
                   sets: tuple[config.ExternalSet, ...] = config.EXTERNAL_SETS, run_root: Path | None = None,
-                  epochs: int | None = None) -> Path:
+                  epochs: int | None = None, recipe_name: str = RECIPE) -> Path:
     """Return the run folder of a model trained without a hold-out, training it unless it already exists."""
     from helpers.external import load_training_data
     from helpers.training import run_matches, train_model
 
-    settings = hold_out_settings(model_name, hold_out, epochs)
+    settings = hold_out_settings(model_name, hold_out, epochs, recipe_name=recipe_name)
     loaded = load_training_data(data_dir, settings.image_size, settings.preprocessing, True, external_dir,
                                 progress=False, sets=sets, collections=settings.external_collections)
-    directory = run_directory(model_name, hold_out, run_root)
+    directory = run_directory(model_name, hold_out, run_root, recipe_name=recipe_name)
     if run_matches(directory, model_name, settings, data_fingerprint=loaded.dataset.fingerprint,
                    external_fingerprint=loaded.external_fingerprint):
         print(f"{model_name} without {hold_out.name}: reusing {config.shown_path(directory)}")
@@ -96,7 +100,8 @@ def find_or_train(model_name: str, hold_out: HoldOut, data_dir: str | None, exte
     return directory
 
 
-def evaluate_run(directory: Path, hold_out: HoldOut, external: dict) -> list[dict[str, object]]:
+def evaluate_run(directory: Path, hold_out: HoldOut, external: dict, recipe_name: str = RECIPE
+                 ) -> list[dict[str, object]]:
     """Return one row per held-out source: a run's both-sides figures on that source's test parts, and its official
     test accuracy for reference."""
     from helpers.sources import predict_sets, source_evaluation
@@ -109,7 +114,8 @@ def evaluate_run(directory: Path, hold_out: HoldOut, external: dict) -> list[dic
     official = float((test["probabilities"].argmax(axis=1) == test["labels"]).mean())
     rows = []
     for source, summary in source_evaluation(predict_sets({"run": [run]}, held_out), held_out)["run"].items():
-        row: dict[str, object] = {"model": run.details["model"], "held out": hold_out.name, "source": source,
+        row: dict[str, object] = {"model": run.details["model"], "recipe": recipe_name, "held out": hold_out.name,
+                                  "source": source,
                                   "seed": int(run.details["settings"]["seed"]),
                                   "run": config.shown_path(directory),
                                   "tumour images": summary["tumour_images"],
@@ -126,7 +132,7 @@ def evaluate_run(directory: Path, hold_out: HoldOut, external: dict) -> list[dic
 def build_table(data_dir: str | None = None, external_dir: str | None = None, train: bool = True,
                 models: tuple[str, ...] = MODELS, sets: tuple[config.ExternalSet, ...] = config.EXTERNAL_SETS,
                 run_root: Path | None = None, epochs: int | None = None,
-                only: tuple[str, ...] = ()) -> list[dict]:
+                only: tuple[str, ...] = (), recipe_name: str = RECIPE) -> list[dict]:
     """Train (or reuse) each model without each hold-out (all, or those named in only) and return the evaluated
     rows; a run that was not trained (train=False and no folder) is left out."""
     from helpers.external import load_external_sets
@@ -140,12 +146,13 @@ def build_table(data_dir: str | None = None, external_dir: str | None = None, tr
             continue
         for model_name in models:
             if train:
-                directory = find_or_train(model_name, hold_out, data_dir, external_dir, sets, run_root, epochs)
+                directory = find_or_train(model_name, hold_out, data_dir, external_dir, sets, run_root, epochs,
+                                          recipe_name)
             else:
-                directory = run_directory(model_name, hold_out, run_root)
+                directory = run_directory(model_name, hold_out, run_root, recipe_name=recipe_name)
                 if not directory.is_dir():
                     continue
-            rows.extend(evaluate_run(directory, hold_out, external))
+            rows.extend(evaluate_run(directory, hold_out, external, recipe_name))
     return rows
 
 
@@ -154,8 +161,10 @@ def write_table(rows: list[dict], reports_dir: Path = config.REPORTS_DIR) -> Pat
     rows of (model, hold-out) pairs not measured again."""
     from helpers.provenance import provenance
 
-    return write_measured_rows(reports_dir / LOSO_FILE, rows, ("model", "held out"), config.PROJECT_ROOT,
-                               seed=SEED, recipe=RECIPE, provenance=provenance(),
+    order = {name: index for index, name in enumerate(RECIPES)}
+    return write_measured_rows(reports_dir / LOSO_FILE, rows, ("model", "recipe", "held out"), config.PROJECT_ROOT,
+                               order=lambda row: order.get(row["recipe"], len(order)),
+                               seed=SEED, provenance=provenance(),
                                note="one seed per run; each run trained without the held-out collections (train and "
                                     "test parts) and measured on their test parts")
 
@@ -184,6 +193,7 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=list(MODELS), help="models to train (default: %(default)s)")
     parser.add_argument("--hold-outs", nargs="+", default=(), choices=[item.name for item in hold_outs()],
                         help="default: every hold-out")
+    parser.add_argument("--recipe", default=RECIPE, choices=RECIPES, help="training recipe (default: %(default)s)")
     parser.add_argument("--evaluate-only", action="store_true", help="measure the existing run folders, train none")
     arguments = parser.parse_args(argv)
     chosen = [item.name for item in hold_outs() if not arguments.hold_outs or item.name in arguments.hold_outs]
@@ -191,7 +201,7 @@ def _main(argv: list[str] | None = None) -> int:
         for name in chosen:  # the table grows run by run, so that an interruption loses no finished figure
             for model_name in arguments.models:
                 rows = build_table(arguments.data_dir, arguments.external_dir, train=not arguments.evaluate_only,
-                                   models=(model_name,), only=(name,))
+                                   models=(model_name,), only=(name,), recipe_name=arguments.recipe)
                 print(f"{model_name} without {name}: written to {write_table(rows)}", flush=True)
     except (DataError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -125,9 +125,10 @@ def evaluate_run(directory: Path, external_dir: str | None, data_dir: str | None
 
 
 def build_table(data_dir: str | None = None, external_dir: str | None = None, train: bool = True,
-                models: tuple[str, ...] | None = None, variants: tuple[str, ...] | None = None) -> list[dict]:
-    """Train (or reuse) the rungs of the ladder (all, or the given models and variants) and return one evaluated row
-    per (model, variant)."""
+                models: tuple[str, ...] | None = None, variants: tuple[str, ...] | None = None,
+                seeds: tuple[int, ...] = (SEED,)) -> list[dict]:
+    """Train (or reuse) the rungs of the ladder (all, or the given models and variants) once per seed and return one
+    evaluated row per (model, variant, seed)."""
     rows = []
     for model_name, ladder in LADDER.items():
         if models and model_name not in models:
@@ -135,11 +136,12 @@ def build_table(data_dir: str | None = None, external_dir: str | None = None, tr
         for variant in ladder:
             if variants and variant not in variants:
                 continue
-            if train:
-                directory = find_or_train(model_name, variant, data_dir, external_dir)
-            else:
-                directory = variant_directory(model_name, variant)
-            rows.append({"variant": variant, **evaluate_run(directory, external_dir, data_dir)})
+            for seed in seeds:
+                if train:
+                    directory = find_or_train(model_name, variant, data_dir, external_dir, seed=seed)
+                else:
+                    directory = variant_directory(model_name, variant, seed)
+                rows.append({"variant": variant, **evaluate_run(directory, external_dir, data_dir)})
     return rows
 
 
@@ -150,11 +152,12 @@ def write_table(rows: list[dict], reports_dir: Path = config.REPORTS_DIR) -> Pat
 
     order = {(model, variant): index for index, (model, variant) in
              enumerate((model, variant) for model, ladder in LADDER.items() for variant in ladder)}
-    return write_measured_rows(reports_dir / MITIGATIONS_FILE, rows, ("model", "variant"), config.PROJECT_ROOT,
-                               order=lambda row: order.get((row["model"], row["variant"]), len(order)),
+    return write_measured_rows(reports_dir / MITIGATIONS_FILE, rows, ("model", "variant", "seed"),
+                               config.PROJECT_ROOT,
+                               order=lambda row: (order.get((row["model"], row["variant"]), len(order)), row["seed"]),
                                seed=SEED, provenance=provenance(),
-                               note="one seed per run; external figures are on the validation images held out of the "
-                                    "train parts")
+                               note=f"seed {SEED} for every rung, further seeds where a row says so; external figures "
+                                    "are on the validation images held out of the train parts")
 
 
 def load_table(reports_dir: Path = config.REPORTS_DIR):
@@ -180,14 +183,20 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--evaluate-only", action="store_true", help="measure the existing run folders, train none")
     parser.add_argument("--models", nargs="+", default=None, choices=list(LADDER), help="default: every model")
     parser.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS), help="default: every rung")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[SEED], help="default: %(default)s")
     arguments = parser.parse_args(argv)
     try:
-        rows = build_table(arguments.data_dir, arguments.external_dir, train=not arguments.evaluate_only,
-                           models=tuple(arguments.models or ()), variants=tuple(arguments.variants or ()))
+        for seed in arguments.seeds:  # the table grows seed by seed, so that an interruption loses no finished row
+            rows = build_table(arguments.data_dir, arguments.external_dir, train=not arguments.evaluate_only,
+                               models=tuple(arguments.models or ()), variants=tuple(arguments.variants or ()),
+                               seeds=(seed,))
+            print(f"mitigation table (seed {seed}) written to {write_table(rows)}", flush=True)
     except (DataError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"mitigation table written to {write_table(rows)}")
+    except KeyboardInterrupt:
+        print("interrupted: finished runs are kept, the unfinished one resumes next time", file=sys.stderr)
+        return 130
     return 0
 
 
