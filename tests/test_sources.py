@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from helpers import config, external, loso, sources, training
+from helpers import config, external, loso, mitigations, sources, training
 from helpers.synthetic import make_phantom_external_sets
 
 
@@ -87,7 +87,11 @@ def test_hold_outs_leave_out_each_origin_and_each_further_sequence():
                                            "tcga-lgg-flair-tumour-free"}
     settings = loso.hold_out_settings("rnn", loso.hold_outs()[2], epochs=1)
     assert "tcga-lgg-flair-glioma" not in settings.external_collections
-    assert "tcga-lgg-glioma" in settings.external_collections and settings.source_balance
+    assert "tcga-lgg-glioma" in settings.external_collections and settings.outline_supervision
+    assert not settings.source_balance
+    assert loso.hold_out_settings("rnn", whole_tcga, recipe_name="both-sides").source_balance
+    assert loso.run_directory("rnn", whole_tcga, recipe_name="both-sides").parts[-3:] == (
+        "both-sides", "tcga-post-contrast-tcga-flair", "rnn-seed42")
 
 
 @pytest.mark.slow
@@ -122,3 +126,16 @@ def test_tumour_contrast_tells_a_visible_outline_from_an_invisible_one():
     assert contrast[0] > 5 and contrast[1] < explain.VISIBLE_CONTRAST and np.isnan(contrast[2])
     table = explain.visibility_table({"set": (images, masks)})
     assert table.loc["set", "outlined images"] == 2 and table.loc["set", "share visible"] == 0.5
+
+
+def test_the_mitigation_table_averages_each_rung_over_its_seeds(tmp_path):
+    rows = [{"model": "rnn", "variant": variant, "seed": seed, "run": f"runs/{seed}",
+             "official_test_accuracy": accuracy}
+            for variant, seed, accuracy in (("cosine recipe", 42, 0.8), ("cosine recipe", 43, 0.9),
+                                            ("+ every source on both sides", 42, 0.7))]
+    mitigations.write_table(rows[:1], tmp_path)
+    mitigations.write_table(rows[1:], tmp_path)  # a later seed joins the earlier one, it does not replace it
+    table = mitigations.load_table(tmp_path)
+    assert table.loc[("rnn", "cosine recipe"), "seeds"] == "42 43"
+    assert table.loc[("rnn", "cosine recipe"), "official_test_accuracy"] == pytest.approx(0.85)
+    assert table.loc[("rnn", "+ every source on both sides")].tolist() == ["42", 0.7]

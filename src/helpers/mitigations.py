@@ -161,13 +161,18 @@ def write_table(rows: list[dict], reports_dir: Path = config.REPORTS_DIR) -> Pat
 
 
 def load_table(reports_dir: Path = config.REPORTS_DIR):
-    """Return the mitigation table (a DataFrame indexed by model and variant), or None when it was never measured."""
+    """Return the mitigation table (a DataFrame indexed by model and variant, each figure the mean over the rung's
+    seeds, "seeds" naming them), or None when it was never measured."""
     import pandas as pd
 
     rows = read_measured_rows(reports_dir / MITIGATIONS_FILE)
     if rows is None:
         return None
-    return pd.DataFrame(rows).drop(columns=["run"]).set_index(["model", "variant"])
+    frame = pd.DataFrame(rows).drop(columns=["run"])
+    grouped = frame.groupby(["model", "variant"], sort=False)
+    table = grouped.mean(numeric_only=True).drop(columns=["seed"])
+    table.insert(0, "seeds", grouped["seed"].apply(lambda seeds: " ".join(str(seed) for seed in sorted(seeds))))
+    return table
 
 
 def _main(argv: list[str] | None = None) -> int:

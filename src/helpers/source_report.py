@@ -7,6 +7,7 @@ import math
 
 import pandas as pd
 
+from helpers import config
 from helpers.sources import FIGURES, OFFICIAL_TESTING, SHARED_NO_TUMOUR_NOTE
 from helpers.study import ENSEMBLE_SUFFIX
 
@@ -76,18 +77,32 @@ def source_markdown(metrics: dict, model: str) -> str:
     return frame.to_markdown(index=False) + (f"\n\n{notes}" if notes else "")
 
 
-def loso_rows(metrics: dict, model: str | None = None) -> list[dict]:
-    """Return the leave-one-source-out rows recorded by notebook 06 (of one model's kind when given)."""
+def loso_rows(metrics: dict, model: str | None = None, recipe: str | None = None) -> list[dict]:
+    """Return the leave-one-source-out rows recorded by notebook 06 (of one model's kind and one recipe when given)."""
     rows = external_record(metrics).get("loso") or []
-    return [row for row in rows if model is None or row["model"] == model]
+    return [row for row in rows if (model is None or row["model"] == model)
+            and (recipe is None or row.get("recipe") == recipe)]
 
 
 def loso_frame(metrics: dict) -> pd.DataFrame:
-    """Return the leave-one-source-out rows as a reader sees them: model, what was held out, where it was measured,
-    and each figure as a percentage ("—" where the source has no such side); empty when it was not measured."""
-    return pd.DataFrame([{"model": row["model"], "held out of training": row["held out"], "measured on": row["source"],
+    """Return the leave-one-source-out rows as a reader sees them: model, recipe, what was held out, where it was
+    measured, and each figure as a percentage ("—" where the source has no such side); empty when not measured.
+    Records written before runs named their recipe have no recipe column."""
+    rows = loso_rows(metrics)
+    named = any("recipe" in row for row in rows)
+    return pd.DataFrame([{"model": row["model"], **({"recipe": row.get("recipe", "—")} if named else {}),
+                          "held out of training": row["held out"], "measured on": row["source"],
                           **{header: _percent(row.get(key.replace("_", " "))) for key, header in FIGURES.items()}}
-                         for row in loso_rows(metrics)])
+                         for row in rows])
+
+
+def loso_recipe(metrics: dict, kind: str, study_recipe: str) -> str | None:
+    """Return the recipe whose leave-one-source-out rows judge a model's kind: the study's own recipe when it was
+    measured, else the last one measured (the candidate recipe); None when the kind has no rows."""
+    recipes = [row.get("recipe") for row in loso_rows(metrics, kind)]
+    if not recipes:
+        return None
+    return study_recipe if study_recipe in recipes else recipes[-1]
 
 
 def loso_markdown(metrics: dict) -> str:
@@ -112,7 +127,9 @@ def _measured(metrics: dict, shipped: str, origin: str, where: str, figure: str)
     if origin == "loso":
         held_out, source = where.split("|")
         kind = shipped.removesuffix(ENSEMBLE_SUFFIX)
-        found = [row for row in loso_rows(metrics, kind) if row["held out"] == held_out and row["source"] == source]
+        chosen = loso_recipe(metrics, kind, config.FULL_PROFILE.recipe)
+        found = [row for row in loso_rows(metrics, kind, chosen)
+                 if row["held out"] == held_out and row["source"] == source]
         return found[0].get(figure) if found else None
     found = [row for row in record.get("pointing") or [] if row["model"] == shipped
              and row["method"] == "occlusion" and row["external set"] == where]
