@@ -140,12 +140,33 @@ def test_published_notebooks_hold_no_backend_noise_nor_machine_paths(tmp_path):
                 "I0000 00:00:1795784635.467853   10312 port.cc:153] oneDNN custom operations are on.\n")),
             nbformat.v4.new_output("stream", name="stderr", text="I0000 00:00:17 x\nreal warning\n"),
             nbformat.v4.new_output("stream", name="stdout", text="1\n")])])
+    notebook.metadata["papermill"] = {"input_path": "/home/me/project/notebooks/n.ipynb",
+                                      "output_path": "/tmp/x/n.ipynb", "parameters": {"metrics_dir": "/tmp/x/.metrics"}}
     path = tmp_path / "n.ipynb"
     nbformat.write(notebook, path)
-    tidy_notebook(path, {"/tmp/x/.metrics": "(temporary)", "/home/me/project/": ""})
+    tidy_notebook(path, {"/tmp/x/.metrics": "", "/tmp/x": "reports", "/home/me/project/": ""})
     tidied = nbformat.read(path, as_version=4)
-    assert tidied.cells[0].source == 'run_root = "runs/full"\nmetrics_dir = "(temporary)"'
+    assert tidied.cells[0].source == 'run_root = "runs/full"\nmetrics_dir = ""'
     assert [output.get("text") for output in tidied.cells[1].outputs] == ["real warning\n", "1\n"]
+    assert tidied.metadata["papermill"] == {"input_path": "notebooks/n.ipynb", "output_path": "reports/n.ipynb",
+                                            "parameters": {"metrics_dir": ""}}
+
+
+# What no published file may hold: a machine's folders, the pipeline's temporary folders, a placeholder parameter, or
+# a script fetched from the network.
+MACHINE_PATH = re.compile(r"""(?:^|[\s"'(=])/(?:home|Users|tmp|work|root|mnt|private)/""", re.MULTILINE)
+PUBLISHED_LEAKS = (MACHINE_PATH, re.compile(r"\.partial\b"), re.compile(r"temporary record folder"),
+                   re.compile(r"<script[^>]*\ssrc=[\"']https?://"), re.compile(r"import[^;\n]*[\"']https?://"))
+
+
+@pytest.mark.parametrize("folder", ["reports", "models"])
+def test_published_files_hold_no_machine_paths_placeholders_nor_remote_scripts(folder):
+    published = [path for path in (config.PROJECT_ROOT / folder).rglob("*")
+                 if path.suffix in (".html", ".ipynb", ".json", ".md")]
+    assert published, f"nothing published in {folder}/"
+    found = [f"{path.relative_to(config.PROJECT_ROOT)}: {pattern.pattern}" for path in published
+             for pattern in PUBLISHED_LEAKS if pattern.search(path.read_text(encoding="utf-8"))]
+    assert not found
 
 
 def test_an_exported_report_fetches_nothing_from_the_network(tmp_path):

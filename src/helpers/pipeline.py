@@ -72,10 +72,26 @@ BACKEND_NOISE = re.compile(r"^(WARNING: All log messages before absl::Initialize
                            r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWE] tensorflow/)")
 
 
+def _replaced(value: object, paths: dict[str, str]) -> object:
+    """Return a string (or the strings inside a list or dict) with each path replaced by its stand-in, longest first."""
+    if isinstance(value, str):
+        for path, stand_in in sorted(paths.items(), key=lambda item: -len(item[0])):
+            value = value.replace(path, stand_in)
+        return value
+    if isinstance(value, dict):
+        return {key: _replaced(item, paths) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_replaced(item, paths) for item in value]
+    return value
+
+
 def tidy_notebook(notebook_path: Path, paths: dict[str, str]) -> None:
     """Remove backend start-up noise from an executed notebook's stderr outputs and replace machine-specific paths
-    (e.g. the author's folders, the pipeline's temporary folder) with the given stand-ins, in place."""
+    (e.g. the author's folders, the pipeline's temporary folder) with the given stand-ins in its parameters cell and
+    in papermill's record of the run, in place."""
     notebook = nbformat.read(notebook_path, as_version=4)
+    if "papermill" in notebook.metadata:
+        notebook.metadata["papermill"] = _replaced(notebook.metadata["papermill"], paths)
     for cell in notebook.cells:
         if cell.cell_type != "code":
             continue
@@ -89,8 +105,7 @@ def tidy_notebook(notebook_path: Path, paths: dict[str, str]) -> None:
             kept.append(output)
         cell["outputs"] = kept
         if "injected-parameters" in cell.metadata.get("tags", []):
-            for path, stand_in in sorted(paths.items(), key=lambda item: -len(item[0])):
-                cell.source = cell.source.replace(path, stand_in)
+            cell.source = _replaced(cell.source, paths)
     nbformat.write(notebook, notebook_path)
 
 
@@ -109,6 +124,18 @@ def export_html(notebook_path: Path) -> Path:
     target = notebook_path.with_suffix(".html")
     target.write_text(body, encoding="utf-8")
     return target
+
+
+def published_paths(profile: config.Profile, run_root: Path, metrics_dir: Path, staging: Path,
+                    reports_dir: Path) -> dict[str, str]:
+    """Return the stand-ins of a run's machine paths in its published notebooks: the temporary record folder and a
+    default run folder become "" (the parameters' own default), the staging folder the reports folder, and the
+    project's and home folder's prefixes go."""
+    paths = {str(metrics_dir): "", str(staging): config.shown_path(reports_dir),
+             str(config.PROJECT_ROOT) + os.sep: "", str(Path.home()) + os.sep: "~/"}
+    if Path(run_root).resolve() == config.default_run_root(profile).resolve():
+        paths[str(run_root)] = ""
+    return paths
 
 
 def _collect_metrics(metrics_dir: Path, profile: str, notebook_seconds: dict[str, float],
@@ -301,8 +328,7 @@ def run_pipeline(profile: str = "full", data_dir: str | os.PathLike | None = Non
                 raise PipelineError(f"{reason}; partly executed notebook kept in {kept}; "
                                     f"{reports_dir} left as it was") from None
             notebook_seconds[name] = time.perf_counter() - notebook_started
-            tidy_notebook(output, {str(metrics_dir): "(the pipeline's temporary record folder)",
-                                   str(config.PROJECT_ROOT) + os.sep: "", str(Path.home()) + os.sep: "~/"})
+            tidy_notebook(output, published_paths(chosen, run_root, metrics_dir, staging, reports_dir))
             export_html(output)
         metrics = _collect_metrics(metrics_dir, chosen.name, notebook_seconds, time.perf_counter() - started)
         shutil.rmtree(metrics_dir)
