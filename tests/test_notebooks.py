@@ -178,3 +178,22 @@ def test_an_exported_report_fetches_nothing_from_the_network(tmp_path):
     page = export_html(tmp_path / "report.ipynb").read_text()
     assert "A report" in page and not remote.search(page)
     assert not re.search(r'<script[^>]*src="https?://', page)
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_a_notebook_opens_on_the_published_runs_with_only_the_dataset(real_data_root, tmp_path):
+    import papermill
+
+    environment = {name: value for name, value in os.environ.items() if name != config.EXTERNAL_DIR_VARIABLE}
+    environment.update({"TF_CPP_MIN_LOG_LEVEL": "3", config.DATA_DIR_VARIABLE: str(real_data_root)})
+    output = tmp_path / "02_train_rnn.ipynb"
+    script = (f"import papermill; papermill.execute_notebook({str(config.NOTEBOOKS_DIR / '02_train_rnn.ipynb')!r}, "
+              f"{str(output)!r}, parameters={{'metrics_dir': {str(tmp_path / 'metrics')!r}}}, "
+              f"cwd={str(config.NOTEBOOKS_DIR)!r}, progress_bar=False)")
+    result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    executed = nbformat.read(output, as_version=4)
+    shown = "".join(output.get("text", "") for cell in executed.cells for output in cell.get("outputs", []))
+    assert "rnn seed 42: reusing models/runs/rnn-seed42" in shown and papermill

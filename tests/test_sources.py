@@ -77,6 +77,10 @@ def test_runs_written_before_a_setting_existed_still_match_with_its_default(tmp_
     (tmp_path / training.RUN_FILE).write_text(json.dumps(recorded))
     assert training.run_matches(tmp_path, "rnn", settings)
     assert not training.run_matches(tmp_path, "rnn", training.recipe("both-sides", "rnn", image_size=64))
+    assert training.run_differences(tmp_path, "rnn", training.recipe("outlined", "rnn", image_size=64),
+                                    data_fingerprint="f") == ["data_fingerprint", "settings.external_collections",
+                                                              "settings.outline_supervision"]
+    assert training.run_differences(tmp_path / "elsewhere", "rnn", settings) == ["no finished run"]
 
 
 def test_hold_outs_leave_out_each_origin_and_each_further_sequence():

@@ -18,7 +18,7 @@ from helpers.evaluation import classification_summary, multi_seed_summary, parti
 from helpers.external import ExternalImages, add_external_training, external_fingerprint, load_external_sets
 from helpers.files import write_atomically
 from helpers.synthetic import make_phantom_dataset, make_phantom_external_sets
-from helpers.training import TrainingRun, TrainingSettings, load_run, recipe, run_matches, train_model
+from helpers.training import TrainingRun, TrainingSettings, load_run, recipe, run_differences, train_model
 
 # The notebooks show the study's output: TensorFlow's advice on retracing (many prediction calls of different sizes,
 # as saliency makes) is not part of it.
@@ -222,12 +222,21 @@ class Study:
         """Return the run folder of a model and seed."""
         return self.run_root / f"{model_name}-seed{seed}"
 
+    def _differences(self, directory: Path, model_name: str, settings: TrainingSettings, data: StudyData
+                     ) -> list[str]:
+        """Return what keeps a run folder from being this model trained with this recipe and data ([]: reusable).
+        A published run is read without the external sets it trained with when this machine has none: its stored
+        predictions stand, and the external figures come from the published record."""
+        details: dict[str, object] = {"data_fingerprint": data.dataset.fingerprint}
+        if not (self.profile.reads_published and settings.external_training and not data.external):
+            details["external_fingerprint"] = data.external_fingerprint if settings.external_training else None
+            details["split_sizes"] = {"training": len(data.training), "validation": len(data.validation),
+                                      "test": len(data.testing)}
+        return run_differences(directory, model_name, settings, **details)
+
     def _reusable(self, directory: Path, model_name: str, settings: TrainingSettings, data: StudyData) -> bool:
         """Tell whether a finished run folder was trained with exactly this model, recipe and data."""
-        return run_matches(directory, model_name, settings, data_fingerprint=data.dataset.fingerprint,
-                           external_fingerprint=data.external_fingerprint if settings.external_training else None,
-                           split_sizes={"training": len(data.training), "validation": len(data.validation),
-                                        "test": len(data.testing)})
+        return not self._differences(directory, model_name, settings, data)
 
     def train(self, model_name: str, data: StudyData) -> list[TrainingRun]:
         """Train a model once per seed, reusing any run folder already trained with the same model, recipe and data."""
@@ -240,9 +249,11 @@ class Study:
                 runs.append(load_run(directory))
                 continue
             if self.profile.reads_published:
-                raise FileNotFoundError(f"{directory}: no published run of {model_name} (seed {seed}) trained on "
-                                        f"this dataset (fingerprint {data.dataset.fingerprint[:16]}); set profile = "
-                                        f'"full" in the parameters cell to train it')
+                differences = ", ".join(self._differences(directory, model_name, settings, data))
+                raise FileNotFoundError(f"{config.shown_path(directory)}: the published run of {model_name} (seed "
+                                        f"{seed}) does not match this study ({differences}; this dataset's "
+                                        f"fingerprint is {data.dataset.fingerprint[:16]}); set profile = \"full\" in "
+                                        f"the parameters cell to train it")
             print(f"{model_name} seed {seed}: training into {config.shown_path(directory)}")
             runs.append(train_model(model_name, data.training, data.validation, data.testing, directory, settings,
                                     class_names=data.class_names, data_fingerprint=data.dataset.fingerprint,

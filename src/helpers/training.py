@@ -350,21 +350,31 @@ def _write_json(path: Path, content: dict) -> None:
 ADDED_SETTINGS = ("external_collections", "source_balance", "source_adversary", "outline_supervision")
 
 
-def run_matches(directory: Path, model_name: str, settings: TrainingSettings, **details: object) -> bool:
-    """Tell whether a finished run folder holds this model trained with exactly these settings and the given details
-    of its run.json (data fingerprints, split sizes)."""
+def run_differences(directory: Path, model_name: str, settings: TrainingSettings, **details: object) -> list[str]:
+    """Return what keeps a run folder from being this model trained with exactly these settings and the given details
+    of its run.json (data fingerprints, split sizes): "no finished run", or the names that differ ([]: it matches)."""
     try:
         recorded = json.loads((directory / RUN_FILE).read_text())
         if recorded.get("settings", {}).get("image_size", 0) is None:  # "the images' size": the size it trained at
             recorded["settings"]["image_size"] = json.loads((directory / LABELS_FILE).read_text())["image_size"]
     except (OSError, ValueError, KeyError):
-        return False
+        return ["no finished run"]
     if isinstance(recorded.get("settings"), dict):  # a setting added after the run was written: its default
         defaults = json.loads(json.dumps(dataclasses.asdict(TrainingSettings())))
         recorded["settings"] = {**{name: value for name, value in defaults.items()
                                    if name in ADDED_SETTINGS}, **recorded["settings"]}
     wanted = {"model": model_name, "settings": json.loads(json.dumps(dataclasses.asdict(settings))), **details}
-    return all(recorded.get(key) == value for key, value in wanted.items())
+    differences = [key for key, value in wanted.items() if key != "settings" and recorded.get(key) != value]
+    recorded_settings = recorded.get("settings") if isinstance(recorded.get("settings"), dict) else {}
+    differences += [f"settings.{name}" for name, value in wanted["settings"].items()
+                    if recorded_settings.get(name) != value]
+    return differences
+
+
+def run_matches(directory: Path, model_name: str, settings: TrainingSettings, **details: object) -> bool:
+    """Tell whether a finished run folder holds this model trained with exactly these settings and the given details
+    of its run.json (data fingerprints, split sizes)."""
+    return not run_differences(directory, model_name, settings, **details)
 
 
 def resume_directory(run_directory: Path) -> Path:
