@@ -206,3 +206,20 @@ def test_an_ensemble_label_file_without_members_is_refused(tmp_path):
                                       "members": ["missing.keras"]}))
     with pytest.raises(predict.ModelNotFoundError, match="missing.keras: file not found"):
         predict.load_saved_model(label_file)
+
+
+def test_the_index_of_a_demo_run_names_the_published_default_from_the_models_folder(tmp_path):
+    from helpers.pipeline import write_index
+
+    metrics = _metrics("f" * 64, 42)
+    metrics["timings"]["notebook_seconds"] = {"04_compare_cnn": 10.0}
+    metrics["notebooks"]["04_compare_cnn"]["summaries"]["rnn"]["validation_accuracy"] = [0.9]
+    metrics["notebooks"]["04_compare_cnn"]["models"][0]["validation_accuracy"] = 0.9
+    metrics["provenance"]["created"] = "2026-11-29T00:00:00+00:00"
+    full = write_index(tmp_path, metrics).read_text()
+    assert "The published default model (<code>brain-mri-predict</code>, <code>models/</code>) is <b>rnn</b>" in full
+    metrics["profile"] = "demo"
+    demo = write_index(tmp_path, metrics).read_text()
+    published = predict.default_model_path().stem
+    assert "this run would pick <b>rnn</b>" in demo and f"comes from the full study: <b>{published}</b>" in demo
+    assert "The published default model (<code>brain-mri-predict</code>, <code>models/</code>) is" not in demo

@@ -232,13 +232,24 @@ def _sources_html(metrics: dict, default: str) -> str:
         return "<p>External validity: <b>not evaluated</b> (no external sets were found).</p>"
     notes = "".join(f"<p>† {html.escape(note)}.</p>" for source, note in SHARED_NO_TUMOUR_NOTE.items()
                     if source in sources)
-    section = (f"<h2>The published default on both sides of every source (external test parts; 95% bootstrap CI)</h2>"
+    who = "The published default" if metrics["profile"] == config.FULL_PROFILE.name else "This run's pick"
+    section = (f"<h2>{who} on both sides of every source (external test parts; 95% bootstrap CI)</h2>"
                f"{source_frame(metrics, default).to_html(index=False, border=0)}{notes}")
     loso = loso_frame(metrics)
     if len(loso):
         section += ("<h2>A source absent from training (leave-one-source-out, one seed each)</h2>"
                     + loso.to_html(index=False, border=0))
     return section
+
+
+def published_default() -> str:
+    """Return the name of the published default model (models/models.json), or say that none is published."""
+    from helpers.predict import ModelFileError, ModelNotFoundError, default_model_path
+
+    try:
+        return default_model_path().stem
+    except (ModelNotFoundError, ModelFileError):
+        return "none published yet"
 
 
 def write_index(reports_dir: Path, metrics: dict) -> Path:
@@ -249,8 +260,14 @@ def write_index(reports_dir: Path, metrics: dict) -> Path:
         from helpers.results import DEFAULT_RULE, shipped_default  # helpers.results imports this module
 
         default = shipped_default(metrics)
-        shown += (f"<p>The published default model (<code>brain-mri-predict</code>, <code>models/</code>) is "
-                  f"<b>{html.escape(default)}</b>: {html.escape(DEFAULT_RULE)}.</p>")
+        if metrics["profile"] == config.FULL_PROFILE.name:
+            shown += (f"<p>The published default model (<code>brain-mri-predict</code>, <code>models/</code>) is "
+                      f"<b>{html.escape(default)}</b>: {html.escape(DEFAULT_RULE)}.</p>")
+        else:
+            shown += (f"<p>By the rule that picks the published default ({html.escape(DEFAULT_RULE)}), this run would "
+                      f"pick <b>{html.escape(default)}</b>. The published default model (<code>brain-mri-predict"
+                      f"</code>, <code>models/</code>) comes from the full study: "
+                      f"<b>{html.escape(published_default())}</b>.</p>")
         shown += _sources_html(metrics, default)
     from helpers.source_report import target_text
 
