@@ -235,3 +235,9 @@ def row_occlusion_importance(predict: Callable[[np.ndarray], np.ndarray], images
         occluded[:, index * band:(index + 1) * band] = 0
         importance[:, index] = baseline[rows, predicted] - predict(occluded)[rows, predicted]
     return importance
+
+
+def mean_with_spread(mean: float, std: float, seeds: int) -> str:
+    """Return a mean over seeds as a percentage with its standard deviation ("91.23% ± 0.51%"), or "(one seed)" when
+    there is nothing to spread."""
+    return f"{mean:.2%} ± {std:.2%}" if seeds > 1 else f"{mean:.2%} (one seed)"

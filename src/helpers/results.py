@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from helpers import config
-from helpers.evaluation import partial_label_accuracy
+from helpers.evaluation import mean_with_spread, partial_label_accuracy
 from helpers.files import with_marked_block, write_marked_block
 from helpers.pipeline import duration_sentence
 from helpers.predict import MODEL_INDEX_FILE
@@ -105,7 +105,8 @@ def shipped_cells(metrics: dict, name: str, seed: int) -> list[str]:
     accuracy = summary["test_accuracy"]
     clean = metrics["notebooks"]["05_error_analysis"].get("clean_test_accuracy_per_seed", {}).get(name, {})
     clean_mean = float(np.mean(list(clean.values()))) if clean else None
-    cells = [f"{accuracy['per_seed'][position]:.2%} ({accuracy['mean']:.2%} ± {accuracy['std']:.2%})",
+    cells = [f"{accuracy['per_seed'][position]:.2%} "
+             f"({mean_with_spread(accuracy['mean'], accuracy['std'], len(accuracy['per_seed']))})",
              f"{clean[str(seed)]:.2%} ({clean_mean:.2%})" if clean else "not recorded",
              f"{summary['representative']['tumour_sensitivity']:.2%}" if seed == summary["representative_seed"]
              else "not recorded"]
@@ -164,7 +165,8 @@ def markdown_table(metrics: dict) -> str:
     lines = ["| model | parameters | test accuracy (mean ± std) | 95% CI | macro-F1 (95% CI) | clean-test accuracy | "
              "training time per run |", "|---|---:|---:|---:|---:|---:|---:|"]
     for name, row in table.iterrows():
-        lines.append(f"| {name} | {int(row.parameters):,} | {row.accuracy:.2%} ± {row.accuracy_std:.2%} | "
+        accuracy = mean_with_spread(row.accuracy, row.accuracy_std, int(row.seeds))
+        lines.append(f"| {name} | {int(row.parameters):,} | {accuracy} | "
                      f"{row.accuracy_low:.2%}–{row.accuracy_high:.2%} | "
                      f"{row.macro_f1:.3f} ({row.macro_f1_low:.3f}–{row.macro_f1_high:.3f}) | "
                      f"{row.clean_test_accuracy:.2%} | {row.fit_seconds / 60:.1f} min |")
@@ -414,7 +416,8 @@ every selection used validation only. Testing was used once, for the figures abo
   from training is the leave-one-source-out table. See `reports/06_external_validity.html`.
 - Single 2-D slices at 64x64 pixels; no patient-level information, no 3-D context, no tumour grading.
 - The collection's sources and labelling process are not documented in detail; label noise is possible.
-- Confidence values are not calibrated guarantees (see the reliability diagram in the error-analysis report).
+- Calibrated probabilities and the coverage of the prediction sets hold for images like the validation images (the
+  official split); on other sources neither is guaranteed (`reports/07_uncertainty.html`).
 """
 
 

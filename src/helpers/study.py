@@ -14,7 +14,7 @@ import pandas as pd
 from helpers import config
 from helpers.data import ImageSplit, MRIDataset, load_dataset, split_validation, take_per_class
 from helpers.duplicates import DuplicateAudit, audit_duplicates
-from helpers.evaluation import classification_summary, multi_seed_summary, partial_label_accuracy
+from helpers.evaluation import classification_summary, mean_with_spread, multi_seed_summary, partial_label_accuracy
 from helpers.external import ExternalImages, add_external_training, external_fingerprint, load_external_sets
 from helpers.files import write_atomically
 from helpers.synthetic import make_phantom_dataset, make_phantom_external_sets
@@ -464,7 +464,8 @@ def readable_summaries(summaries: list[dict[str, object]]) -> pd.DataFrame:
         row = summary_row(summary)
         rows.append({"model": row["model"], "parameters": f"{row['parameters']:,}", "seeds": row["seeds"],
                      "validation accuracy": f"{row['validation_accuracy']:.2%}",
-                     "test accuracy (± std over seeds)": f"{row['accuracy']:.2%} ± {row['accuracy_std']:.2%}",
+                     "test accuracy (± std over seeds)": mean_with_spread(row["accuracy"], row["accuracy_std"],
+                                                                          row["seeds"]),
                      "95% CI": f"{row['accuracy_low']:.2%}–{row['accuracy_high']:.2%}",
                      "macro-F1 (95% CI)":
                          f"{row['macro_f1']:.3f} ({row['macro_f1_low']:.3f}–{row['macro_f1_high']:.3f})",
