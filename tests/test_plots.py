@@ -39,6 +39,7 @@ def test_every_figure_function_returns_a_drawn_figure(phantom_root):
         "reliability": plots.reliability_diagram({"rnn": reliability_table(labels, probabilities)}),
         "overlap": plots.error_overlap({"rnn": predicted != labels, "hybrid": predicted == 0, "cnn": predicted == 1}),
         "rows": plots.row_importance(pd.DataFrame(generator.random((4, 16))), split.images[0], generator.random(16)),
+        "sources": plots.intensity_by_source({"dataset glioma": split.images[:4], "Br35H": split.images[4:8]}),
     }
     panels = {"samples": 12, "means": 4, "sequence": 4, "comparison": 4, "confusion": 2}
     for name, figure in figures.items():
@@ -48,6 +49,10 @@ def test_every_figure_function_returns_a_drawn_figure(phantom_root):
         assert drawn, f"{name} drew nothing"
         if name in panels:
             assert len(figure.axes) >= panels[name], name
+        labels = [text for axis in figure.axes for text in (axis.get_xlabel(), axis.get_ylabel(), axis.get_title())]
+        assert "None" not in labels, f"{name} has an axis labelled None"
+    size_legend = [text.get_text() for text in figures["comparison"].axes[2].get_legend().get_texts()]
+    assert size_legend == ["rnn", "cnn"], "the size plot names its points in a legend (labels beside them overlap)"
     overlap_labels = [label.get_text() for label in figures["overlap"].axes[0].get_yticklabels()]
     assert overlap_labels[0] == "all models" and "rnn and hybrid only" in overlap_labels
 

@@ -158,9 +158,9 @@ def model_comparison(table: pd.DataFrame) -> Figure:
         axis.bar(names, table[metric], yerr=errors, capsize=6, color=colours)
         axis.set(title=f"Test {metric.replace('_', '-')} (95% CI)",
                  ylim=(max(0.0, float(table[f"{metric}_low"].min()) - 0.1), 1.0))
-    axes[2].scatter(table["parameters"], table["accuracy"], s=80, c=colours)
-    for name, row in table.iterrows():
-        axes[2].annotate(name, (row["parameters"], row["accuracy"]), textcoords="offset points", xytext=(6, 4))
+    for colour, (name, row) in zip(colours, table.iterrows()):
+        axes[2].scatter(row["parameters"], row["accuracy"], s=80, color=colour, label=name)
+    axes[2].legend(fontsize=8)
     axes[2].set(title="Size versus accuracy", xlabel="parameters", ylabel="test accuracy", xscale="log")
     axes[3].bar(names, table["seconds_per_epoch"], color=colours)
     axes[3].set(title="Training time", ylabel="seconds per epoch")
@@ -274,7 +274,7 @@ def intensity_by_source(images_by_source: dict[str, np.ndarray]) -> Figure:
     left.legend(fontsize=8)
     background = pd.Series({name: float((images <= 10).mean()) for name, images in images_by_source.items()})
     sns.barplot(x=background.values, y=background.index, ax=right, color="slategray")
-    right.set(title="Share of background pixels (<= 10)", xlabel="share")
+    right.set(title="Share of background pixels (<= 10)", xlabel="share", ylabel="")
     return figure
 
 
