@@ -72,3 +72,15 @@ def test_measured_rows_merge_with_the_earlier_table_and_keep_runs_relative(tmp_p
     write_measured_rows(path, [{"model": "c", "step": 2, "run": str(tmp_path / "runs" / "c")}], ("model", "step"),
                         tmp_path)
     assert read_measured_rows(path)[-1]["run"] == "runs/c"
+
+
+def test_a_markdown_page_gets_an_html_copy_with_its_tables_rendered(tmp_path):
+    from helpers.files import write_markdown_page
+
+    page = tmp_path / "benchmarks.md"
+    page.write_text("# Speed\n\n| model | s |\n|---|---:|\n| rnn | 2.5 |\n\nSee `make bench`.\n")
+    shown = write_markdown_page(page)
+    text = shown.read_text()
+    assert shown == tmp_path / "benchmarks.html" and "<title>Speed</title>" in text
+    assert "<table>" in text and "<td>rnn</td>" in text and "<code>make bench</code>" in text
+    assert "http" not in text

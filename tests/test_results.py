@@ -85,8 +85,8 @@ def test_publish_copies_the_representative_run_without_optimizer_state(phantom_r
     models_dir = tmp_path / "models"
     index = results.publish_models(_metrics(dataset.fingerprint, 43), tmp_path / "runs", models_dir)
     assert index["default"] == "rnn.keras" and index["class_names"] == list(config.CLASS_NAMES)
-    assert sorted(path.name for path in models_dir.iterdir()) == ["MODEL_CARD.md", "models.json", "rnn.json",
-                                                                 "rnn.keras", "runs"]
+    assert sorted(path.name for path in models_dir.iterdir()) == ["MODEL_CARD.html", "MODEL_CARD.md", "models.json",
+                                                                 "rnn.json", "rnn.keras", "runs"]
     published_run = models_dir / "runs" / "rnn-seed43"  # what a notebook opened without parameters reads
     assert (published_run / "model.keras").read_bytes() == (models_dir / "rnn.keras").read_bytes()
     assert training.load_run(published_run).history.equals(run.history)
@@ -223,3 +223,5 @@ def test_the_index_of_a_demo_run_names_the_published_default_from_the_models_fol
     published = predict.default_model_path().stem
     assert "this run would pick <b>rnn</b>" in demo and f"comes from the full study: <b>{published}</b>" in demo
     assert "The published default model (<code>brain-mri-predict</code>, <code>models/</code>) is" not in demo
+    assert 'href="../models/MODEL_CARD.html"' in full and 'href="benchmarks.html"' in full
+    assert "MODEL_CARD" not in demo  # a demo's reports are not beside models/

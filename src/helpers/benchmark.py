@@ -18,7 +18,7 @@ import pandas as pd
 
 from helpers import budget, config, repeatability
 from helpers.data import MRIDataset, load_dataset, split_validation
-from helpers.files import write_atomically
+from helpers.files import write_atomically, write_markdown_page
 from helpers.models import AUGMENTATIONS, MODEL_BUILDERS, build_model
 from helpers.provenance import provenance
 from helpers.training import (
@@ -552,6 +552,8 @@ def _write_speed_page(page: Path, benchmark_file: Path) -> None:
     changed = not page.is_file() or page.read_text() != text
     if changed:
         write_atomically(page, lambda temporary: temporary.write_text(text))
+    if changed or not page.with_suffix(".html").is_file():
+        write_markdown_page(page)
     print(f"{page.name} " + ("updated" if changed else "already current"))
 
 

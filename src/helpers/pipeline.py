@@ -34,8 +34,9 @@ NOTEBOOK_TITLES = {
 }
 METRICS_FILE = "metrics.json"
 # Files other commands publish into the reports folder; a pipeline run carries them over unchanged.
-CARRIED_FILES = ("benchmarks.json", "benchmarks.md", "prediction_command.json", "mitigations.json", "loso.json",
-                 "time_to_accuracy.json", "input_sizes.json", "repeatability.json", "prediction_throughput.json")
+CARRIED_FILES = ("benchmarks.json", "benchmarks.md", "benchmarks.html", "prediction_command.json", "mitigations.json",
+                 "loso.json", "time_to_accuracy.json", "input_sizes.json", "repeatability.json",
+                 "prediction_throughput.json")
 INDEX_FILE = "index.html"
 CELL_TIMEOUT_SECONDS = 3600
 
@@ -278,6 +279,10 @@ def write_index(reports_dir: Path, metrics: dict) -> Path:
         f'(<a href="{name}.ipynb">notebook</a>, {seconds:.0f} s)</li>'
         for name, seconds in metrics["timings"]["notebook_seconds"].items())
     origin = metrics["provenance"]
+    pages = ""
+    if metrics["profile"] == config.FULL_PROFILE.name:  # only the full study's reports/ sits beside models/
+        pages = ('<p>Also: <a href="../models/MODEL_CARD.html">the model card</a> (the published models, what they '
+                 'are for and where they fail) and <a href="benchmarks.html">speed and benchmarks</a>.</p>')
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Brain-tumour MRI classification: reports</title>
 <style>body{{font-family:sans-serif;max-width:78em;margin:2em auto;padding:0 1em}}
@@ -297,6 +302,7 @@ th{{vertical-align:bottom}}td:first-child,th:first-child{{text-align:left}}</sty
 <ol>
 {links}
 </ol>
+{pages}
 <h2>Provenance</h2>
 <p>Created {html.escape(origin["created"])} from commit <code>{html.escape(origin["git_commit"])}</code>;
 data fingerprint <code>{html.escape(str(metrics["data_fingerprint"]))}</code>.

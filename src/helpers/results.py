@@ -12,7 +12,7 @@ import pandas as pd
 
 from helpers import config
 from helpers.evaluation import mean_with_spread, partial_label_accuracy
-from helpers.files import with_marked_block, write_marked_block
+from helpers.files import with_marked_block, write_markdown_page, write_marked_block
 from helpers.pipeline import duration_sentence
 from helpers.predict import MODEL_INDEX_FILE
 from helpers.source_report import (
@@ -296,6 +296,7 @@ def _stage_models(metrics: dict, seeds: dict[str, int], run_root: Path, staging:
             entry["uncertainty"] = record.name
     (staging / MODEL_INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
     (staging / MODEL_CARD_FILE).write_text(model_card(metrics, index))
+    write_markdown_page(staging / MODEL_CARD_FILE)
     # The published seeds' model.keras in runs/ are byte copies of the models above: git stores each once.
     copies = {staging / PUBLISHED_RUNS / f"{name}-seed{seed}" / MODEL_FILE for name, seed in seeds.items()}
     size = sum(path.stat().st_size for path in staging.rglob("*") if path.is_file() and path not in copies)
