@@ -115,12 +115,19 @@ def test_pipeline_publishes_every_report_with_index_and_metrics(real_data_root, 
 
 
 @pytest.mark.slow
-def test_failed_pipeline_names_the_notebook_keeps_it_and_leaves_reports_untouched(tmp_path):
+def test_failed_pipeline_names_the_notebook_keeps_it_and_leaves_reports_untouched(tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv(config.RUNS_DIR_VARIABLE, str(tmp_path / "runs"))
     reports = tmp_path / "reports"
     reports.mkdir()
     (reports / "index.html").write_text("published before")
-    with pytest.raises(PipelineError, match=r"01_explore_data\.ipynb failed at cell \d+: DatasetNotFoundError"):
-        run_pipeline("smoke", tmp_path / "no-such-dataset", reports, tmp_path / "runs", progress=False)
+    with pytest.raises(PipelineError, match=r"01_explore_data\.ipynb failed at cell \d+: DatasetNotFoundError.*"
+                                            r"kernel messages in .*pipeline-smoke-kernels\.log"):
+        run_pipeline("smoke", tmp_path / "no-such-dataset", reports, tmp_path / "runs", progress=True)
+    console = capfd.readouterr().err
+    assert "smoke profile" in console, "the progress bar still shows"
+    for noise in ("IPKernelApp", "absl", "oneDNN", "cuInit", "cudart"):
+        assert noise not in console, f"kernel or backend noise on the console: {noise}"
+    assert (tmp_path / "runs" / "logs" / "pipeline-smoke-kernels.log").is_file()
     assert (reports / "index.html").read_text() == "published before"
     assert sorted(path.name for path in reports.iterdir()) == ["index.html"]
     partial = nbformat.read(failed_directory(reports) / "01_explore_data.ipynb", as_version=4)

@@ -7,9 +7,13 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TextIO
 
 import nbformat
 import pandas as pd
@@ -53,6 +57,29 @@ def default_reports_directory(profile: str) -> Path:
 def failed_directory(reports_dir: Path) -> Path:
     """Return where the partly executed notebooks of a failed run are kept (beside the reports folder)."""
     return reports_dir.parent / f"{reports_dir.name}-failed"
+
+
+@contextmanager
+def kernel_messages_to(log_path: Path) -> Iterator[TextIO]:
+    """Send what the notebook kernels print on this process's stderr (their start-up warnings, backend lines) to a log
+    file, and yield a handle on the console for the progress bar; the console's stderr returns on exit."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    console = os.dup(2)
+    try:
+        with open(log_path, "ab") as log:
+            os.dup2(log.fileno(), 2)
+            with os.fdopen(os.dup(console), "w") as handle:
+                yield handle
+    finally:
+        sys.stderr.flush()
+        os.dup2(console, 2)
+        os.close(console)
+
+
+def kernel_log_path(profile: str) -> Path:
+    """Return where a pipeline run of a profile logs its kernels' console messages (runs/logs/)."""
+    return config.runs_dir() / "logs" / f"pipeline-{profile}-kernels.log"
 
 
 def _execute(name: str, output: Path, parameters: dict) -> None:
@@ -329,11 +356,12 @@ def run_pipeline(profile: str = "full", data_dir: str | os.PathLike | None = Non
     started = time.perf_counter()
     started_at = datetime.now(timezone.utc)
     notebook_seconds: dict[str, float] = {}
-    with staged_directory(reports_dir) as staging:
+    with staged_directory(reports_dir) as staging, ExitStack() as stack:
         metrics_dir = staging / ".metrics"
         parameters = {"profile": chosen.name, "data_dir": str(data_dir or ""), "run_root": str(run_root),
                       "metrics_dir": str(metrics_dir), "external_dir": str(external_dir or "")}
-        bar = tqdm(notebooks, desc=f"{chosen.name} profile", unit="notebook", disable=not progress)
+        console = stack.enter_context(kernel_messages_to(kernel_log_path(chosen.name)))
+        bar = tqdm(notebooks, desc=f"{chosen.name} profile", unit="notebook", disable=not progress, file=console)
         for name in bar:
             bar.set_postfix_str(name)
             output = staging / f"{name}.ipynb"
@@ -348,8 +376,9 @@ def run_pipeline(profile: str = "full", data_dir: str | os.PathLike | None = Non
                     shutil.copy2(output, kept / output.name)
                 reason = str(error) if isinstance(error, PipelineError) else (
                     f"{name}.ipynb failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
-                raise PipelineError(f"{reason}; partly executed notebook kept in {kept}; "
-                                    f"{reports_dir} left as it was") from None
+                raise PipelineError(f"{reason}; partly executed notebook kept in {kept}; kernel messages in "
+                                    f"{config.shown_path(kernel_log_path(chosen.name))}; {reports_dir} left as it "
+                                    f"was") from None
             notebook_seconds[name] = time.perf_counter() - notebook_started
             tidy_notebook(output, published_paths(chosen, run_root, metrics_dir, staging, reports_dir))
             export_html(output)
