@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import re
@@ -16,32 +15,21 @@ from pathlib import Path
 from typing import TextIO
 
 import nbformat
-import pandas as pd
 import papermill
 from nbconvert import HTMLExporter
 from tqdm.auto import tqdm
 
 from helpers import config
 from helpers.files import staged_directory, write_atomically
+from helpers.index_page import INDEX_FILE, METRICS_FILE, write_index
 from helpers.provenance import provenance
 
 NOTEBOOKS = ("01_explore_data", "02_train_rnn", "03_train_hybrid", "04_compare_cnn", "05_error_analysis",
              "06_external_validity", "07_uncertainty")
-NOTEBOOK_TITLES = {
-    "01_explore_data": "Exploring the data",
-    "02_train_rnn": "The specified RNN (Conv1D + BiLSTM over rows)",
-    "03_train_hybrid": "The hybrids and the project's recurrent models (specified hybrid, crnn, sequencer)",
-    "04_compare_cnn": "The CNN baseline and the comparison of all models",
-    "05_error_analysis": "Where the models fail",
-    "06_external_validity": "External validity: tumours from other sources, slice planes, saliency, mitigations",
-    "07_uncertainty": "Knowing when not to trust an answer: calibration, prediction sets, unfamiliar inputs",
-}
-METRICS_FILE = "metrics.json"
 # Files other commands publish into the reports folder; a pipeline run carries them over unchanged.
 CARRIED_FILES = ("benchmarks.json", "benchmarks.md", "benchmarks.html", "prediction_command.json", "mitigations.json",
                  "loso.json", "time_to_accuracy.json", "input_sizes.json", "repeatability.json",
                  "prediction_throughput.json")
-INDEX_FILE = "index.html"
 CELL_TIMEOUT_SECONDS = 3600
 
 
@@ -201,144 +189,6 @@ def training_accounting(metrics: dict, run_root: Path, started: datetime) -> dic
             reused_seconds += timings["fit_seconds"] + sum(timings["prediction_seconds"].values())
     return {"trained_runs": trained, "reused_runs": reused, "reused_training_seconds": reused_seconds,
             "from_scratch_seconds": metrics["timings"]["total_seconds"] + reused_seconds}
-
-
-def duration_sentence(metrics: dict) -> str:
-    """Return how long the run took, and, when it reused earlier run folders, how long it takes from scratch."""
-    timings = metrics["timings"]
-    device = metrics["provenance"]["device"]
-    sentence = (f"The whole sequence took {timings['total_seconds'] / 60:.1f} minutes on {device['cpu_count']} CPU "
-                f"cores ({device['backend']} backend")
-    accelerators = ", ".join(device["accelerators"])
-    sentence += f"; {accelerators})." if accelerators else ", no accelerator)."
-    reused = timings.get("reused_runs", [])
-    if reused:
-        total = len(reused) + len(timings["trained_runs"])
-        which = (f"all its {total} training runs" if len(reused) == total
-                 else f"{len(reused)} of its {total} training runs ({', '.join(reused)})")
-        sentence += (f" It reused {which} from an earlier run with the same recipe and data "
-                     f"({timings['reused_training_seconds'] / 60:.1f} minutes of training and prediction), so the "
-                     f"profile takes about {timings['from_scratch_seconds'] / 60:.1f} minutes from scratch.")
-    return sentence
-
-
-def _models_table(metrics: dict) -> pd.DataFrame:
-    """Return the summary of the models from the comparison notebook's record (empty when it did not run)."""
-    rows = metrics["notebooks"].get("04_compare_cnn", {}).get("models", [])
-    table = pd.DataFrame(rows)
-    if not len(table):
-        return table
-    shown = pd.DataFrame({"model": table["model"], "parameters": table["parameters"].map("{:,}".format),
-                          "test accuracy (95% CI)": [f"{row.accuracy:.2%} ({row.accuracy_low:.2%}–"
-                                                     f"{row.accuracy_high:.2%})" for row in table.itertuples()],
-                          "validation accuracy": table["validation_accuracy"].map("{:.2%}".format)})
-    leakage = metrics["notebooks"].get("05_error_analysis", {}).get("leakage", [])
-    clean = {row["index"]: row["clean test images"] for row in leakage}
-    if clean:
-        shown.insert(3, "clean-test accuracy", shown["model"].map(lambda name: f"{clean[name]:.2%}"
-                                                                 if name in clean else "not measured"))
-    return shown
-
-
-def target_rows(metrics: dict) -> list[dict]:
-    """Return the study's targets (notebook 04) and the external-validity targets of the published default model."""
-    from helpers.results import external_targets  # helpers.results imports this module
-
-    rows = list(metrics["notebooks"].get("04_compare_cnn", {}).get("targets", []))
-    if metrics["notebooks"].get("04_compare_cnn", {}).get("summaries"):
-        rows += external_targets(metrics)
-    return rows
-
-
-def _sources_html(metrics: dict, default: str) -> str:
-    """Return the index's external-validity section: the default on both sides of every source, and the
-    leave-one-source-out table, or a line saying external validity was not evaluated."""
-    from helpers.source_report import SHARED_NO_TUMOUR_NOTE, external_sources, loso_frame, source_frame
-
-    sources = external_sources(metrics)
-    if not sources:
-        return "<p>External validity: <b>not evaluated</b> (no external sets were found).</p>"
-    notes = "".join(f"<p>† {html.escape(note)}.</p>" for source, note in SHARED_NO_TUMOUR_NOTE.items()
-                    if source in sources)
-    who = "The published default" if metrics["profile"] == config.FULL_PROFILE.name else "This run's pick"
-    section = (f"<h2>{who} on both sides of every source (external test parts; 95% bootstrap CI)</h2>"
-               f"{source_frame(metrics, default).to_html(index=False, border=0)}{notes}")
-    loso = loso_frame(metrics)
-    if len(loso):
-        section += ("<h2>A source absent from training (leave-one-source-out, one seed each)</h2>"
-                    + loso.to_html(index=False, border=0))
-    return section
-
-
-def published_default() -> str:
-    """Return the name of the published default model (models/models.json), or say that none is published."""
-    from helpers.predict import ModelFileError, ModelNotFoundError, default_model_path
-
-    try:
-        return default_model_path().stem
-    except (ModelNotFoundError, ModelFileError):
-        return "none published yet"
-
-
-def write_index(reports_dir: Path, metrics: dict) -> Path:
-    """Write index.html: the summary table of the models, links to every report, and how the run was produced."""
-    table = _models_table(metrics)
-    shown = table.to_html(index=False, border=0) if len(table) else "<p>No model comparison in this run.</p>"
-    if len(table):
-        from helpers.results import DEFAULT_RULE, shipped_default  # helpers.results imports this module
-
-        default = shipped_default(metrics)
-        if metrics["profile"] == config.FULL_PROFILE.name:
-            shown += (f"<p>The published default model (<code>brain-mri-predict</code>, <code>models/</code>) is "
-                      f"<b>{html.escape(default)}</b>: {html.escape(DEFAULT_RULE)}.</p>")
-        else:
-            shown += (f"<p>By the rule that picks the published default ({html.escape(DEFAULT_RULE)}), this run would "
-                      f"pick <b>{html.escape(default)}</b>. The published default model (<code>brain-mri-predict"
-                      f"</code>, <code>models/</code>) comes from the full study: "
-                      f"<b>{html.escape(published_default())}</b>.</p>")
-        shown += _sources_html(metrics, default)
-    from helpers.source_report import target_text
-
-    targets = "\n".join(f"<li>{html.escape(target_text(row))} ({html.escape(str(row['model']))})</li>"
-                         for row in target_rows(metrics))
-    links = "\n".join(
-        f'<li><a href="{name}.html">{html.escape(NOTEBOOK_TITLES.get(name, name))}</a> '
-        f'(<a href="{name}.ipynb">notebook</a>, {seconds:.0f} s)</li>'
-        for name, seconds in metrics["timings"]["notebook_seconds"].items())
-    origin = metrics["provenance"]
-    pages = ""
-    if metrics["profile"] == config.FULL_PROFILE.name:  # only the full study's reports/ sits beside models/
-        pages = ('<p>Also: <a href="../models/MODEL_CARD.html">the model card</a> (the published models, what they '
-                 'are for and where they fail) and <a href="benchmarks.html">speed and benchmarks</a>.</p>')
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Brain-tumour MRI classification: reports</title>
-<style>body{{font-family:sans-serif;max-width:78em;margin:2em auto;padding:0 1em}}
-table{{border-collapse:collapse;font-size:.9em}}td,th{{padding:.3em .6em;border-bottom:1px solid #ccc;text-align:right}}
-th{{vertical-align:bottom}}td:first-child,th:first-child{{text-align:left}}</style>
-</head><body>
-<h1>Brain-tumour MRI classification with recurrent networks</h1>
-<p>Profile <b>{html.escape(metrics["profile"])}</b>: {html.escape(config.get_profile(metrics["profile"]).description)}.
-{html.escape(duration_sentence(metrics))}</p>
-<h2>Models (official Testing split; mean over seeds, 95% bootstrap CI)</h2>
-{shown}
-<h2>Targets</h2>
-<ul>
-{targets or "<li>none judged in this run</li>"}
-</ul>
-<h2>Reports</h2>
-<ol>
-{links}
-</ol>
-{pages}
-<h2>Provenance</h2>
-<p>Created {html.escape(origin["created"])} from commit <code>{html.escape(origin["git_commit"])}</code>;
-data fingerprint <code>{html.escape(str(metrics["data_fingerprint"]))}</code>.
-Every figure is in <a href="{METRICS_FILE}">{METRICS_FILE}</a>, with package versions.</p>
-</body></html>
-"""
-    path = reports_dir / INDEX_FILE
-    path.write_text(page, encoding="utf-8")
-    return path
 
 
 def run_pipeline(profile: str = "full", data_dir: str | os.PathLike | None = None,

@@ -114,3 +114,22 @@ def provenance() -> dict[str, object]:
     """Return everything a report records about how it was produced."""
     return {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "git_commit": git_commit(),
             "packages": package_versions(), "lock": lock_status(), "device": device_summary()}
+
+
+def duration_sentence(metrics: dict) -> str:
+    """Return how long the run took, and, when it reused earlier run folders, how long it takes from scratch."""
+    timings = metrics["timings"]
+    device = metrics["provenance"]["device"]
+    sentence = (f"The whole sequence took {timings['total_seconds'] / 60:.1f} minutes on {device['cpu_count']} CPU "
+                f"cores ({device['backend']} backend")
+    accelerators = ", ".join(device["accelerators"])
+    sentence += f"; {accelerators})." if accelerators else ", no accelerator)."
+    reused = timings.get("reused_runs", [])
+    if reused:
+        total = len(reused) + len(timings["trained_runs"])
+        which = (f"all its {total} training runs" if len(reused) == total
+                 else f"{len(reused)} of its {total} training runs ({', '.join(reused)})")
+        sentence += (f" It reused {which} from an earlier run with the same recipe and data "
+                     f"({timings['reused_training_seconds'] / 60:.1f} minutes of training and prediction), so the "
+                     f"profile takes about {timings['from_scratch_seconds'] / 60:.1f} minutes from scratch.")
+    return sentence

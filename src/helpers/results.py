@@ -13,13 +13,14 @@ import pandas as pd
 from helpers import config
 from helpers.evaluation import mean_with_spread, partial_label_accuracy
 from helpers.files import with_marked_block, write_markdown_page, write_marked_block
-from helpers.pipeline import duration_sentence
 from helpers.predict import MODEL_INDEX_FILE
+from helpers.provenance import duration_sentence
 from helpers.source_report import (
     external_record,
     external_sources,
     judged_targets,
     loso_markdown,
+    short_target_text,
     source_figures,
     source_markdown,
     target_text,
@@ -183,15 +184,17 @@ def markdown_table(metrics: dict) -> str:
                   "tumour sensitivity: share of tumour images not called no tumour; specificity: share of tumour-free "
                   "images called no tumour; 95% bootstrap intervals):", ""]
     lines += [source_markdown(metrics, shipped)]
-    loso = loso_markdown(metrics)
+    loso = loso_markdown(metrics, columns=("tumour sensitivity", "specificity", "balanced accuracy"))
     if loso:
-        lines += ["", "A source absent from training (leave-one-source-out, one seed each; the both-sides recipe "
-                  "without the held-out sets):", "", loso]
+        lines += ["", "A source absent from training (leave-one-source-out, one seed each, trained without the "
+                  "held-out sets; type accuracy in `reports/index.html`):", "", loso]
     external = external_targets(metrics)
     if external:
         met = [row for row in external if row["met"]]
-        lines += ["", f"External-validity targets for the published default ({shipped}), {len(met)} of "
-                  f"{len(external)} met: " + "; ".join(target_text(row) for row in external) + "."]
+        missed = [row for row in external if not row["met"]]
+        lines += ["", f"External-validity targets for the published default ({shipped}): {len(met)} of "
+                  f"{len(external)} met" + (f" ({'; '.join(short_target_text(row) for row in met)})" if met else "")
+                  + (f"; missed: {'; '.join(short_target_text(row) for row in missed)}" if missed else "") + "."]
     uncertainty = readme_sentence(metrics, shipped)
     if uncertainty:
         lines += ["", uncertainty]

@@ -67,6 +67,15 @@ def source_frame(metrics: dict, model: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def compact_markdown(frame: pd.DataFrame) -> str:
+    """Return a table as Markdown without padding (a page's size is its tables' bytes): text left, figures right."""
+    numeric = [all(cell == "—" or cell[:1].isdigit() for cell in frame[column].astype(str)) for column in frame]
+    lines = ["| " + " | ".join(str(column) for column in frame.columns) + " |",
+             "|" + "|".join("---:" if right else "---" for right in numeric) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
 def source_markdown(metrics: dict, model: str) -> str:
     """Return one model's per-source table as Markdown, with the note on sources whose tumour-free side is shared."""
     frame = source_frame(metrics, model)
@@ -74,7 +83,7 @@ def source_markdown(metrics: dict, model: str) -> str:
         return "External validity: not evaluated (no external sets were found when the study ran)."
     notes = " ".join(f"† {note}." for source, note in SHARED_NO_TUMOUR_NOTE.items()
                      if source in external_sources(metrics))
-    return frame.to_markdown(index=False) + (f"\n\n{notes}" if notes else "")
+    return compact_markdown(frame) + (f"\n\n{notes}" if notes else "")
 
 
 def loso_rows(metrics: dict, model: str | None = None, recipe: str | None = None) -> list[dict]:
@@ -105,10 +114,13 @@ def loso_recipe(metrics: dict, kind: str, study_recipe: str) -> str | None:
     return study_recipe if study_recipe in recipes else recipes[-1]
 
 
-def loso_markdown(metrics: dict) -> str:
-    """Return the leave-one-source-out table as Markdown ("" when it was not measured)."""
+def loso_markdown(metrics: dict, columns: tuple[str, ...] | None = None) -> str:
+    """Return the leave-one-source-out table as Markdown, with only the given figure columns when named ("" when it
+    was not measured)."""
     frame = loso_frame(metrics)
-    return frame.to_markdown(index=False) if len(frame) else ""
+    if columns is not None and len(frame):
+        frame = frame.drop(columns=[header for header in FIGURES.values() if header not in columns])
+    return compact_markdown(frame) if len(frame) else ""
 
 
 def _percent(value: float | None) -> str:
@@ -155,6 +167,12 @@ def judged_targets(metrics: dict, shipped: str) -> list[dict[str, object]]:
                      "measured": float("nan") if measured is None else float(measured),
                      "met": measured is not None and measured >= required})
     return rows
+
+
+def short_target_text(row: dict) -> str:
+    """Return one target in few words: "name 96.1% (>= 95%)" (or "name not measured")."""
+    measured = "not measured" if math.isnan(row["measured"]) else f"{row['measured']:.1%}"
+    return f"{row['target']} {measured} (>= {row['required'] * 100:g}%)"
 
 
 def target_text(row: dict) -> str:
