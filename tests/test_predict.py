@@ -96,8 +96,21 @@ def test_exif_orientation_is_applied_and_multi_frame_files_are_refused(tmp_path)
     assert np.abs(np.asarray(data.open_greyscale(tmp_path / "rotated.jpg"), float) - upright).mean() < 3
     frames = [Image.fromarray(upright), Image.fromarray(255 - upright)]
     frames[0].save(tmp_path / "stack.tif", save_all=True, append_images=frames[1:])
-    with pytest.raises(data.CorruptImageError, match=r"stack.tif: a multi-frame image \(2 frames\)"):
+    with pytest.raises(data.CorruptImageError, match=r"stack.tif: a multi-frame image \(2 frames\)") as raised:
         data.open_greyscale(tmp_path / "stack.tif")
+    assert str(raised.value).count("stack.tif") == 1, "the path leads the message once"
+
+
+def test_a_large_jpeg_decodes_at_a_reduced_scale_and_a_huge_image_is_refused_naming_it(tmp_path, monkeypatch):
+    pattern = (np.indices((1000, 1000)).sum(axis=0) % 256).astype(np.uint8)
+    Image.fromarray(pattern).save(tmp_path / "large.jpg")
+    Image.fromarray(pattern).save(tmp_path / "large.png")
+    monkeypatch.setattr(data, "DECODED_SIDE", 100)
+    assert data.open_greyscale(tmp_path / "large.jpg").size == (125, 125)  # 1/8 scale, no side below 100
+    assert data.decode_image(tmp_path / "large.jpg", 64).shape == (64, 64)
+    monkeypatch.setattr(data, "MAXIMUM_PIXELS", 500_000)
+    with pytest.raises(data.CorruptImageError, match=r"large.png: too large to decode \(1000 x 1000 pixels"):
+        data.open_greyscale(tmp_path / "large.png")
 
 
 def test_doubtful_inputs_are_flagged_and_strict_fails_with_its_own_status(saved_run, phantom_root, tmp_path, capsys):

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -326,20 +327,39 @@ def prepare_mask(mask: np.ndarray, box: tuple[int, int, int, int], image_size: i
 
 
 def open_greyscale(path: str | os.PathLike) -> Image.Image:
-    """Open an image file as 8-bit greyscale, upright as its EXIF orientation says; refuse multi-frame files.
+    """Open an image file as 8-bit greyscale, upright as its EXIF orientation says; refuse multi-frame files and
+    images over MAXIMUM_PIXELS. A large JPEG is decoded at a reduced scale (no side below DECODED_SIDE), so memory
+    stays bounded whatever the file's size.
 
     Fails with a CorruptImageError that names the file."""
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():  # the size is checked below, with a message that names the file
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path)
+        with opened as image:
             frames = getattr(image, "n_frames", 1)
             if frames > 1:
                 raise CorruptImageError(f"{path}: a multi-frame image ({frames} frames); save the slice to classify "
                                         f"as a single-frame file")
+            width, height = image.size
+            if image.format == "JPEG":
+                image.draft(image.mode, (DECODED_SIDE, DECODED_SIDE))
+            elif width * height > MAXIMUM_PIXELS:
+                raise CorruptImageError(f"{path}: too large to decode ({width} x {height} pixels; the limit is "
+                                        f"{MAXIMUM_PIXELS:,} pixels outside JPEG): save a smaller copy")
             image.load()
             return to_greyscale(ImageOps.exif_transpose(image))
+    except CorruptImageError:
+        raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         reason = (str(error) or type(error).__name__).replace(f" {str(path)!r}", "")  # the path leads the message
         raise CorruptImageError(f"{path}: cannot decode image ({reason})") from None
+
+
+# A JPEG larger than this on both sides is decoded at 1/2, 1/4 or 1/8 scale, never below it (the dataset's largest
+# side is 1,920 pixels, so its images decode at full scale); other formats over MAXIMUM_PIXELS are refused.
+DECODED_SIDE = 2048
+MAXIMUM_PIXELS = 64_000_000
 
 
 def decode_image(path: str | os.PathLike, image_size: int, preprocessing: str = "resize") -> np.ndarray:
