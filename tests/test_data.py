@@ -223,6 +223,22 @@ def test_a_broken_link_in_a_class_folder_is_named(small_phantom_root):
         data.load_dataset(small_phantom_root, progress=False)
 
 
+def test_a_link_loop_is_called_a_loop_not_a_broken_link(small_phantom_root):
+    link = small_phantom_root / "Training" / "glioma" / "Tr-gl_9999.jpg"
+    link.symlink_to(link)
+    with pytest.raises(data.DatasetLayoutError, match=r"Tr-gl_9999.jpg: a link loop"):
+        data.load_dataset(small_phantom_root, progress=False)
+
+
+def test_a_test_class_folder_that_is_the_training_folder_is_refused(small_phantom_root):
+    testing = small_phantom_root / "Testing" / "glioma"
+    shutil.rmtree(testing)
+    testing.symlink_to(small_phantom_root / "Training" / "glioma")
+    with pytest.raises(data.DatasetLayoutError, match=r"Testing/glioma: resolves to .*Training/glioma.*separate"):
+        data.load_dataset(small_phantom_root, progress=False)
+    assert data._main(["check", "--data-dir", str(small_phantom_root)]) == 1
+
+
 def test_check_command_reports_hidden_and_skipped_files_and_offers_to_skip(small_phantom_root, capsys):
     (small_phantom_root / "Training" / "glioma" / ".hidden.jpg").write_bytes(b"\0")
     victim = _corrupt(small_phantom_root)

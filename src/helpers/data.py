@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -149,7 +150,21 @@ def validate_layout(root: Path) -> list[tuple[str, int, Path]]:
             if not class_dir.is_dir():
                 raise DatasetLayoutError(f"{class_dir}: missing class folder; every split needs {expected}")
             records.extend((split, label, path) for path in image_files(class_dir, "class folder"))
+    _check_splits_apart(root)
     return records
+
+
+def _check_splits_apart(root: Path) -> None:
+    """Fail when a class folder of one split is, through a link, the other split's folder (or inside it)."""
+    resolved = {(split, name): (root / split / name).resolve() for split in config.SPLIT_NAMES
+                for name in config.CLASS_NAMES}
+    for (split, name), folder in resolved.items():
+        for (other_split, other_name), other in resolved.items():
+            if split < other_split and (folder == other or folder.is_relative_to(other)
+                                        or other.is_relative_to(folder)):
+                raise DatasetLayoutError(f"{root / split / name}: resolves to {folder}, which is also "
+                                         f"{root / other_split / other_name}; Training and Testing must be "
+                                         f"separate folders")
 
 
 def image_files(folder: Path, kind: str, error: type[DataError] = DatasetLayoutError) -> list[Path]:
@@ -160,8 +175,7 @@ def image_files(folder: Path, kind: str, error: type[DataError] = DatasetLayoutE
         if entry.name.startswith("."):
             continue
         if not entry.exists():
-            raise error(f"{entry}: a broken link (its target does not exist); remove it or restore the file it "
-                        f"points to")
+            raise error(f"{entry}: {_link_problem(entry)}; remove it or restore the file it points to")
         if entry.is_dir() or entry.suffix.lower() not in config.IMAGE_EXTENSIONS:
             raise error(f"{entry}: not an image file; a {kind} may hold only "
                         f"{', '.join(sorted(config.IMAGE_EXTENSIONS))} files")
@@ -169,6 +183,16 @@ def image_files(folder: Path, kind: str, error: type[DataError] = DatasetLayoutE
     if not images:
         raise error(f"{folder}: {kind} holds no images")
     return images
+
+
+def _link_problem(entry: Path) -> str:
+    """Return why an entry that exists in a listing cannot be reached: a link loop or a broken link."""
+    try:
+        os.stat(entry)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "a link loop (the link leads back to itself)"
+    return "a broken link (its target does not exist)"
 
 
 def hidden_files(root: str | os.PathLike) -> list[Path]:
