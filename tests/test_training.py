@@ -40,7 +40,8 @@ def test_same_seed_gives_the_same_weights(tmp_path, phantom_splits):
 def test_run_folder_holds_model_labels_history_predictions_and_timings(tmp_path, phantom_splits):
     kept, validation, testing, fingerprint = phantom_splits
     run = training.train_model("hybrid", data.take_per_class(kept, 12), validation, testing, tmp_path / "run",
-                               QUICK, data_fingerprint=fingerprint)
+                               QUICK, data_fingerprint=fingerprint,
+                               skipped_files=(("Training/glioma/x.jpg", "Training/glioma/x.jpg: cannot decode"),))
     names = {path.name for path in run.directory.iterdir()}
     assert names == {"model.keras", "labels.json", "history.csv", "timings.json", "run.json",
                      "predictions_validation.npz", "predictions_test.npz"}
@@ -51,6 +52,8 @@ def test_run_folder_holds_model_labels_history_predictions_and_timings(tmp_path,
     assert len(run.timings["epoch_seconds"]) == 2 and run.timings["fit_seconds"] > 0
     assert run.details["data_fingerprint"] == fingerprint and run.details["parameters"] == 1_216_196
     assert run.details["settings"]["seed"] == 11 and "keras" in run.details["packages"]
+    assert run.details["skipped_files"] == {"count": 1, "files": [{"path": "Training/glioma/x.jpg",
+                                                                   "reason": "Training/glioma/x.jpg: cannot decode"}]}
     test = run.predictions["test"]
     assert test["probabilities"].shape == (len(testing), 4)
     assert list(test["paths"]) == list(testing.paths)
@@ -243,7 +246,29 @@ def test_command_line_ctrl_c_and_existing_folders_end_in_one_line(phantom_root, 
         raise FileExistsError("run: run folder already exists; pass --overwrite on the command line")
 
     monkeypatch.setattr(training, "train_model", exists)
-    assert training._main(arguments) == 1 and "--overwrite" in capsys.readouterr().out
+    assert training._main(arguments) == 1 and "--overwrite" in capsys.readouterr().err
+
+
+def test_command_line_training_stops_at_a_corrupt_image_unless_told_to_skip_it(tmp_path, monkeypatch, capsys):
+    from helpers.synthetic import make_phantom_dataset
+
+    root = make_phantom_dataset(tmp_path / "dataset", 20, 4, seed=5)
+    victim = sorted((root / "Training" / "notumor").glob("*.jpg"))[0]
+    victim.write_bytes(victim.read_bytes()[:300])
+    given = {}
+
+    def record(*arguments, **options):
+        given.update(options)
+        raise FileExistsError("stop here")
+
+    monkeypatch.setattr(training, "train_model", record)
+    arguments = ["--data-dir", str(root), "--run-dir", str(tmp_path / "run"), "--epochs", "1"]
+    assert training._main(arguments) == 1
+    error = capsys.readouterr().err
+    assert f"{victim.name}" in error and "training's --skip-corrupt" in error and not given
+    assert training._main([*arguments, "--skip-corrupt"]) == 1
+    assert f"skipped: {victim}: cannot decode image" in capsys.readouterr().err
+    assert [path for path, _ in given["skipped_files"]] == [f"Training/notumor/{victim.name}"]
 
 
 @pytest.mark.slow

@@ -487,8 +487,8 @@ def load_dataset(data_dir: str | os.PathLike | None = None, image_size: int = co
     skipped = list(zip(arrays["skipped_paths"].tolist(), arrays["skipped_reasons"].tolist()))
     if skipped and on_error == "raise":
         more = (f" (and {len(skipped) - 1} more undecodable images)" if len(skipped) > 1 else "")
-        raise CorruptImageError(f"{skipped[0][1]}{more}; `python -m helpers.data check --skip-corrupt` lists them all "
-                                f"and load_dataset(on_error='skip') leaves them out")
+        raise CorruptImageError(f"{skipped[0][1]}{more}; `python -m helpers.data check --skip-corrupt` lists them all; "
+                                f"training's --skip-corrupt (load_dataset(on_error='skip')) leaves them out")
 
     def split(mask: np.ndarray) -> ImageSplit:
         return ImageSplit(arrays["images"][mask], arrays["labels"][mask].astype(np.int64),

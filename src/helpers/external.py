@@ -244,11 +244,11 @@ class TrainingData:
 def load_training_data(data_dir: str | os.PathLike | None, image_size: int, preprocessing: str,
                        external_training: bool, external_dir: str | os.PathLike | None = None,
                        progress: bool = True, sets: tuple[config.ExternalSet, ...] = config.EXTERNAL_SETS,
-                       collections: tuple[str, ...] | None = None) -> TrainingData:
-    """Load the dataset with a preprocessing, split validation as the study does, and add the train parts of the
-    given collections (None: every set) to training and validation when asked (failing when none are found, since
-    the recipe relies on them)."""
-    dataset = load_dataset(data_dir, image_size, progress=progress, preprocessing=preprocessing)
+                       collections: tuple[str, ...] | None = None, on_error: str = "raise") -> TrainingData:
+    """Load the dataset with a preprocessing (on_error as load_dataset's), split validation as the study does, and
+    add the train parts of the given collections (None: every set) to training and validation when asked (failing
+    when none are found, since the recipe relies on them)."""
+    dataset = load_dataset(data_dir, image_size, progress=progress, preprocessing=preprocessing, on_error=on_error)
     training, validation = split_validation(dataset.training, seed=config.DEFAULT_SEED)
     external = load_external_sets(external_dir, image_size, preprocessing, sets=sets)
     if external_training:

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -422,13 +423,15 @@ def train_model(model_name: str, training: ImageSplit, validation: ImageSplit, t
                 class_names: tuple[str, ...] = config.CLASS_NAMES, data_fingerprint: str = "unknown",
                 overwrite: bool = False, external_fingerprint: str | None = None,
                 callbacks: list[keras.callbacks.Callback] | None = None,
-                external: dict[str, ExternalImages] | None = None) -> TrainingRun:
+                external: dict[str, ExternalImages] | None = None,
+                skipped_files: tuple[tuple[str, str], ...] = ()) -> TrainingRun:
     """Train a registered model and write its run folder; the folder appears only once everything is written.
 
     A recipe with a source adversary or outline supervision trains through helpers.invariance's wrapper, which reads
     the outlines of the external sets given. An interrupted run (Ctrl-C, a killed process) resumes at its next call
     from the last finished epoch, with the optimizer state and learning-rate schedule it had (resume_directory).
-    Further Keras callbacks may be given."""
+    Further Keras callbacks may be given; skipped_files (path, reason) are the dataset's undecodable files left out,
+    recorded in run.json."""
     run_directory = Path(run_directory).resolve()
     if run_directory.exists() and not overwrite:
         raise FileExistsError(f"{run_directory}: run folder already exists; pass --overwrite on the command "
@@ -512,6 +515,9 @@ def train_model(model_name: str, training: ImageSplit, validation: ImageSplit, t
                    "settings": dataclasses.asdict(settings), "data_fingerprint": data_fingerprint,
                    "external_fingerprint": external_fingerprint,
                    "split_sizes": split_sizes, **provenance()}
+        if skipped_files:
+            details["skipped_files"] = {"count": len(skipped_files),
+                                        "files": [{"path": path, "reason": reason} for path, reason in skipped_files]}
         _write_json(staging / LABELS_FILE, labels)
         _write_json(staging / TIMINGS_FILE, timings)
         _write_json(staging / RUN_FILE, details)
@@ -574,6 +580,8 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--learning-rate", type=float, default=None)
     parser.add_argument("--seed", type=int, default=config.DEFAULT_SEED)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    parser.add_argument("--skip-corrupt", action="store_true",
+                        help="leave undecodable images out (named on stderr and in run.json) instead of stopping")
     parser.add_argument("--data-parallel", action="store_true",
                         help="split each batch across every device (KERAS_BACKEND=jax; several GPUs, for example)")
     arguments = parser.parse_args(argv)
@@ -585,19 +593,22 @@ def _main(argv: list[str] | None = None) -> int:
     try:
         loaded = load_training_data(arguments.data_dir, settings.image_size or config.DEFAULT_IMAGE_SIZE,
                                     settings.preprocessing, settings.external_training, arguments.external_dir,
-                                    collections=settings.external_collections)
+                                    collections=settings.external_collections,
+                                    on_error="skip" if arguments.skip_corrupt else "raise")
     except DataError as error:
-        print(f"error: {error}")
+        print(f"error: {error}", file=sys.stderr)
         return 1
+    for _, reason in loaded.dataset.skipped:
+        print(f"skipped: {reason}", file=sys.stderr)
     run_directory = Path(arguments.run_dir or config.runs_dir() / arguments.recipe
                          / f"{arguments.model}-seed{arguments.seed}")
     try:
         run = train_model(arguments.model, loaded.training, loaded.validation, loaded.dataset.testing, run_directory,
                           settings, data_fingerprint=loaded.dataset.fingerprint, overwrite=arguments.overwrite,
                           external_fingerprint=loaded.external_fingerprint if settings.external_training else None,
-                          external=loaded.external)
+                          external=loaded.external, skipped_files=tuple(loaded.dataset.skipped))
     except FileExistsError as error:
-        print(f"error: {error}")
+        print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"interrupted: {run_directory} was not written")
