@@ -248,3 +248,13 @@ def test_check_command_reports_hidden_and_skipped_files_and_offers_to_skip(small
     assert data._main(["check", "--data-dir", str(small_phantom_root), "--skip-corrupt"]) == 0
     printed = capsys.readouterr().out
     assert "skipped 1 hidden entries" in printed and "skipped 1 undecodable images" in printed
+
+
+def test_a_cache_folder_that_cannot_be_written_is_a_note_not_a_failure(small_phantom_root, monkeypatch, capsys):
+    def refused(path, arrays):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(data, "_save_cache", refused)
+    dataset = data.load_dataset(small_phantom_root, image_size=32, progress=False)
+    assert len(dataset.training) == 16 and not dataset.from_cache
+    assert "decoded images not cached (Permission denied)" in capsys.readouterr().err

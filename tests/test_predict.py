@@ -183,6 +183,21 @@ def test_a_folder_is_predicted_file_by_file_and_what_else_it_holds_is_named(save
     assert "empty: holds no" in captured.err
 
 
+def test_a_folder_that_cannot_be_listed_is_one_failed_input_named_with_the_reason(tmp_path, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    listing = Path.iterdir
+
+    def iterdir(self):
+        if self == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return listing(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    files, notes = predict.expand_folders([str(locked)])
+    assert files == [str(locked)] and notes == [f"{locked}: cannot list the folder (Permission denied)"]
+
+
 def test_folders_and_broken_links_are_named_as_such(saved_run, tmp_path):
     (tmp_path / "folder").mkdir()
     (tmp_path / "link.png").symlink_to(tmp_path / "gone.png")

@@ -6,6 +6,7 @@ import errno
 import hashlib
 import json
 import os
+import sys
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -482,7 +483,11 @@ def load_dataset(data_dir: str | os.PathLike | None = None, image_size: int = co
             "skipped_reasons": np.array([reason for _, reason in failures], dtype=str),
         }
         if use_cache:
-            _save_cache(cache_file, arrays)
+            try:
+                _save_cache(cache_file, arrays)
+            except OSError as error:  # the cache only saves time: a read-only or full cache folder is a note
+                print(f"note: {cache_file.parent}: decoded images not cached ({error.strerror or error})",
+                      file=sys.stderr)
 
     skipped = list(zip(arrays["skipped_paths"].tolist(), arrays["skipped_reasons"].tolist()))
     if skipped and on_error == "raise":

@@ -223,7 +223,13 @@ def expand_folders(paths: list[str]) -> tuple[list[str], list[str]]:
             files.append(path)
             continue
         plain, dicom, others = [], [], []
-        for entry in sorted(folder.iterdir()):
+        try:
+            entries = sorted(folder.iterdir())
+        except OSError as error:  # an unreadable folder is one failed input, like an unreadable file
+            files.append(path)
+            notes.append(f"{folder}: cannot list the folder ({error.strerror or error})")
+            continue
+        for entry in entries:
             if entry.name.startswith("."):
                 continue
             if entry.is_file() and is_dicom(entry):
