@@ -250,10 +250,12 @@ def test_check_command_reports_hidden_and_skipped_files_and_offers_to_skip(small
     assert "skipped 1 hidden entries" in printed and "skipped 1 undecodable images" in printed
 
 
-def test_a_cache_folder_that_cannot_be_written_is_a_note_not_a_failure(small_phantom_root, monkeypatch, capsys):
+def test_a_cache_folder_that_cannot_be_written_is_a_note_not_a_failure(small_phantom_root, tmp_path, monkeypatch,
+                                                                       capsys):
     def refused(path, arrays):
         raise PermissionError(13, "Permission denied")
 
+    monkeypatch.setenv(config.CACHE_DIR_VARIABLE, str(tmp_path / "cache"))  # nothing cached yet: a write is tried
     monkeypatch.setattr(data, "_save_cache", refused)
     dataset = data.load_dataset(small_phantom_root, image_size=32, progress=False)
     assert len(dataset.training) == 16 and not dataset.from_cache
