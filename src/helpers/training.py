@@ -25,6 +25,7 @@ from helpers.external import ExternalImages
 from helpers.files import staged_directory
 from helpers.models import AUGMENTATIONS, MODEL_BUILDERS, build_model
 from helpers.provenance import provenance
+from helpers.seeded_batches import EpochSeeds, SeededBatches
 from helpers.sources import source_balance_weights
 
 MODEL_FILE = "model.keras"
@@ -464,14 +465,15 @@ def train_model(model_name: str, training: ImageSplit, validation: ImageSplit, t
                                                          classifier)] if len(own) < len(validation) else [])
         started = time.perf_counter()
         weights = source_balance_weights(training.paths, training.labels) if settings.source_balance else None
-        model.fit(inputs[0], training.labels, sample_weight=weights, batch_size=settings.batch_size,
-                  epochs=settings.epochs, validation_data=(inputs[1], validation.labels),
-                  callbacks=[timer, *dataset_validation,
+        batches = SeededBatches(inputs[0], training.labels, weights, settings.batch_size, settings.seed,
+                                first_epoch=0 if earlier is None else int(earlier["epoch"].max()) + 1)
+        model.fit(batches, epochs=settings.epochs, validation_data=(inputs[1], validation.labels),
+                  callbacks=[EpochSeeds(batches), timer, *dataset_validation,
                              *training_callbacks(settings, resume / MODEL_FILE, best_so_far),
                              keras.callbacks.CSVLogger(str(resume / HISTORY_FILE), append=True),
                              keras.callbacks.BackupAndRestore(str(resume / "backup"), delete_checkpoint=False),
                              *(callbacks or [])],
-                  shuffle=True, verbose=settings.verbose)
+                  shuffle=False, verbose=settings.verbose)  # the batches shuffle themselves, by seed and epoch
         fit_seconds = time.perf_counter() - started
         history = pd.read_csv(resume / HISTORY_FILE).drop_duplicates("epoch", keep="last")
         if earlier is not None:
