@@ -292,3 +292,31 @@ print(json.dumps({{"kind": type(distribution).__name__, "devices": len(distribut
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"kind": "DataParallel", "devices": 2, "epochs": 1}
+
+
+def test_ctrl_c_while_a_command_starts_ends_it_in_one_line_with_status_130(tmp_path):
+    import signal
+    import time
+
+    process = subprocess.Popen([sys.executable, "-m", "helpers.training", "--help"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    time.sleep(0.5)  # still importing its libraries (seconds)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and not out
+    assert err.strip().splitlines()[-1] == "interrupted while starting: nothing was written"
+    assert "Traceback" not in err
+
+
+def test_a_swallowed_ctrl_c_is_raised_again_at_the_next_training_step(tmp_path, phantom_splits):
+    from helpers import interrupts
+
+    kept, validation, _, _ = phantom_splits
+    interrupts.REQUESTED.set()  # as if a library had swallowed the KeyboardInterrupt of a Ctrl-C
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            training.train_model("rnn", data.take_per_class(kept, 4), validation, None, tmp_path / "run",
+                                 training.TrainingSettings(epochs=2, batch_size=8, verbose=0))
+    finally:
+        interrupts.REQUESTED.clear()
+    assert not (tmp_path / "run").exists()

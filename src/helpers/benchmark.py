@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from helpers import budget, config, repeatability
+from helpers import budget, config, interrupts, repeatability
 from helpers.data import MRIDataset, load_dataset, split_validation
 from helpers.files import write_atomically, write_markdown_page
 from helpers.models import AUGMENTATIONS, MODEL_BUILDERS, build_model
@@ -561,6 +561,7 @@ def _main(argv: list[str] | None = None) -> int:
     """Command line: run the benchmark, print its table and merge it into reports/benchmarks.json."""
     import argparse
 
+    interrupts.command_started()
     parser = argparse.ArgumentParser(prog="python -m helpers.benchmark", description=_main.__doc__)
     parser.add_argument("--data-dir", default=None, help="dataset folder (default: $BRAIN_MRI_DATA_DIR or data/)")
     parser.add_argument("--models", nargs="+", default=["rnn", "hybrid", "cnn"], choices=list(MODEL_BUILDERS))

@@ -18,7 +18,7 @@ import pandas as pd
 from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
-from helpers import config
+from helpers import config, interrupts
 from helpers.files import write_atomically
 
 CACHE_FORMAT_VERSION = 2  # 2: EXIF orientation applied while decoding
@@ -535,6 +535,7 @@ def _main(argv: list[str] | None = None) -> int:
     """Command line: `download` fetches the Kaggle dataset; `check` loads a dataset and prints its counts."""
     import argparse
 
+    interrupts.command_started()
     parser = argparse.ArgumentParser(prog="python -m helpers.data", description=_main.__doc__)
     parser.add_argument("action", choices=["download", "check"])
     parser.add_argument("--data-dir", default=None, help="dataset folder (default: $BRAIN_MRI_DATA_DIR or data/)")

@@ -11,6 +11,7 @@ from PIL import Image
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from helpers import interrupts
 from helpers.data import MRIDataset
 
 # Two images whose 64-bit perceptual hashes differ in at most this many bits count as near-duplicates.
@@ -155,6 +156,7 @@ def _main(argv: list[str] | None = None) -> int:
 
     from helpers.data import DataError, load_dataset
 
+    interrupts.command_started()
     parser = argparse.ArgumentParser(prog="python -m helpers.duplicates", description=_main.__doc__)
     parser.add_argument("--data-dir", default=None, help="dataset folder (default: $BRAIN_MRI_DATA_DIR or data/)")
     parser.add_argument("--threshold", type=int, default=DEFAULT_NEAR_THRESHOLD,

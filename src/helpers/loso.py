@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers import config
+from helpers import config, interrupts
 from helpers.files import read_measured_rows, write_measured_rows
 
 LOSO_FILE = "loso.json"
@@ -186,6 +186,7 @@ def _main(argv: list[str] | None = None) -> int:
 
     from helpers.data import DataError
 
+    interrupts.command_started()
     parser = argparse.ArgumentParser(prog="python -m helpers.loso", description=_main.__doc__)
     parser.add_argument("--data-dir", default=None, help="dataset folder (default: $BRAIN_MRI_DATA_DIR or data/)")
     parser.add_argument("--external-dir", default=None,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers import config
+from helpers import config, interrupts
 from helpers.files import read_measured_rows, write_measured_rows
 from helpers.training import MODEL_FILE, TrainingSettings, load_run, recipe, run_matches, train_model
 
@@ -181,6 +181,7 @@ def _main(argv: list[str] | None = None) -> int:
 
     from helpers.data import DataError
 
+    interrupts.command_started()
     parser = argparse.ArgumentParser(prog="python -m helpers.mitigations", description=_main.__doc__)
     parser.add_argument("--data-dir", default=None, help="dataset folder (default: $BRAIN_MRI_DATA_DIR or data/)")
     parser.add_argument("--external-dir", default=None,

@@ -19,7 +19,7 @@ import papermill
 from nbconvert import HTMLExporter
 from tqdm.auto import tqdm
 
-from helpers import config
+from helpers import config, interrupts
 from helpers.files import staged_directory, write_atomically
 from helpers.index_page import INDEX_FILE, METRICS_FILE, write_index
 from helpers.provenance import provenance
@@ -249,6 +249,7 @@ def _main(argv: list[str] | None = None) -> int:
     """Command line: run the notebook sequence in one profile and publish reports/."""
     import argparse
 
+    interrupts.command_started()
     parser = argparse.ArgumentParser(prog="python -m helpers.pipeline", description=_main.__doc__)
     parser.add_argument("--profile", default="full", choices=sorted(config.PROFILES),
                         help="full: real data, full training; smoke: tiny real subset, 1 epoch; demo: generated data")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from helpers import config
+from helpers import config, interrupts
 from helpers.files import write_atomically
 
 REPEATABILITY_FILE = "repeatability.json"
@@ -163,6 +163,7 @@ def _main(argv: list[str] | None = None) -> int:
     """Command line: measure repeatability on this CPU and merge it into reports/repeatability.json."""
     import argparse
 
+    interrupts.command_started()
     parser = argparse.ArgumentParser(prog="python -m helpers.repeatability", description=_main.__doc__)
     parser.add_argument("--models", nargs="+", default=["rnn", "hybrid"])
     parser.add_argument("--epochs", type=int, default=EPOCHS)

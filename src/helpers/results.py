@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers import config
+from helpers import config, interrupts
 from helpers.evaluation import mean_with_spread, partial_label_accuracy
 from helpers.files import with_marked_block, write_markdown_page, write_marked_block
 from helpers.predict import MODEL_INDEX_FILE
@@ -429,6 +429,7 @@ def _main(argv: list[str] | None = None) -> int:
     """Command line: write README's results table and publish models/ from reports/metrics.json (or --check)."""
     import argparse
 
+    interrupts.command_started()
     parser = argparse.ArgumentParser(prog="python -m helpers.results", description=_main.__doc__)
     parser.add_argument("--check", action="store_true", help="only check that README matches metrics.json")
     parser.add_argument("--readme-only", action="store_true", help="do not copy models")

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from helpers import config
+from helpers import config, interrupts
 from helpers.files import write_atomically
 
 THROUGHPUT_FILE = "prediction_throughput.json"
@@ -66,6 +66,7 @@ def _main(argv: list[str] | None = None) -> int:
     from helpers.predict import MODEL_INDEX_FILE, ModelFileError, ModelNotFoundError, default_model_path
     from helpers.provenance import provenance
 
+    interrupts.command_started()
     parser = argparse.ArgumentParser(prog="python -m helpers.throughput", description=_main.__doc__)
     parser.add_argument("--folder", default=None, help="folder of images (default: the dataset's Testing split)")
     parser.add_argument("--models", nargs="+", default=["default", "rnn"],

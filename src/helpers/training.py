@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from keras import ops
 
-from helpers import config, invariance
+from helpers import config, interrupts, invariance
 from helpers.data import ImageSplit, check_preprocessing
 from helpers.external import PATH_PREFIX as EXTERNAL_PATH_PREFIX
 from helpers.external import ExternalImages
@@ -218,6 +218,17 @@ def set_seeds(seed: int) -> None:
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
+
+
+class RaiseWhenInterrupted(keras.callbacks.Callback):
+    """Raise KeyboardInterrupt at the next step when a Ctrl-C was swallowed on its way (helpers.interrupts)."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        if interrupts.REQUESTED.is_set():
+            raise KeyboardInterrupt
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.on_train_batch_end(0)
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -468,7 +479,7 @@ def train_model(model_name: str, training: ImageSplit, validation: ImageSplit, t
         batches = SeededBatches(inputs[0], training.labels, weights, settings.batch_size, settings.seed,
                                 first_epoch=0 if earlier is None else int(earlier["epoch"].max()) + 1)
         model.fit(batches, epochs=settings.epochs, validation_data=(inputs[1], validation.labels),
-                  callbacks=[EpochSeeds(batches), timer, *dataset_validation,
+                  callbacks=[RaiseWhenInterrupted(), EpochSeeds(batches), timer, *dataset_validation,
                              *training_callbacks(settings, resume / MODEL_FILE, best_so_far),
                              keras.callbacks.CSVLogger(str(resume / HISTORY_FILE), append=True),
                              keras.callbacks.BackupAndRestore(str(resume / "backup"), delete_checkpoint=False),
@@ -566,6 +577,7 @@ def _main(argv: list[str] | None = None) -> int:
     from helpers.evaluation import classification_summary, partial_label_accuracy
     from helpers.external import load_training_data
 
+    interrupts.command_started()
     parser = argparse.ArgumentParser(prog="python -m helpers.training", description=_main.__doc__)
     parser.add_argument("--model", default="rnn", choices=list(MODEL_BUILDERS), help="registered model name")
     parser.add_argument("--recipe", default="project", choices=list(RECIPES),

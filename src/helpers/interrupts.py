@@ -1,0 +1,42 @@
+"""Ctrl-C in the project's commands: one line and exit status 130 at any moment, never swallowed.
+
+While a command (`python -m helpers.<command>`) is still importing its libraries, Ctrl-C ends it at once with one line
+(nothing has been written yet). Once its `_main` runs, Ctrl-C raises KeyboardInterrupt as usual and is remembered, so
+that one swallowed by a library's callback (TensorFlow's garbage-collection hook ignores exceptions) is raised again
+at the next training step (RaiseWhenInterrupted)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+
+REQUESTED = threading.Event()
+EXIT_INTERRUPTED = 130
+
+
+def _exit_at_start_up(signum, frame) -> None:
+    """End the process at once: it is still importing, so nothing is half-written."""
+    sys.stderr.write("interrupted while starting: nothing was written\n")
+    sys.stderr.flush()
+    os._exit(EXIT_INTERRUPTED)
+
+
+def _remember_and_raise(signum, frame) -> None:
+    """Remember the request, then raise KeyboardInterrupt where Python is."""
+    REQUESTED.set()
+    raise KeyboardInterrupt
+
+
+def guard_start_up() -> None:
+    """When this process runs a command (`python -m helpers.<command>`), end it at once on Ctrl-C until it starts."""
+    if sys.argv[:1] == ["-m"] and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _exit_at_start_up)
+
+
+def command_started() -> None:
+    """From now on Ctrl-C raises KeyboardInterrupt, and is remembered (see RaiseWhenInterrupted)."""
+    REQUESTED.clear()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _remember_and_raise)
