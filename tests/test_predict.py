@@ -231,6 +231,20 @@ def test_a_corrupt_model_file_is_not_called_missing(saved_run, tmp_path, capsys)
     assert "model.keras: cannot load the model" in error and "not found" not in error
 
 
+def test_an_unreadable_model_file_is_called_unreadable_not_damaged(saved_run, tmp_path, monkeypatch, capsys):
+    (tmp_path / "model.keras").write_bytes((saved_run.directory / "model.keras").read_bytes())
+    (tmp_path / "model.json").write_text((saved_run.directory / "labels.json").read_text())
+
+    def refused(path, *arguments, **options):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(predict, "open", refused, raising=False)
+    assert predict.main(["x.png", "--model", str(tmp_path / "model.keras")]) == predict.EXIT_NO_MODEL
+    error = capsys.readouterr().err.strip()
+    assert error.endswith("model.keras: cannot read the model file (Permission denied)") and "damaged" not in error
+    assert len(error.splitlines()) == 1
+
+
 def test_ctrl_c_exits_130_with_one_line(saved_run, monkeypatch, capsys):
     def interrupted(*arguments, **options):
         raise KeyboardInterrupt

@@ -130,6 +130,11 @@ def _load_keras_file(path: Path, label_file: Path, labels: dict):
 
     if not path.is_file():
         raise ModelNotFoundError(f"{path}: file not found (a model needs its .keras file and label .json)")
+    try:
+        with open(path, "rb") as handle:
+            handle.read(1)
+    except OSError as error:  # unreadable is not damaged
+        raise ModelFileError(f"{path}: cannot read the model file ({error.strerror or error})") from None
     if path.suffix == ".keras" and not zipfile.is_zipfile(path):  # Keras would call a damaged archive "not found"
         raise ModelFileError(f"{path}: cannot load the model (not a .keras archive: the file is damaged or of "
                              f"another kind)")
