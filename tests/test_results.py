@@ -60,7 +60,8 @@ def test_readme_block_is_written_from_metrics_and_a_stale_one_is_detected():
     metrics["timings"].update({"trained_runs": ["cnn-seed42"], "reused_runs": ["rnn-seed42", "rnn-seed43"],
                                "reused_training_seconds": 600.0, "from_scratch_seconds": 2400.0})
     assert "reused 2 of its 3 training runs" in results.markdown_table(metrics)
-    assert "about 40.0 minutes from scratch" in results.markdown_table(metrics)
+    assert "The profile takes about 40.0 minutes from scratch on 2 CPU cores" in results.markdown_table(metrics)
+    assert "rnn-seed42" not in results.markdown_table(metrics)  # no list of run names in the lead sentence
     metrics = _metrics("f" * 64, 42)
     readme = f"intro\n{results.README_START}\nold\n{results.README_END}\nrest\n"
     updated = results.readme_with_results(readme, metrics)

@@ -117,19 +117,19 @@ def provenance() -> dict[str, object]:
 
 
 def duration_sentence(metrics: dict) -> str:
-    """Return how long the run took, and, when it reused earlier run folders, how long it takes from scratch."""
+    """Return how long the profile takes on this machine: the run's own time, or, when it reused earlier run
+    folders, the time from scratch first and then what this run took."""
     timings = metrics["timings"]
     device = metrics["provenance"]["device"]
-    sentence = (f"The whole sequence took {timings['total_seconds'] / 60:.1f} minutes on {device['cpu_count']} CPU "
-                f"cores ({device['backend']} backend")
     accelerators = ", ".join(device["accelerators"])
-    sentence += f"; {accelerators})." if accelerators else ", no accelerator)."
+    machine = (f"{device['cpu_count']} CPU cores ({device['backend']} backend"
+               + (f"; {accelerators})" if accelerators else ", no accelerator)"))
     reused = timings.get("reused_runs", [])
-    if reused:
-        total = len(reused) + len(timings["trained_runs"])
-        which = (f"all its {total} training runs" if len(reused) == total
-                 else f"{len(reused)} of its {total} training runs ({', '.join(reused)})")
-        sentence += (f" It reused {which} from an earlier run with the same recipe and data "
-                     f"({timings['reused_training_seconds'] / 60:.1f} minutes of training and prediction), so the "
-                     f"profile takes about {timings['from_scratch_seconds'] / 60:.1f} minutes from scratch.")
-    return sentence
+    if not reused:
+        return f"The whole sequence took {timings['total_seconds'] / 60:.1f} minutes on {machine}."
+    total = len(reused) + len(timings["trained_runs"])
+    which = f"all its {total} training runs" if len(reused) == total else f"{len(reused)} of its {total} training runs"
+    return (f"The profile takes about {timings['from_scratch_seconds'] / 60:.1f} minutes from scratch on {machine}; "
+            f"this run took {timings['total_seconds'] / 60:.1f} minutes, as it reused {which} "
+            f"({timings['reused_training_seconds'] / 60:.1f} minutes of training and prediction) from an earlier run "
+            f"with the same recipe and data.")
