@@ -50,7 +50,7 @@ INFERENCE_BATCH_SIZE = 256
 # timed pass that includes the partial batch's tracing halved the rnn's figure.
 INFERENCE_PASSES = 5
 LATENCY_CALLS = 50
-# The speed targets (issue 4): every model's epoch this many times faster than the specified pipeline's, and the rnn
+# The speed targets: every model's epoch this many times faster than the specified pipeline's, and the rnn
 # predicting at least this many images per second at batch 256.
 SPEEDUP_TARGET = 3.0
 RNN_INFERENCE_TARGET = 2000

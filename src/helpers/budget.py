@@ -43,7 +43,7 @@ REFERENCE_SEEDS = config.PROFILES["full"].seeds
 # the project's first 1.5M-parameter design, cnn_wide); the project's own recurrent models, crnn and sequencer, are
 # measured against the specified hybrid, the specification's CNN + LSTM.
 REFERENCE_MODELS = {"rnn": "rnn", "hybrid": "hybrid", "cnn": "cnn_wide", "crnn": "hybrid", "sequencer": "hybrid"}
-SPEEDUP_TARGET = 5.0  # issue 13: time-to-accuracy at least 5x the specified recipe's for every model
+SPEEDUP_TARGET = 5.0  # time-to-accuracy at least 5x the specified recipe's for every model
 FULL_PROFILE_TARGET_MINUTES = 60
 SIZES = (64, 96, 128)
 

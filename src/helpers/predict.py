@@ -178,7 +178,7 @@ def load_saved_model(model_path: str | os.PathLike | None = None) -> SavedModel:
     labels = read_label_file(label_file)
     model = _load_ensemble(label_file, labels) if path.suffix == ".json" else _load_keras_file(path, label_file, labels)
     preprocessing = labels.get("preprocessing", "resize")
-    if preprocessing not in PREPROCESSINGS:  # label files before issue 12 described the resizing in words
+    if preprocessing not in PREPROCESSINGS:  # older label files described the resizing in words
         preprocessing = "resize"
     record = record_path(label_file)
     try:

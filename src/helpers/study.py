@@ -30,10 +30,10 @@ PHANTOM_TESTING_PER_CLASS = 60
 PHANTOM_SEED = 2024
 PHANTOM_EXTERNAL_PER_PART = 40
 
-# The study's targets (issue 5): mean test accuracy over seeds, the best models chosen on validation only.
+# The study's targets: mean test accuracy over seeds, the best models chosen on validation only.
 RECURRENT_MODELS = ("rnn", "hybrid", "crnn", "sequencer")
 RECURRENT_PARAMETER_LIMIT = 1_500_000
-# The accuracy targets (issue 13; 3-seed means on the official Testing split, models chosen on validation). The
+# The accuracy targets (3-seed means on the official Testing split, models chosen on validation). The
 # earlier ones were 90%, 95%, 97% and 98%.
 TARGETS = {"rnn as specified": 0.93, "best recurrent model (<= 1.5M parameters)": 0.97, "best model overall": 0.985,
            "best model's tumour sensitivity": 0.99}

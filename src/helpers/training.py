@@ -103,10 +103,10 @@ SPECIFIED_RECIPE = TrainingSettings()
 # epoch 18 at 84% validation accuracy while another, running all 30 epochs, reached 91% (at batch 128 an epoch has
 # a quarter of the updates). Watching validation loss, crnn seed 42 stopped at epoch 12 with its validation accuracy
 # still rising (51% -> 71% over the last three epochs): its loss was lowest at epoch 2. Everything else is the
-# specification's; the evidence is in reports/benchmarks.json and the issue notes.
+# specification's; the evidence is in reports/benchmarks.json and docs/decisions.md.
 PROJECT_RECIPE = dataclasses.replace(SPECIFIED_RECIPE, batch_size=128, learning_rate=2e-3, early_stopping_patience=10,
                                      early_stopping_metric="val_accuracy")
-# The robust recipe (issue 12): the mitigations against the dataset's source shortcut, on a cosine schedule.
+# The robust recipe: the mitigations against the dataset's source shortcut, on a cosine schedule.
 # - preprocessing "standardised": crop to the head and stretch its intensities (helpers.data.prepare_image);
 # - augmentation "robust": larger rotations, random resized crops, random contrast, gamma, blur and noise;
 # - external_training: the external sets' train parts join training (Br35H tumours as "some tumour" through the

@@ -178,7 +178,7 @@ def measure_model(model, images: dict[str, object], level: float = DEFAULT_LEVEL
                     "reliability": reliability}
 
 
-# The outlier kinds that must all be flagged (issue 21's "far" kinds); the MR slice of another body part is nearer.
+# The outlier kinds that must all be flagged; the MR slice of another body part is nearer.
 FAR_KINDS = ("uniform noise", "gaussian noise", "salt and pepper noise", "gradients", "photographs",
              "CT-like head phantom", "CT slice (chest)")
 TARGET_ECE, TARGET_CLASS_COVERAGE, TARGET_SET_SIZE, TARGET_AUROC = 0.02, 0.88, 1.2, 0.99
@@ -201,7 +201,7 @@ def model_table(figures: dict[str, dict]):
 
 
 def judged_targets(measured: dict) -> list[dict[str, object]]:
-    """Return the uncertainty targets of one model (issue 21) with the measured value and whether each is met."""
+    """Return the uncertainty targets of one model with the measured value and whether each is met."""
     official = measured["rows"][0]
     classes = {key[len("coverage "):]: value for key, value in official.items() if key.startswith("coverage ")}
     far = [row for row in measured["outliers"] if row["kind"] in FAR_KINDS]
