@@ -96,58 +96,27 @@ class TrainingSettings:
             raise ValueError(f"unknown augmentation {self.augmentation!r}; choose one of {', '.join(AUGMENTATIONS)}")
 
 
-# The specification's recipe, kept as the reference the benchmark and the report compare against.
-SPECIFIED_RECIPE = TrainingSettings()
-# The project's recipe: four times fewer, larger batches with a larger step, and early stopping after 10 epochs
-# without a better validation accuracy, the metric the checkpoint keeps. With patience 5 one RNN seed stopped at
-# epoch 18 at 84% validation accuracy while another, running all 30 epochs, reached 91% (at batch 128 an epoch has
-# a quarter of the updates). Watching validation loss, crnn seed 42 stopped at epoch 12 with its validation accuracy
-# still rising (51% -> 71% over the last three epochs): its loss was lowest at epoch 2. Everything else is the
-# specification's; the evidence is in reports/benchmarks.json and docs/decisions.md.
+# The recipes by name; why each is as it is, with its evidence: docs/decisions.md ("Recipes").
+SPECIFIED_RECIPE = TrainingSettings()  # the specification's: the reference the benchmark compares against
 PROJECT_RECIPE = dataclasses.replace(SPECIFIED_RECIPE, batch_size=128, learning_rate=2e-3, early_stopping_patience=10,
                                      early_stopping_metric="val_accuracy")
-# The robust recipe: the mitigations against the dataset's source shortcut, on a cosine schedule.
-# - preprocessing "standardised": crop to the head and stretch its intensities (helpers.data.prepare_image);
-# - augmentation "robust": larger rotations, random resized crops, random contrast, gamma, blur and noise;
-# - external_training: the external sets' train parts join training (Br35H tumours as "some tumour" through the
-#   summed tumour probability, TCGA slices as glioma), 30% of them (by patient) held out in validation;
-# - AdamW (weight decay 1e-4), 5% linear warm-up to 2e-3, cosine decay to 1% of it, clipnorm 1, label smoothing 0.1;
-#   the run trains all its epochs and keeps its best-on-validation checkpoint.
-# The evidence for each step is the mitigation table (`make mitigations`, reports/mitigations.json, notebook 06).
+# Head crop and intensity standardisation, source-breaking augmentation, the external train parts mixed into training
+# (30% of them, by patient, in validation), AdamW on a 5% warm-up and cosine decay, label smoothing 0.1.
 ROBUST_RECIPE = dataclasses.replace(SPECIFIED_RECIPE, epochs=40, batch_size=64, learning_rate=2e-3,
                                     schedule="cosine", weight_decay=1e-4, clipnorm=1.0, label_smoothing=0.1,
                                     early_stopping_metric="val_accuracy", augmentation="robust",
                                     preprocessing="standardised", external_training=True)
-# The demo recipe: the robust recipe scaled to the phantom set (1,020 training images), so that `make demo` shows every
-# model learning in minutes. Under the specified recipe at batch 16 two models stayed at chance, for two causes:
-# - rnn: early stopping on validation loss ended it at epoch 6, while its BatchNorm moving statistics (momentum 0.99,
-#   64 steps an epoch) still carried their initial values: 72% accuracy on its training images in training mode, 27%
-#   in inference mode. Training every epoch on the cosine schedule lets them settle (99.5% validation in make demo).
-# - hybrid: at Adam 1e-3 its ReLU feature maps collapsed within the first epoch (second convolution's mean output
-#   0.0004, 46 of 64 dense units dead) and the loss stayed at ln 4; at 3e-4 without augmentation it reached 87%
-#   validation accuracy in 8 epochs. The demo peaks at 5e-4 after the warm-up (75.8% in make demo) and keeps the
-#   specified augmentation: with the robust one's acquisition changes (at 3e-4) the hybrid reached 56% in 15 epochs.
-# (seed 42, the phantom set, helpers.training.train_model; the probes' settings as stated.)
 DEMO_RECIPE = dataclasses.replace(ROBUST_RECIPE, epochs=15, batch_size=16, learning_rate=5e-4, augmentation="layers")
-# The both-sides recipe: the robust recipe with every external source on both sides of the decision (TCGA's
-# tumour-free slices as "no tumour", both TCGA sequences) and source-balanced sample weights (docs/decisions.md).
+# Every external source on both sides of the decision, with source-balanced sample weights.
 BOTH_SIDES_RECIPE = dataclasses.replace(ROBUST_RECIPE, external_collections=config.ALL_COLLECTIONS,
                                         source_balance=True)
-# The outlined recipe: every source on both sides (no sample weights) and outline supervision (docs/decisions.md).
+# Every external source on both sides (no sample weights) and outline supervision.
 OUTLINED_RECIPE = dataclasses.replace(ROBUST_RECIPE, external_collections=config.ALL_COLLECTIONS,
                                       outline_supervision=1.0)
 RECIPES: dict[str, TrainingSettings] = {"specified": SPECIFIED_RECIPE, "project": PROJECT_RECIPE,
                                         "robust": ROBUST_RECIPE, "demo": DEMO_RECIPE, "both-sides": BOTH_SIDES_RECIPE,
                                         "outlined": OUTLINED_RECIPE}
-# Where one model departs from its recipe, and why (validation evidence only). cnn, seed 42, validation accuracy:
-# batch 128 at Adam 2e-3 stopped at epoch 13 with 73.2% (best at epoch 3), batch 128 at 1e-3 reached 84.5% in 30
-# epochs, batch 64 at 1e-3 92.8% (its epochs were no slower: 8.2 s against 8.6 s at batch 128).
-# Precision stays float32 for every model: bfloat16's validation accuracy depended on the machine. hybrid in
-# mixed_bfloat16 (epochs about 1.7x faster on AVX512-BF16 cores) reached 90.2/91.6/90.8% over seeds 42/43/44 (mean
-# 90.9%) against 91.0/87.6/92.5% (mean 90.4%) in float32 on one machine, but 82.9/80.1/93.7% (mean 85.5%) against
-# 88.0/89.3/93.1% (mean 90.1%) on another (AMD EPYC, the same code, data and packages). cnn in bfloat16 reached
-# 92.1/90.4/88.7% (mean 90.4%) against 92.8/90.1/91.5% (mean 91.4%). A change is adopted only where its 3-seed mean
-# stays within half a point.
+# Where one model departs from its recipe (docs/decisions.md, "Recipes").
 MODEL_CHANGES: dict[str, dict[str, dict[str, object]]] = {
     "specified": {}, "project": {"cnn": {"batch_size": 64, "learning_rate": 1e-3}}, "robust": {}, "demo": {},
     "both-sides": {}, "outlined": {}}
