@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import config, data, predict, training
+from helpers import config, data, predict, saved_models, training
 
 
 @pytest.fixture(scope="module")
@@ -70,15 +70,15 @@ def test_missing_model_is_a_clear_error(tmp_path, capsys):
     assert predict.main([str(tmp_path / "a.png"), "--model", str(tmp_path / "none.keras")]) == 2
     assert "none.keras: file not found" in capsys.readouterr().err
     with pytest.raises(predict.ModelNotFoundError, match="no published models"):
-        predict.default_model_path(tmp_path)
+        saved_models.default_model_path(tmp_path)
 
 
 def test_published_model_file_with_its_label_file_is_accepted(saved_run, phantom_root, tmp_path):
     model_path = tmp_path / "rnn.keras"
     saved_run.model.save(model_path)
     (tmp_path / "rnn.json").write_text((saved_run.directory / "labels.json").read_text())
-    (tmp_path / predict.MODEL_INDEX_FILE).write_text(json.dumps({"default": "rnn.keras"}))
-    assert predict.default_model_path(tmp_path) == model_path
+    (tmp_path / saved_models.MODEL_INDEX_FILE).write_text(json.dumps({"default": "rnn.keras"}))
+    assert saved_models.default_model_path(tmp_path) == model_path
     loaded = predict.load_saved_model(model_path)
     assert loaded.class_names == saved_run.class_names and loaded.image_size == 64
     result = predict.predict_files([sorted((phantom_root / "Testing" / "glioma").iterdir())[0]], loaded)[0]
@@ -238,7 +238,7 @@ def test_an_unreadable_model_file_is_called_unreadable_not_damaged(saved_run, tm
     def refused(path, *arguments, **options):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(predict, "open", refused, raising=False)
+    monkeypatch.setattr(saved_models, "open", refused, raising=False)
     assert predict.main(["x.png", "--model", str(tmp_path / "model.keras")]) == predict.EXIT_NO_MODEL
     error = capsys.readouterr().err.strip()
     assert error.endswith("model.keras: cannot read the model file (Permission denied)") and "damaged" not in error
@@ -257,9 +257,9 @@ def test_ctrl_c_exits_130_with_one_line(saved_run, monkeypatch, capsys):
 @pytest.mark.parametrize("index, message", [
     ("{not json", "invalid JSON"), ('["rnn.keras"]', 'naming its "default" file'), ('{"models": {}}', '"default"')])
 def test_a_broken_model_index_is_a_model_problem_naming_the_file(tmp_path, monkeypatch, capsys, index, message):
-    (tmp_path / predict.MODEL_INDEX_FILE).write_text(index)
+    (tmp_path / saved_models.MODEL_INDEX_FILE).write_text(index)
     with pytest.raises(predict.ModelFileError, match=f"models.json: not a valid model index.*{message}"):
-        predict.default_model_path(tmp_path)
+        saved_models.default_model_path(tmp_path)
     monkeypatch.setattr(config, "MODELS_DIR", tmp_path)
     assert predict.main([str(tmp_path / "a.png")]) == 2
     error = capsys.readouterr().err.strip()

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from helpers import config, data, predict, results, source_report, training
+from helpers import config, data, predict, results, saved_models, source_report, training
 from helpers.study import target_table
 
 
@@ -101,7 +101,7 @@ def test_publish_copies_the_representative_run_without_optimizer_state(phantom_r
     assert (models_dir / "rnn.keras").stat().st_size < (run.directory / "model.keras").stat().st_size
     card = (models_dir / "MODEL_CARD.md").read_text()
     assert "Not a medical" in card and "| 91.50% (91.23% (one seed)) | 87.65% (87.65%) | 97.50% |" in card
-    loaded = predict.load_saved_model(predict.default_model_path(models_dir))
+    loaded = predict.load_saved_model(saved_models.default_model_path(models_dir))
     image = validation.images[:1, ..., None]
     assert np.allclose(loaded.model.predict(image, verbose=0), run.model.predict(image, verbose=0), atol=1e-6)
     with pytest.raises(ValueError, match="trained on other data"):
@@ -187,7 +187,7 @@ def test_the_default_ships_as_an_ensemble_of_seeds_only_when_that_wins_on_valida
     index = results.publish_models(metrics, tmp_path / "runs", models_dir)
     assert index["default"] == "rnn-ensemble.json"
     assert index["models"]["rnn-ensemble"]["members"] == ["runs/rnn-seed43/model.keras", "runs/rnn-seed44/model.keras"]
-    loaded = predict.load_saved_model(predict.default_model_path(models_dir))
+    loaded = predict.load_saved_model(saved_models.default_model_path(models_dir))
     assert loaded.name == "rnn-ensemble" and loaded.confidence_threshold is not None
     images = validation.images[:5, ..., None]
     expected = np.mean([run.model.predict(images, verbose=0) for run in runs], axis=0)
@@ -224,7 +224,7 @@ def test_the_index_of_a_demo_run_names_the_published_default_from_the_models_fol
     assert "The published default model (<code>brain-mri-predict</code>, <code>models/</code>) is <b>rnn</b>" in full
     metrics["profile"] = "demo"
     demo = write_index(tmp_path, metrics).read_text()
-    published = predict.default_model_path().stem
+    published = saved_models.default_model_path().stem
     assert "this run would pick <b>rnn</b>" in demo and f"comes from the full study: <b>{published}</b>" in demo
     assert "The published default model (<code>brain-mri-predict</code>, <code>models/</code>) is" not in demo
     assert 'href="../models/MODEL_CARD.html"' in full and 'href="benchmarks.html"' in full

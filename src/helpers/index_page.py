@@ -11,6 +11,7 @@ import pandas as pd
 from helpers import config
 from helpers.provenance import duration_sentence
 from helpers.results import DEFAULT_RULE, external_targets, shipped_default
+from helpers.saved_models import ModelFileError, ModelNotFoundError, default_model_path
 from helpers.source_report import SHARED_NO_TUMOUR_NOTE, external_sources, loso_frame, source_frame, target_text
 
 METRICS_FILE = "metrics.json"
@@ -72,8 +73,6 @@ def _sources_html(metrics: dict, default: str) -> str:
 
 def published_default() -> str:
     """Return the name of the published default model (models/models.json), or say that none is published."""
-    from helpers.predict import ModelFileError, ModelNotFoundError, default_model_path
-
     try:
         return default_model_path().stem
     except (ModelNotFoundError, ModelFileError):

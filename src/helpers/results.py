@@ -13,8 +13,8 @@ import pandas as pd
 from helpers import config, interrupts
 from helpers.evaluation import mean_with_spread, partial_label_accuracy
 from helpers.files import with_marked_block, write_markdown_page, write_marked_block
-from helpers.predict import MODEL_INDEX_FILE
 from helpers.provenance import duration_sentence
+from helpers.saved_models import MODEL_INDEX_FILE
 from helpers.source_report import (
     external_record,
     external_sources,

@@ -63,8 +63,8 @@ def _main(argv: list[str] | None = None) -> int:
     import json
 
     from helpers.data import locate_dataset
-    from helpers.predict import MODEL_INDEX_FILE, ModelFileError, ModelNotFoundError, default_model_path
     from helpers.provenance import provenance
+    from helpers.saved_models import MODEL_INDEX_FILE, ModelFileError, ModelNotFoundError, default_model_path
 
     interrupts.command_started()
     parser = argparse.ArgumentParser(prog="python -m helpers.throughput", description=_main.__doc__)
