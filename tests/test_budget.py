@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import benchmark, budget, training
+from helpers import benchmark, budget, callbacks, training
 
 DEVICE = {"backend": "tensorflow", "accelerators": [], "cpu_count": 2, "cpu_model": "Test CPU"}
 
@@ -16,7 +16,7 @@ DEVICE = {"backend": "tensorflow", "accelerators": [], "cpu_count": 2, "cpu_mode
 def make_run(folder, accuracies, seconds_per_epoch, external=False, validation=None):
     """Write a run folder whose history has these validation accuracies, each epoch lasting the given seconds."""
     folder.mkdir(parents=True)
-    metric = training.DATASET_VALIDATION_METRIC if external else "val_accuracy"
+    metric = callbacks.DATASET_VALIDATION_METRIC if external else "val_accuracy"
     history = pd.DataFrame({"epoch": range(1, len(accuracies) + 1), "val_accuracy": accuracies,
                             "seconds": [seconds_per_epoch] * len(accuracies)})
     if external:

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import data, training
+from helpers import callbacks, data, training
 from helpers.evaluation import classification_summary
 
 QUICK = training.TrainingSettings(epochs=2, batch_size=16, seed=11, verbose=0)
@@ -76,11 +76,11 @@ def test_validation_with_external_images_logs_the_datasets_own_accuracy_apart(tm
     assert list(own) == list(range(len(validation)))
     stored = run.predictions["validation"]  # one epoch: the saved model is the one the epoch ended with
     expected = (stored["probabilities"][own].argmax(axis=1) == stored["labels"][own]).mean()
-    assert run.history[training.DATASET_VALIDATION_METRIC].iloc[0] == pytest.approx(expected)
+    assert run.history[callbacks.DATASET_VALIDATION_METRIC].iloc[0] == pytest.approx(expected)
     assert run.history["val_accuracy"].iloc[0] == pytest.approx(
         (stored["probabilities"].argmax(axis=1) == stored["labels"]).mean())
     plain = training.train_model("rnn", data.take_per_class(kept, 12), validation, None, tmp_path / "plain", settings)
-    assert training.DATASET_VALIDATION_METRIC not in plain.history
+    assert callbacks.DATASET_VALIDATION_METRIC not in plain.history
 
 
 def test_a_failed_run_leaves_no_folder_behind(tmp_path, phantom_splits, monkeypatch):

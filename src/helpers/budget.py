@@ -4,7 +4,7 @@ Both tables are read from run folders, so that they are rebuilt without training
 - time-to-accuracy (`make time-to-accuracy`): the specified recipe's runs (runs/specified, `make reference-runs`,
   every seed) set the target, their mean best validation accuracy; the study's recipe trains one seed into
   runs/time-to-accuracy, whose history logs the accuracy on the dataset's own validation images apart from the external
-  ones (training.DATASET_VALIDATION_METRIC). A recipe's time is the training seconds, validation passes included,
+  ones (callbacks.DATASET_VALIDATION_METRIC). A recipe's time is the training seconds, validation passes included,
   until its validation accuracy first reaches the target.
 - input size (`make sizes`): the study's recipe at 96 and 128 pixels (runs/sizes) beside its 64-pixel run, each
   scored on the dataset's own validation images by its best-on-validation checkpoint.
@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 
 from helpers import config
+from helpers.callbacks import DATASET_VALIDATION_METRIC
 from helpers.files import write_atomically
 from helpers.training import (
-    DATASET_VALIDATION_METRIC,
     HISTORY_FILE,
     PREDICTION_FILES,
     RUN_FILE,

@@ -16,13 +16,14 @@ from pathlib import Path
 import keras
 import numpy as np
 import pandas as pd
-from keras import ops
 
 from helpers import config, interrupts, invariance
+from helpers.callbacks import DatasetValidationAccuracy, EpochTimer, RaiseWhenInterrupted
 from helpers.data import ImageSplit, check_preprocessing
 from helpers.external import PATH_PREFIX as EXTERNAL_PATH_PREFIX
 from helpers.external import ExternalImages
 from helpers.files import staged_directory
+from helpers.losses import PartialLabelCrossentropy, partial_label_metric
 from helpers.models import AUGMENTATIONS, MODEL_BUILDERS, build_model
 from helpers.provenance import provenance
 from helpers.seeded_batches import EpochSeeds, SeededBatches
@@ -34,9 +35,6 @@ HISTORY_FILE = "history.csv"
 TIMINGS_FILE = "timings.json"
 RUN_FILE = "run.json"
 PREDICTION_FILES = {"validation": "predictions_validation.npz", "test": "predictions_test.npz"}
-# The history column of the validation accuracy on the dataset's own images, written when validation also holds
-# external images (otherwise val_accuracy is that figure).
-DATASET_VALIDATION_METRIC = "val_dataset_accuracy"
 
 
 # Compute precisions (Keras dtype policies). mixed_bfloat16 runs convolutions at about twice the speed on CPUs with
@@ -189,49 +187,6 @@ def set_seeds(seed: int) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-class RaiseWhenInterrupted(keras.callbacks.Callback):
-    """Raise KeyboardInterrupt at the next step when a Ctrl-C was swallowed on its way (helpers.interrupts)."""
-
-    def on_train_batch_end(self, batch, logs=None):
-        if interrupts.REQUESTED.is_set():
-            raise KeyboardInterrupt
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.on_train_batch_end(0)
-
-
-class EpochTimer(keras.callbacks.Callback):
-    """Record the wall-clock seconds of every training epoch."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seconds: list[float] = []
-        self._started = 0.0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._started = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._started)
-        if logs is not None:  # so that the history file written after it holds each epoch's seconds
-            logs["seconds"] = self.seconds[-1]
-
-
-class DatasetValidationAccuracy(keras.callbacks.Callback):
-    """Log each epoch's accuracy on the dataset's own validation images as val_dataset_accuracy, apart from the
-    external images a recipe adds to validation, so that recipes are compared on the same images (time-to-accuracy).
-    Its predictions fall outside the epoch's timed seconds."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, model: keras.Model | None = None) -> None:
-        super().__init__()
-        self.images, self.labels, self.classifier = images, labels, model
-
-    def on_epoch_end(self, epoch, logs=None):
-        predicted = (self.classifier or self.model).predict(self.images, batch_size=256, verbose=0).argmax(axis=1)
-        if logs is not None:
-            logs[DATASET_VALIDATION_METRIC] = float((predicted == self.labels).mean())
-
-
 def dataset_rows(paths: np.ndarray) -> np.ndarray:
     """Return the indices of the image paths that belong to the dataset itself, not to the external sets."""
     return np.flatnonzero(~np.char.startswith(np.asarray(paths).astype(str), EXTERNAL_PATH_PREFIX))
@@ -259,45 +214,6 @@ def training_callbacks(settings: TrainingSettings, checkpoint_path: Path,
     ]
 
 
-# Which classes each training label allows: a class its own, ANY_TUMOUR_LABEL (the last row) every tumour class.
-ALLOWED_CLASSES = np.vstack([np.eye(len(config.CLASS_NAMES), dtype=np.float32),
-                             np.array([[name != config.NO_TUMOUR_CLASS for name in config.CLASS_NAMES]], np.float32)])
-
-
-def _allowed(labels):
-    """Return, per label, the 0/1 row of the classes a prediction may fall in."""
-    indices = ops.cast(ops.reshape(labels, (-1,)), "int32")
-    return ops.take(ops.convert_to_tensor(ALLOWED_CLASSES), indices, axis=0)
-
-
-@keras.saving.register_keras_serializable(package="helpers")
-class PartialLabelCrossentropy(keras.losses.Loss):
-    """Cross-entropy of the summed probability of the classes a label allows (one class, or any tumour class), with
-    label smoothing towards the uniform distribution."""
-
-    def __init__(self, label_smoothing: float = 0.0, name: str = "partial_label_crossentropy", **kwargs) -> None:
-        super().__init__(name=name, **kwargs)
-        self.label_smoothing = label_smoothing
-
-    def call(self, y_true, y_pred):
-        probabilities = ops.clip(ops.cast(y_pred, "float32"), 1e-7, 1.0)
-        loss = -ops.log(ops.clip(ops.sum(probabilities * _allowed(y_true), axis=-1), 1e-7, 1.0))
-        if self.label_smoothing:
-            uniform = -ops.mean(ops.log(probabilities), axis=-1)
-            loss = (1.0 - self.label_smoothing) * loss + self.label_smoothing * uniform
-        return loss
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "label_smoothing": self.label_smoothing}
-
-
-@keras.saving.register_keras_serializable(package="helpers")
-def partial_label_accuracy(y_true, y_pred):
-    """Return 1 where the predicted class is one the label allows (its class, or any tumour class), else 0."""
-    predicted = ops.expand_dims(ops.argmax(y_pred, axis=-1), -1)
-    return ops.squeeze(ops.take_along_axis(_allowed(y_true), predicted, axis=-1), -1)
-
-
 def compile_model(model: keras.Model, settings: TrainingSettings, steps_per_epoch: int) -> None:
     """Compile with the recipe's optimizer and loss: Adam and plain cross-entropy as specified, or AdamW on a
     warm-up + cosine schedule with the partial-label loss."""
@@ -312,7 +228,7 @@ def compile_model(model: keras.Model, settings: TrainingSettings, steps_per_epoc
         optimizer = keras.optimizers.Adam(settings.learning_rate, clipnorm=settings.clipnorm)
     if settings.external_training or settings.label_smoothing:
         loss = PartialLabelCrossentropy(settings.label_smoothing)
-        metrics = [keras.metrics.MeanMetricWrapper(partial_label_accuracy, name="accuracy")]
+        metrics = [keras.metrics.MeanMetricWrapper(partial_label_metric, name="accuracy")]
     else:
         loss, metrics = "sparse_categorical_crossentropy", ["accuracy"]
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
