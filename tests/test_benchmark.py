@@ -8,7 +8,7 @@ import statistics
 import numpy as np
 import pytest
 
-from helpers import benchmark, config
+from helpers import benchmark, config, speed_report
 
 
 @pytest.mark.slow
@@ -25,7 +25,7 @@ def test_benchmark_times_both_pipelines_and_keeps_other_machines(phantom_root, t
         "project_test_accuracy": None, "specified_validation_accuracy_by_seed": {},
         "specified_test_accuracy_by_seed": {"42": 0.75}, "project_validation_accuracy_by_seed": {},
         "project_test_accuracy_by_seed": {}}
-    assert benchmark.accuracy_table(results)["specified_test_accuracy"].tolist() == [0.75]
+    assert speed_report.accuracy_table(results)["specified_test_accuracy"].tolist() == [0.75]
     rows = {(row["pipeline"], row["batch_size"]): row for row in results["training"]}
     assert set(rows) == {("specified", 32), ("project", 128), ("project", 16), ("project", 32), ("floor", 128)}, \
         "the recipe's 128 too, and its bare training steps"
@@ -46,18 +46,18 @@ def test_benchmark_times_both_pipelines_and_keeps_other_machines(phantom_root, t
     assert results["data_loading"]["images"] == 520 and results["data_loading"]["first_load_seconds"] > 0
     inference = results["inference"][0]
     assert inference["inference_images_per_second"] > 0 and inference["first_pass_images_per_second"] > 0
-    assert set(benchmark.summary_table(results)["pipeline"]) == {"specified", "project", "floor"}
-    markdown = benchmark.speed_markdown(results)
+    assert set(speed_report.summary_table(results)["pipeline"]) == {"specified", "project", "floor"}
+    markdown = speed_report.speed_markdown(results)
     ratio = results["speedup_over_specified"]["rnn"]
     assert f"| rnn | {rows[('specified', 32)]['seconds_per_epoch']:.2f} s/epoch (rnn, batch 32) | " in markdown
     bound = results["speedup_bound"]["rnn"]
-    assert (f"rnn {ratio:.1f}x ({'met' if ratio >= benchmark.SPEEDUP_TARGET else 'missed'}; its bare training steps "
+    assert (f"rnn {ratio:.1f}x ({'met' if ratio >= speed_report.SPEEDUP_TARGET else 'missed'}; its bare training steps "
             f"allow at most {bound:.1f}x)") in markdown
     assert f"| {floor_row['seconds_per_epoch']:.2f} s/epoch ({bound:.1f}x) |" in markdown
     assert "75.00% → –" in markdown, "the seed-42 accuracies, a dash where a recipe was not trained"
     assert "test accuracy equal or better" not in markdown, "no verdict without both recipes' accuracies"
     results["accuracy"]["rnn"].update(project_test_accuracy=0.70, project_test_accuracy_by_seed={"42": 0.70})
-    assert "mean over the seeds both trained: rnn missed (1 seed)" in benchmark.speed_markdown(results)
+    assert "mean over the seeds both trained: rnn missed (1 seed)" in speed_report.speed_markdown(results)
 
     output = tmp_path / "benchmarks.json"
     output.write_text(json.dumps({"jax-H100-16cores": {"machine": "jax-H100-16cores"}}))
@@ -85,8 +85,8 @@ def test_pipelines_take_turns_epoch_by_epoch():
 
 
 def test_published_speed_page_matches_the_published_benchmark():
-    page = (config.REPORTS_DIR / benchmark.SPEED_PAGE).read_text()
-    expected = benchmark.stored_speed_page(config.REPORTS_DIR / benchmark.BENCHMARK_FILE)
+    page = (config.REPORTS_DIR / speed_report.SPEED_PAGE).read_text()
+    expected = speed_report.stored_speed_page(config.REPORTS_DIR / benchmark.BENCHMARK_FILE)
     assert page == expected, "reports/benchmarks.md is stale: helpers.benchmark --page-only"
     for section in ("## The prediction command", "## Time to accuracy", "## Repeatability across runs and CPUs"):
         assert section in page
@@ -126,11 +126,11 @@ def test_accuracy_is_compared_over_the_seeds_both_recipes_trained(tmp_path):
     assert accuracy["specified_test_accuracy"] == 1.0 and accuracy["project_test_accuracy"] == 0.75
     assert accuracy["project_test_accuracy_by_seed"] == {"42": 0.75, "43": 1.0, "44": 0.0}
     assert accuracy["project_validation_accuracy_by_seed"] == {"42": 0.75, "43": 1.0, "44": 0.0}
-    assert benchmark.common_seed_means(accuracy) == (["42", "43"], 0.75, 0.875), "seed 44 only has one recipe"
+    assert speed_report.common_seed_means(accuracy) == (["42", "43"], 0.75, 0.875), "seed 44 only has one recipe"
     results = {"accuracy": {"cnn": accuracy}}
-    table = benchmark.accuracy_table(results)
+    table = speed_report.accuracy_table(results)
     assert table.loc[0, "seeds_both_trained"] == 2 and table.loc[0, "project_mean_test_accuracy"] == 0.875
-    assert benchmark._mean_comparison(accuracy) == "; 75.00% → 87.50% (mean of 2 seeds)"
+    assert speed_report._mean_comparison(accuracy) == "; 75.00% → 87.50% (mean of 2 seeds)"
 
 
 def test_refresh_accuracy_rereads_the_run_folders_and_keeps_the_timings(tmp_path):
@@ -151,8 +151,8 @@ def test_prediction_command_timing_is_reported_with_its_ratio_and_agreement():
               "calls": 5, "median_seconds": {"numpy": 2.0, "tensorflow": 10.0},
               "first_call_seconds": {"numpy": 2.5, "tensorflow": 12.0}, "warm_seconds_per_image": 0.05,
               "largest_probability_difference": 3e-7}
-    text = benchmark.prediction_command_markdown(timing)
+    text = speed_report.prediction_command_markdown(timing)
     assert "**2.00 s** per call" in text and "10.00 s on TensorFlow's (5.0x" in text and "50 ms" in text
     assert "at most 3.0e-07" in text
-    page = benchmark.speed_page({}, {"tensorflow-cpu-2cores": timing})
+    page = speed_report.speed_page({}, {"tensorflow-cpu-2cores": timing})
     assert "## The prediction command" in page and text in page

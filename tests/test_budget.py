@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import benchmark, budget, callbacks, training
+from helpers import budget, callbacks, speed_report, training
 
 DEVICE = {"backend": "tensorflow", "accelerators": [], "cpu_count": 2, "cpu_model": "Test CPU"}
 
@@ -89,7 +89,7 @@ def test_the_speed_page_carries_the_stored_sections(tmp_path):
     make_run(tmp_path / "specified" / "rnn-seed42", [0.8], 10.0)
     make_run(tmp_path / "time-to-accuracy" / "rnn-seed42", [0.9], 2.0, external=True)
     budget.save(budget.time_to_accuracy(tmp_path, ("rnn",), tmp_path / "none"), tmp_path / budget.TIME_TO_ACCURACY_FILE)
-    page = benchmark.speed_page({}, {}, budget.stored_sections(tmp_path))
+    page = speed_report.speed_page({}, {}, budget.stored_sections(tmp_path))
     assert "## Time to accuracy" in page and "5.0x" in page and "## Input size" not in page
 
 
