@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import config
+from helpers import config, data, training
 
 
 def test_profiles_are_known_by_name():
@@ -33,3 +33,13 @@ def test_cache_and_runs_folders_follow_their_environment_variables(tmp_path, mon
 def test_reports_print_project_paths_relative_to_the_project(tmp_path):
     assert config.shown_path(config.PROJECT_ROOT / "runs" / "full" / "rnn-seed42") == "runs/full/rnn-seed42"
     assert config.shown_path(tmp_path) == str(tmp_path)
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda: data.load_dataset("x", on_error="ignore"), "unknown on_error 'ignore'; choose one of raise, skip"),
+    (lambda: training.recipe("fast"), "unknown recipe 'fast'; choose one of specified"),
+    (lambda: data.check_preprocessing("crop"), "unknown preprocessing 'crop'; choose one of"),
+])
+def test_every_named_option_is_checked_by_one_validator_in_the_same_words(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

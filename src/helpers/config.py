@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -200,9 +201,14 @@ def default_run_root(profile: Profile) -> Path:
     return PUBLISHED_RUNS_DIR if profile.reads_published else runs_dir() / profile.name
 
 
+def check_choice(kind: str, value: object, choices: Iterable[str]) -> None:
+    """Fail in one line naming the known values unless value is one of them (every option given by name)."""
+    known = list(choices)
+    if value not in known:
+        raise ValueError(f"unknown {kind} {value!r}; choose one of {', '.join(known)}")
+
+
 def get_profile(name: str) -> Profile:
     """Return the named profile or fail with the list of known ones."""
-    try:
-        return PROFILES[name]
-    except KeyError:
-        raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}") from None
+    check_choice("profile", name, PROFILES)
+    return PROFILES[name]

@@ -296,8 +296,7 @@ HEAD_MARGIN = 0.03
 
 def check_preprocessing(preprocessing: str) -> None:
     """Fail naming the known preprocessings unless preprocessing is one of them."""
-    if preprocessing not in PREPROCESSINGS:
-        raise ValueError(f"unknown preprocessing {preprocessing!r}; choose one of {', '.join(PREPROCESSINGS)}")
+    config.check_choice("preprocessing", preprocessing, PREPROCESSINGS)
 
 
 def head_box(pixels: np.ndarray) -> tuple[int, int, int, int]:
@@ -451,8 +450,7 @@ def load_dataset(data_dir: str | os.PathLike | None = None, image_size: int = co
     on_error="raise" (default) stops at the first undecodable image with its path;
     on_error="skip" leaves such images out and lists them in the result's `skipped`.
     """
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+    config.check_choice("on_error", on_error, ("raise", "skip"))
     if not isinstance(image_size, int) or not 8 <= image_size <= 1024:
         raise ValueError(f"image_size must be an integer between 8 and 1024, not {image_size!r}")
     check_preprocessing(preprocessing)

@@ -394,13 +394,9 @@ MODEL_BUILDERS: dict[str, Callable[..., keras.Model]] = {
 def build_model(name: str, image_size: int = config.DEFAULT_IMAGE_SIZE, augmentation: str = "layers",
                 seed: int | None = None) -> keras.Model:
     """Build a registered model by name with the named augmentation, or fail listing the known names."""
-    try:
-        builder = MODEL_BUILDERS[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_BUILDERS)}") from None
-    if augmentation not in AUGMENTATIONS:
-        raise ValueError(f"unknown augmentation {augmentation!r}; choose one of {', '.join(AUGMENTATIONS)}")
-    return builder(image_size=image_size, augmentation=augmentation, seed=seed)
+    config.check_choice("model", name, MODEL_BUILDERS)
+    config.check_choice("augmentation", augmentation, AUGMENTATIONS)
+    return MODEL_BUILDERS[name](image_size=image_size, augmentation=augmentation, seed=seed)
 
 
 def build_ensemble(members: list[keras.Model], name: str = "ensemble") -> keras.Model:

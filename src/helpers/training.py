@@ -44,8 +44,7 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 def check_precision(precision: str) -> None:
     """Fail naming the known precisions unless precision is one of them."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    config.check_choice("precision", precision, PRECISIONS)
 
 
 SCHEDULES = ("plateau", "cosine")
@@ -88,10 +87,8 @@ class TrainingSettings:
             raise ValueError(f"epochs and batch_size must be >= 1 and learning_rate > 0: {self}")
         check_precision(self.precision)
         check_preprocessing(self.preprocessing)
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-        if self.augmentation not in AUGMENTATIONS:
-            raise ValueError(f"unknown augmentation {self.augmentation!r}; choose one of {', '.join(AUGMENTATIONS)}")
+        config.check_choice("schedule", self.schedule, SCHEDULES)
+        config.check_choice("augmentation", self.augmentation, AUGMENTATIONS)
 
 
 # The recipes by name; why each is as it is, with its evidence: docs/decisions.md ("Recipes").
@@ -122,11 +119,8 @@ MODEL_CHANGES: dict[str, dict[str, dict[str, object]]] = {
 
 def recipe(name: str, model_name: str | None = None, **changes: object) -> TrainingSettings:
     """Return a named recipe (specified, project), with the model's own departures and the given fields changed."""
-    try:
-        chosen = RECIPES[name]
-    except KeyError:
-        raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}") from None
-    return dataclasses.replace(chosen, **{**MODEL_CHANGES[name].get(model_name, {}), **changes})
+    config.check_choice("recipe", name, RECIPES)
+    return dataclasses.replace(RECIPES[name], **{**MODEL_CHANGES[name].get(model_name, {}), **changes})
 
 
 @dataclass

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from helpers import config
+
 # The detector's scores; higher means more unlike the training images. "mahalanobis": the distance to the nearest
 # class mean under the classes' shared covariance (Lee et al. 2018); "energy": minus the log-sum-exp of the logits
 # (Liu et al. 2020); "confidence": one minus the top-class probability, the cut the command used before.
@@ -87,13 +89,12 @@ def novelty_scores(method: str, probabilities: np.ndarray, features: np.ndarray,
                    gaussians: ClassGaussians | None = None,
                    layers: list[tuple[np.ndarray, np.ndarray]] | None = None) -> np.ndarray:
     """Return the scores of one method (METHODS) for images given their probabilities and features."""
+    config.check_choice("novelty score", method, METHODS)
     if method == "mahalanobis":
         return gaussians.distances(features)
     if method == "energy":
         return energy_scores(features, layers)
-    if method == "confidence":
-        return 1.0 - np.asarray(probabilities).max(axis=1)
-    raise ValueError(f"unknown novelty score {method!r}; choose one of {', '.join(METHODS)}")
+    return 1.0 - np.asarray(probabilities).max(axis=1)
 
 
 def threshold_for(validation_scores: np.ndarray, rate: float = VALIDATION_FLAG_RATE) -> float:
