@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers import config
+from helpers import config, interrupts
 from helpers.data import CorruptImageError, open_greyscale, prepare_image
 from helpers.saved_models import (
     ModelFileError,
@@ -292,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     model could be loaded, 3 with --strict when an input was flagged, 130 when interrupted."""
     import argparse
 
+    interrupts.command_started()
     parser = argparse.ArgumentParser(prog="brain-mri-predict", description=main.__doc__)
     parser.add_argument("files", nargs="+", help="image files (any size, greyscale or colour), DICOM files, NIfTI "
                                                    "volumes (.nii, .nii.gz), or folders of them (a DICOM series)")
