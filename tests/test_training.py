@@ -320,3 +320,13 @@ def test_a_swallowed_ctrl_c_is_raised_again_at_the_next_training_step(tmp_path, 
     finally:
         interrupts.REQUESTED.clear()
     assert not (tmp_path / "run").exists()
+
+
+def test_every_command_hands_ctrl_c_back_once_it_has_started():
+    from helpers import config
+
+    commands = [path for path in (config.PROJECT_ROOT / "src" / "helpers").rglob("*.py")
+                if 'if __name__ == "__main__":' in path.read_text()]
+    assert commands, "the package has commands"
+    silent = [path.name for path in commands if "interrupts.command_started()" not in path.read_text()]
+    assert not silent, f"these commands would end at once on any Ctrl-C (helpers.interrupts): {silent}"
