@@ -87,7 +87,8 @@ def test_runs_are_reused_only_for_the_same_recipe_and_data(phantom_root, tmp_pat
         study.load_runs("cnn", data)
 
     published = _study(phantom_root, tmp_path, profile="published", run_root=str(tmp_path / "published"))
-    with pytest.raises(FileNotFoundError, match='no published run of rnn \\(seed 42\\).*set profile = "full"'):
+    with pytest.raises(FileNotFoundError, match='published run of rnn \\(seed 42\\) does not match this study '
+                                                '\\(no finished run;.*set profile = "full"'):
         published.train("rnn", published.load_data(progress=False))
 
     cheap = cheap_accuracy_table({"rnn": second}, data, np.ones(len(data.testing), dtype=bool))
