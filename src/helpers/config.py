@@ -201,6 +201,15 @@ def default_run_root(profile: Profile) -> Path:
     return PUBLISHED_RUNS_DIR if profile.reads_published else runs_dir() / profile.name
 
 
+def folder_name(text: str) -> str:
+    """Return a name as a folder name: lower case, every run of other characters than letters and digits one hyphen
+    ("+ every source on both sides" -> "every-source-on-both-sides")."""
+    name = "".join(character if character.isalnum() else "-" for character in text.lower()).strip("-")
+    while "--" in name:
+        name = name.replace("--", "-")
+    return name
+
+
 def check_choice(kind: str, value: object, choices: Iterable[str]) -> None:
     """Fail in one line naming the known values unless value is one of them (every option given by name)."""
     known = list(choices)

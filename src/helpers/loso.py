@@ -35,10 +35,7 @@ class HoldOut:
     @property
     def slug(self) -> str:
         """Return the hold-out's name as a folder name."""
-        slug = "".join(character if character.isalnum() else "-" for character in self.name.lower()).strip("-")
-        while "--" in slug:
-            slug = slug.replace("--", "-")
-        return slug
+        return config.folder_name(self.name)
 
 
 def hold_outs(sets: tuple[config.ExternalSet, ...] = config.EXTERNAL_SETS) -> list[HoldOut]:

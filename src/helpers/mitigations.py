@@ -57,10 +57,7 @@ def variant_settings(model_name: str, variant: str, image_size: int = config.DEF
 
 def variant_directory(model_name: str, variant: str, seed: int = SEED) -> Path:
     """Return the run folder of one rung (runs/mitigations/<variant slug>/<model>-seed<seed>)."""
-    slug = "".join(character if character.isalnum() else "-" for character in variant.lower()).strip("-")
-    while "--" in slug:
-        slug = slug.replace("--", "-")
-    return config.runs_dir() / "mitigations" / slug / f"{model_name}-seed{seed}"
+    return config.runs_dir() / "mitigations" / config.folder_name(variant) / f"{model_name}-seed{seed}"
 
 
 def find_or_train(model_name: str, variant: str, data_dir: str | None, external_dir: str | None,
