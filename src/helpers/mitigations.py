@@ -123,9 +123,9 @@ def evaluate_run(directory: Path, external_dir: str | None, data_dir: str | None
 
 def build_table(data_dir: str | None = None, external_dir: str | None = None, train: bool = True,
                 models: tuple[str, ...] | None = None, variants: tuple[str, ...] | None = None,
-                seeds: tuple[int, ...] = (SEED,)) -> list[dict]:
-    """Train (or reuse) the rungs of the ladder (all, or the given models and variants) once per seed and return one
-    evaluated row per (model, variant, seed)."""
+                seed: int = SEED) -> list[dict]:
+    """Train (or reuse) the rungs of the ladder (all, or the given models and variants) with one seed and return one
+    evaluated row per (model, variant)."""
     rows = []
     for model_name, ladder in LADDER.items():
         if models and model_name not in models:
@@ -133,12 +133,11 @@ def build_table(data_dir: str | None = None, external_dir: str | None = None, tr
         for variant in ladder:
             if variants and variant not in variants:
                 continue
-            for seed in seeds:
-                if train:
-                    directory = find_or_train(model_name, variant, data_dir, external_dir, seed=seed)
-                else:
-                    directory = variant_directory(model_name, variant, seed)
-                rows.append({"variant": variant, **evaluate_run(directory, external_dir, data_dir)})
+            if train:
+                directory = find_or_train(model_name, variant, data_dir, external_dir, seed=seed)
+            else:
+                directory = variant_directory(model_name, variant, seed)
+            rows.append({"variant": variant, **evaluate_run(directory, external_dir, data_dir)})
     return rows
 
 
@@ -192,7 +191,7 @@ def _main(argv: list[str] | None = None) -> int:
         for seed in arguments.seeds:  # the table grows seed by seed, so that an interruption loses no finished row
             rows = build_table(arguments.data_dir, arguments.external_dir, train=not arguments.evaluate_only,
                                models=tuple(arguments.models or ()), variants=tuple(arguments.variants or ()),
-                               seeds=(seed,))
+                               seed=seed)
             print(f"mitigation table (seed {seed}) written to {write_table(rows)}", flush=True)
     except (DataError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
