@@ -120,9 +120,9 @@ def read_measured_rows(path: Path) -> list[dict] | None:
     return json.loads(path.read_text())["rows"] if path.is_file() else None
 
 
+# The look every page the project writes itself shares (the index, the HTML copies of Markdown pages).
 PAGE_STYLE = ("body{font-family:sans-serif;max-width:78em;margin:2em auto;padding:0 1em}"
-              "table{border-collapse:collapse;font-size:.9em}td,th{padding:.3em .6em;border-bottom:1px solid #ccc}"
-              "code{background:#f4f4f4}")
+              "table{border-collapse:collapse;font-size:.9em}td,th{padding:.3em .6em;border-bottom:1px solid #ccc}")
 
 
 def write_markdown_page(markdown_path: Path) -> Path:
@@ -136,7 +136,7 @@ def write_markdown_page(markdown_path: Path) -> Path:
     title = next((line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("# ")), markdown_path.stem)
     body = mistune.create_markdown(plugins=["table"])(text)
     page = (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{PAGE_STYLE}</style></head><body>\n{body}</body></html>\n")
+            f"<style>{PAGE_STYLE}code{{background:#f4f4f4}}</style></head><body>\n{body}</body></html>\n")
     target = markdown_path.with_suffix(".html")
     write_atomically(target, lambda temporary: temporary.write_text(page, encoding="utf-8"))
     return target

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from helpers import config
+from helpers.files import PAGE_STYLE
 from helpers.provenance import duration_sentence
 from helpers.results import DEFAULT_RULE, external_targets, shipped_default
 from helpers.saved_models import ModelFileError, ModelNotFoundError, default_model_path
@@ -107,9 +108,7 @@ def write_index(reports_dir: Path, metrics: dict) -> Path:
                  'are for and where they fail) and <a href="benchmarks.html">speed and benchmarks</a>.</p>')
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Brain-tumour MRI classification: reports</title>
-<style>body{{font-family:sans-serif;max-width:78em;margin:2em auto;padding:0 1em}}
-table{{border-collapse:collapse;font-size:.9em}}td,th{{padding:.3em .6em;border-bottom:1px solid #ccc;text-align:right}}
-th{{vertical-align:bottom}}td:first-child,th:first-child{{text-align:left}}</style>
+<style>{PAGE_STYLE}td,th{{text-align:right}}th{{vertical-align:bottom}}td:first-child,th:first-child{{text-align:left}}</style>
 </head><body>
 <h1>Brain-tumour MRI classification with recurrent networks</h1>
 <p>Profile <b>{html.escape(metrics["profile"])}</b>: {html.escape(config.get_profile(metrics["profile"]).description)}.
