@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import config, data, training
+from helpers import config, data, recipes
+from helpers.images import check_preprocessing
 
 
 def test_profiles_are_known_by_name():
@@ -37,8 +38,8 @@ def test_reports_print_project_paths_relative_to_the_project(tmp_path):
 
 @pytest.mark.parametrize(("call", "message"), [
     (lambda: data.load_dataset("x", on_error="ignore"), "unknown on_error 'ignore'; choose one of raise, skip"),
-    (lambda: training.recipe("fast"), "unknown recipe 'fast'; choose one of specified"),
-    (lambda: data.check_preprocessing("crop"), "unknown preprocessing 'crop'; choose one of"),
+    (lambda: recipes.recipe("fast"), "unknown recipe 'fast'; choose one of specified"),
+    (lambda: check_preprocessing("crop"), "unknown preprocessing 'crop'; choose one of"),
 ])
 def test_every_named_option_is_checked_by_one_validator_in_the_same_words(call, message):
     with pytest.raises(ValueError, match=message):

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from helpers import config, data
+from helpers.images import CorruptImageError, decode_image
 
 
 def test_locate_prefers_argument_then_environment_then_default(tmp_path, monkeypatch):
@@ -87,7 +88,7 @@ def test_every_mode_decodes_to_the_same_greyscale(tmp_path, mode):
         converted = source.convert(mode)
         path = tmp_path / ("image.tiff" if mode in ("CMYK", "LA") else "image.png")
     converted.save(path)
-    decoded = data.decode_image(path, 20)
+    decoded = decode_image(path, 20)
     assert decoded.shape == (20, 20) and decoded.dtype == np.uint8
     expected = np.asarray(source.resize((20, 20), Image.Resampling.LANCZOS), dtype=np.int64)
     tolerance = 130 if mode == "1" else 3  # a 1-bit image keeps only black and white
@@ -98,7 +99,7 @@ def test_resizing_is_antialiased(tmp_path):
     stripes = np.zeros((128, 128), np.uint8)
     stripes[:, ::2] = 255  # one-pixel stripes: naive subsampling gives pure black or white
     Image.fromarray(stripes).save(tmp_path / "stripes.png")
-    decoded = data.decode_image(tmp_path / "stripes.png", 32)
+    decoded = decode_image(tmp_path / "stripes.png", 32)
     assert 100 < decoded.mean() < 155 and decoded.std() < 20
 
 
@@ -169,7 +170,7 @@ def _corrupt(root: Path) -> Path:
 
 def test_corrupt_image_is_an_error_naming_the_file(small_phantom_root):
     victim = _corrupt(small_phantom_root)
-    with pytest.raises(data.CorruptImageError, match=rf"{victim.name}: cannot decode image"):
+    with pytest.raises(CorruptImageError, match=rf"{victim.name}: cannot decode image"):
         data.load_dataset(small_phantom_root, progress=False)
 
 
@@ -179,14 +180,14 @@ def test_corrupt_image_can_be_skipped_and_is_reported(small_phantom_root):
     assert [path for path, _ in dataset.skipped] == [victim.relative_to(small_phantom_root).as_posix()]
     assert len(dataset.training) == 15
     # the cached copy still refuses to load silently when errors are not to be skipped
-    with pytest.raises(data.CorruptImageError, match=victim.name):
+    with pytest.raises(CorruptImageError, match=victim.name):
         data.load_dataset(small_phantom_root, progress=False)
 
 
 def test_empty_file_is_an_error(small_phantom_root):
     victim = sorted((small_phantom_root / "Testing" / "glioma").iterdir())[0]
     victim.write_bytes(b"")
-    with pytest.raises(data.CorruptImageError, match=victim.name):
+    with pytest.raises(CorruptImageError, match=victim.name):
         data.load_dataset(small_phantom_root, progress=False)
 
 

@@ -79,6 +79,10 @@ def test_mcnemar_counts_discordant_pairs_and_gives_the_exact_p_value():
     assert (result["only_first_correct"], result["only_second_correct"]) == (6, 1)
     assert result["p_value"] == pytest.approx(2 * (1 + 7) / 2**7)  # two-sided binomial, n=7, k<=1
     assert evaluation.mcnemar_test(labels, first, first)["p_value"] == 1.0
+    table = evaluation.mcnemar_table(labels, {"a": first, "b": second, "c": labels})
+    assert list(zip(table["first"], table["second"])) == [("a", "b"), ("a", "c"), ("b", "c")]
+    assert table.iloc[0][["only_first_correct", "only_second_correct"]].tolist() == [6, 1]
+    assert table.iloc[2][["only_first_correct", "only_second_correct"]].tolist() == [0, 6]
 
 
 def test_mismatched_inputs_are_refused():

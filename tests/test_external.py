@@ -8,7 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import config, data, evaluation, explain, external, losses, models, predict, training
+from helpers import config, data, evaluation, explain, external, losses, models, predict, recipes, training
+from helpers.images import decode_image, prepare_image, prepare_mask
 from helpers.synthetic import make_phantom_external_sets
 
 
@@ -68,9 +69,9 @@ def test_external_layout_problems_name_the_path(external_root, tmp_path):
 def test_prediction_and_training_turn_a_file_into_the_same_array(phantom_root, tmp_path):
     dataset = data.load_dataset(phantom_root, image_size=64, progress=False, preprocessing="standardised")
     paths = [phantom_root / relative for relative in dataset.testing.paths[:6]]
-    direct = np.stack([data.decode_image(path, 64, "standardised") for path in paths])
+    direct = np.stack([decode_image(path, 64, "standardised") for path in paths])
     assert np.array_equal(direct, dataset.testing.images[:6])
-    assert not np.array_equal(direct, np.stack([data.decode_image(path, 64) for path in paths]))
+    assert not np.array_equal(direct, np.stack([decode_image(path, 64) for path in paths]))
     model = models.build_model("rnn", 64, augmentation="robust", seed=1)
     model.save(tmp_path / "model.keras")
     (tmp_path / "model.json").write_text(json.dumps({"class_names": list(config.CLASS_NAMES), "image_size": 64,
@@ -85,12 +86,12 @@ def test_head_crop_fills_the_frame_and_standardises_intensity():
     pixels = np.zeros((200, 300), np.uint8)
     pixels[50:150, 100:180] = np.linspace(40, 120, 80).astype(np.uint8)  # a dim "head" off centre, in a wide frame
     pixels[90:110, 130:150] = 200
-    image, box = data.prepare_image(data.Image.fromarray(pixels), 32, "standardised")
+    image, box = prepare_image(data.Image.fromarray(pixels), 32, "standardised")
     assert box[2] - box[0] == box[3] - box[1] and box[0] <= 100 and box[2] >= 180
     assert image.max() == 255 and (image > 0).mean() > 0.5
     mask = np.zeros_like(pixels, bool)
     mask[90:110, 130:150] = True
-    cut = data.prepare_mask(mask, box, 32)
+    cut = prepare_mask(mask, box, 32)
     assert cut.sum() > 4 and image[cut].mean() > image[~cut & (image > 0)].mean() + 80, "the mask is on the block"
 
 
@@ -180,7 +181,7 @@ def test_plane_estimate_and_source_probe_on_clear_cases():
 
 
 def test_robust_recipe_trains_on_the_external_train_parts_and_selects_on_them(phantom_root, external_root, tmp_path):
-    settings = training.recipe("robust", "rnn", epochs=1, batch_size=64, image_size=64, verbose=0)
+    settings = recipes.recipe("robust", "rnn", epochs=1, batch_size=64, image_size=64, verbose=0)
     loaded = external.load_training_data(phantom_root, 64, "standardised", True, external_root, progress=False,
                                          sets=config.PHANTOM_EXTERNAL_SETS, collections=settings.external_collections)
     from_external = np.char.startswith(loaded.training.paths.astype(str), external.PATH_PREFIX)

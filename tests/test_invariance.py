@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import config, external, invariance, models, training
+from helpers import config, external, invariance, models, recipes, training
 from helpers.synthetic import make_phantom_external_sets
 
 
@@ -82,7 +82,7 @@ def test_training_inputs_carry_outlines_where_known_and_nothing_on_tumour_free_i
 
 @pytest.mark.slow
 def test_invariance_training_ships_the_plain_architecture_with_its_weights(phantom_root, external_root, tmp_path):
-    settings = training.recipe("both-sides", "rnn", epochs=1, batch_size=64, image_size=64, verbose=0,
+    settings = recipes.recipe("both-sides", "rnn", epochs=1, batch_size=64, image_size=64, verbose=0,
                                source_balance=False, source_adversary=0.5, outline_supervision=1.0)
     loaded = external.load_training_data(phantom_root, 64, "standardised", True, external_root, progress=False,
                                          sets=config.PHANTOM_EXTERNAL_SETS, collections=settings.external_collections)
@@ -101,5 +101,5 @@ def test_invariance_training_ships_the_plain_architecture_with_its_weights(phant
     np.testing.assert_allclose(run.predictions["validation"]["probabilities"][:8], run.model.predict(images, verbose=0),
                                atol=1e-5)
     assert training.run_matches(run.directory, "rnn", settings, data_fingerprint=loaded.dataset.fingerprint)
-    assert not training.run_matches(run.directory, "rnn", training.recipe("both-sides", "rnn", epochs=1, batch_size=64,
+    assert not training.run_matches(run.directory, "rnn", recipes.recipe("both-sides", "rnn", epochs=1, batch_size=64,
                                                                            image_size=64, verbose=0))

@@ -186,7 +186,7 @@ def test_mixed_precision_is_one_setting_and_keeps_probabilities_in_float32():
     assert model.get_layer("class_probabilities").compute_dtype == "float32"
     assert all(weight.dtype == "float32" for weight in model.weights)
     assert model.count_params() == 235_140
-    from helpers.training import TrainingSettings
+    from helpers.recipes import TrainingSettings
 
     with pytest.raises(ValueError, match="unknown precision 'half'"):
         TrainingSettings(precision="half")

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import config, data, predict, saved_models, training
+from helpers import config, data, images, predict, recipes, saved_models, training
+from helpers.images import CorruptImageError, decode_image, open_greyscale
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def saved_run(phantom_root, tmp_path_factory):
     """A quickly trained RNN run folder on the phantom dataset."""
     dataset = data.load_dataset(phantom_root, image_size=64, progress=False)
     kept, validation = data.split_validation(dataset.training, fraction=0.2, seed=0)
-    settings = training.TrainingSettings(epochs=1, batch_size=32, seed=5, verbose=0)
+    settings = recipes.TrainingSettings(epochs=1, batch_size=32, seed=5, verbose=0)
     return training.train_model("rnn", data.take_per_class(kept, 20), validation, None,
                                 tmp_path_factory.mktemp("predict") / "run", settings)
 
@@ -44,7 +45,7 @@ def test_predictions_match_the_model_and_bad_files_are_reported(saved_run, phant
     results = predict.predict_files(files, saved_run.directory)
     assert [result.file for result in results] == [str(file) for file in files]
     grey, colour, corrupt, missing = results
-    expected = saved_run.model.predict(data.decode_image(files[0], 64)[None, ..., None], verbose=0)[0]
+    expected = saved_run.model.predict(decode_image(files[0], 64)[None, ..., None], verbose=0)[0]
     assert grey.predicted_class == saved_run.class_names[int(expected.argmax())]
     assert grey.confidence == pytest.approx(float(expected.max()), abs=1e-5)
     assert sum(grey.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
@@ -93,11 +94,11 @@ def test_exif_orientation_is_applied_and_multi_frame_files_are_refused(tmp_path)
     exif = Image.Exif()
     exif[0x0112] = 6
     stored.save(tmp_path / "rotated.jpg", exif=exif, quality=100)
-    assert np.abs(np.asarray(data.open_greyscale(tmp_path / "rotated.jpg"), float) - upright).mean() < 3
+    assert np.abs(np.asarray(open_greyscale(tmp_path / "rotated.jpg"), float) - upright).mean() < 3
     frames = [Image.fromarray(upright), Image.fromarray(255 - upright)]
     frames[0].save(tmp_path / "stack.tif", save_all=True, append_images=frames[1:])
-    with pytest.raises(data.CorruptImageError, match=r"stack.tif: a multi-frame image \(2 frames\)") as raised:
-        data.open_greyscale(tmp_path / "stack.tif")
+    with pytest.raises(CorruptImageError, match=r"stack.tif: a multi-frame image \(2 frames\)") as raised:
+        open_greyscale(tmp_path / "stack.tif")
     assert str(raised.value).count("stack.tif") == 1, "the path leads the message once"
 
 
@@ -105,12 +106,12 @@ def test_a_large_jpeg_decodes_at_a_reduced_scale_and_a_huge_image_is_refused_nam
     pattern = (np.indices((1000, 1000)).sum(axis=0) % 256).astype(np.uint8)
     Image.fromarray(pattern).save(tmp_path / "large.jpg")
     Image.fromarray(pattern).save(tmp_path / "large.png")
-    monkeypatch.setattr(data, "DECODED_SIDE", 100)
-    assert data.open_greyscale(tmp_path / "large.jpg").size == (125, 125)  # 1/8 scale, no side below 100
-    assert data.decode_image(tmp_path / "large.jpg", 64).shape == (64, 64)
-    monkeypatch.setattr(data, "MAXIMUM_PIXELS", 500_000)
-    with pytest.raises(data.CorruptImageError, match=r"large.png: too large to decode \(1000 x 1000 pixels"):
-        data.open_greyscale(tmp_path / "large.png")
+    monkeypatch.setattr(images, "DECODED_SIDE", 100)
+    assert open_greyscale(tmp_path / "large.jpg").size == (125, 125)  # 1/8 scale, no side below 100
+    assert decode_image(tmp_path / "large.jpg", 64).shape == (64, 64)
+    monkeypatch.setattr(images, "MAXIMUM_PIXELS", 500_000)
+    with pytest.raises(CorruptImageError, match=r"large.png: too large to decode \(1000 x 1000 pixels"):
+        open_greyscale(tmp_path / "large.png")
 
 
 def test_doubtful_inputs_are_flagged_and_strict_fails_with_its_own_status(saved_run, phantom_root, tmp_path, capsys):
@@ -161,7 +162,7 @@ def test_the_command_answers_without_tensorflow_and_matches_the_keras_model(save
     assert printed["backend"] == expected_backend
     if expected_backend == "numpy":
         assert finished.stderr.strip() == "[]"  # neither module imported, and nothing else on stderr
-    batch = np.stack([data.decode_image(file, 64) for file in files])[..., None]
+    batch = np.stack([decode_image(file, 64) for file in files])[..., None]
     expected = saved_run.model.predict(batch, verbose=0)
     for row, item in zip(expected, printed["predictions"]):
         assert [item["probabilities"][name] for name in saved_run.class_names] == pytest.approx(row.tolist(), abs=1e-5)

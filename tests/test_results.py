@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from helpers import config, data, predict, results, saved_models, source_report, training
-from helpers.study import target_table
+from helpers import config, data, predict, published_default, recipes, results, saved_models, source_report, training
+from helpers.run_summaries import target_table
 
 
 def _summary(parameters, validation, test, sensitivity=0.99):
@@ -80,7 +80,7 @@ def test_published_readme_matches_the_published_metrics():
 def test_publish_copies_the_representative_run_without_optimizer_state(phantom_root, tmp_path):
     dataset = data.load_dataset(phantom_root, image_size=64, progress=False)
     kept, validation = data.split_validation(dataset.training, fraction=0.2, seed=0)
-    settings = training.TrainingSettings(epochs=1, batch_size=32, seed=43, verbose=0)
+    settings = recipes.TrainingSettings(epochs=1, batch_size=32, seed=43, verbose=0)
     run = training.train_model("rnn", data.take_per_class(kept, 20), validation, None, tmp_path / "runs" / "rnn-seed43",
                                settings, data_fingerprint=dataset.fingerprint)
     models_dir = tmp_path / "models"
@@ -150,7 +150,7 @@ def test_per_source_figures_and_targets_judge_the_default_model_on_both_sides():
             "called no tumour 20.0% (>= 90%); TCGA post-contrast: balanced accuracy 59.5% (>= 85%); official Testing: "
             "accuracy 91.5% (>= 97%).") in table  # no robust row: the last recipe measured judges the target
     assert "TCGA FLAIR" not in table  # a source the study did not evaluate is judged on nothing
-    assert results.default_model(metrics) == "rnn"
+    assert published_default.default_model(metrics) == "rnn"
 
 
 def _cheap_rows(model, single, ensemble, seeds):
@@ -165,7 +165,7 @@ def test_the_default_ships_as_an_ensemble_of_seeds_only_when_that_wins_on_valida
     kept, validation = data.split_validation(dataset.training, fraction=0.2, seed=0)
     runs = [training.train_model("rnn", data.take_per_class(kept, 20), validation, None,
                                  tmp_path / "runs" / f"rnn-seed{seed}",
-                                 training.TrainingSettings(epochs=1, batch_size=32, seed=seed, verbose=0),
+                                 recipes.TrainingSettings(epochs=1, batch_size=32, seed=seed, verbose=0),
                                  data_fingerprint=dataset.fingerprint) for seed in (43, 44)]
     metrics = _metrics(dataset.fingerprint, 43)
     compared = metrics["notebooks"]["04_compare_cnn"]
@@ -177,7 +177,7 @@ def test_the_default_ships_as_an_ensemble_of_seeds_only_when_that_wins_on_valida
                     for name, official, specificity, sensitivity in (("rnn", 0.975, 0.95, 0.93),
                                                                      ("rnn-ensemble", 0.985, 0.98, 0.96))},
         "official_accuracy": {"rnn": 0.91, "rnn-ensemble": 0.93}}
-    assert results.shipped_default(metrics) == "rnn-ensemble"
+    assert published_default.shipped_default(metrics) == "rnn-ensemble"
     targets = results.external_targets(metrics)
     assert [row["measured"] for row in targets[:3]] == [0.96, 0.93, 0.98]
     assert targets[3]["target"].startswith("Br35H held out") and np.isnan(targets[3]["measured"])
@@ -194,7 +194,7 @@ def test_the_default_ships_as_an_ensemble_of_seeds_only_when_that_wins_on_valida
     assert np.allclose(loaded.model.predict(images, verbose=0), expected, atol=1e-6)
     card = (models_dir / "MODEL_CARD.md").read_text()
     assert "| `rnn-ensemble.json` | 470,280 | 43, 44 |" in card and "| 93.00% | 88.00% | 98.50% | 96.0% / — |" in card
-    assert results.DEFAULT_RULE in card
+    assert published_default.DEFAULT_RULE in card
     compared["cheap_accuracy"] = _cheap_rows("rnn", 0.90, 0.90, [43, 44])  # a tie ships one network
     index = results.publish_models(metrics, tmp_path / "runs", models_dir)
     assert index["default"] == "rnn.keras" and "rnn-ensemble" not in index["models"]

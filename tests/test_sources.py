@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from helpers import config, external, loso, mitigations, sources, training
+from helpers import config, external, loso, mitigations, recipes, sources, training
 from helpers.synthetic import make_phantom_external_sets
 
 
@@ -70,14 +70,14 @@ def test_source_table_reads_each_source_on_both_sides(external_root):
 
 
 def test_runs_written_before_a_setting_existed_still_match_with_its_default(tmp_path):
-    settings = training.recipe("robust", "rnn", image_size=64)
+    settings = recipes.recipe("robust", "rnn", image_size=64)
     recorded = json.loads(json.dumps({"model": "rnn", "settings": {
         key: value for key, value in training.dataclasses.asdict(settings).items()
         if key not in training.ADDED_SETTINGS}}))
     (tmp_path / training.RUN_FILE).write_text(json.dumps(recorded))
     assert training.run_matches(tmp_path, "rnn", settings)
-    assert not training.run_matches(tmp_path, "rnn", training.recipe("both-sides", "rnn", image_size=64))
-    assert training.run_differences(tmp_path, "rnn", training.recipe("outlined", "rnn", image_size=64),
+    assert not training.run_matches(tmp_path, "rnn", recipes.recipe("both-sides", "rnn", image_size=64))
+    assert training.run_differences(tmp_path, "rnn", recipes.recipe("outlined", "rnn", image_size=64),
                                     data_fingerprint="f") == ["data_fingerprint", "settings.external_collections",
                                                               "settings.outline_supervision"]
     assert training.run_differences(tmp_path / "elsewhere", "rnn", settings) == ["no finished run"]

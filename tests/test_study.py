@@ -9,15 +9,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import config, models, study, training
-from helpers.study import (
-    Study,
+from helpers import config, models, recipes, training
+from helpers.metrics_record import Comparison, Exploration
+from helpers.run_summaries import (
     cheap_accuracy_table,
+    default_ensemble,
     flip_averaged_probabilities,
     representative_run,
     summarise_runs,
     summary_row,
 )
+from helpers.study import Study
 
 
 @pytest.fixture(autouse=True)
@@ -42,7 +44,7 @@ def test_empty_parameters_take_the_profile_defaults(tmp_path, monkeypatch):
     rnn = study.settings("rnn", 43)  # the robust recipe (issue 12)
     assert (rnn.batch_size, rnn.learning_rate, rnn.schedule, rnn.epochs) == (64, 2e-3, "cosine", 40)
     assert (rnn.preprocessing, rnn.augmentation, rnn.external_training) == ("standardised", "robust", True)
-    cnn = training.recipe("project", "cnn")  # the project recipe's own departure for cnn
+    cnn = recipes.recipe("project", "cnn")  # the project recipe's own departure for cnn
     assert (cnn.batch_size, cnn.learning_rate, cnn.early_stopping_metric) == (64, 1e-3, "val_accuracy")
     demo = Study.from_parameters(profile="demo").settings("rnn", 42)  # the robust recipe scaled to the phantom set
     assert (demo.batch_size, demo.learning_rate, demo.schedule, demo.augmentation) == (16, 5e-4, "cosine", "layers")
@@ -110,16 +112,23 @@ def test_runs_are_reused_only_for_the_same_recipe_and_data(phantom_root, tmp_pat
     assert summary["per_class"].shape == (4, 4) and representative_run(second) is second[0]
 
 
-def test_record_writes_plain_json_from_numpy_and_pandas_values(tmp_path):
+def test_record_writes_plain_json_from_numpy_and_pandas_values_and_reads_back_by_type(tmp_path):
     study = Study.from_parameters(profile="demo", run_root=str(tmp_path))
-    path = study.record("01_explore_data", {"count": np.int64(3), "share": np.float32(0.5), "missing": float("nan"),
-                                            "table": pd.DataFrame({"a": [1, 2]}, index=["x", "y"]),
-                                            "series": pd.Series({"L": 2}), "array": np.arange(3)})
+    written = Exploration(test_images=np.int64(3), load_seconds=np.float32(0.5), near_duplicate_threshold=None,
+                          split_table=pd.DataFrame({"a": [1, 2]}, index=["x", "y"]), modes=pd.Series({"L": 2}),
+                          dataset_counts={"training": np.arange(3)})
+    path = study.record(written)
     content = json.loads(path.read_text())
     assert path == tmp_path / "metrics" / "01_explore_data.json"
-    assert content == {"notebook": "01_explore_data", "profile": "demo", "count": 3, "share": 0.5, "missing": None,
-                       "table": [{"index": "x", "a": 1}, {"index": "y", "a": 2}], "series": {"L": 2},
-                       "array": [0, 1, 2]}
+    assert content["notebook"] == "01_explore_data" and content["profile"] == "demo"
+    assert content["test_images"] == 3 and content["load_seconds"] == 0.5 and content["modes"] == {"L": 2}
+    assert content["split_table"] == [{"index": "x", "a": 1}, {"index": "y", "a": 2}]
+    assert content["dataset_counts"] == {"training": [0, 1, 2]}
+    metrics = {"notebooks": {"01_explore_data": content}}
+    read = Exploration.read(metrics)
+    assert Exploration.recorded(metrics) and not Comparison.recorded(metrics)
+    assert read.test_images == 3 and read.split_table == content["split_table"]
+    assert Comparison.read(metrics).summaries == {} and Comparison.read(metrics).targets == []
 
 
 def _run(seed, validation_right, model=None):
@@ -137,12 +146,12 @@ def test_the_candidate_ensemble_is_the_best_on_validation_models_and_needs_every
     members = {seed: models.build_model("rnn", seed=seed) for seed in (1, 2)}
     runs = {"weak": [_run(1, 1, members[1]), _run(2, 2, members[2])],
             "strong": [_run(1, 4, members[1]), _run(2, 3, members[2])]}
-    ensembles = study.default_ensemble(runs)
+    ensembles = default_ensemble(runs)
     assert list(ensembles) == ["strong-ensemble"]
     ensemble = ensembles["strong-ensemble"][0]
     assert ensemble.details["seeds"] == [1, 2]
     assert np.allclose(ensemble.predictions["validation"]["probabilities"],
                        np.mean([run.predictions["validation"]["probabilities"] for run in runs["strong"]], axis=0))
     assert ensemble.model.count_params() == 2 * members[1].count_params()
-    assert study.default_ensemble({"strong": [_run(1, 4, members[1]), _run(2, 3)]}) == {}  # a seed without a model
-    assert study.default_ensemble({"strong": [_run(1, 4, members[1])]}) == {}  # one seed
+    assert default_ensemble({"strong": [_run(1, 4, members[1]), _run(2, 3)]}) == {}  # a seed without a model
+    assert default_ensemble({"strong": [_run(1, 4, members[1])]}) == {}  # one seed

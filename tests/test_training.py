@@ -11,10 +11,10 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import callbacks, data, training
+from helpers import callbacks, data, recipes, training
 from helpers.evaluation import classification_summary
 
-QUICK = training.TrainingSettings(epochs=2, batch_size=16, seed=11, verbose=0)
+QUICK = recipes.TrainingSettings(epochs=2, batch_size=16, seed=11, verbose=0)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def test_same_seed_gives_the_same_weights(tmp_path, phantom_splits):
     first, second = (run.model.get_weights() for run in runs)
     assert all(np.array_equal(a, b) for a, b in zip(first, second))
     other = training.train_model("rnn", small, validation, None, tmp_path / "other",
-                                 training.TrainingSettings(epochs=2, batch_size=16, seed=12, verbose=0))
+                                 recipes.TrainingSettings(epochs=2, batch_size=16, seed=12, verbose=0))
     assert not all(np.array_equal(a, b) for a, b in zip(first, other.model.get_weights()))
 
 
@@ -70,7 +70,7 @@ def test_validation_with_external_images_logs_the_datasets_own_accuracy_apart(tm
     external.paths = np.array([f"external/some-set/train/{i}.png" for i in range(len(external))])
     mixed = data.ImageSplit(*(np.concatenate([getattr(validation, name), getattr(external, name)])
                               for name in ("images", "labels", "paths", "hashes")))
-    settings = training.TrainingSettings(epochs=1, batch_size=16, seed=11, verbose=0)
+    settings = recipes.TrainingSettings(epochs=1, batch_size=16, seed=11, verbose=0)
     run = training.train_model("rnn", data.take_per_class(kept, 12), mixed, None, tmp_path / "mixed", settings)
     own = training.dataset_rows(mixed.paths)
     assert list(own) == list(range(len(validation)))
@@ -97,12 +97,12 @@ def test_a_failed_run_leaves_no_folder_behind(tmp_path, phantom_splits, monkeypa
 
 def test_a_recipe_with_its_own_image_size_refuses_images_of_another(tmp_path, phantom_splits):
     kept, validation, _, _ = phantom_splits
-    settings = training.TrainingSettings(epochs=1, batch_size=16, image_size=32, verbose=0)
+    settings = recipes.TrainingSettings(epochs=1, batch_size=16, image_size=32, verbose=0)
     with pytest.raises(ValueError, match="rnn: the recipe trains at 32x32 pixels but the images given are 64x64"):
         training.train_model("rnn", kept, validation, None, tmp_path / "run", settings)
     assert not (tmp_path / "run").exists()
     with pytest.raises(ValueError, match="unknown augmentation 'cutmix'"):
-        training.TrainingSettings(augmentation="cutmix")
+        recipes.TrainingSettings(augmentation="cutmix")
 
 
 def test_existing_run_folder_is_not_overwritten_unless_asked(tmp_path, phantom_splits):
@@ -122,11 +122,11 @@ def test_incomplete_run_folder_is_reported(tmp_path):
 @pytest.mark.parametrize(("recipe_name", "metric", "mode"), [("specified", "val_loss", "min"),
                                                              ("project", "val_accuracy", "max")])
 def test_early_stopping_watches_the_recipes_metric(tmp_path, recipe_name, metric, mode):
-    callbacks = training.training_callbacks(training.recipe(recipe_name), tmp_path / "best.keras")
+    callbacks = training.training_callbacks(recipes.recipe(recipe_name), tmp_path / "best.keras")
     stopping = next(callback for callback in callbacks if isinstance(callback, keras.callbacks.EarlyStopping))
     checkpoint = next(callback for callback in callbacks if isinstance(callback, keras.callbacks.ModelCheckpoint))
     assert (stopping.monitor, stopping.mode, stopping.restore_best_weights) == (metric, mode, True)
-    assert stopping.patience == training.recipe(recipe_name).early_stopping_patience
+    assert stopping.patience == recipes.recipe(recipe_name).early_stopping_patience
     assert (checkpoint.monitor, checkpoint.mode) == ("val_accuracy", "max")
 
 
@@ -135,7 +135,7 @@ def test_rnn_learns_the_phantoms_well_above_chance(tmp_path, phantom_splits):
     kept, validation, testing, _ = phantom_splits
     # BatchNorm's moving statistics (momentum 0.99) need about 1,000 updates before inference-mode predictions are
     # usable, so this small set trains with small batches: 40 steps x 25 epochs; no early stopping.
-    settings = training.TrainingSettings(epochs=25, batch_size=8, early_stopping_patience=25, seed=3, verbose=0)
+    settings = recipes.TrainingSettings(epochs=25, batch_size=8, early_stopping_patience=25, seed=3, verbose=0)
     run = training.train_model("rnn", kept, validation, testing, tmp_path / "run", settings)
     summary = classification_summary(testing.labels, run.predictions["test"]["probabilities"])
     assert summary["accuracy"] >= 0.6, summary["per_class"]  # chance is 0.25
@@ -150,7 +150,7 @@ from helpers import data, training
 dataset = data.load_dataset({str(small_phantom_root)!r}, progress=False)
 kept, validation = data.split_validation(dataset.training, fraction=0.25, seed=0)
 run = training.train_model("rnn", kept, validation, dataset.testing, {str(tmp_path / "run")!r},
-                           training.TrainingSettings(epochs=2, batch_size=4, verbose=0))
+                           recipes.TrainingSettings(epochs=2, batch_size=4, verbose=0))
 loaded = training.load_run(run.directory)
 print(json.dumps({{"backend": keras.backend.backend(), "epochs": int(loaded.timings["epochs_run"]),
                   "test_rows": len(loaded.predictions["test"]["probabilities"]),
@@ -198,7 +198,7 @@ def test_an_interrupted_run_resumes_from_its_last_epoch_and_ends_where_an_uninte
         tmp_path, phantom_splits):
     kept, validation, _, fingerprint = phantom_splits
     small = data.take_per_class(kept, 16)
-    settings = training.TrainingSettings(epochs=4, batch_size=16, seed=21, verbose=0, schedule="cosine")
+    settings = recipes.TrainingSettings(epochs=4, batch_size=16, seed=21, verbose=0, schedule="cosine")
     target = tmp_path / "interrupted"
     with pytest.raises(KeyboardInterrupt):
         training.train_model("rnn", small, validation, None, target, settings, data_fingerprint=fingerprint,
@@ -225,11 +225,11 @@ def test_an_interrupted_run_resumes_from_its_last_epoch_and_ends_where_an_uninte
 def test_a_backup_of_another_recipe_is_not_resumed(tmp_path, phantom_splits):
     kept, validation, _, fingerprint = phantom_splits
     small = data.take_per_class(kept, 8)
-    settings = training.TrainingSettings(epochs=3, batch_size=16, seed=22, verbose=0)
+    settings = recipes.TrainingSettings(epochs=3, batch_size=16, seed=22, verbose=0)
     with pytest.raises(KeyboardInterrupt):
         training.train_model("rnn", small, validation, None, tmp_path / "run", settings, callbacks=[_StopAfter(1)])
     ran = _EpochsRun()
-    other = training.TrainingSettings(epochs=3, batch_size=16, seed=23, verbose=0)
+    other = recipes.TrainingSettings(epochs=3, batch_size=16, seed=23, verbose=0)
     run = training.train_model("rnn", small, validation, None, tmp_path / "run", other, callbacks=[ran])
     assert ran.epochs == [0, 1, 2] and not run.timings["resumed"]
 
@@ -281,7 +281,7 @@ from helpers import data, training
 dataset = data.load_dataset({str(small_phantom_root)!r}, progress=False)
 kept, validation = data.split_validation(dataset.training, fraction=0.25, seed=0)
 run = training.train_model("cnn", kept, validation, None, {str(tmp_path / "run")!r},
-                           training.TrainingSettings(epochs=1, batch_size=4, verbose=0))
+                           recipes.TrainingSettings(epochs=1, batch_size=4, verbose=0))
 distribution = keras.distribution.distribution()
 print(json.dumps({{"kind": type(distribution).__name__, "devices": len(distribution.device_mesh.devices.ravel()),
                   "epochs": int(run.timings["epochs_run"])}}))
@@ -316,7 +316,7 @@ def test_a_swallowed_ctrl_c_is_raised_again_at_the_next_training_step(tmp_path, 
     try:
         with pytest.raises(KeyboardInterrupt):
             training.train_model("rnn", data.take_per_class(kept, 4), validation, None, tmp_path / "run",
-                                 training.TrainingSettings(epochs=2, batch_size=8, verbose=0))
+                                 recipes.TrainingSettings(epochs=2, batch_size=8, verbose=0))
     finally:
         interrupts.REQUESTED.clear()
     assert not (tmp_path / "run").exists()

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import data, evaluation, predict, training
+from helpers import data, evaluation, predict, recipes, training
+from helpers.metrics_record import Uncertainty
 from helpers.uncertainty import calibration, conformal, novelty
 from helpers.uncertainty.fitting import (
     FAR_KINDS,
@@ -26,7 +27,7 @@ from helpers.uncertainty.fitting import (
 )
 from helpers.uncertainty.outliers import outlier_sets
 from helpers.uncertainty.record import UncertaintyRecord, record_path
-from helpers.uncertainty.report import UNCERTAINTY_NOTEBOOK, input_checks_markdown, readme_sentence
+from helpers.uncertainty.report import input_checks_markdown, readme_sentence
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -114,7 +115,7 @@ def recorded_run(phantom_root, tmp_path_factory):
     """A quickly trained RNN run folder on the phantom dataset, with an uncertainty record fitted beside it."""
     dataset = data.load_dataset(phantom_root, image_size=64, progress=False)
     kept, validation = data.split_validation(dataset.training, fraction=0.3, seed=0)
-    settings = training.TrainingSettings(epochs=3, batch_size=32, seed=5, verbose=0)
+    settings = recipes.TrainingSettings(epochs=3, batch_size=32, seed=5, verbose=0)
     run = training.train_model("rnn", data.take_per_class(kept, 40), validation, None,
                                tmp_path_factory.mktemp("uncertainty") / "run", settings)
     extractor = novelty.feature_extractor(run.model)
@@ -195,7 +196,7 @@ def test_measured_figures_feed_the_tables_targets_and_the_model_card(recorded_ru
     assert table.loc["rnn", "ECE after"] == official["ece after"] and table.loc["rnn", "novelty score"] == record.method
     targets = judged_targets(figures)
     assert len(targets) == 6 and all(isinstance(row["met"], bool) for row in targets)
-    metrics = {"notebooks": {UNCERTAINTY_NOTEBOOK: {"models": {"rnn": figures}}}}
+    metrics = {"notebooks": {Uncertainty.NOTEBOOK: {"models": {"rnn": figures}}}}
     checks = input_checks_markdown(metrics, "rnn")
     assert f"{official['flagged']:.1%} of the official Testing images flagged" in checks and "80% conformal" in checks
     assert f"{official['coverage']:.1%} of images" in readme_sentence(metrics, "rnn")

@@ -12,7 +12,8 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, MRImageStorage, generate_uid
 
-from helpers import data, predict, training, volumes
+from helpers import data, predict, recipes, training, volumes
+from helpers.images import CorruptImageError, decode_image
 
 
 def write_dicom(path: Path, pixels: np.ndarray, *, instance: int = 1, series: str = "1.2.3", slope: float = 1.0,
@@ -76,16 +77,16 @@ def test_a_multi_frame_file_is_one_slice_per_frame_and_a_nifti_volume_one_per_ax
 
 def test_unreadable_volumes_end_in_one_line_naming_the_file(tmp_path):
     (tmp_path / "fake.dcm").write_bytes(b"not dicom at all")
-    with pytest.raises(data.CorruptImageError, match=r"fake.dcm: not a readable DICOM file"):
+    with pytest.raises(CorruptImageError, match=r"fake.dcm: not a readable DICOM file"):
         volumes.read_slices(tmp_path / "fake.dcm")
     compressed = write_dicom(tmp_path / "j2k.dcm", np.zeros((8, 8), np.uint16), syntax=JPEG2000Lossless)
-    with pytest.raises(data.CorruptImageError, match=r"j2k.dcm: cannot decode its pixel data \(JPEG 2000"):
+    with pytest.raises(CorruptImageError, match=r"j2k.dcm: cannot decode its pixel data \(JPEG 2000"):
         volumes.read_slices(compressed)
     (tmp_path / "bad.nii").write_bytes(b"\0" * 10)
-    with pytest.raises(data.CorruptImageError, match=r"bad.nii: not a readable NIfTI volume"):
+    with pytest.raises(CorruptImageError, match=r"bad.nii: not a readable NIfTI volume"):
         volumes.read_slices(tmp_path / "bad.nii")
     nibabel.save(nibabel.Nifti1Image(np.zeros((4, 4, 2, 3), np.float32), np.eye(4)), tmp_path / "four.nii")
-    with pytest.raises(data.CorruptImageError, match=r"four.nii: a 4-D NIfTI image"):
+    with pytest.raises(CorruptImageError, match=r"four.nii: a 4-D NIfTI image"):
         volumes.read_slices(tmp_path / "four.nii")
 
 
@@ -96,7 +97,7 @@ def saved_run(phantom_root, tmp_path_factory):
     kept, validation = data.split_validation(dataset.training, fraction=0.2, seed=0)
     return training.train_model("rnn", data.take_per_class(kept, 10), validation, None,
                                 tmp_path_factory.mktemp("volumes") / "run",
-                                training.TrainingSettings(epochs=1, batch_size=32, seed=5, verbose=0))
+                                recipes.TrainingSettings(epochs=1, batch_size=32, seed=5, verbose=0))
 
 
 def test_a_dicom_series_folder_is_predicted_in_instance_order_with_a_summary(saved_run, phantom_root, tmp_path,
@@ -105,7 +106,7 @@ def test_a_dicom_series_folder_is_predicted_in_instance_order_with_a_summary(sav
     series.mkdir()
     phantoms = sorted((phantom_root / "Testing" / "glioma").iterdir())[:4]
     for instance, name in zip((3, 1, 4, 2), ("a", "b", "c", "d")):  # file names out of instance order
-        pixels = data.decode_image(phantoms[instance - 1], 64).astype(np.uint16) * 4
+        pixels = decode_image(phantoms[instance - 1], 64).astype(np.uint16) * 4
         write_dicom(series / f"{name}.dcm", pixels, instance=instance)
     (series / "IM0005").write_bytes((series / "a.dcm").read_bytes())  # no suffix: found by its DICOM marker
     assert predict.main([str(series), "--model", str(saved_run.directory), "--json"]) == 0
@@ -122,7 +123,7 @@ def test_a_dicom_series_folder_is_predicted_in_instance_order_with_a_summary(sav
 
 
 def test_a_nifti_volume_gives_one_row_per_slice_named_by_index(saved_run, phantom_root, tmp_path, capsys):
-    stack = np.stack([data.decode_image(file, 64) for file in sorted((phantom_root / "Testing" / "notumor")
+    stack = np.stack([decode_image(file, 64) for file in sorted((phantom_root / "Testing" / "notumor")
                                                                          .iterdir())[:3]], axis=-1)
     nibabel.save(nibabel.Nifti1Image(np.rot90(stack, -1).astype(np.float32), np.eye(4)), tmp_path / "scan.nii.gz")
     results = predict.predict_files(tmp_path / "scan.nii.gz", saved_run.directory)

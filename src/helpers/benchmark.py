@@ -22,6 +22,7 @@ from helpers.data import MRIDataset, load_dataset, split_validation
 from helpers.files import write_atomically
 from helpers.models import AUGMENTATIONS, MODEL_BUILDERS, build_model
 from helpers.provenance import provenance
+from helpers.recipes import PRECISIONS, PROJECT_RECIPE, SPECIFIED_RECIPE, TrainingSettings, recipe
 from helpers.speed_report import (
     PREDICTION_COMMAND_FILE,
     SPEED_PAGE,
@@ -32,15 +33,7 @@ from helpers.speed_report import (
     summary_table,
     write_speed_page,
 )
-from helpers.training import (
-    PRECISIONS,
-    PROJECT_RECIPE,
-    SPECIFIED_RECIPE,
-    TrainingSettings,
-    precision_policy,
-    recipe,
-    set_seeds,
-)
+from helpers.training import precision_policy, set_seeds
 
 BENCHMARK_FILE = "benchmarks.json"
 PREDICTION_COMMAND_CALLS = 5  # fresh processes per backend; the first is reported apart (files not yet cached)

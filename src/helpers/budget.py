@@ -22,6 +22,7 @@ import pandas as pd
 from helpers import config
 from helpers.callbacks import DATASET_VALIDATION_METRIC
 from helpers.files import write_atomically
+from helpers.metrics_record import Comparison
 from helpers.training import (
     HISTORY_FILE,
     PREDICTION_FILES,
@@ -118,7 +119,7 @@ def time_to_accuracy(runs_root: Path, models: tuple[str, ...] = tuple(REFERENCE_
         timings = metrics["timings"]
         full_profile = timings.get("from_scratch_seconds", timings["total_seconds"])
         training_seconds = {row["model"]: row["seeds"] * row["fit_seconds"]
-                            for row in metrics["notebooks"].get("04_compare_cnn", {}).get("models", [])}
+                            for row in Comparison.read(metrics).models}
     from helpers.provenance import provenance
     return {"provenance": provenance(), "speedup_target": SPEEDUP_TARGET, "rows": rows,
             "full_profile_from_scratch_seconds": full_profile, "full_profile_training_seconds": training_seconds,

@@ -154,7 +154,8 @@ def _main(argv: list[str] | None = None) -> int:
     """Command line: audit a dataset for duplicates and print the summary table and the clean-test count."""
     import argparse
 
-    from helpers.data import DataError, load_dataset
+    from helpers.data import load_dataset
+    from helpers.images import DataError
 
     interrupts.command_started()
     parser = argparse.ArgumentParser(prog="python -m helpers.duplicates", description=_main.__doc__)

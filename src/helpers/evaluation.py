@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import combinations
 
 import numpy as np
 import pandas as pd
@@ -132,6 +133,12 @@ def mcnemar_test(labels: np.ndarray, predicted_first: np.ndarray, predicted_seco
     discordant = only_first + only_second
     p_value = binomtest(only_first, discordant, 0.5).pvalue if discordant else 1.0
     return {"only_first_correct": only_first, "only_second_correct": only_second, "p_value": float(p_value)}
+
+
+def mcnemar_table(labels: np.ndarray, predicted: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Return McNemar's exact test for every pair of models (in the given order), one row per pair."""
+    return pd.DataFrame([{"first": first, "second": second, **mcnemar_test(labels, predicted[first], predicted[second])}
+                         for first, second in combinations(predicted, 2)])
 
 
 def _seed_figure(per_seed: np.ndarray, means: np.ndarray) -> dict[str, object]:

@@ -14,8 +14,6 @@ from sklearn.model_selection import GroupShuffleSplit
 
 from helpers import config
 from helpers.data import (
-    CorruptImageError,
-    DataError,
     ImageSplit,
     MRIDataset,
     chosen_folder,
@@ -23,11 +21,9 @@ from helpers.data import (
     file_hashes,
     image_files,
     load_dataset,
-    open_greyscale,
-    prepare_image,
-    prepare_mask,
     split_validation,
 )
+from helpers.images import CorruptImageError, DataError, open_greyscale, prepare_image, prepare_mask
 
 # Share of each external train part held out for validation (model selection), split by patient where known.
 EXTERNAL_VALIDATION_FRACTION = 0.3
@@ -130,7 +126,7 @@ def _polygon_masks(annotation_file: Path) -> dict[str, list[list[tuple[float, fl
 
 def load_external_set(spec: config.ExternalSet, root: Path, image_size: int = config.DEFAULT_IMAGE_SIZE,
                       preprocessing: str = "resize") -> ExternalImages:
-    """Decode one external set and its tumour outlines with the dataset's own preprocessing (data.prepare_image)."""
+    """Decode one external set and its tumour outlines with the dataset's own preprocessing (prepare_image)."""
     folder, annotations = root / spec.folder, (root / spec.annotations if spec.annotations else None)
     if not folder.is_dir():
         raise ExternalSetError(f"{folder}: external set {spec.name} not found")

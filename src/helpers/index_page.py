@@ -10,27 +10,19 @@ import pandas as pd
 
 from helpers import config
 from helpers.files import PAGE_STYLE
+from helpers.metrics_record import NOTEBOOK_TITLES, Comparison, ErrorAnalysis
 from helpers.provenance import duration_sentence
-from helpers.results import DEFAULT_RULE, external_targets, shipped_default
+from helpers.published_default import DEFAULT_RULE, external_targets, shipped_default
 from helpers.saved_models import ModelFileError, ModelNotFoundError, default_model_path
 from helpers.source_report import SHARED_NO_TUMOUR_NOTE, external_sources, loso_frame, source_frame, target_text
 
 METRICS_FILE = "metrics.json"
 INDEX_FILE = "index.html"
-NOTEBOOK_TITLES = {
-    "01_explore_data": "Exploring the data",
-    "02_train_rnn": "The specified RNN (Conv1D + BiLSTM over rows)",
-    "03_train_hybrid": "The hybrids and the project's recurrent models (specified hybrid, crnn, sequencer)",
-    "04_compare_cnn": "The CNN baseline and the comparison of all models",
-    "05_error_analysis": "Where the models fail",
-    "06_external_validity": "External validity: tumours from other sources, slice planes, saliency, mitigations",
-    "07_uncertainty": "Knowing when not to trust an answer: calibration, prediction sets, unfamiliar inputs",
-}
 
 
 def _models_table(metrics: dict) -> pd.DataFrame:
     """Return the summary of the models from the comparison notebook's record (empty when it did not run)."""
-    rows = metrics["notebooks"].get("04_compare_cnn", {}).get("models", [])
+    rows = Comparison.read(metrics).models
     table = pd.DataFrame(rows)
     if not len(table):
         return table
@@ -38,7 +30,7 @@ def _models_table(metrics: dict) -> pd.DataFrame:
                           "test accuracy (95% CI)": [f"{row.accuracy:.2%} ({row.accuracy_low:.2%}–"
                                                      f"{row.accuracy_high:.2%})" for row in table.itertuples()],
                           "validation accuracy": table["validation_accuracy"].map("{:.2%}".format)})
-    leakage = metrics["notebooks"].get("05_error_analysis", {}).get("leakage", [])
+    leakage = ErrorAnalysis.read(metrics).leakage
     clean = {row["index"]: row["clean test images"] for row in leakage}
     if clean:
         shown.insert(3, "clean-test accuracy", shown["model"].map(lambda name: f"{clean[name]:.2%}"
@@ -48,8 +40,9 @@ def _models_table(metrics: dict) -> pd.DataFrame:
 
 def target_rows(metrics: dict) -> list[dict]:
     """Return the study's targets (notebook 04) and the external-validity targets of the published default model."""
-    rows = list(metrics["notebooks"].get("04_compare_cnn", {}).get("targets", []))
-    if metrics["notebooks"].get("04_compare_cnn", {}).get("summaries"):
+    comparison = Comparison.read(metrics)
+    rows = list(comparison.targets)
+    if comparison.summaries:
         rows += external_targets(metrics)
     return rows
 

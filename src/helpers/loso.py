@@ -60,7 +60,7 @@ def hold_outs(sets: tuple[config.ExternalSet, ...] = config.EXTERNAL_SETS) -> li
 def hold_out_settings(model_name: str, hold_out: HoldOut, epochs: int | None = None, seed: int = SEED,
                       image_size: int = config.DEFAULT_IMAGE_SIZE, recipe_name: str = RECIPE):
     """Return a recipe for a model without the held-out collections."""
-    from helpers.training import recipe
+    from helpers.recipes import recipe
 
     base = recipe(recipe_name, model_name)
     kept = tuple(name for name in base.external_collections if name not in hold_out.collections)
@@ -133,7 +133,7 @@ def build_table(data_dir: str | None = None, external_dir: str | None = None, tr
     """Train (or reuse) each model without each hold-out (all, or those named in only) and return the evaluated
     rows; a run that was not trained (train=False and no folder) is left out."""
     from helpers.external import load_external_sets
-    from helpers.training import recipe
+    from helpers.recipes import recipe
 
     external = load_external_sets(external_dir, config.DEFAULT_IMAGE_SIZE, recipe(RECIPE).preprocessing, sets=sets,
                                   parts=("test",))
@@ -181,7 +181,7 @@ def _main(argv: list[str] | None = None) -> int:
     """Command line: train and measure each model without each source, writing reports/loso.json."""
     import argparse
 
-    from helpers.data import DataError
+    from helpers.images import DataError
 
     interrupts.command_started()
     parser = argparse.ArgumentParser(prog="python -m helpers.loso", description=_main.__doc__)

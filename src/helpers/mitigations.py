@@ -16,7 +16,8 @@ import numpy as np
 
 from helpers import config, interrupts
 from helpers.files import read_measured_rows, write_measured_rows
-from helpers.training import MODEL_FILE, TrainingSettings, load_run, recipe, run_matches, train_model
+from helpers.recipes import TrainingSettings, recipe
+from helpers.training import MODEL_FILE, load_run, run_matches, train_model
 
 MITIGATIONS_FILE = "mitigations.json"
 SEED = config.DEFAULT_SEED
@@ -90,8 +91,8 @@ def evaluate_run(directory: Path, external_dir: str | None, data_dir: str | None
     from helpers.evaluation import notumor_specificity
     from helpers.explain import occlusion_maps, pointing_score
     from helpers.external import load_external_sets, split_external
+    from helpers.run_summaries import validation_accuracy
     from helpers.sources import predict_sets, source_evaluation
-    from helpers.study import validation_accuracy
 
     run = load_run(directory)
     settings = run.details["settings"]
@@ -175,7 +176,7 @@ def _main(argv: list[str] | None = None) -> int:
     """Command line: train and measure the mitigation ladder, writing reports/mitigations.json."""
     import argparse
 
-    from helpers.data import DataError
+    from helpers.images import DataError
 
     interrupts.command_started()
     parser = argparse.ArgumentParser(prog="python -m helpers.mitigations", description=_main.__doc__)

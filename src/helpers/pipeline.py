@@ -22,10 +22,9 @@ from tqdm.auto import tqdm
 from helpers import config, interrupts
 from helpers.files import staged_directory, write_atomically
 from helpers.index_page import INDEX_FILE, METRICS_FILE, write_index
+from helpers.metrics_record import NOTEBOOKS, Comparison
 from helpers.provenance import provenance
 
-NOTEBOOKS = ("01_explore_data", "02_train_rnn", "03_train_hybrid", "04_compare_cnn", "05_error_analysis",
-             "06_external_validity", "07_uncertainty")
 # Files other commands publish into the reports folder; a pipeline run carries them over unchanged.
 CARRIED_FILES = ("benchmarks.json", "benchmarks.md", "benchmarks.html", "prediction_command.json", "mitigations.json",
                  "loso.json", "time_to_accuracy.json", "input_sizes.json", "repeatability.json",
@@ -175,7 +174,7 @@ def _collect_metrics(metrics_dir: Path, profile: str, notebook_seconds: dict[str
 def training_accounting(metrics: dict, run_root: Path, started: datetime) -> dict:
     """Return which of the compared models' run folders this run trained and which it reused, with their seconds."""
     from helpers.training import RUN_FILE, TIMINGS_FILE  # imports keras: only once the notebooks have run
-    summaries = metrics["notebooks"].get("04_compare_cnn", {}).get("summaries", {})
+    summaries = Comparison.read(metrics).summaries
     trained, reused, reused_seconds = [], [], 0.0
     for model_name, summary in summaries.items():
         for seed in summary["seeds"]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from helpers import config, interrupts
-from helpers.data import CorruptImageError, open_greyscale, prepare_image
+from helpers.images import CorruptImageError, open_greyscale, prepare_image
 from helpers.saved_models import (
     ModelFileError,
     ModelNotFoundError,

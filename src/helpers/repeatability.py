@@ -48,7 +48,8 @@ def train_and_fingerprint(model_name: str, epochs: int, seed: int, data_dir: str
     """Train one model with the specified recipe on a seeded subset and return its weights' fingerprint and timing."""
     from helpers.data import load_dataset, split_validation, take_per_class
     from helpers.provenance import device_summary
-    from helpers.training import recipe, train_model
+    from helpers.recipes import recipe
+    from helpers.training import train_model
 
     dataset = load_dataset(data_dir, progress=False)
     training, validation = split_validation(dataset.training, seed=config.DEFAULT_SEED)

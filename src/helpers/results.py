@@ -13,12 +13,13 @@ import pandas as pd
 from helpers import config, interrupts
 from helpers.evaluation import mean_with_spread, partial_label_accuracy
 from helpers.files import with_marked_block, write_markdown_page, write_marked_block
+from helpers.metrics_record import Comparison, ErrorAnalysis, Exploration, ExternalValidity, Uncertainty
 from helpers.provenance import duration_sentence
+from helpers.published_default import DEFAULT_RULE, cheap_accuracy_row, external_targets, shipped_default
+from helpers.run_summaries import ENSEMBLE_SUFFIX, ensemble_name, mean_predictions, validation_accuracy
 from helpers.saved_models import MODEL_INDEX_FILE
 from helpers.source_report import (
-    external_record,
     external_sources,
-    judged_targets,
     loso_markdown,
     short_target_text,
     source_figures,
@@ -26,7 +27,6 @@ from helpers.source_report import (
     target_text,
 )
 from helpers.sources import OFFICIAL_TESTING
-from helpers.study import ENSEMBLE_SUFFIX, ensemble_name, mean_predictions, validation_accuracy
 from helpers.training import (
     HISTORY_FILE,
     LABELS_FILE,
@@ -45,10 +45,6 @@ README_END = "<!-- results:end -->"
 MODEL_CARD_FILE = "MODEL_CARD.md"
 # What models/ may take, byte copies aside: five models (20.7 MB) and the default's two more seeds as its ensemble.
 MODEL_SIZE_LIMIT_BYTES = 35 * 1024 * 1024
-# How the published default is chosen: the same words in README, the model card and index.html.
-DEFAULT_RULE = ("the model with the best mean validation accuracy over its seeds, shipped as the average of its seeds' "
-                "probabilities (an ensemble) when that scores higher on validation than its best-on-validation seed "
-                "alone, else as that seed")
 PUBLISHED_RUNS = config.PUBLISHED_RUNS_DIR.name  # models/runs
 
 
@@ -62,9 +58,8 @@ def load_metrics(reports_dir: Path = config.REPORTS_DIR) -> dict:
 
 def results_table(metrics: dict) -> pd.DataFrame:
     """Return one row per model: parameters, test accuracy mean and std, macro-F1, clean-test accuracy, fit time."""
-    notebooks = metrics["notebooks"]
-    models = pd.DataFrame(notebooks["04_compare_cnn"]["models"]).set_index("model")
-    leakage = pd.DataFrame(notebooks["05_error_analysis"]["leakage"]).set_index("index")
+    models = pd.DataFrame(Comparison.read(metrics).models).set_index("model")
+    leakage = pd.DataFrame(ErrorAnalysis.read(metrics).leakage).set_index("index")
     return pd.DataFrame({
         "parameters": models["parameters"], "seeds": models["seeds"], "accuracy": models["accuracy"],
         "accuracy_std": models["accuracy_std"], "accuracy_low": models["accuracy_low"],
@@ -82,7 +77,7 @@ def source_cells(metrics: dict, name: str, seed: int | None = None) -> tuple[lis
     if not sources:
         return ["external sources"], ["not evaluated"]
     figures = source_figures(metrics).get(name, {})
-    evaluated_seeds = (external_record(metrics).get("source_seeds") or {}).get(name, [])
+    evaluated_seeds = ExternalValidity.read(metrics).source_seeds.get(name, [])
     position = evaluated_seeds.index(seed) if seed in evaluated_seeds else None
     headers = [f"{source}: tumours kept / tumour-free called no tumour" for source in sources]
     if seed is not None and position is None:
@@ -101,10 +96,10 @@ def source_cells(metrics: dict, name: str, seed: int | None = None) -> tuple[lis
 def shipped_cells(metrics: dict, name: str, seed: int) -> list[str]:
     """Return the model card's cells for one published file: its own seed's figure, then the mean over the study's
     seeds in brackets (official test, clean test, tumour sensitivity), then its own per-source figures."""
-    summary = metrics["notebooks"]["04_compare_cnn"]["summaries"][name]
+    summary = Comparison.read(metrics).summaries[name]
     position = summary["seeds"].index(seed)
     accuracy = summary["test_accuracy"]
-    clean = metrics["notebooks"]["05_error_analysis"].get("clean_test_accuracy_per_seed", {}).get(name, {})
+    clean = ErrorAnalysis.read(metrics).clean_test_accuracy_per_seed.get(name, {})
     clean_mean = float(np.mean(list(clean.values()))) if clean else None
     cells = [f"{accuracy['per_seed'][position]:.2%} "
              f"({mean_with_spread(accuracy['mean'], accuracy['std'], len(accuracy['per_seed']))})",
@@ -125,44 +120,11 @@ def ensemble_cells(metrics: dict, name: str) -> list[str]:
     return [*cells, *source_cells(metrics, ensemble_name(name))[1]]
 
 
-def default_model(metrics: dict) -> str:
-    """Return the published default: the model with the best mean validation accuracy over its seeds (validation
-    holds the external train parts' held-out images where the recipe trains on them)."""
-    summaries = metrics["notebooks"]["04_compare_cnn"]["summaries"]
-    return max(summaries, key=lambda name: float(np.mean(summaries[name].get("validation_accuracy", [0.0]))))
-
-
-def cheap_accuracy_row(metrics: dict, name: str, variant: str) -> dict | None:
-    """Return a model's row of notebook 04's cheap-accuracy table whose variant starts with the given words."""
-    return next((row for row in metrics["notebooks"]["04_compare_cnn"].get("cheap_accuracy") or []
-                 if row["model"] == name and row["variant"].startswith(variant)), None)
-
-
-def ships_ensemble(metrics: dict, name: str) -> bool:
-    """Return whether a model's ensemble of seeds beat its best-on-validation seed on validation (notebook 04's
-    cheap-accuracy rows)."""
-    single = cheap_accuracy_row(metrics, name, "one network")
-    ensemble = cheap_accuracy_row(metrics, name, "ensemble of")
-    return (single is not None and ensemble is not None and ensemble["network passes per image"] > 1
-            and ensemble["validation accuracy"] > single["validation accuracy"])
-
-
-def shipped_default(metrics: dict) -> str:
-    """Return the name of what brain-mri-predict uses by default (DEFAULT_RULE): a model, or its ensemble."""
-    name = default_model(metrics)
-    return ensemble_name(name) if ships_ensemble(metrics, name) else name
-
-
-def external_targets(metrics: dict) -> list[dict[str, object]]:
-    """Return the external-validity targets of the published default as shipped (helpers.source_report.TARGETS)."""
-    return judged_targets(metrics, shipped_default(metrics)) if metrics["notebooks"].get("04_compare_cnn") else []
-
-
 def markdown_table(metrics: dict) -> str:
     """Return README's results block (Markdown): the models on the official split, the published default on every
     source, leave-one-source-out, and the targets, with the profile, machine and commit they came from."""
     table = results_table(metrics)
-    clean_images = int(pd.DataFrame(metrics["notebooks"]["05_error_analysis"]["leakage"])["clean images"].iloc[0])
+    clean_images = int(pd.DataFrame(ErrorAnalysis.read(metrics).leakage)["clean images"].iloc[0])
     lines = ["| model | parameters | test accuracy (mean ± std) | 95% CI | macro-F1 (95% CI) | clean-test accuracy | "
              "training time per run |", "|---|---:|---:|---:|---:|---:|---:|"]
     for name, row in table.iterrows():
@@ -177,7 +139,7 @@ def markdown_table(metrics: dict) -> str:
               f"commit `{metrics['provenance']['git_commit'][:10]}`. {duration_sentence(metrics)}", ""]
     lines.append("Targets (models chosen on validation): " + "; ".join(
         f"{row['target']} ({row['model']}) >= {row['required'] * 100:g}%: {row['measured']:.2%}, "
-        f"{'met' if row['met'] else 'missed'}" for row in metrics["notebooks"]["04_compare_cnn"]["targets"]) + ".")
+        f"{'met' if row['met'] else 'missed'}" for row in Comparison.read(metrics).targets) + ".")
     shipped = shipped_default(metrics)
     if external_sources(metrics):
         lines += ["", f"The published default (`{shipped}`) on both sides of every source (external *test* parts; "
@@ -231,7 +193,7 @@ def confidence_threshold(predictions: dict[str, dict[str, np.ndarray]]) -> dict[
 def publish_models(metrics: dict, run_root: Path, models_dir: Path = config.MODELS_DIR) -> dict:
     """Copy each model's best-on-validation run (without optimizer state) into models/, with labels and an index."""
     seeds = {name: row["representative_seed"]
-             for name, row in metrics["notebooks"]["04_compare_cnn"]["summaries"].items()}
+             for name, row in Comparison.read(metrics).summaries.items()}
     staging = models_dir.with_name(models_dir.name + ".staging")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -268,7 +230,7 @@ def _stage_models(metrics: dict, seeds: dict[str, int], run_root: Path, staging:
 
     index = {"models": {}, "data_fingerprint": metrics["data_fingerprint"],
              "git_commit": metrics["provenance"]["git_commit"]}
-    summaries = metrics["notebooks"]["04_compare_cnn"]["summaries"]
+    summaries = Comparison.read(metrics).summaries
     shipped = shipped_default(metrics)
     for name, seed in seeds.items():
         run = load_run(run_root / f"{name}-seed{seed}", with_model=False)  # loaded below without optimizer state
@@ -357,6 +319,8 @@ def model_card(metrics: dict, index: dict) -> str:
     origin = metrics["provenance"]
     default = Path(index["default"]).stem
     external_headers = source_cells(metrics, default)[0]
+    trained, tested = (sum(Exploration.read(metrics).dataset_counts.get(split, {}).values())
+                       for split in ("training", "testing"))
     rows = "\n".join(
         f"| `{entry['file']}` | {entry.get('parameters') or int(table.loc[name, 'parameters']):,} | "
         f"{', '.join(map(str, entry.get('seeds', [entry.get('seed')])))} | {entry['validation_accuracy']:.2%} | "
@@ -406,7 +370,7 @@ Targets:
 {input_checks_markdown(metrics, default)}
 
 ## Data
-The Kaggle "Brain Tumor MRI Dataset" (glioma, meningioma, no tumour, pituitary; 5712 Training and 1311 Testing
+The Kaggle "Brain Tumor MRI Dataset" (glioma, meningioma, no tumour, pituitary; {trained} Training and {tested} Testing
 images, data fingerprint `{metrics['data_fingerprint'][:16]}`). Validation is a fixed stratified 15% of Training;
 every selection used validation only. Testing was used once, for the figures above.
 
@@ -417,11 +381,11 @@ every selection used validation only. Testing was used once, for the figures abo
   another (figshare). The models are trained to resist this (head crop, intensity standardisation, acquisition
   augmentation, external tumours mixed into training), yet a source seen in training with tumours only is learned as
   "tumour": read every sensitivity above beside the specificity on the same source. The figure for a hospital absent
-  from training is the leave-one-source-out table. See `reports/06_external_validity.html`.
+  from training is the leave-one-source-out table. See `reports/{ExternalValidity.NOTEBOOK}.html`.
 - Single 2-D slices at 64x64 pixels; no patient-level information, no 3-D context, no tumour grading.
 - The collection's sources and labelling process are not documented in detail; label noise is possible.
 - Calibrated probabilities and the coverage of the prediction sets hold for images like the validation images (the
-  official split); on other sources neither is guaranteed (`reports/07_uncertainty.html`).
+  official split); on other sources neither is guaranteed (`reports/{Uncertainty.NOTEBOOK}.html`).
 """
 
 

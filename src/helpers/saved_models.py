@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from helpers import config
-from helpers.data import PREPROCESSINGS
+from helpers.images import PREPROCESSINGS
 from helpers.uncertainty.record import UncertaintyRecord, record_path
 
 # The published models: models/<name>.keras beside models/<name>.json (label order, image size, preprocessing).
@@ -33,7 +33,7 @@ class SavedModel:
     model: object
     class_names: tuple[str, ...]
     image_size: int
-    preprocessing: str = "resize"  # helpers.data.PREPROCESSINGS: the same as in training
+    preprocessing: str = "resize"  # helpers.images.PREPROCESSINGS: the same as in training
     confidence_threshold: float | None = None  # below it an input is flagged (models without an uncertainty record)
     name: str = ""
     uncertainty: UncertaintyRecord | None = None  # temperature, conformal scores, novelty (<name>.uncertainty.npz)

@@ -8,10 +8,10 @@ import math
 import pandas as pd
 
 from helpers import config
+from helpers.metrics_record import ExternalValidity
+from helpers.run_summaries import ENSEMBLE_SUFFIX
 from helpers.sources import FIGURES, OFFICIAL_TESTING, SHARED_NO_TUMOUR_NOTE
-from helpers.study import ENSEMBLE_SUFFIX
 
-EXTERNAL_NOTEBOOK = "06_external_validity"
 # The external-validity targets of the published default as shipped (external *test* parts, official Testing split):
 # (target, where the figure comes from, source or set, figure, required share).
 TARGETS: tuple[tuple[str, str, str, str, float], ...] = (
@@ -31,14 +31,9 @@ TARGETS: tuple[tuple[str, str, str, str, float], ...] = (
 )
 
 
-def external_record(metrics: dict) -> dict:
-    """Return notebook 06's record ({} when it did not run)."""
-    return metrics["notebooks"].get(EXTERNAL_NOTEBOOK, {})
-
-
 def source_figures(metrics: dict) -> dict[str, dict[str, dict]]:
     """Return {model: {source: both-sides summary}} (the official Testing split first), {} when not recorded."""
-    return external_record(metrics).get("sources") or {}
+    return ExternalValidity.read(metrics).sources
 
 
 def external_sources(metrics: dict) -> list[str]:
@@ -88,7 +83,7 @@ def source_markdown(metrics: dict, model: str) -> str:
 
 def loso_rows(metrics: dict, model: str | None = None, recipe: str | None = None) -> list[dict]:
     """Return the leave-one-source-out rows recorded by notebook 06 (of one model's kind and one recipe when given)."""
-    rows = external_record(metrics).get("loso") or []
+    rows = ExternalValidity.read(metrics).loso
     return [row for row in rows if (model is None or row["model"] == model)
             and (recipe is None or row.get("recipe") == recipe)]
 
@@ -130,12 +125,12 @@ def _percent(value: float | None) -> str:
 
 def _measured(metrics: dict, shipped: str, origin: str, where: str, figure: str) -> float | None:
     """Return one target's measured figure for the shipped default (None: not measured)."""
-    record = external_record(metrics)
+    record = ExternalValidity.read(metrics)
     if origin == "sources":
         found = source_figures(metrics).get(shipped, {}).get(where, {}).get(figure)
         return found["mean"] if found else None
     if origin == "official":
-        return (record.get("official_accuracy") or {}).get(shipped)
+        return record.official_accuracy.get(shipped)
     if origin == "loso":
         held_out, source = where.split("|")
         kind = shipped.removesuffix(ENSEMBLE_SUFFIX)
@@ -143,7 +138,7 @@ def _measured(metrics: dict, shipped: str, origin: str, where: str, figure: str)
         found = [row for row in loso_rows(metrics, kind, chosen)
                  if row["held out"] == held_out and row["source"] == source]
         return found[0].get(figure) if found else None
-    found = [row for row in record.get("pointing") or [] if row["model"] == shipped
+    found = [row for row in record.pointing if row["model"] == shipped
              and row["method"] == "occlusion" and row["external set"] == where]
     return found[0][figure] if found else None
 
@@ -160,7 +155,7 @@ def judged_targets(metrics: dict, shipped: str) -> list[dict[str, object]]:
         if origin in ("sources", "official", "loso") and source not in sources:
             continue
         if origin == "pointing" and not any(row["external set"] == where
-                                            for row in external_record(metrics).get("pointing") or []):
+                                            for row in ExternalValidity.read(metrics).pointing):
             continue
         measured = _measured(metrics, shipped, origin, where, figure)
         rows.append({"target": target, "model": shipped, "required": required,

@@ -11,7 +11,7 @@ import pandas as pd
 
 from helpers import budget, config, repeatability
 from helpers.files import write_atomically, write_markdown_page
-from helpers.training import SPECIFIED_RECIPE
+from helpers.recipes import SPECIFIED_RECIPE
 
 PREDICTION_COMMAND_FILE = "prediction_command.json"  # brain-mri-predict's wall times, one entry per machine
 SPEED_PAGE = "benchmarks.md"  # reports/benchmarks.md: the tables a reader looks at, written from the JSON file
@@ -159,8 +159,8 @@ epoch by epoch, so a busy spell of a shared machine slows both). "Bare training 
 augmentation or callbacks: the specified epoch over it bounds what any pipeline change can gain. The method is the
 module's docstring.
 
-The "project pipeline" is the earlier project recipe (`helpers.training.PROJECT_RECIPE`: batch 128, Adam 2e-3, early
-stopping on validation accuracy); the study now trains with the robust recipe (`helpers.training.ROBUST_RECIPE`).
+The "project pipeline" is the earlier project recipe (`helpers.recipes.PROJECT_RECIPE`: batch 128, Adam 2e-3, early
+stopping on validation accuracy); the study now trains with the robust recipe (`helpers.recipes.ROBUST_RECIPE`).
 
 {tables}
 """

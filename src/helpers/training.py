@@ -19,13 +19,14 @@ import pandas as pd
 
 from helpers import config, interrupts, invariance
 from helpers.callbacks import DatasetValidationAccuracy, EpochTimer, RaiseWhenInterrupted
-from helpers.data import ImageSplit, check_preprocessing
+from helpers.data import ImageSplit
 from helpers.external import PATH_PREFIX as EXTERNAL_PATH_PREFIX
 from helpers.external import ExternalImages
 from helpers.files import staged_directory
 from helpers.losses import PartialLabelCrossentropy, partial_label_metric
 from helpers.models import AUGMENTATIONS, MODEL_BUILDERS, build_model
 from helpers.provenance import provenance
+from helpers.recipes import PRECISIONS, RECIPES, TrainingSettings, check_precision, recipe
 from helpers.seeded_batches import EpochSeeds, SeededBatches
 from helpers.sources import source_balance_weights
 
@@ -35,92 +36,6 @@ HISTORY_FILE = "history.csv"
 TIMINGS_FILE = "timings.json"
 RUN_FILE = "run.json"
 PREDICTION_FILES = {"validation": "predictions_validation.npz", "test": "predictions_test.npz"}
-
-
-# Compute precisions (Keras dtype policies). mixed_bfloat16 runs convolutions at about twice the speed on CPUs with
-# AVX512-BF16 and on recent GPUs; mixed_float16 suits GPUs without bfloat16.
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-
-
-def check_precision(precision: str) -> None:
-    """Fail naming the known precisions unless precision is one of them."""
-    config.check_choice("precision", precision, PRECISIONS)
-
-
-SCHEDULES = ("plateau", "cosine")
-
-
-@dataclass(frozen=True)
-class TrainingSettings:
-    """A training recipe; the defaults are the specification's (docs/design.md), see RECIPES for the project's."""
-
-    epochs: int = 30
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    early_stopping_patience: int = 5
-    early_stopping_metric: str = "val_loss"
-    reduce_learning_rate_factor: float = 0.5
-    reduce_learning_rate_patience: int = 3
-    minimum_learning_rate: float = 1e-6
-    checkpoint_metric: str = "val_accuracy"
-    augmentation: str = "layers"  # "layers": the specified three Keras layers; "fused": one transform (models.py)
-    image_size: int | None = None  # input pixels per side; None: the size of the data it is given
-    precision: str = "float32"  # a Keras dtype policy of PRECISIONS: mixed_* computes in 16 bits, keeps float32 weights
-    seed: int = config.DEFAULT_SEED
-    verbose: int = 2
-    # Issue 12's mitigations and the cosine recipe; the defaults keep the specification's behaviour.
-    preprocessing: str = "resize"  # a helpers.data.PREPROCESSINGS name, applied alike in training and prediction
-    external_training: bool = False  # the external sets' train parts join training and validation (split by patient)
-    schedule: str = "plateau"  # "plateau": Adam, ReduceLROnPlateau, early stopping; "cosine": AdamW, warm-up, cosine
-    weight_decay: float = 0.0  # AdamW's decoupled weight decay (cosine schedule only)
-    clipnorm: float | None = None  # gradient clipping by norm
-    label_smoothing: float = 0.0
-    warmup_fraction: float = 0.05  # share of the steps with a linear warm-up (cosine schedule)
-    # The external collections whose train parts join training when external_training is on (docs/decisions.md)
-    external_collections: tuple[str, ...] = config.TUMOUR_COLLECTIONS
-    source_balance: bool = False  # weight each image so that every (source, tumour or not) group counts alike
-    source_adversary: float = 0.0  # gradient-reversal strength of a class-conditional source adversary (0: none)
-    outline_supervision: float = 0.0  # weight of the outline loss on images with a known outline (0: none)
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
-            raise ValueError(f"epochs and batch_size must be >= 1 and learning_rate > 0: {self}")
-        check_precision(self.precision)
-        check_preprocessing(self.preprocessing)
-        config.check_choice("schedule", self.schedule, SCHEDULES)
-        config.check_choice("augmentation", self.augmentation, AUGMENTATIONS)
-
-
-# The recipes by name; why each is as it is, with its evidence: docs/decisions.md ("Recipes").
-SPECIFIED_RECIPE = TrainingSettings()  # the specification's: the reference the benchmark compares against
-PROJECT_RECIPE = dataclasses.replace(SPECIFIED_RECIPE, batch_size=128, learning_rate=2e-3, early_stopping_patience=10,
-                                     early_stopping_metric="val_accuracy")
-# Head crop and intensity standardisation, source-breaking augmentation, the external train parts mixed into training
-# (30% of them, by patient, in validation), AdamW on a 5% warm-up and cosine decay, label smoothing 0.1.
-ROBUST_RECIPE = dataclasses.replace(SPECIFIED_RECIPE, epochs=40, batch_size=64, learning_rate=2e-3,
-                                    schedule="cosine", weight_decay=1e-4, clipnorm=1.0, label_smoothing=0.1,
-                                    early_stopping_metric="val_accuracy", augmentation="robust",
-                                    preprocessing="standardised", external_training=True)
-DEMO_RECIPE = dataclasses.replace(ROBUST_RECIPE, epochs=15, batch_size=16, learning_rate=5e-4, augmentation="layers")
-# Every external source on both sides of the decision, with source-balanced sample weights.
-BOTH_SIDES_RECIPE = dataclasses.replace(ROBUST_RECIPE, external_collections=config.ALL_COLLECTIONS,
-                                        source_balance=True)
-# Every external source on both sides (no sample weights) and outline supervision.
-OUTLINED_RECIPE = dataclasses.replace(ROBUST_RECIPE, external_collections=config.ALL_COLLECTIONS,
-                                      outline_supervision=1.0)
-RECIPES: dict[str, TrainingSettings] = {"specified": SPECIFIED_RECIPE, "project": PROJECT_RECIPE,
-                                        "robust": ROBUST_RECIPE, "demo": DEMO_RECIPE, "both-sides": BOTH_SIDES_RECIPE,
-                                        "outlined": OUTLINED_RECIPE}
-# Where one model departs from its recipe (docs/decisions.md, "Recipes").
-MODEL_CHANGES: dict[str, dict[str, dict[str, object]]] = {
-    "specified": {}, "project": {"cnn": {"batch_size": 64, "learning_rate": 1e-3}}, "robust": {}, "demo": {},
-    "both-sides": {}, "outlined": {}}
-
-
-def recipe(name: str, model_name: str | None = None, **changes: object) -> TrainingSettings:
-    """Return a named recipe (specified, project), with the model's own departures and the given fields changed."""
-    config.check_choice("recipe", name, RECIPES)
-    return dataclasses.replace(RECIPES[name], **{**MODEL_CHANGES[name].get(model_name, {}), **changes})
 
 
 @dataclass
@@ -396,7 +311,7 @@ def train_model(model_name: str, training: ImageSplit, validation: ImageSplit, t
                                           else monitored.idxmax()])
         labels = {"class_names": list(class_names), "image_size": image_size,
                   "preprocessing": settings.preprocessing,
-                  "input": "greyscale uint8 (N, size, size, 1) made by helpers.data.prepare_image with this "
+                  "input": "greyscale uint8 (N, size, size, 1) made by helpers.images.prepare_image with this "
                            "preprocessing; the model rescales to [0, 1] itself"}
         timings = {"fit_seconds": fit_seconds, "epochs_run": len(history), "best_epoch": best_epoch,
                    "seconds_per_epoch": float(history["seconds"].mean()),
@@ -452,9 +367,9 @@ def _main(argv: list[str] | None = None) -> int:
     """Command line: train one model on a dataset with a named recipe and print its validation and test metrics."""
     import argparse
 
-    from helpers.data import DataError
     from helpers.evaluation import classification_summary, partial_label_accuracy
     from helpers.external import load_training_data
+    from helpers.images import DataError
 
     interrupts.command_started()
     parser = argparse.ArgumentParser(prog="python -m helpers.training", description=_main.__doc__)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+from helpers.metrics_record import Uncertainty
 from helpers.uncertainty.fitting import judged_targets
 
-UNCERTAINTY_NOTEBOOK = "07_uncertainty"
 FALLBACK_CHECKS = ("a flag means \"look twice\", its absence proves nothing: this model ships no uncertainty record "
                    "(notebook 07 was not run), so only the size, contrast and confidence checks apply.")
 
 
 def measured_figures(metrics: dict, model_name: str) -> dict | None:
     """Return notebook 07's figures of one shipped model, or None when they were not measured."""
-    return metrics.get("notebooks", {}).get(UNCERTAINTY_NOTEBOOK, {}).get("models", {}).get(model_name)
+    return Uncertainty.read(metrics).models.get(model_name)
 
 
 def _far_and_near(measured: dict) -> tuple[str, str]:
@@ -44,8 +44,8 @@ def input_checks_markdown(metrics: dict, model_name: str) -> str:
             f"(class-conditional, calibrated on validation images used for nothing else; `--level` changes it): on "
             f"official Testing it holds the true class for {official['coverage']:.1%} of the images (per class: "
             f"{sets}), {official['mean set size']:.2f} classes on average. On other sources the images are not "
-            f"exchangeable with the calibration images and coverage falls (`reports/07_uncertainty.html`). A flag "
-            f"means \"look twice\"; its absence proves nothing.\n\nUncertainty targets: "
+            f"exchangeable with the calibration images and coverage falls (`reports/{Uncertainty.NOTEBOOK}.html`). "
+            f"A flag means \"look twice\"; its absence proves nothing.\n\nUncertainty targets: "
             + "; ".join(f"{row['target']}: {row['measured']}, {'met' if row['met'] else 'missed'}"
                         for row in judged_targets(measured)) + ".")
 
@@ -57,7 +57,7 @@ def readme_sentence(metrics: dict, model_name: str) -> str:
         return ""
     official = measured["rows"][0]
     curve = {round(point["coverage"], 2): point["accuracy"] for point in official["risk coverage"]}
-    return (f"**Uncertainty** (`{model_name}`, official Testing; `reports/07_uncertainty.html`): calibrated "
+    return (f"**Uncertainty** (`{model_name}`, official Testing; `reports/{Uncertainty.NOTEBOOK}.html`): calibrated "
             f"probabilities (calibration error {official['ece before']:.1%} → {official['ece after']:.1%}); a "
             f"{measured['level']:.0%} prediction set holds the true class for {official['coverage']:.1%} of images "
             f"({official['mean set size']:.2f} classes on average, {official['empty sets']:.1%} empty: no class fits); "
