@@ -29,8 +29,9 @@ lock: | $(BIN)/python ## refresh requirements.lock on purpose: the newest versio
 	$(BIN)/uv pip compile pyproject.toml $(LOCKED_EXTRAS) --generate-hashes --python-version 3.11.7 \
 		--no-header --no-annotate --output-file $(LOCK)
 
-lint: $(INSTALLED) ## check the code style with ruff
+lint: $(INSTALLED) ## check the code style with ruff and the types with mypy
 	$(BIN)/ruff check src tests
+	$(BIN)/mypy
 
 test: $(INSTALLED) ## run every test (the real-data tests need BRAIN_MRI_DATA_DIR)
 	$(BIN)/python -m pytest
@@ -39,10 +40,10 @@ test-fast: $(INSTALLED) ## run the tests that need neither real data nor several
 	$(BIN)/python -m pytest -m "not realdata and not slow"
 
 bench: $(INSTALLED) ## time loading, training epochs and inference against the specified pipeline -> reports/benchmarks.json
-	$(BIN)/python -m helpers.benchmark --other-augmentations fused --other-precisions float32 mixed_bfloat16
+	$(BIN)/python -m helpers.benchmark run --other-augmentations fused --other-precisions float32 mixed_bfloat16
 
 bench-predict: $(INSTALLED) ## time brain-mri-predict on one image, cold processes and warm -> reports/benchmarks.md
-	$(BIN)/python -m helpers.benchmark --prediction-command $(IMAGE)
+	$(BIN)/python -m helpers.benchmark prediction-command $(IMAGE)
 
 bench-folder: $(INSTALLED) ## time predict_files on 100 and 400 Testing images, one decoding thread and several -> reports/prediction_throughput.json
 	$(BIN)/python -m helpers.throughput
@@ -60,7 +61,7 @@ time-to-accuracy: reference-runs ## train the study's recipe (seed 42) into runs
 		[ -d runs/time-to-accuracy/$$model-seed42 ] || $(BIN)/python -m helpers.training --recipe robust --model $$model \
 			--seed 42 --run-dir runs/time-to-accuracy/$$model-seed42 || exit 1; \
 	done
-	$(BIN)/python -m helpers.benchmark --time-to-accuracy
+	$(BIN)/python -m helpers.benchmark time-to-accuracy
 
 SIZE_MODELS ?= rnn hybrid crnn sequencer cnn
 
@@ -69,11 +70,11 @@ sizes: $(INSTALLED) ## train the study's recipe (seed 42) at 96 and 128 pixels (
 		[ -d runs/sizes/$$model-$${size}px-seed42 ] || $(BIN)/python -m helpers.training --recipe robust --model $$model \
 			--seed 42 --image-size $$size --run-dir runs/sizes/$$model-$${size}px-seed42 || exit 1; \
 	done; done
-	$(BIN)/python -m helpers.benchmark --input-sizes
+	$(BIN)/python -m helpers.benchmark input-sizes
 
 repeatability: $(INSTALLED) ## train rnn and hybrid twice under each oneDNN setting (fresh processes) -> reports/repeatability.json, reports/benchmarks.md
 	$(BIN)/python -m helpers.repeatability
-	$(BIN)/python -m helpers.benchmark --page-only
+	$(BIN)/python -m helpers.benchmark page
 
 mitigations: $(INSTALLED) ## train and measure each step against the source shortcut (seed 42) -> reports/mitigations.json
 	$(BIN)/python -m helpers.mitigations

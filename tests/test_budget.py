@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import budget, callbacks, speed_report, training
+from helpers import budget, callbacks, run_folders, speed_report
 
 DEVICE = {"backend": "tensorflow", "accelerators": [], "cpu_count": 2, "cpu_model": "Test CPU"}
 
@@ -22,16 +22,16 @@ def make_run(folder, accuracies, seconds_per_epoch, external=False, validation=N
     if external:
         history[metric] = accuracies
         history["val_accuracy"] = 0.0  # the mixed figure must not be the one read
-    history.to_csv(folder / training.HISTORY_FILE, index=False)
-    (folder / training.RUN_FILE).write_text(json.dumps({"settings": {"external_training": external},
+    history.to_csv(folder / run_folders.HISTORY_FILE, index=False)
+    (folder / run_folders.RUN_FILE).write_text(json.dumps({"settings": {"external_training": external},
                                                         "device": DEVICE}))
-    (folder / training.TIMINGS_FILE).write_text(json.dumps({
+    (folder / run_folders.TIMINGS_FILE).write_text(json.dumps({
         "seconds_per_epoch": seconds_per_epoch, "fit_seconds": seconds_per_epoch * len(accuracies),
         "epochs_run": len(accuracies)}))
-    (folder / training.LABELS_FILE).write_text("{}")
+    (folder / run_folders.LABELS_FILE).write_text("{}")
     if validation is not None:
         labels, predicted, paths = validation
-        np.savez(folder / training.PREDICTION_FILES["validation"], probabilities=np.eye(4)[predicted],
+        np.savez(folder / run_folders.PREDICTION_FILES["validation"], probabilities=np.eye(4)[predicted],
                  labels=np.array(labels), paths=np.array(paths))
     return folder
 
@@ -61,7 +61,7 @@ def test_time_to_accuracy_targets_the_specified_mean_and_compares_the_seeds_that
 
 def test_a_run_with_external_validation_but_no_dataset_column_is_refused(tmp_path):
     folder = make_run(tmp_path / "old", [0.9], 1.0)
-    (folder / training.RUN_FILE).write_text(json.dumps({"settings": {"external_training": True}, "device": DEVICE}))
+    (folder / run_folders.RUN_FILE).write_text(json.dumps({"settings": {"external_training": True}, "device": DEVICE}))
     with pytest.raises(ValueError, match="old: its validation holds external images"):
         budget.validation_curve(folder)
 

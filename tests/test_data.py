@@ -244,7 +244,7 @@ def test_check_command_reports_hidden_and_skipped_files_and_offers_to_skip(small
     (small_phantom_root / "Training" / "glioma" / ".hidden.jpg").write_bytes(b"\0")
     victim = _corrupt(small_phantom_root)
     assert data._main(["check", "--data-dir", str(small_phantom_root)]) == 1
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr().err
     assert victim.name in printed and "--skip-corrupt" in printed and len(printed.strip().splitlines()) == 1
     assert data._main(["check", "--data-dir", str(small_phantom_root), "--skip-corrupt"]) == 0
     printed = capsys.readouterr().out

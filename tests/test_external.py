@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import config, data, evaluation, explain, external, losses, models, predict, recipes, training
+from helpers import config, data, evaluation, explain, external, losses, models, predict, recipes, run_folders, training
 from helpers.images import decode_image, prepare_image, prepare_mask
 from helpers.synthetic import make_phantom_external_sets
 
@@ -192,7 +192,7 @@ def test_robust_recipe_trains_on_the_external_train_parts_and_selects_on_them(ph
     run = training.train_model("rnn", loaded.training, loaded.validation, None, tmp_path / "run", settings,
                                data_fingerprint=loaded.dataset.fingerprint,
                                external_fingerprint=loaded.external_fingerprint)
-    reloaded = training.load_run(run.directory)
+    reloaded = run_folders.load_run(run.directory)
     assert reloaded.details["external_fingerprint"] == loaded.external_fingerprint
     assert json.loads((run.directory / "labels.json").read_text())["preprocessing"] == "standardised"
     validation = reloaded.predictions["validation"]

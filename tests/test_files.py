@@ -13,10 +13,9 @@ def test_staged_directory_replaces_the_target_only_on_success(tmp_path):
     target = tmp_path / "run"
     target.mkdir()
     (target / "old.txt").write_text("old")
-    with pytest.raises(RuntimeError):
-        with staged_directory(target) as staging:
-            (staging / "new.txt").write_text("half")
-            raise RuntimeError("interrupted")
+    with pytest.raises(RuntimeError), staged_directory(target) as staging:
+        (staging / "new.txt").write_text("half")
+        raise RuntimeError("interrupted")
     assert [path.name for path in tmp_path.iterdir()] == ["run"]
     assert (target / "old.txt").read_text() == "old"
     with staged_directory(target) as staging:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import config, external, invariance, models, recipes, training
+from helpers import config, external, invariance, models, recipes, run_folders, training
 from helpers.synthetic import make_phantom_external_sets
 
 
@@ -94,12 +94,12 @@ def test_invariance_training_ships_the_plain_architecture_with_its_weights(phant
     plain = models.build_model("rnn", 64, settings.augmentation)
     assert [layer.name for layer in run.model.layers] == [layer.name for layer in plain.layers]
     assert run.model.count_params() == plain.count_params()
-    reloaded = training.load_run(run.directory)
+    reloaded = run_folders.load_run(run.directory)
     images = loaded.validation.images[:8, ..., np.newaxis]
     np.testing.assert_allclose(reloaded.model.predict(images, verbose=0), run.model.predict(images, verbose=0),
                                atol=1e-6)
     np.testing.assert_allclose(run.predictions["validation"]["probabilities"][:8], run.model.predict(images, verbose=0),
                                atol=1e-5)
-    assert training.run_matches(run.directory, "rnn", settings, data_fingerprint=loaded.dataset.fingerprint)
-    assert not training.run_matches(run.directory, "rnn", recipes.recipe("both-sides", "rnn", epochs=1, batch_size=64,
-                                                                           image_size=64, verbose=0))
+    assert run_folders.run_matches(run.directory, "rnn", settings, data_fingerprint=loaded.dataset.fingerprint)
+    other = recipes.recipe("both-sides", "rnn", epochs=1, batch_size=64, image_size=64, verbose=0)
+    assert not run_folders.run_matches(run.directory, "rnn", other)

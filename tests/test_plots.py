@@ -73,3 +73,14 @@ def test_the_both_sides_figure_draws_every_interval_it_promises():
     drawn = [sum(len(container.lines[2][0].get_segments()) for container in axis.containers
                  if isinstance(container, ErrorbarContainer)) for axis in figure.axes[:3]]
     assert drawn == [6, 4, 4], "one interval per bar, none where a source has no such side"
+
+
+def test_figures_draw_in_the_study_style_without_changing_the_callers_settings():
+    import matplotlib
+
+    before = dict(matplotlib.rcParams)
+    figure = plots.class_balance(pd.DataFrame({"Training": [10, 12], "Testing": [3, 4]}, index=["glioma", "notumor"]))
+    axis = figure.axes[0]
+    assert dict(matplotlib.rcParams) == before
+    assert all(line.get_visible() for line in axis.yaxis.get_gridlines()), "seaborn's whitegrid"
+    assert axis.yaxis.label.get_fontsize() == plots.STYLE["axes.labelsize"]

@@ -8,7 +8,18 @@ import shutil
 import numpy as np
 import pytest
 
-from helpers import config, data, predict, published_default, recipes, results, saved_models, source_report, training
+from helpers import (
+    config,
+    data,
+    predict,
+    published_default,
+    recipes,
+    results,
+    run_folders,
+    saved_models,
+    source_report,
+    training,
+)
 from helpers.run_summaries import target_table
 
 
@@ -90,12 +101,12 @@ def test_publish_copies_the_representative_run_without_optimizer_state(phantom_r
                                                                  "rnn.json", "rnn.keras", "runs"]
     published_run = models_dir / "runs" / "rnn-seed43"  # what a notebook opened without parameters reads
     assert (published_run / "model.keras").read_bytes() == (models_dir / "rnn.keras").read_bytes()
-    assert training.load_run(published_run).history.equals(run.history)
+    assert run_folders.load_run(published_run).history.equals(run.history)
     without_model = tmp_path / "rnn-seed44"  # a published seed that was not chosen keeps no model
     shutil.copytree(published_run, without_model)
     (without_model / "model.keras").unlink()
     with pytest.raises(FileNotFoundError, match="rnn-seed44/model.keras: this run keeps no model"):
-        training.load_run(without_model).model
+        _ = run_folders.load_run(without_model).model
     labels = json.loads((models_dir / "rnn.json").read_text())
     assert labels["seed"] == 43 and labels["image_size"] == 64
     assert (models_dir / "rnn.keras").stat().st_size < (run.directory / "model.keras").stat().st_size

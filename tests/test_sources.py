@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from helpers import config, external, loso, mitigations, recipes, sources, training
+from helpers import config, external, loso, mitigations, recipes, run_folders, sources, training
 from helpers.synthetic import make_phantom_external_sets
 
 
@@ -73,14 +73,14 @@ def test_runs_written_before_a_setting_existed_still_match_with_its_default(tmp_
     settings = recipes.recipe("robust", "rnn", image_size=64)
     recorded = json.loads(json.dumps({"model": "rnn", "settings": {
         key: value for key, value in training.dataclasses.asdict(settings).items()
-        if key not in training.ADDED_SETTINGS}}))
-    (tmp_path / training.RUN_FILE).write_text(json.dumps(recorded))
-    assert training.run_matches(tmp_path, "rnn", settings)
-    assert not training.run_matches(tmp_path, "rnn", recipes.recipe("both-sides", "rnn", image_size=64))
-    assert training.run_differences(tmp_path, "rnn", recipes.recipe("outlined", "rnn", image_size=64),
+        if key not in run_folders.ADDED_SETTINGS}}))
+    (tmp_path / run_folders.RUN_FILE).write_text(json.dumps(recorded))
+    assert run_folders.run_matches(tmp_path, "rnn", settings)
+    assert not run_folders.run_matches(tmp_path, "rnn", recipes.recipe("both-sides", "rnn", image_size=64))
+    assert run_folders.run_differences(tmp_path, "rnn", recipes.recipe("outlined", "rnn", image_size=64),
                                     data_fingerprint="f") == ["data_fingerprint", "settings.external_collections",
                                                               "settings.outline_supervision"]
-    assert training.run_differences(tmp_path / "elsewhere", "rnn", settings) == ["no finished run"]
+    assert run_folders.run_differences(tmp_path / "elsewhere", "rnn", settings) == ["no finished run"]
 
 
 def test_hold_outs_leave_out_each_origin_and_each_further_sequence():
@@ -107,7 +107,7 @@ def test_leave_one_source_out_trains_without_the_source_and_measures_it(phantom_
     assert [(row["model"], row["source"]) for row in rows] == [("rnn", "phantom second sequence")]
     assert rows[0]["tumour images"] == 10 and rows[0]["tumour-free images"] == 10
     assert 0 <= rows[0]["balanced accuracy"] <= 1
-    run = training.load_run(loso.run_directory("rnn", held_out, tmp_path / "runs"))
+    run = run_folders.load_run(loso.run_directory("rnn", held_out, tmp_path / "runs"))
     trained_on = {path.split("/")[1] for path in run.predictions["validation"]["paths"] if path.startswith("external/")}
     assert trained_on and not trained_on & set(held_out.collections)
     again = loso.build_table(phantom_root, external_root, models=("rnn",), sets=config.PHANTOM_EXTERNAL_SETS,

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import config, models, recipes, training
+from helpers import config, models, recipes, run_folders
 from helpers.metrics_record import Comparison, Exploration
 from helpers.run_summaries import (
     cheap_accuracy_table,
@@ -136,7 +136,7 @@ def _run(seed, validation_right, model=None):
     labels = np.array([0, 1, 2, 3])
     probabilities = np.eye(4)[[label if index < validation_right else (label + 1) % 4
                                for index, label in enumerate(labels)]]
-    return training.TrainingRun(directory=Path(f"runs/m-seed{seed}"), class_names=config.CLASS_NAMES, image_size=64,
+    return run_folders.TrainingRun(directory=Path(f"runs/m-seed{seed}"), class_names=config.CLASS_NAMES, image_size=64,
                                 history=None, timings={}, details={"settings": {"seed": seed}},
                                 predictions={"validation": {"probabilities": probabilities, "labels": labels}},
                                 loaded_model=model)

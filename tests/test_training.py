@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import callbacks, data, recipes, training
+from helpers import callbacks, data, recipes, run_folders, training
 from helpers.evaluation import classification_summary
 
 QUICK = recipes.TrainingSettings(epochs=2, batch_size=16, seed=11, verbose=0)
@@ -60,7 +60,7 @@ def test_run_folder_holds_model_labels_history_predictions_and_timings(tmp_path,
     # the saved predictions are those of the saved model
     again = run.model.predict(testing.images[..., None], verbose=0)
     assert np.allclose(again, test["probabilities"], atol=1e-5)
-    reloaded = training.load_run(run.directory)
+    reloaded = run_folders.load_run(run.directory)
     assert reloaded.class_names == run.class_names
 
 
@@ -92,7 +92,8 @@ def test_a_failed_run_leaves_no_folder_behind(tmp_path, phantom_splits, monkeypa
     monkeypatch.setattr(keras.saving, "load_model", broken_load)
     with pytest.raises(RuntimeError, match="disk full"):
         training.train_model("rnn", data.take_per_class(kept, 4), validation, None, tmp_path / "run", QUICK)
-    assert list(tmp_path.iterdir()) == [training.resume_directory(tmp_path / "run")], "only the epochs to resume from"
+    resume = run_folders.resume_directory(tmp_path / "run")
+    assert list(tmp_path.iterdir()) == [resume], "only the epochs to resume from"
 
 
 def test_a_recipe_with_its_own_image_size_refuses_images_of_another(tmp_path, phantom_splits):
@@ -116,7 +117,7 @@ def test_incomplete_run_folder_is_reported(tmp_path):
     (tmp_path / "labels.json").write_text("{}")
     missing = r"not a complete run folder \(missing history.csv, timings.json, run.json\)"
     with pytest.raises(FileNotFoundError, match=missing):
-        training.load_run(tmp_path)
+        run_folders.load_run(tmp_path)
 
 
 @pytest.mark.parametrize(("recipe_name", "metric", "mode"), [("specified", "val_loss", "min"),
@@ -151,7 +152,7 @@ dataset = data.load_dataset({str(small_phantom_root)!r}, progress=False)
 kept, validation = data.split_validation(dataset.training, fraction=0.25, seed=0)
 run = training.train_model("rnn", kept, validation, dataset.testing, {str(tmp_path / "run")!r},
                            recipes.TrainingSettings(epochs=2, batch_size=4, verbose=0))
-loaded = training.load_run(run.directory)
+loaded = run_folders.load_run(run.directory)
 print(json.dumps({{"backend": keras.backend.backend(), "epochs": int(loaded.timings["epochs_run"]),
                   "test_rows": len(loaded.predictions["test"]["probabilities"]),
                   "recorded_backend": loaded.details["device"]["backend"]}}))
@@ -203,13 +204,13 @@ def test_an_interrupted_run_resumes_from_its_last_epoch_and_ends_where_an_uninte
     with pytest.raises(KeyboardInterrupt):
         training.train_model("rnn", small, validation, None, target, settings, data_fingerprint=fingerprint,
                              callbacks=[_StopAfter(2)])
-    assert not target.exists() and training.resume_directory(target).is_dir()
+    assert not target.exists() and run_folders.resume_directory(target).is_dir()
     assert not list(tmp_path.glob(".interrupted.*.partial")), "the staging folder is removed on Ctrl-C"
     ran = _EpochsRun()
     resumed = training.train_model("rnn", small, validation, None, target, settings, data_fingerprint=fingerprint,
                                    callbacks=[ran])
     assert ran.epochs == [2, 3] and resumed.timings["resumed"]
-    assert list(resumed.history["epoch"]) == [1, 2, 3, 4] and not training.resume_directory(target).exists()
+    assert list(resumed.history["epoch"]) == [1, 2, 3, 4] and not run_folders.resume_directory(target).exists()
     straight = _EpochsRun()
     uninterrupted = training.train_model("rnn", small, validation, None, tmp_path / "straight", settings,
                                          data_fingerprint=fingerprint, callbacks=[straight])

@@ -11,16 +11,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
 import pandas as pd
 
-from helpers import budget, config, interrupts
+from helpers import budget, commands, config, interrupts, throughput
 from helpers.callbacks import EpochTimer
 from helpers.data import MRIDataset, load_dataset, split_validation
 from helpers.files import write_atomically
+from helpers.images import DataError
 from helpers.models import AUGMENTATIONS, MODEL_BUILDERS, build_model
+from helpers.provenance import machine_key as provenance_machine_key
 from helpers.provenance import provenance
 from helpers.recipes import PRECISIONS, PROJECT_RECIPE, SPECIFIED_RECIPE, TrainingSettings, recipe
 from helpers.speed_report import (
@@ -36,7 +39,6 @@ from helpers.speed_report import (
 from helpers.training import precision_policy, set_seeds
 
 BENCHMARK_FILE = "benchmarks.json"
-PREDICTION_COMMAND_CALLS = 5  # fresh processes per backend; the first is reported apart (files not yet cached)
 SPECIFIED_BATCH_SIZE = SPECIFIED_RECIPE.batch_size
 # The model the specified pipeline trains for each project model. The specification gives no CNN layers, so its
 # CNN is this project's first 1.5M-parameter design (cnn_wide); the project's cnn does a quarter of its convolutions.
@@ -207,13 +209,6 @@ def time_inference(model_name: str, images: np.ndarray, augmentation: str = "non
             "single_image_latency_milliseconds": 1000 * statistics.median(latencies)}
 
 
-def machine_key(details: dict) -> str:
-    """Return a short name for the machine and backend a benchmark ran on, used to keep runs apart."""
-    device = details["device"]
-    accelerator = device["accelerators"][0].replace(" ", "-") if device["accelerators"] else "cpu"
-    return f"{device['backend']}-{accelerator}-{device['cpu_count']}cores"
-
-
 def recipe_accuracies(model_name: str, runs_root: Path, seeds: tuple[int, ...] = ACCURACY_SEEDS) -> dict:
     """Return per recipe and split the accuracy of each seed run found (by seed) and of seed 42 (None: untrained)."""
     specified_model = SPECIFIED_MODELS.get(model_name, model_name)
@@ -249,7 +244,7 @@ def run_benchmark(data_dir: str | os.PathLike | None = None, models: tuple[str, 
     for model_name in models:
         default = recipe("project", model_name)
         batch_sizes = list(dict.fromkeys([default.batch_size, *project_batch_sizes]))  # the recipe's own first
-        variants = [{"batch_size": batch_size} for batch_size in batch_sizes]
+        variants: list[dict[str, Any]] = [{"batch_size": batch_size} for batch_size in batch_sizes]
         variants += [{"augmentation": augmentation} for augmentation in other_augmentations
                      if augmentation != default.augmentation]
         variants += [{"precision": precision} for precision in other_precisions if precision != default.precision]
@@ -279,7 +274,7 @@ def run_benchmark(data_dir: str | os.PathLike | None = None, models: tuple[str, 
     details = provenance()
     runs_root = runs_root or config.runs_dir()
     accuracy = {model_name: recipe_accuracies(model_name, runs_root) for model_name in models}
-    return {"machine": machine_key(details), "provenance": details, "data_fingerprint": dataset.fingerprint,
+    return {"machine": provenance_machine_key(details), "provenance": details, "data_fingerprint": dataset.fingerprint,
             "epochs_timed": epochs, "specified_models": {name: SPECIFIED_MODELS.get(name, name) for name in models},
             "data_loading": loading, "training": training_rows, "speedup_over_specified": speedups,
             "speedup_bound": bounds,
@@ -291,54 +286,6 @@ def _describe(row: dict) -> str:
     return (f"{row['model']:7s} {row['pipeline']:9s} {row['augmentation']:6s} {row['precision']:14s} "
             f"batch {row['batch_size']:4d}: "
             f"{row['seconds_per_epoch']:6.2f} s/epoch, {row['training_images_per_second']:7.0f} images/s")
-
-
-def time_prediction_command(image: Path, model: Path | None = None,
-                            calls: int = PREDICTION_COMMAND_CALLS) -> dict[str, object]:
-    """Time brain-mri-predict on one image as a user runs it: fresh processes on its default (NumPy) backend and on
-    TensorFlow's, taking turns; then the warm cost of one more image in a process that has the model loaded."""
-    import subprocess
-    import sys
-
-    from helpers import predict
-
-    command = [sys.executable, "-m", "helpers.predict", str(image), "--json",
-               *(["--model", str(model)] if model else [])]
-    seconds: dict[str, list[float]] = {"numpy": [], "tensorflow": []}
-    probabilities: dict[str, list[float]] = {}
-    for _ in range(calls):
-        for backend in seconds:
-            environment = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
-            start = time.perf_counter()
-            finished = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
-            seconds[backend].append(time.perf_counter() - start)
-            if finished.returncode != 0:
-                raise RuntimeError(f"brain-mri-predict on {image} failed ({backend}): {finished.stderr.strip()}")
-            probabilities[backend] = list(json.loads(finished.stdout)["predictions"][0]["probabilities"].values())
-    saved = predict.load_saved_model(model)
-    predict.predict_files([image], saved)
-    start = time.perf_counter()
-    predict.predict_files([image], saved)
-    warm = time.perf_counter() - start
-    details = provenance()
-    return {"machine": machine_key(details), "provenance": details, "image": image.name, "model": saved.name,
-            "calls": calls, "seconds": seconds,
-            "median_seconds": {backend: statistics.median(values[1:] or values) for backend, values in seconds.items()},
-            "first_call_seconds": {backend: values[0] for backend, values in seconds.items()},
-            "warm_seconds_per_image": warm,
-            "largest_probability_difference": float(np.max(np.abs(np.subtract(probabilities["numpy"],
-                                                                              probabilities["tensorflow"]))))}
-
-
-def _phantom_image(folder: Path) -> Path:
-    """Write a 512x512 glioma phantom (the dataset's commonest size) as a JPEG and return its path."""
-    from PIL import Image
-
-    from helpers.synthetic import make_phantom_image
-
-    path = folder / "phantom-glioma.jpg"
-    Image.fromarray(make_phantom_image("glioma", 512, 512, np.random.default_rng(config.DEFAULT_SEED))).save(path)
-    return path
 
 
 def save_benchmark(results: dict, path: Path) -> None:
@@ -360,67 +307,43 @@ def refresh_accuracy(path: Path, runs_root: Path) -> None:
     write_atomically(path, lambda temporary: temporary.write_text(json.dumps(stored, indent=2) + "\n"))
 
 
-def _main(argv: list[str] | None = None) -> int:
-    """Command line: run the benchmark, print its table and merge it into reports/benchmarks.json."""
+def _parser():
+    """Return the command line: one subcommand per job, `run` (the timing) when none is named."""
     import argparse
 
-    interrupts.command_started()
     parser = argparse.ArgumentParser(prog="python -m helpers.benchmark", description=_main.__doc__)
-    parser.add_argument("--data-dir", default=None, help="dataset folder (default: $BRAIN_MRI_DATA_DIR or data/)")
-    parser.add_argument("--models", nargs="+", default=["rnn", "hybrid", "cnn"], choices=list(MODEL_BUILDERS))
-    parser.add_argument("--epochs", type=int, default=5,
-                        help="epochs per model and pipeline; the median of all but the first is reported")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[PROJECT_RECIPE.batch_size],
-                        help="project batch sizes to time (at the project recipe's learning rate)")
-    parser.add_argument("--other-augmentations", nargs="*", default=[], choices=list(AUGMENTATIONS),
-                        help="also time the project recipe with these augmentations (levers, not in the speed-up)")
-    parser.add_argument("--other-precisions", nargs="*", default=[], choices=PRECISIONS,
-                        help="also time the project recipe at these precisions (levers, not in the speed-up)")
-    parser.add_argument("--no-specified", action="store_true", help="skip the specified tf.data pipeline")
-    parser.add_argument("--output", default=str(config.REPORTS_DIR / BENCHMARK_FILE))
-    parser.add_argument("--page-only", action="store_true",
-                        help="only rewrite reports/benchmarks.md from reports/benchmarks.json (no timing)")
-    parser.add_argument("--refresh-accuracy", action="store_true",
-                        help="only reread the recipes' accuracies from the run folders into reports/benchmarks.json "
-                             "and reports/benchmarks.md (no timing)")
-    parser.add_argument("--prediction-command", metavar="IMAGE", nargs="?", const="", default=None,
-                        help="only time brain-mri-predict on one image (default: a generated 512x512 phantom) in fresh "
-                             "processes, NumPy against TensorFlow, into reports/prediction_command.json and "
-                             "reports/benchmarks.md")
-    parser.add_argument("--time-to-accuracy", action="store_true",
-                        help="only read the time-to-accuracy table from runs/specified and runs/time-to-accuracy "
-                             "(make time-to-accuracy) into reports/time_to_accuracy.json and reports/benchmarks.md")
-    parser.add_argument("--input-sizes", action="store_true",
-                        help="only read the input-size table from the runs at 64, 96 and 128 pixels (make sizes) into "
-                             "reports/input_sizes.json and reports/benchmarks.md")
-    arguments = parser.parse_args(argv)
-    page = config.REPORTS_DIR / SPEED_PAGE
-    published = config.REPORTS_DIR / BENCHMARK_FILE
-    if arguments.time_to_accuracy or arguments.input_sizes:
-        if arguments.time_to_accuracy:
-            results = budget.time_to_accuracy(config.runs_dir())
-            budget.save(results, config.REPORTS_DIR / budget.TIME_TO_ACCURACY_FILE)
-            print(budget.time_to_accuracy_table(results).to_string(index=False))
-        if arguments.input_sizes:
-            results = budget.input_sizes(config.runs_dir())
-            budget.save(results, config.REPORTS_DIR / budget.SIZES_FILE)
-            print(budget.input_sizes_table(results).to_string(index=False))
-        write_speed_page(page, published)
-        return 0
-    if arguments.prediction_command is not None:
-        timing = time_prediction_command(Path(arguments.prediction_command) if arguments.prediction_command
-                                         else _phantom_image(Path(tempfile.mkdtemp())))
-        stored = {**stored_command_timings(), timing["machine"]: timing}
-        write_atomically(config.REPORTS_DIR / PREDICTION_COMMAND_FILE,
-                         lambda temporary: temporary.write_text(json.dumps(stored, indent=2) + "\n"))
-        print(prediction_command_markdown(timing))
-        write_speed_page(page, published)
-        return 0
-    if arguments.refresh_accuracy:
-        refresh_accuracy(published, config.runs_dir())
-    if arguments.page_only or arguments.refresh_accuracy:
-        write_speed_page(page, published)
-        return 0
+    jobs = parser.add_subparsers(dest="job", metavar="{run,page,refresh-accuracy,prediction-command,time-to-accuracy,"
+                                                   "input-sizes}")
+    run = jobs.add_parser("run", help="time loading, training epochs and inference (the default)")
+    run.add_argument("--data-dir", default=None, help="dataset folder (default: $BRAIN_MRI_DATA_DIR or data/)")
+    run.add_argument("--models", nargs="+", default=["rnn", "hybrid", "cnn"], choices=list(MODEL_BUILDERS))
+    run.add_argument("--epochs", type=int, default=5,
+                     help="epochs per model and pipeline; the median of all but the first is reported")
+    run.add_argument("--batch-sizes", type=int, nargs="+", default=[PROJECT_RECIPE.batch_size],
+                     help="project batch sizes to time (at the project recipe's learning rate)")
+    run.add_argument("--other-augmentations", nargs="*", default=[], choices=list(AUGMENTATIONS),
+                     help="also time the project recipe with these augmentations (levers, not in the speed-up)")
+    run.add_argument("--other-precisions", nargs="*", default=[], choices=PRECISIONS,
+                     help="also time the project recipe at these precisions (levers, not in the speed-up)")
+    run.add_argument("--no-specified", action="store_true", help="skip the specified tf.data pipeline")
+    run.add_argument("--output", default=str(config.REPORTS_DIR / BENCHMARK_FILE))
+    jobs.add_parser("page", help="only rewrite reports/benchmarks.md from the stored JSON files (no timing)")
+    jobs.add_parser("refresh-accuracy", help="only reread the recipes' accuracies from the run folders into "
+                                             "reports/benchmarks.json and reports/benchmarks.md (no timing)")
+    command = jobs.add_parser("prediction-command",
+                              help="only time brain-mri-predict on one image in fresh processes, NumPy against "
+                                   "TensorFlow, into reports/prediction_command.json and reports/benchmarks.md")
+    command.add_argument("image", nargs="?", default=None, help="default: a generated 512x512 phantom")
+    jobs.add_parser("time-to-accuracy", help="only read the time-to-accuracy table from runs/specified and "
+                                             "runs/time-to-accuracy (make time-to-accuracy) into "
+                                             "reports/time_to_accuracy.json and reports/benchmarks.md")
+    jobs.add_parser("input-sizes", help="only read the input-size table from the runs at 64, 96 and 128 pixels "
+                                        "(make sizes) into reports/input_sizes.json and reports/benchmarks.md")
+    return parser, run
+
+
+def _time_pipelines(arguments, page: Path, published: Path) -> None:
+    """Run the timing benchmark, save it, and print its tables."""
     results = run_benchmark(arguments.data_dir, tuple(arguments.models), arguments.epochs,
                             tuple(arguments.batch_sizes), not arguments.no_specified,
                             other_augmentations=tuple(arguments.other_augmentations),
@@ -440,7 +363,49 @@ def _main(argv: list[str] | None = None) -> int:
           "not trained):")
     print(accuracy_table(results).to_string(index=False, float_format=lambda value: f"{value:.4f}"))
     print(f"written to {arguments.output}")
-    return 0
+
+
+def _run_job(arguments, page: Path, published: Path) -> None:
+    """Do the job a subcommand names; every job ends by rewriting the speed page."""
+    if arguments.job == "time-to-accuracy":
+        results = budget.time_to_accuracy(config.runs_dir())
+        budget.save(results, config.REPORTS_DIR / budget.TIME_TO_ACCURACY_FILE)
+        print(budget.time_to_accuracy_table(results).to_string(index=False))
+    elif arguments.job == "input-sizes":
+        results = budget.input_sizes(config.runs_dir())
+        budget.save(results, config.REPORTS_DIR / budget.SIZES_FILE)
+        print(budget.input_sizes_table(results).to_string(index=False))
+    elif arguments.job == "prediction-command":
+        timing = throughput.time_prediction_command(Path(arguments.image) if arguments.image
+                                                    else throughput.phantom_image(Path(tempfile.mkdtemp())))
+        stored = {**stored_command_timings(), timing["machine"]: timing}
+        write_atomically(config.REPORTS_DIR / PREDICTION_COMMAND_FILE,
+                         lambda temporary: temporary.write_text(json.dumps(stored, indent=2) + "\n"))
+        print(prediction_command_markdown(timing))
+    elif arguments.job == "refresh-accuracy":
+        refresh_accuracy(published, config.runs_dir())
+    elif arguments.job == "run":
+        _time_pipelines(arguments, page, published)
+        return
+    write_speed_page(page, published)
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """Command line: time the pipelines (run), or one of the jobs that read stored runs and timings into
+    reports/benchmarks.md."""
+    interrupts.command_started()
+    parser, run = _parser()
+    arguments = parser.parse_args(argv)
+    if arguments.job is None:
+        arguments = run.parse_args([], namespace=arguments)
+        arguments.job = "run"
+    try:
+        _run_job(arguments, config.REPORTS_DIR / SPEED_PAGE, config.REPORTS_DIR / BENCHMARK_FILE)
+    except (DataError, FileNotFoundError, RuntimeError) as error:
+        return commands.failed(error)
+    except KeyboardInterrupt:
+        return commands.stopped("the reports were left as they were")
+    return commands.EXIT_DONE
 
 
 if __name__ == "__main__":

@@ -11,13 +11,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-from helpers import config, interrupts
+from helpers import commands, config, interrupts
 from helpers.files import write_atomically
 from helpers.images import CorruptImageError, DataError, check_preprocessing, decode_image
 
@@ -191,7 +192,7 @@ def _link_problem(entry: Path) -> str:
 def hidden_files(root: str | os.PathLike) -> list[Path]:
     """Return the files and folders whose names start with a dot inside the split and class folders (never read)."""
     root = Path(root)
-    found = []
+    found: list[Path] = []
     for split in config.SPLIT_NAMES:
         for folder in [root / split, *[root / split / name for name in config.CLASS_NAMES]]:
             if folder.is_dir():
@@ -281,7 +282,7 @@ def _cache_path(fingerprint: str, image_size: int, preprocessing: str = "resize"
     return config.cache_dir() / f"mri-{image_size}px-{kind}{fingerprint[:20]}.npz"
 
 
-def _save_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def _save_cache(path: Path, arrays: dict[str, Any]) -> None:
     """Write the decoded arrays to an uncompressed .npz atomically."""
 
     def write(temporary: Path) -> None:
@@ -336,7 +337,7 @@ def load_dataset(data_dir: str | os.PathLike | None = None, image_size: int = co
         empty = np.zeros((0, image_size, image_size), np.uint8)
         arrays = {
             "format_version": np.array(CACHE_FORMAT_VERSION),
-            "images": np.stack([decoded[i] for i in keep]) if keep else empty,
+            "images": np.stack([item for item in decoded if isinstance(item, np.ndarray)]) if keep else empty,
             "labels": np.array([records[i][1] for i in keep], dtype=np.uint8),
             "is_test": np.array([records[i][0] == "Testing" for i in keep], dtype=bool),
             "paths": np.array([relative[i] for i in keep], dtype=str),
@@ -412,11 +413,9 @@ def _main(argv: list[str] | None = None) -> int:
         dataset = load_dataset(arguments.data_dir, arguments.image_size,
                                on_error="skip" if arguments.skip_corrupt else "raise")
     except DataError as error:
-        print(f"error: {error}")
-        return 1
+        return commands.failed(error)
     except KeyboardInterrupt:
-        print("interrupted: the cache was left as it was")
-        return 130
+        return commands.stopped("the cache was left as it was")
     print(f"{dataset.root}  fingerprint {dataset.fingerprint[:16]}  "
           f"{'cache' if dataset.from_cache else 'decoded'} in {dataset.load_seconds:.2f} s")
     for name, split in (("Training", dataset.training), ("Testing", dataset.testing)):

@@ -11,7 +11,7 @@ from PIL import Image
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from helpers import interrupts
+from helpers import commands, interrupts
 from helpers.data import MRIDataset
 
 # Two images whose 64-bit perceptual hashes differ in at most this many bits count as near-duplicates.
@@ -166,8 +166,7 @@ def _main(argv: list[str] | None = None) -> int:
     try:
         dataset = load_dataset(arguments.data_dir)
     except DataError as error:
-        print(f"error: {error}")
-        return 1
+        return commands.failed(error)
     audit = audit_duplicates(dataset, arguments.threshold)
     print(audit.summary.to_string(index=False))
     clean = audit.clean_test_mask()

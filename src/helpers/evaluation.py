@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from itertools import combinations
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -95,14 +96,14 @@ def macro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:
 
 def classification_summary(labels: np.ndarray, probabilities: np.ndarray,
                            class_names: tuple[str, ...] = config.CLASS_NAMES, with_intervals: bool = False,
-                           resamples: int = 1000, seed: int = config.DEFAULT_SEED) -> dict[str, object]:
+                           resamples: int = 1000, seed: int = config.DEFAULT_SEED) -> dict[str, Any]:
     """Return every metric of one model on one split, computed from its predicted probabilities."""
     labels = np.asarray(labels)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     _check_predictions(labels, probabilities, class_names)
     predicted = probabilities.argmax(axis=1)
     present = np.unique(labels)
-    summary: dict[str, object] = {
+    summary: dict[str, Any] = {
         "images": int(len(labels)),
         "accuracy": float(accuracy_score(labels, predicted)),
         "macro_f1": macro_f1(labels, predicted),
@@ -141,7 +142,7 @@ def mcnemar_table(labels: np.ndarray, predicted: dict[str, np.ndarray]) -> pd.Da
                          for first, second in combinations(predicted, 2)])
 
 
-def _seed_figure(per_seed: np.ndarray, means: np.ndarray) -> dict[str, object]:
+def _seed_figure(per_seed: np.ndarray, means: np.ndarray) -> dict[str, Any]:
     """Return a figure's per-seed values, their mean and the 95% interval of its bootstrap means over images."""
     return {"per_seed": np.asarray(per_seed).tolist(), "mean": float(np.mean(per_seed)),
             "ci": (float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975)))}
@@ -149,7 +150,7 @@ def _seed_figure(per_seed: np.ndarray, means: np.ndarray) -> dict[str, object]:
 
 def both_sides_summary(tumour_probabilities: list[np.ndarray] | None, free_probabilities: list[np.ndarray] | None,
                        truth: str | np.ndarray = config.ANY_TUMOUR, resamples: int = 1000,
-                       seed: int = config.DEFAULT_SEED) -> dict[str, object]:
+                       seed: int = config.DEFAULT_SEED) -> dict[str, Any]:
     """Return a model's figures on one source from each seed's probabilities on its tumour images and on its
     tumour-free images (either side may be None): tumour sensitivity (share not called "no tumour"), specificity
     (share called "no tumour"), type accuracy (where the truth is a class name or an array of labels) and balanced
@@ -157,7 +158,7 @@ def both_sides_summary(tumour_probabilities: list[np.ndarray] | None, free_proba
     interval of that mean, the two sides resampled apart."""
     no_tumour = config.CLASS_NAMES.index(config.NO_TUMOUR_CLASS)
     generator = np.random.default_rng(seed)
-    summary: dict[str, object] = {"tumour_images": 0, "tumour_free_images": 0,
+    summary: dict[str, Any] = {"tumour_images": 0, "tumour_free_images": 0,
                                   "seeds": len(tumour_probabilities or free_probabilities or []),
                                   "truth": truth if isinstance(truth, str) else "per image"}
     outcomes, draws = {}, {}
@@ -206,7 +207,7 @@ def notumor_specificity(labels: np.ndarray, predicted: np.ndarray) -> float:
 
 
 def multi_seed_summary(labels: np.ndarray, probabilities_per_seed: list[np.ndarray], resamples: int = 1000,
-                       seed: int = config.DEFAULT_SEED) -> dict[str, object]:
+                       seed: int = config.DEFAULT_SEED) -> dict[str, Any]:
     """Return accuracy and macro-F1 over seeds: per seed, mean, std, and a bootstrap CI of the mean over images."""
     labels = np.asarray(labels)
     predicted = np.stack([np.asarray(probabilities).argmax(axis=1) for probabilities in probabilities_per_seed])
@@ -215,7 +216,7 @@ def multi_seed_summary(labels: np.ndarray, probabilities_per_seed: list[np.ndarr
     metrics = {"accuracy": lambda truth, guess: float((truth == guess).mean()), "macro_f1": macro_f1}
     generator = np.random.default_rng(seed)
     samples = [generator.integers(0, len(labels), len(labels)) for _ in range(resamples)]
-    summary: dict[str, object] = {"seeds": len(predicted), "images": int(len(labels))}
+    summary: dict[str, Any] = {"seeds": len(predicted), "images": int(len(labels))}
     for name, metric in metrics.items():
         values = np.array([metric(labels, row) for row in predicted])
         means = [np.mean([metric(labels[sample], row[sample]) for row in predicted]) for sample in samples]

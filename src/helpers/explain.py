@@ -5,6 +5,7 @@ pointing score against tumour outlines, an estimate of each slice's plane, and a
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -85,9 +86,9 @@ def grad_cam(model, images: np.ndarray, layer_name: str | None = None, batch_siz
         weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
         cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1, keepdims=True))
         maps.append(tf.image.resize(cam, images.shape[1:3], method="bilinear")[..., 0].numpy())
-    maps = np.concatenate(maps)
-    peak = maps.reshape(len(maps), -1).max(axis=1)[:, None, None]
-    return np.where(peak > 0, maps / np.where(peak > 0, peak, 1), 0.0)
+    stacked = np.concatenate(maps)
+    peak = stacked.reshape(len(stacked), -1).max(axis=1)[:, None, None]
+    return np.where(peak > 0, stacked / np.where(peak > 0, peak, 1), 0.0)
 
 
 def pointing_hits(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -134,7 +135,7 @@ def source_features(images: np.ndarray) -> np.ndarray:
 
 
 def source_probe(images_by_source: dict[str, np.ndarray], folds: int = 5,
-                 seed: int = config.DEFAULT_SEED) -> dict[str, object]:
+                 seed: int = config.DEFAULT_SEED) -> dict[str, Any]:
     """Return how well a linear model tells the sources apart from low-level features (cross-validated accuracy,
     balanced over sources, beside the chance rate)."""
     from sklearn.linear_model import LogisticRegression

@@ -9,9 +9,10 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
-def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
     """Call write(temporary_path) then rename onto path, so that path is never half-written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -94,7 +95,7 @@ def write_marked_block(path: Path, start: str, end: str, body: str) -> bool:
 
 
 def write_measured_rows(path: Path, rows: list[dict], key: tuple[str, ...], root: Path,
-                        order: Callable[[dict], object] | None = None, **content: object) -> Path:
+                        order: Callable[[dict], Any] | None = None, **content: object) -> Path:
     """Write a table of measured rows as JSON (atomically): the earlier rows whose key was not measured again, then
     the new ones (sorted by order when given), every "run" path relative to root; content adds top-level fields."""
     import json

@@ -8,11 +8,11 @@ data), then measures the held-out source's *test* parts on both sides and writes
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from helpers import config, interrupts
+from helpers import commands, config, interrupts
 from helpers.files import read_measured_rows, write_measured_rows
 
 LOSO_FILE = "loso.json"
@@ -80,7 +80,8 @@ def find_or_train(model_name: str, hold_out: HoldOut, data_dir: str | None, exte
                   epochs: int | None = None, recipe_name: str = RECIPE) -> Path:
     """Return the run folder of a model trained without a hold-out, training it unless it already exists."""
     from helpers.external import load_training_data
-    from helpers.training import run_matches, train_model
+    from helpers.run_folders import run_matches
+    from helpers.training import train_model
 
     settings = hold_out_settings(model_name, hold_out, epochs, recipe_name=recipe_name)
     loaded = load_training_data(data_dir, settings.image_size, settings.preprocessing, True, external_dir,
@@ -98,11 +99,11 @@ def find_or_train(model_name: str, hold_out: HoldOut, data_dir: str | None, exte
 
 
 def evaluate_run(directory: Path, hold_out: HoldOut, external: dict, recipe_name: str = RECIPE
-                 ) -> list[dict[str, object]]:
+                 ) -> list[dict[str, Any]]:
     """Return one row per held-out source: a run's both-sides figures on that source's test parts, and its official
     test accuracy for reference."""
+    from helpers.run_folders import load_run
     from helpers.sources import predict_sets, source_evaluation
-    from helpers.training import load_run
 
     run = load_run(directory)
     held_out = {name: images for name, images in external.items()
@@ -111,7 +112,7 @@ def evaluate_run(directory: Path, hold_out: HoldOut, external: dict, recipe_name
     official = float((test["probabilities"].argmax(axis=1) == test["labels"]).mean())
     rows = []
     for source, summary in source_evaluation(predict_sets({"run": [run]}, held_out), held_out)["run"].items():
-        row: dict[str, object] = {"model": run.details["model"], "recipe": recipe_name, "held out": hold_out.name,
+        row: dict[str, Any] = {"model": run.details["model"], "recipe": recipe_name, "held out": hold_out.name,
                                   "source": source,
                                   "seed": int(run.details["settings"]["seed"]),
                                   "run": config.shown_path(directory),
@@ -202,11 +203,9 @@ def _main(argv: list[str] | None = None) -> int:
                                    models=(model_name,), only=(name,), recipe_name=arguments.recipe)
                 print(f"{model_name} without {name}: written to {write_table(rows)}", flush=True)
     except (DataError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return commands.failed(error)
     except KeyboardInterrupt:
-        print("interrupted: finished runs are kept, the unfinished one resumes next time", file=sys.stderr)
-        return 130
+        return commands.stopped("finished runs are kept, the unfinished one resumes next time")
     return 0
 
 

@@ -9,21 +9,22 @@ pointing score. External *test* parts play no part. Rows measured before a colum
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from helpers import config, interrupts
+from helpers import commands, config, interrupts
 from helpers.files import read_measured_rows, write_measured_rows
 from helpers.recipes import TrainingSettings, recipe
-from helpers.training import MODEL_FILE, load_run, run_matches, train_model
+from helpers.run_folders import MODEL_FILE, load_run, run_matches
+from helpers.training import train_model
 
 MITIGATIONS_FILE = "mitigations.json"
 SEED = config.DEFAULT_SEED
 # The ladder: each variant adds one mitigation to the one before it, up to "+ every source on both sides"; the rungs
 # after it each add one step to that one (docs/decisions.md).
-VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "before (project recipe)": ("project", {}),
     "cosine recipe": ("robust", {"preprocessing": "resize", "augmentation": "layers", "external_training": False}),
     "+ head crop and intensity standardisation": ("robust", {"augmentation": "layers", "external_training": False}),
@@ -83,7 +84,7 @@ def find_or_train(model_name: str, variant: str, data_dir: str | None, external_
     return candidates[0]
 
 
-def evaluate_run(directory: Path, external_dir: str | None, data_dir: str | None = None) -> dict[str, object]:
+def evaluate_run(directory: Path, external_dir: str | None, data_dir: str | None = None) -> dict[str, Any]:
     """Return one run's row of the mitigation table: official test and clean-test accuracy, no-tumour specificity,
     tumour sensitivity on the external validation images (held out of the train parts), and the pointing score."""
     from helpers.data import load_dataset
@@ -100,7 +101,7 @@ def evaluate_run(directory: Path, external_dir: str | None, data_dir: str | None
     predicted = test["probabilities"].argmax(axis=1)
     dataset = load_dataset(data_dir, run.image_size, progress=False)  # the duplicate audit reads the plain arrays
     clean = audit_duplicates(dataset).clean_test_flags(test["paths"])
-    row: dict[str, object] = {
+    row: dict[str, Any] = {
         "model": run.details["model"], "run": str(directory), "seed": settings["seed"],
         "validation_accuracy": validation_accuracy(run),
         "official_test_accuracy": float((predicted == test["labels"]).mean()),
@@ -195,11 +196,9 @@ def _main(argv: list[str] | None = None) -> int:
                                seed=seed)
             print(f"mitigation table (seed {seed}) written to {write_table(rows)}", flush=True)
     except (DataError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return commands.failed(error)
     except KeyboardInterrupt:
-        print("interrupted: finished runs are kept, the unfinished one resumes next time", file=sys.stderr)
-        return 130
+        return commands.stopped("finished runs are kept, the unfinished one resumes next time")
     return 0
 
 

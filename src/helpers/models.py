@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import keras
 from keras import layers, ops
@@ -333,8 +334,9 @@ class BidirectionalLSTM2D(layers.Layer):
         _, height, width, channels = input_shape
         self.rows.build((None, width, channels))
         self.columns.build((None, height, channels))
-        self.projection = layers.Dense(channels, name="projection")
-        self.projection.build((None, height, width, 4 * self.units))
+        projection = layers.Dense(channels, name="projection")
+        projection.build((None, height, width, 4 * self.units))
+        self.projection = projection
 
     def call(self, features):
         _, height, width, channels = ops.shape(features)
@@ -414,7 +416,7 @@ def build_ensemble(members: list[keras.Model], name: str = "ensemble") -> keras.
     return keras.Model(image, mean, name=name)
 
 
-def layer_table(model: keras.Model) -> list[dict[str, object]]:
+def layer_table(model: keras.Model) -> list[dict[str, Any]]:
     """Return one row per top-level layer: name, type, output shape and parameter count."""
     rows = []
     for layer in model.layers:

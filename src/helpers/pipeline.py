@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -19,11 +19,12 @@ import papermill
 from nbconvert import HTMLExporter
 from tqdm.auto import tqdm
 
-from helpers import config, interrupts
+from helpers import commands, config, interrupts
 from helpers.files import staged_directory, write_atomically
 from helpers.index_page import INDEX_FILE, METRICS_FILE, write_index
 from helpers.metrics_record import NOTEBOOKS, Comparison
 from helpers.provenance import provenance
+from helpers.run_folders import RUN_FILE, TIMINGS_FILE
 
 # Files other commands publish into the reports folder; a pipeline run carries them over unchanged.
 CARRIED_FILES = ("benchmarks.json", "benchmarks.md", "benchmarks.html", "prediction_command.json", "mitigations.json",
@@ -173,7 +174,6 @@ def _collect_metrics(metrics_dir: Path, profile: str, notebook_seconds: dict[str
 
 def training_accounting(metrics: dict, run_root: Path, started: datetime) -> dict:
     """Return which of the compared models' run folders this run trained and which it reused, with their seconds."""
-    from helpers.training import RUN_FILE, TIMINGS_FILE  # imports keras: only once the notebooks have run
     summaries = Comparison.read(metrics).summaries
     trained, reused, reused_seconds = [], [], 0.0
     for model_name, summary in summaries.items():
@@ -203,7 +203,7 @@ def run_pipeline(profile: str = "full", data_dir: str | os.PathLike | None = Non
         raise ValueError(f"unknown notebooks {unknown}; the sequence is {', '.join(NOTEBOOKS)}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # the kernels inherit it: no TensorFlow info lines in reports
     started = time.perf_counter()
-    started_at = datetime.now(timezone.utc)
+    started_at = datetime.now(UTC)
     notebook_seconds: dict[str, float] = {}
     with staged_directory(reports_dir) as staging, ExitStack() as stack:
         metrics_dir = staging / ".metrics"
@@ -265,11 +265,10 @@ def _main(argv: list[str] | None = None) -> int:
         published = run_pipeline(arguments.profile, arguments.data_dir, arguments.reports_dir, arguments.run_root,
                                  tuple(arguments.notebooks), external_dir=arguments.external_dir)
     except PipelineError as error:
-        print(f"error: {error}")
-        return 1
+        return commands.failed(error)
     except KeyboardInterrupt:
-        print("interrupted: the published reports were left as they were (finished training runs are kept and reused)")
-        return 130
+        return commands.stopped("the published reports were left as they were (finished training runs are kept and "
+                                "reused)")
     seconds = json.loads((published / METRICS_FILE).read_text())["timings"]["total_seconds"]
     print(f"reports published in {published} ({published / INDEX_FILE}) after {seconds / 60:.1f} minutes")
     return 0

@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from itertools import combinations
+from typing import TypeVar
 
+import matplotlib
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from cycler import cycler
 from matplotlib.figure import Figure
 
 from helpers import config
 from helpers.data import ImageSplit
 
-sns.set_theme(context="notebook", style="whitegrid")
+# The study's look (seaborn's whitegrid at notebook scale), applied while a figure is drawn, never to the caller's
+# own matplotlib settings.
+STYLE = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook"),
+         "axes.prop_cycle": cycler(color=sns.color_palette("deep"))}
+Plot = TypeVar("Plot", bound=Callable[..., Figure])
+
+
+def _styled(plot: Plot) -> Plot:
+    """Make a figure function draw in the study's style."""
+
+    @functools.wraps(plot)
+    def styled(*arguments, **options):
+        with matplotlib.rc_context(STYLE):
+            return plot(*arguments, **options)
+
+    return styled  # type: ignore[return-value]
 
 
 def _subplots(rows: int = 1, columns: int = 1, figsize: tuple[float, float] = (8, 4), **options):
@@ -21,6 +41,7 @@ def _subplots(rows: int = 1, columns: int = 1, figsize: tuple[float, float] = (8
     return figure, figure.subplots(rows, columns, **options)
 
 
+@_styled
 def class_balance(split_table: pd.DataFrame) -> Figure:
     """Bar chart of images per class (rows of split_table) in each split (its columns)."""
     long = split_table.rename_axis("class").reset_index().melt(id_vars="class", var_name="split", value_name="images")
@@ -32,6 +53,7 @@ def class_balance(split_table: pd.DataFrame) -> Figure:
     return figure
 
 
+@_styled
 def image_sizes_and_modes(properties: pd.DataFrame, top: int = 10) -> Figure:
     """Bars of the most common original image sizes, and of colour modes per split, from image_properties()."""
     sizes = (properties["width"].astype(str) + "x" + properties["height"].astype(str)).value_counts()
@@ -48,6 +70,7 @@ def image_sizes_and_modes(properties: pd.DataFrame, top: int = 10) -> Figure:
     return figure
 
 
+@_styled
 def image_gallery(images: np.ndarray, captions: list[str], columns: int = 6, title: str = "",
                   cell_size: float = 1.8) -> Figure:
     """Grid of greyscale images, each with its caption."""
@@ -65,6 +88,7 @@ def image_gallery(images: np.ndarray, captions: list[str], columns: int = 6, tit
     return figure
 
 
+@_styled
 def sample_grid(split: ImageSplit, class_names: tuple[str, ...] = config.CLASS_NAMES, per_class: int = 6,
                 seed: int = config.DEFAULT_SEED) -> Figure:
     """A row of randomly chosen images for each class."""
@@ -78,6 +102,7 @@ def sample_grid(split: ImageSplit, class_names: tuple[str, ...] = config.CLASS_N
     return image_gallery(np.stack(chosen), captions, columns=per_class, title="Random images per class")
 
 
+@_styled
 def mean_images(split: ImageSplit, class_names: tuple[str, ...] = config.CLASS_NAMES) -> Figure:
     """The pixel-wise mean image of each class, on one shared intensity scale."""
     figure, axes = _subplots(1, len(class_names), figsize=(3 * len(class_names), 3.3))
@@ -89,6 +114,7 @@ def mean_images(split: ImageSplit, class_names: tuple[str, ...] = config.CLASS_N
     return figure
 
 
+@_styled
 def intensity_histograms(split: ImageSplit, class_names: tuple[str, ...] = config.CLASS_NAMES) -> Figure:
     """Density of pixel intensities per class (black background pixels, value < 8, left out)."""
     figure, axes = _subplots(figsize=(8, 4))
@@ -101,6 +127,7 @@ def intensity_histograms(split: ImageSplit, class_names: tuple[str, ...] = confi
     return figure
 
 
+@_styled
 def rows_as_sequence(image: np.ndarray, caption: str = "", rows: tuple[int, ...] = (16, 32, 48)) -> Figure:
     """How the RNN reads an image: 64 time steps (rows) of 64 features each, as a heatmap and a few row profiles."""
     image = np.squeeze(image)
@@ -119,6 +146,7 @@ def rows_as_sequence(image: np.ndarray, caption: str = "", rows: tuple[int, ...]
     return figure
 
 
+@_styled
 def training_curves(histories: dict[str, pd.DataFrame]) -> Figure:
     """Loss and accuracy per epoch, training (dashed) and validation (solid), for each labelled run."""
     figure, (loss, accuracy) = _subplots(1, 2, figsize=(12, 4))
@@ -132,6 +160,7 @@ def training_curves(histories: dict[str, pd.DataFrame]) -> Figure:
     return figure
 
 
+@_styled
 def measured_versus_claimed(measured: pd.DataFrame, claimed: pd.DataFrame, metric: str = "f1") -> Figure:
     """Grouped bars of one per-class metric: this run's measurement beside the specification's claim."""
     table = pd.DataFrame({"measured": measured[metric], "claimed by the specification": claimed[metric]})
@@ -144,6 +173,7 @@ def measured_versus_claimed(measured: pd.DataFrame, claimed: pd.DataFrame, metri
     return figure
 
 
+@_styled
 def model_comparison(table: pd.DataFrame) -> Figure:
     """Accuracy with 95% CI, macro-F1 with 95% CI, parameters versus accuracy, and seconds per epoch, per model.
 
@@ -167,6 +197,7 @@ def model_comparison(table: pd.DataFrame) -> Figure:
     return figure
 
 
+@_styled
 def confusion_matrices(matrices: dict[str, np.ndarray], class_names: tuple[str, ...] = config.CLASS_NAMES) -> Figure:
     """Confusion matrices (counts, rows = true class) side by side."""
     figure, axes = _subplots(1, len(matrices), figsize=(5 * len(matrices), 4.4), squeeze=False)
@@ -177,6 +208,7 @@ def confusion_matrices(matrices: dict[str, np.ndarray], class_names: tuple[str, 
     return figure
 
 
+@_styled
 def per_class_heatmap(tables: dict[str, pd.DataFrame]) -> Figure:
     """Heatmap of precision, recall and F1 per class (rows) for each model (column groups)."""
     combined = pd.concat({name: table[["precision", "recall", "f1"]] for name, table in tables.items()}, axis=1)
@@ -186,6 +218,7 @@ def per_class_heatmap(tables: dict[str, pd.DataFrame]) -> Figure:
     return figure
 
 
+@_styled
 def confidence_histograms(confidences: dict[str, tuple[np.ndarray, np.ndarray]]) -> Figure:
     """Histograms of top-class confidence, correct versus wrong, per model: {name: (confidence, correct)}."""
     figure, axes = _subplots(1, len(confidences), figsize=(5 * len(confidences), 3.6), squeeze=False,
@@ -199,6 +232,7 @@ def confidence_histograms(confidences: dict[str, tuple[np.ndarray, np.ndarray]])
     return figure
 
 
+@_styled
 def reliability_diagram(tables: dict[str, pd.DataFrame]) -> Figure:
     """Accuracy against mean confidence per confidence bin (from evaluation.reliability_table), per model."""
     figure, axes = _subplots(figsize=(5.5, 5))
@@ -212,6 +246,7 @@ def reliability_diagram(tables: dict[str, pd.DataFrame]) -> Figure:
     return figure
 
 
+@_styled
 def error_overlap(wrong: dict[str, np.ndarray]) -> Figure:
     """Bars of test images misclassified by every model, by each pair only, and by one model only."""
     names = list(wrong)
@@ -232,6 +267,7 @@ def error_overlap(wrong: dict[str, np.ndarray]) -> Figure:
     return figure
 
 
+@_styled
 def row_importance(importance_by_class: pd.DataFrame, image: np.ndarray, image_importance: np.ndarray,
                    caption: str = "") -> Figure:
     """Occlusion saliency of the RNN: mean importance per row band and class, and one image with its bands."""
@@ -249,6 +285,7 @@ def row_importance(importance_by_class: pd.DataFrame, image: np.ndarray, image_i
     return figure
 
 
+@_styled
 def source_montage(images_by_source: dict[str, np.ndarray], per_source: int = 6, seed: int = 0) -> Figure:
     """One row of random images per source (the dataset's classes, each external set)."""
     generator = np.random.default_rng(seed)
@@ -264,6 +301,7 @@ def source_montage(images_by_source: dict[str, np.ndarray], per_source: int = 6,
     return figure
 
 
+@_styled
 def intensity_by_source(images_by_source: dict[str, np.ndarray]) -> Figure:
     """Density of pixel intensities (background excluded) per source, and the share of background per source."""
     figure, (left, right) = _subplots(1, 2, figsize=(12, 4))
@@ -278,6 +316,7 @@ def intensity_by_source(images_by_source: dict[str, np.ndarray]) -> Figure:
     return figure
 
 
+@_styled
 def source_sides(table: pd.DataFrame) -> Figure:
     """Tumour sensitivity, specificity and balanced accuracy with 95% CIs per source (panels) and model (bars)."""
     figures = ("tumour sensitivity", "specificity", "balanced accuracy")
@@ -302,6 +341,7 @@ def source_sides(table: pd.DataFrame) -> Figure:
     return figure
 
 
+@_styled
 def saliency_gallery(images: np.ndarray, masks: np.ndarray, maps_by_method: dict[str, np.ndarray],
                      captions: list[str]) -> Figure:
     """Rows of images with the tumour outline, then one column per saliency method with its peak marked."""
@@ -328,6 +368,7 @@ def saliency_gallery(images: np.ndarray, masks: np.ndarray, maps_by_method: dict
     return figure
 
 
+@_styled
 def risk_coverage(curves: dict[str, list[dict[str, float]]]) -> Figure:
     """Accuracy on the most confident share of the images against that share, one line per set of images."""
     figure, axes = _subplots(figsize=(6.5, 4.5))
@@ -340,6 +381,7 @@ def risk_coverage(curves: dict[str, list[dict[str, float]]]) -> Figure:
     return figure
 
 
+@_styled
 def flagged_shares(shares: pd.Series, allowed: float) -> Figure:
     """Horizontal bars of the share of images flagged as unlike the training images, per set of images or outlier
     kind, with the share allowed on familiar images marked."""

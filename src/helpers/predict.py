@@ -7,16 +7,18 @@ standard output, full disk); 130 interrupted (Ctrl-C).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from helpers import config, interrupts
+from helpers import commands, config, interrupts
 from helpers.images import CorruptImageError, open_greyscale, prepare_image
 from helpers.saved_models import (
     ModelFileError,
@@ -30,7 +32,8 @@ from helpers.volumes import Slice, instance_order, is_dicom, is_nifti, is_volume
 # Input checks: images smaller than this on a side, or with almost no contrast, are flagged.
 MINIMUM_IMAGE_SIDE = 32
 NEAR_CONSTANT_STANDARD_DEVIATION = 2.0
-EXIT_FAILED_FILE, EXIT_NO_MODEL, EXIT_FLAGGED, EXIT_INTERRUPTED = 1, 2, 3, 130
+# brain-mri-predict's own statuses beside helpers.commands': a file that could not be read is EXIT_FAILED.
+EXIT_NO_MODEL, EXIT_FLAGGED = 2, 3
 EXIT_NO_OUTPUT = 4  # the results could not be written (closed standard output, full disk)
 # Files read and predicted at a time by predict_files (memory stays bounded for any folder).
 FILES_PER_CHUNK = 256
@@ -162,7 +165,7 @@ def _predict_batch(saved: SavedModel, batch: np.ndarray, batch_size: int, level:
     for index, row in enumerate(calibrated):
         best = int(row.argmax())
         found = []
-        if novelty is not None and novelty[index] > record.threshold:
+        if record is not None and novelty is not None and novelty[index] > record.threshold:
             found.append(f"unlike the training images ({record.method} {novelty[index]:.0f} over "
                          f"{record.threshold:.0f})")
         elif record is None and saved.confidence_threshold is not None and row[best] < saved.confidence_threshold:
@@ -185,7 +188,7 @@ def _read_or_error(file: str | os.PathLike, saved: SavedModel) -> list | Predict
         return Prediction(str(file), None, None, None, str(error))
 
 
-def predict_files(files: list[str | os.PathLike] | str | os.PathLike,
+def predict_files(files: Sequence[str | os.PathLike] | str | os.PathLike,
                   model: SavedModel | str | os.PathLike | None = None, batch_size: int = 64,
                   progress: bool | None = False, level: float | None = None,
                   workers: int | None = None) -> list[Prediction]:
@@ -201,8 +204,7 @@ def predict_files(files: list[str | os.PathLike] | str | os.PathLike,
 
     from tqdm.auto import tqdm
 
-    if isinstance(files, (str, os.PathLike)):
-        files = [files]
+    files = [files] if isinstance(files, (str, os.PathLike)) else list(files)
     saved = model if isinstance(model, SavedModel) else load_saved_model(model)
     results: list[Prediction] = []
     threads = workers or min(8, os.cpu_count() or 1)
@@ -211,7 +213,8 @@ def predict_files(files: list[str | os.PathLike] | str | os.PathLike,
                  disable=None if progress is None else not progress) as shown:
         for start in range(0, len(files), FILES_PER_CHUNK):
             chunk = files[start:start + FILES_PER_CHUNK]
-            entries, images = [], []
+            entries: list[Prediction | tuple] = []
+            images = []
             for read in pool.map(lambda file: _read_or_error(file, saved), chunk):
                 shown.update(1)
                 if isinstance(read, Prediction):
@@ -279,10 +282,8 @@ def _write_output(text: str) -> bool:
     except (OSError, ValueError) as error:
         reason = getattr(error, "strerror", None) or str(error)
         print(f"error: cannot write the results to standard output ({reason})", file=sys.stderr)
-        try:  # what is left in the buffer goes nowhere, instead of failing again as the interpreter exits
+        with contextlib.suppress(AttributeError, OSError, ValueError):  # the rest of the buffer goes nowhere
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (AttributeError, OSError, ValueError):
-            pass
         return False
     return True
 
@@ -317,12 +318,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             saved = load_saved_model(arguments.model)
         except (ModelNotFoundError, ModelFileError) as error:
-            print(f"error: {error}", file=sys.stderr)
+            commands.failed(error)
             return EXIT_NO_MODEL
         predictions = predict_files(files, saved, progress=None if len(files) > 1 else False, level=arguments.level)
     except KeyboardInterrupt:
-        print("interrupted: nothing was predicted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return commands.stopped("nothing was predicted")
     level = arguments.level or (saved.uncertainty.level if saved.uncertainty else None)
     series = series_table(predictions, saved.class_names)
     if arguments.json:
@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     flagged = [prediction for prediction in predictions if prediction.flags]
     if failed:
         print(f"{len(failed)} of {len(predictions)} files could not be predicted", file=sys.stderr)
-        return EXIT_FAILED_FILE
+        return commands.EXIT_FAILED
     if flagged:
         print(f"{len(flagged)} of {len(predictions)} inputs flagged", file=sys.stderr)
         return EXIT_FLAGGED if arguments.strict else 0

@@ -6,8 +6,10 @@ import os
 import platform
 import re
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
+from pathlib import Path
+from typing import Any
 
 from helpers import config
 
@@ -47,14 +49,14 @@ def _normalised(name: str) -> str:
 def locked_versions(lock_file=LOCK_FILE) -> dict[str, str]:
     """Return the exact version of every package pinned in a pip requirements lock (name==version lines)."""
     pins = {}
-    for line in open(lock_file, encoding="utf-8"):
+    for line in Path(lock_file).read_text(encoding="utf-8").splitlines():
         found = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;\\]+)", line)
         if found:
             pins[_normalised(found.group(1))] = found.group(3)
     return pins
 
 
-def lock_status(lock_file=LOCK_FILE) -> dict[str, object]:
+def lock_status(lock_file=LOCK_FILE) -> dict[str, Any]:
     """Return whether the installed packages are exactly the lock's, with every difference (None: not installed)."""
     try:
         pins = locked_versions(lock_file)
@@ -83,7 +85,7 @@ def cpu_model(cpuinfo_path: str = "/proc/cpuinfo") -> str:
     return platform.processor() or "unknown"
 
 
-def device_summary() -> dict[str, object]:
+def device_summary() -> dict[str, Any]:
     """Return the Keras backend, its accelerator devices (empty on a CPU-only machine), the CPU count and model.
 
     The CPU model is recorded because the math libraries pick their kernels by CPU: on one machine a seed's run
@@ -110,9 +112,9 @@ def device_summary() -> dict[str, object]:
             "cpu_model": cpu_model()}
 
 
-def provenance() -> dict[str, object]:
+def provenance() -> dict[str, Any]:
     """Return everything a report records about how it was produced."""
-    return {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "git_commit": git_commit(),
+    return {"created": datetime.now(UTC).isoformat(timespec="seconds"), "git_commit": git_commit(),
             "packages": package_versions(), "lock": lock_status(), "device": device_summary()}
 
 
@@ -133,3 +135,10 @@ def duration_sentence(metrics: dict) -> str:
             f"this run took {timings['total_seconds'] / 60:.1f} minutes, as it reused {which} "
             f"({timings['reused_training_seconds'] / 60:.1f} minutes of training and prediction) from an earlier run "
             f"with the same recipe and data.")
+
+
+def machine_key(details: dict) -> str:
+    """Return a short name for the machine and backend a benchmark ran on, used to keep runs apart."""
+    device = details["device"]
+    accelerator = device["accelerators"][0].replace(" ", "-") if device["accelerators"] else "cpu"
+    return f"{device['backend']}-{accelerator}-{device['cpu_count']}cores"

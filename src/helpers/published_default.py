@@ -3,6 +3,8 @@ external-validity targets it is judged by."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from helpers.metrics_record import Comparison
@@ -43,6 +45,6 @@ def shipped_default(metrics: dict) -> str:
     return ensemble_name(name) if ships_ensemble(metrics, name) else name
 
 
-def external_targets(metrics: dict) -> list[dict[str, object]]:
-    """Return the external-validity targets of the published default as shipped (helpers.source_report.TARGETS)."""
+def external_targets(metrics: dict) -> list[dict[str, Any]]:
+    """Return the external-validity targets of the published default as shipped (helpers.targets.EXTERNAL_TARGETS)."""
     return judged_targets(metrics, shipped_default(metrics)) if Comparison.recorded(metrics) else []

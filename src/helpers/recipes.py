@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from helpers import config
 from helpers.images import check_preprocessing
@@ -84,7 +85,7 @@ RECIPES: dict[str, TrainingSettings] = {"specified": SPECIFIED_RECIPE, "project"
                                         "robust": ROBUST_RECIPE, "demo": DEMO_RECIPE, "both-sides": BOTH_SIDES_RECIPE,
                                         "outlined": OUTLINED_RECIPE}
 # Where one model departs from its recipe (docs/decisions.md, "Recipes").
-MODEL_CHANGES: dict[str, dict[str, dict[str, object]]] = {
+MODEL_CHANGES: dict[str, dict[str, dict[str, Any]]] = {
     "specified": {}, "project": {"cnn": {"batch_size": 64, "learning_rate": 1e-3}}, "robust": {}, "demo": {},
     "both-sides": {}, "outlined": {}}
 
@@ -92,4 +93,4 @@ MODEL_CHANGES: dict[str, dict[str, dict[str, object]]] = {
 def recipe(name: str, model_name: str | None = None, **changes: object) -> TrainingSettings:
     """Return a named recipe (specified, project), with the model's own departures and the given fields changed."""
     config.check_choice("recipe", name, RECIPES)
-    return dataclasses.replace(RECIPES[name], **{**MODEL_CHANGES[name].get(model_name, {}), **changes})
+    return dataclasses.replace(RECIPES[name], **{**MODEL_CHANGES[name].get(model_name or "", {}), **changes})

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from helpers import config, interrupts
+from helpers import commands, config, interrupts
 from helpers.files import write_atomically
+from helpers.images import DataError
 
 REPEATABILITY_FILE = "repeatability.json"
 # The oneDNN settings compared. TF_ENABLE_ONEDNN_OPTS=0 routes TensorFlow's CPU kernels back to Eigen; the cap makes
@@ -174,12 +175,17 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", default=str(config.REPORTS_DIR))
     parser.add_argument("--child", metavar="MODEL", help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
-    if arguments.child:
-        print(json.dumps(train_and_fingerprint(arguments.child, arguments.epochs, arguments.seed,
-                                               arguments.data_dir)))
-        return 0
-    results = measure(tuple(arguments.models), arguments.epochs, arguments.repeats, arguments.seed,
-                      arguments.data_dir)
+    try:
+        if arguments.child:
+            print(json.dumps(train_and_fingerprint(arguments.child, arguments.epochs, arguments.seed,
+                                                   arguments.data_dir)))
+            return commands.EXIT_DONE
+        results = measure(tuple(arguments.models), arguments.epochs, arguments.repeats, arguments.seed,
+                          arguments.data_dir)
+    except (DataError, RuntimeError) as error:
+        return commands.failed(error)
+    except KeyboardInterrupt:
+        return commands.stopped("reports/repeatability.json was left as it was")
     folder = Path(arguments.output_dir)
     merged = {**stored(folder), results["cpu"]: results}
     write_atomically(folder / REPEATABILITY_FILE,

@@ -10,12 +10,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers import config, interrupts
+from helpers import commands, config, interrupts
 from helpers.evaluation import mean_with_spread, partial_label_accuracy
 from helpers.files import with_marked_block, write_markdown_page, write_marked_block
 from helpers.metrics_record import Comparison, ErrorAnalysis, Exploration, ExternalValidity, Uncertainty
 from helpers.provenance import duration_sentence
 from helpers.published_default import DEFAULT_RULE, cheap_accuracy_row, external_targets, shipped_default
+from helpers.run_folders import (
+    HISTORY_FILE,
+    LABELS_FILE,
+    MODEL_FILE,
+    PREDICTION_FILES,
+    RUN_FILE,
+    TIMINGS_FILE,
+    check_run_folder,
+    load_run,
+)
 from helpers.run_summaries import ENSEMBLE_SUFFIX, ensemble_name, mean_predictions, validation_accuracy
 from helpers.saved_models import MODEL_INDEX_FILE
 from helpers.source_report import (
@@ -27,16 +37,6 @@ from helpers.source_report import (
     target_text,
 )
 from helpers.sources import OFFICIAL_TESTING
-from helpers.training import (
-    HISTORY_FILE,
-    LABELS_FILE,
-    MODEL_FILE,
-    PREDICTION_FILES,
-    RUN_FILE,
-    TIMINGS_FILE,
-    check_run_folder,
-    load_run,
-)
 from helpers.uncertainty.record import study_record_path
 from helpers.uncertainty.report import input_checks_markdown, readme_sentence
 
@@ -236,9 +236,9 @@ def _stage_models(metrics: dict, seeds: dict[str, int], run_root: Path, staging:
         run = load_run(run_root / f"{name}-seed{seed}", with_model=False)  # loaded below without optimizer state
         if run.details["data_fingerprint"] != metrics["data_fingerprint"]:
             raise ValueError(f"{run.directory}: trained on other data than the published reports")
-        model = keras.saving.load_model(run.directory / "model.keras", compile=False)
+        model = keras.saving.load_model(run.directory / MODEL_FILE, compile=False)
         _save_unless_unchanged(model, staging / f"{name}.keras", models_dir / f"{name}.keras")
-        labels = json.loads((run.directory / "labels.json").read_text())
+        labels = json.loads((run.directory / LABELS_FILE).read_text())
         index.setdefault("class_names", labels["class_names"])
         if labels["class_names"] != index["class_names"]:
             raise ValueError(f"{run.directory}: label order {labels['class_names']} differs from the other models'")
@@ -313,14 +313,10 @@ def _stage_runs(run_root: Path, name: str, seeds: list[int], published_seed: int
                                    models_dir / PUBLISHED_RUNS / target.name / MODEL_FILE)
 
 
-def model_card(metrics: dict, index: dict) -> str:
-    """Return the model card (Markdown): intended use, data, metrics per model, and limits."""
+def _card_models(metrics: dict, index: dict, default: str) -> tuple[str, str, str]:
+    """Return the model card's sentence on the shipped ensemble, and its models table's header and rows."""
     table = results_table(metrics)
-    origin = metrics["provenance"]
-    default = Path(index["default"]).stem
     external_headers = source_cells(metrics, default)[0]
-    trained, tested = (sum(Exploration.read(metrics).dataset_counts.get(split, {}).values())
-                       for split in ("training", "testing"))
     rows = "\n".join(
         f"| `{entry['file']}` | {entry.get('parameters') or int(table.loc[name, 'parameters']):,} | "
         f"{', '.join(map(str, entry.get('seeds', [entry.get('seed')])))} | {entry['validation_accuracy']:.2%} | "
@@ -335,6 +331,16 @@ def model_card(metrics: dict, index: dict) -> str:
     header = ("| file | parameters | seed | validation accuracy | official test accuracy | clean-test accuracy | "
               f"tumour sensitivity (official test) | {' | '.join(external_headers)} |\n|---|---:|---:|---:|---:|---:|"
               "---:|" + "---:|" * len(external_headers))
+    return ensemble_sentence, header, rows
+
+
+def model_card(metrics: dict, index: dict) -> str:
+    """Return the model card (Markdown): intended use, data, metrics per model, and limits."""
+    origin = metrics["provenance"]
+    default = Path(index["default"]).stem
+    trained, tested = (sum(Exploration.read(metrics).dataset_counts.get(split, {}).values())
+                       for split in ("training", "testing"))
+    ensemble_sentence, header, rows = _card_models(metrics, index, default)
     targets = "\n".join(f"- {target_text(row)}" for row in external_targets(metrics)) or (
         "- not evaluated: no external sets were found when the study ran")
     return f"""# Model card: brain-tumour MRI slice classifiers
@@ -399,17 +405,24 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme-only", action="store_true", help="do not copy models")
     parser.add_argument("--run-root", default=str(config.runs_dir() / "full"))
     arguments = parser.parse_args(argv)
-    metrics = load_metrics()
     readme = config.PROJECT_ROOT / "README.md"
-    if arguments.check:
-        matches = readme_with_results(readme.read_text(), metrics) == readme.read_text()
-        print("README results match reports/metrics.json" if matches else "README results are stale: make publish")
-        return 0 if matches else 1
-    print("README.md results " + ("updated" if write_readme_results(readme, metrics) else "already current"))
-    if not arguments.readme_only:
-        index = publish_models(metrics, Path(arguments.run_root))
-        print(f"models/: {', '.join(index['models'])}; default {index['default']}")
-    return 0
+    try:
+        metrics = load_metrics()
+        if arguments.check:
+            matches = readme_with_results(readme.read_text(), metrics) == readme.read_text()
+            if not matches:
+                return commands.failed("README.md: its results are stale against reports/metrics.json; make publish")
+            print("README results match reports/metrics.json")
+            return commands.EXIT_DONE
+        print("README.md results " + ("updated" if write_readme_results(readme, metrics) else "already current"))
+        if not arguments.readme_only:
+            index = publish_models(metrics, Path(arguments.run_root))
+            print(f"models/: {', '.join(index['models'])}; default {index['default']}")
+    except (FileNotFoundError, ValueError) as error:
+        return commands.failed(error)
+    except KeyboardInterrupt:
+        return commands.stopped("README.md and models/ were left as they were")
+    return commands.EXIT_DONE
 
 
 if __name__ == "__main__":

@@ -3,20 +3,15 @@ and the study's tables and targets."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
 from helpers.evaluation import classification_summary, mean_with_spread, multi_seed_summary, partial_label_accuracy
+from helpers.run_folders import TrainingRun
 from helpers.study import StudyData
-from helpers.training import TrainingRun
-
-# The study's targets: mean test accuracy over seeds, the best models chosen on validation only.
-RECURRENT_MODELS = ("rnn", "hybrid", "crnn", "sequencer")
-RECURRENT_PARAMETER_LIMIT = 1_500_000
-# The accuracy targets (3-seed means on the official Testing split, models chosen on validation). The
-# earlier ones were 90%, 95%, 97% and 98%.
-TARGETS = {"rnn as specified": 0.93, "best recurrent model (<= 1.5M parameters)": 0.97, "best model overall": 0.985,
-           "best model's tumour sensitivity": 0.99}
+from helpers.targets import ACCURACY_TARGETS, RECURRENT_MODELS, RECURRENT_PARAMETER_LIMIT
 
 
 def representative_run(runs: list[TrainingRun]) -> TrainingRun:
@@ -80,7 +75,7 @@ def target_table(summaries: dict[str, dict]) -> pd.DataFrame:
               "best recurrent model (<= 1.5M parameters)": recurrent, "best model overall": overall,
               "best model's tumour sensitivity": overall}
     rows = []
-    for target, required in TARGETS.items():
+    for target, required in ACCURACY_TARGETS.items():
         name = judged[target]
         if name is None:
             measured = np.nan
@@ -123,7 +118,7 @@ def clean_test_table(runs_per_model: dict[str, list[TrainingRun]], clean: np.nda
     return table
 
 
-def summarise_runs(model_name: str, runs: list[TrainingRun]) -> dict[str, object]:
+def summarise_runs(model_name: str, runs: list[TrainingRun]) -> dict[str, Any]:
     """Return a model's test metrics over seeds (mean, std, CI), its representative run's details, and its costs."""
     labels = runs[0].predictions["test"]["labels"]
     over_seeds = multi_seed_summary(labels, [run.predictions["test"]["probabilities"] for run in runs])
@@ -149,7 +144,7 @@ def summarise_runs(model_name: str, runs: list[TrainingRun]) -> dict[str, object
     }
 
 
-def summary_row(summary: dict[str, object]) -> dict[str, object]:
+def summary_row(summary: dict[str, Any]) -> dict[str, Any]:
     """Flatten summarise_runs() into one row of the model comparison table."""
     accuracy, macro = summary["test_accuracy"], summary["test_macro_f1"]
     return {"model": summary["model"], "parameters": summary["parameters"], "seeds": len(summary["seeds"]),
@@ -194,7 +189,7 @@ def cheap_accuracy_table(runs_per_model: dict[str, list[TrainingRun]], data: Stu
     return pd.DataFrame(rows).set_index(["model", "variant"])
 
 
-def readable_summaries(summaries: list[dict[str, object]]) -> pd.DataFrame:
+def readable_summaries(summaries: list[dict[str, Any]]) -> pd.DataFrame:
     """Return the model comparison as a reader sees it: one row per model, named columns, percentages with their
     95% intervals, times in seconds."""
     rows = []

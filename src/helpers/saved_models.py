@@ -8,9 +8,11 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from helpers import config
 from helpers.images import PREPROCESSINGS
+from helpers.run_folders import LABELS_FILE, MODEL_FILE
 from helpers.uncertainty.record import UncertaintyRecord, record_path
 
 # The published models: models/<name>.keras beside models/<name>.json (label order, image size, preprocessing).
@@ -30,14 +32,14 @@ class SavedModel:
     """A Keras model with the label order and input size it was trained with."""
 
     path: Path
-    model: object
+    model: Any
     class_names: tuple[str, ...]
     image_size: int
     preprocessing: str = "resize"  # helpers.images.PREPROCESSINGS: the same as in training
     confidence_threshold: float | None = None  # below it an input is flagged (models without an uncertainty record)
     name: str = ""
     uncertainty: UncertaintyRecord | None = None  # temperature, conformal scores, novelty (<name>.uncertainty.npz)
-    extractor: object = None  # the model with its penultimate features as a second output, built on first use
+    extractor: Any = None  # the model with its penultimate features as a second output, built on first use
 
 
 def _read_model_json(path: Path, what: str) -> object:
@@ -132,7 +134,7 @@ def load_saved_model(model_path: str | os.PathLike | None = None) -> SavedModel:
     path = Path(model_path) if model_path else default_model_path()
     label_file = path if path.suffix == ".json" else labels_path(path)
     if path.is_dir():  # a training run folder: model.keras and labels.json
-        path, label_file = path / "model.keras", path / "labels.json"
+        path, label_file = path / MODEL_FILE, path / LABELS_FILE
     for required in (path, label_file):
         if not required.is_file():
             raise ModelNotFoundError(f"{required}: file not found (a model needs its .keras file and label .json)")
@@ -149,5 +151,5 @@ def load_saved_model(model_path: str | os.PathLike | None = None) -> SavedModel:
     return SavedModel(path=path, model=model, class_names=tuple(labels["class_names"]),
                       image_size=labels["image_size"], preprocessing=preprocessing,
                       confidence_threshold=labels.get("confidence_threshold"),
-                      name=labels.get("model", path.stem if path.name != "model.keras" else path.parent.name),
+                      name=labels.get("model", path.stem if path.name != MODEL_FILE else path.parent.name),
                       uncertainty=uncertainty)

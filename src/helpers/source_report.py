@@ -4,6 +4,7 @@ external-validity targets, all read from notebook 06's record in metrics.json.""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pandas as pd
 
@@ -11,24 +12,7 @@ from helpers import config
 from helpers.metrics_record import ExternalValidity
 from helpers.run_summaries import ENSEMBLE_SUFFIX
 from helpers.sources import FIGURES, OFFICIAL_TESTING, SHARED_NO_TUMOUR_NOTE
-
-# The external-validity targets of the published default as shipped (external *test* parts, official Testing split):
-# (target, where the figure comes from, source or set, figure, required share).
-TARGETS: tuple[tuple[str, str, str, str, float], ...] = (
-    ("TCGA FLAIR: tumour-free slices called no tumour", "sources", "TCGA FLAIR", "specificity", 0.95),
-    ("TCGA FLAIR: tumours kept", "sources", "TCGA FLAIR", "sensitivity", 0.95),
-    ("TCGA FLAIR: tumours named glioma", "sources", "TCGA FLAIR", "type_accuracy", 0.85),
-    ("TCGA post-contrast: tumour-free slices called no tumour", "sources", "TCGA post-contrast", "specificity", 0.90),
-    ("TCGA post-contrast: balanced accuracy", "sources", "TCGA post-contrast", "balanced_accuracy", 0.85),
-    ("Br35H: tumours kept", "sources", "Br35H", "sensitivity", 0.95),
-    ("official Testing: accuracy", "official", OFFICIAL_TESTING, "accuracy", 0.97),
-    ("official Testing: no-tumour specificity", "sources", OFFICIAL_TESTING, "specificity", 0.97),
-    ("TCGA FLAIR held out of training: balanced accuracy", "loso", "TCGA FLAIR (sequence held out)|TCGA FLAIR",
-     "balanced accuracy", 0.85),
-    ("Br35H held out of training: tumours kept", "loso", "Br35H|Br35H", "sensitivity", 0.85),
-    ("pointing score on TCGA FLAIR tumours", "pointing", "tcga-lgg-flair-glioma/test", "pointing_score", 0.50),
-    ("pointing score on Br35H tumours", "pointing", "br35h-tumour/test", "pointing_score", 0.50),
-)
+from helpers.targets import EXTERNAL_TARGETS
 
 
 def source_figures(metrics: dict) -> dict[str, dict[str, dict]]:
@@ -143,14 +127,14 @@ def _measured(metrics: dict, shipped: str, origin: str, where: str, figure: str)
     return found[0][figure] if found else None
 
 
-def judged_targets(metrics: dict, shipped: str) -> list[dict[str, object]]:
+def judged_targets(metrics: dict, shipped: str) -> list[dict[str, Any]]:
     """Return the external-validity targets for the shipped default, each met, missed or not measured; a target on a
     source the study did not evaluate (generated data, a missing set) is left out."""
     sources = {OFFICIAL_TESTING, *external_sources(metrics)}
     if not source_figures(metrics):
         return []
     rows = []
-    for target, origin, where, figure, required in TARGETS:
+    for target, origin, where, figure, required in EXTERNAL_TARGETS:
         source = where.split("|")[-1]
         if origin in ("sources", "official", "loso") and source not in sources:
             continue

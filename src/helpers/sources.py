@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -83,7 +84,7 @@ def source_sides(external: dict[str, ExternalImages], part: str = "test") -> dic
     return sides
 
 
-def official_sides(labels: np.ndarray, probabilities_per_seed: list[np.ndarray]) -> dict[str, object]:
+def official_sides(labels: np.ndarray, probabilities_per_seed: list[np.ndarray]) -> dict[str, Any]:
     """Return the official Testing split as a source with both sides: figures as both_sides_summary gives them."""
     labels = np.asarray(labels)
     no_tumour = config.CLASS_NAMES.index(config.NO_TUMOUR_CLASS)
@@ -111,7 +112,7 @@ def source_evaluation(predictions: dict[str, dict[str, list[np.ndarray]]], exter
     evaluation = {}
     for model_name, per_set in predictions.items():
         rows = {}
-        if official is not None and model_name in official:
+        if official is not None and official_labels is not None and model_name in official:
             rows[OFFICIAL_TESTING] = official_sides(official_labels, official[model_name])
         for source, side in sides.items():
             tumour = per_set[side.tumour.spec.name] if side.tumour is not None else None
@@ -130,7 +131,7 @@ def source_table(evaluation: dict[str, dict[str, dict]]) -> pd.DataFrame:
     rows = []
     for model_name, sources in evaluation.items():
         for source, summary in sources.items():
-            row: dict[str, object] = {"model": model_name, "source": source, "seeds": summary["seeds"],
+            row: dict[str, Any] = {"model": model_name, "source": source, "seeds": summary["seeds"],
                                       "tumour images": summary["tumour_images"],
                                       "tumour-free images": summary["tumour_free_images"]}
             for key, header in FIGURES.items():

@@ -12,13 +12,10 @@ import pandas as pd
 from helpers import budget, config, repeatability
 from helpers.files import write_atomically, write_markdown_page
 from helpers.recipes import SPECIFIED_RECIPE
+from helpers.targets import EPOCH_SPEEDUP_TARGET, RNN_INFERENCE_TARGET
 
 PREDICTION_COMMAND_FILE = "prediction_command.json"  # brain-mri-predict's wall times, one entry per machine
 SPEED_PAGE = "benchmarks.md"  # reports/benchmarks.md: the tables a reader looks at, written from the JSON file
-# The speed targets: every model's epoch this many times faster than the specified pipeline's, and the rnn
-# predicting at least this many images per second at batch 256.
-SPEEDUP_TARGET = 3.0
-RNN_INFERENCE_TARGET = 2000
 SPECIFIED_BATCH_SIZE = SPECIFIED_RECIPE.batch_size
 ACCURACY_SEED = 42  # the seed shown beside the mean over the seeds both recipes trained
 
@@ -67,6 +64,36 @@ def accuracy_table(results: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _speed_targets(results: dict, inference: pd.DataFrame, bounds: dict) -> list[str]:
+    """Return the speed page's targets, each met or missed: epoch speed-ups, accuracy kept, rnn inference."""
+    targets = []
+    if results["speedup_over_specified"]:
+        targets.append(f"every epoch >= {EPOCH_SPEEDUP_TARGET:.0f}x faster than the specified pipeline's: " + ", ".join(
+            f"{name} {ratio:.1f}x ({'met' if ratio >= EPOCH_SPEEDUP_TARGET else 'missed'}"
+            + (f"; its bare training steps allow at most {bounds[name]:.1f}x" if name in bounds else "") + ")"
+            for name, ratio in results["speedup_over_specified"].items()))
+    verdicts = []
+    for name, accuracy in results["accuracy"].items():
+        means = common_seed_means(accuracy)
+        if means is None:
+            continue
+        seeds, specified_mean, project_mean = means
+        verdict = (f"{name} {'met' if project_mean >= specified_mean else 'missed'} "
+                   f"({len(seeds)} seed{'s' if len(seeds) > 1 else ''}")
+        if len(seeds) > 1 and str(ACCURACY_SEED) in seeds:
+            seed_alone = accuracy["project_test_accuracy"] >= accuracy["specified_test_accuracy"]
+            verdict += f"; seed {ACCURACY_SEED} alone {'met' if seed_alone else 'missed'}"
+        verdicts.append(verdict + ")")
+    if verdicts:
+        targets.append("test accuracy equal or better than the specified recipe's, mean over the seeds both "
+                       "trained: " + ", ".join(verdicts))
+    if "rnn" in inference.index:
+        rnn_speed = inference.loc["rnn", "inference_images_per_second"]
+        targets.append(f"rnn inference >= {RNN_INFERENCE_TARGET:,} images/s: {rnn_speed:,.0f} "
+                       f"({'met' if rnn_speed >= RNN_INFERENCE_TARGET else 'missed'})")
+    return targets
+
+
 def speed_markdown(results: dict) -> str:
     """Return README's speed table for one machine's results, with its provenance and the targets met or missed."""
     training = pd.DataFrame(results["training"])
@@ -108,31 +135,7 @@ def speed_markdown(results: dict) -> str:
         f"epochs 2 to {results['epochs_timed']}, the pipelines of a model taking turns epoch by epoch. Loading "
         f"{loading['images']} images: {loading['first_load_seconds']:.1f} s the first time, "
         f"{loading['cached_load_seconds']:.2f} s from the cache.")
-    targets = []
-    if results["speedup_over_specified"]:
-        targets.append(f"every epoch >= {SPEEDUP_TARGET:.0f}x faster than the specified pipeline's: " + ", ".join(
-            f"{name} {ratio:.1f}x ({'met' if ratio >= SPEEDUP_TARGET else 'missed'}"
-            + (f"; its bare training steps allow at most {bounds[name]:.1f}x" if name in bounds else "") + ")"
-            for name, ratio in results["speedup_over_specified"].items()))
-    verdicts = []
-    for name, accuracy in results["accuracy"].items():
-        means = common_seed_means(accuracy)
-        if means is None:
-            continue
-        seeds, specified_mean, project_mean = means
-        verdict = (f"{name} {'met' if project_mean >= specified_mean else 'missed'} "
-                   f"({len(seeds)} seed{'s' if len(seeds) > 1 else ''}")
-        if len(seeds) > 1 and str(ACCURACY_SEED) in seeds:
-            seed_alone = accuracy["project_test_accuracy"] >= accuracy["specified_test_accuracy"]
-            verdict += f"; seed {ACCURACY_SEED} alone {'met' if seed_alone else 'missed'}"
-        verdicts.append(verdict + ")")
-    if verdicts:
-        targets.append("test accuracy equal or better than the specified recipe's, mean over the seeds both "
-                       "trained: " + ", ".join(verdicts))
-    if "rnn" in inference.index:
-        rnn_speed = inference.loc["rnn", "inference_images_per_second"]
-        targets.append(f"rnn inference >= {RNN_INFERENCE_TARGET:,} images/s: {rnn_speed:,.0f} "
-                       f"({'met' if rnn_speed >= RNN_INFERENCE_TARGET else 'missed'})")
+    targets = _speed_targets(results, inference, bounds)
     if targets:
         lines += ["", "Targets: " + "; ".join(targets) + "."]
     return "\n".join(lines)

@@ -7,6 +7,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,12 +19,9 @@ from helpers.external import ExternalImages, add_external_training, external_fin
 from helpers.files import write_atomically
 from helpers.metrics_record import Section
 from helpers.recipes import TrainingSettings, recipe
+from helpers.run_folders import TrainingRun, load_run, run_differences
 from helpers.synthetic import make_phantom_dataset, make_phantom_external_sets
-from helpers.training import TrainingRun, load_run, run_differences, train_model
-
-# The notebooks show the study's output: TensorFlow's advice on retracing (many prediction calls of different sizes,
-# as saliency makes) is not part of it.
-logging.getLogger("tensorflow").setLevel(logging.ERROR)
+from helpers.training import train_model
 
 # Per-class sizes of the generated dataset the `demo` profile trains on (and `smoke` when no real data is given).
 PHANTOM_TRAINING_PER_CLASS = 300
@@ -78,7 +76,7 @@ def phantom_external_root() -> Path:
     return root
 
 
-def _json_ready(value: object) -> object:
+def _json_ready(value: object) -> Any:
     """Convert NumPy, pandas and path values inside nested containers to plain JSON types."""
     if isinstance(value, dict):
         return {str(key): _json_ready(item) for key, item in value.items()}
@@ -117,7 +115,9 @@ class Study:
     def from_parameters(cls, profile: str = "full", data_dir: str = "", image_size: int = config.DEFAULT_IMAGE_SIZE,
                         epochs: int = 0, batch_size: int = 0, seeds: list[int] | tuple[int, ...] = (),
                         run_root: str = "", metrics_dir: str = "", external_dir: str = "") -> Study:
-        """Resolve a notebook's parameters cell: empty or zero values take the profile's defaults."""
+        """Resolve a notebook's parameters cell: empty or zero values take the profile's defaults. A notebook shows
+        the study's output: TensorFlow's advice on retracing (saliency makes many calls of different sizes) is muted."""
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
         chosen = config.get_profile(profile)
         if epochs < 0 or batch_size < 0:
             raise ValueError(f"epochs and batch_size must be >= 0 (0 = the profile's), not {epochs}, {batch_size}")
@@ -219,7 +219,7 @@ class Study:
         """Return what keeps a run folder from being this model trained with this recipe and data ([]: reusable).
         A published run is read without the external sets it trained with when this machine has none: its stored
         predictions stand, and the external figures come from the published record."""
-        details: dict[str, object] = {"data_fingerprint": data.dataset.fingerprint}
+        details: dict[str, Any] = {"data_fingerprint": data.dataset.fingerprint}
         if not (self.profile.reads_published and settings.external_training and not data.external):
             details["external_fingerprint"] = data.external_fingerprint if settings.external_training else None
             details["split_sizes"] = {"training": len(data.training), "validation": len(data.validation),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal, overload
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -31,6 +32,12 @@ def _smooth_noise(height: int, width: int, blur: float, generator: np.random.Gen
     return (smoothed - smoothed.min()) / spread if spread > 0 else np.zeros_like(smoothed)
 
 
+@overload
+def make_phantom_image(class_name: str, width: int, height: int, generator: np.random.Generator,
+                       with_mask: Literal[False] = False) -> np.ndarray: ...
+@overload
+def make_phantom_image(class_name: str, width: int, height: int, generator: np.random.Generator,
+                       with_mask: Literal[True]) -> tuple[np.ndarray, np.ndarray]: ...
 def make_phantom_image(class_name: str, width: int, height: int, generator: np.random.Generator,
                        with_mask: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Return one uint8 greyscale phantom slice: skull, textured hemispheres, ventricles and a class-typical mass

@@ -1,18 +1,74 @@
-"""How fast brain-mri-predict's Python path answers a folder: `python -m helpers.throughput` (`make bench-folder`)
-times predict_files on the first 100 and 400 files of a folder, decoding on one thread and on the default number,
-in one process, and writes reports/prediction_throughput.json (wall and CPU seconds, images per second, the ratio)."""
+"""How fast brain-mri-predict answers: one image in fresh processes as a user runs it (`python -m helpers.benchmark
+prediction-command`), and a folder: `python -m helpers.throughput` (`make bench-folder`) times predict_files on the
+first 100 and 400 files of a folder, decoding on one thread and on the default number, in one process, and writes
+reports/prediction_throughput.json (wall and CPU seconds, images per second, the ratio)."""
 
 from __future__ import annotations
 
-import sys
+import json
+import os
+import statistics
 import time
 from pathlib import Path
+from typing import Any
 
-from helpers import config, interrupts
+import numpy as np
+
+from helpers import commands, config, interrupts
 from helpers.files import write_atomically
+from helpers.provenance import machine_key, provenance
 
 THROUGHPUT_FILE = "prediction_throughput.json"
 COUNTS = (100, 400)
+PREDICTION_COMMAND_CALLS = 5  # fresh processes per backend; the first is reported apart (files not yet cached)
+
+
+def time_prediction_command(image: Path, model: Path | None = None,
+                            calls: int = PREDICTION_COMMAND_CALLS) -> dict[str, Any]:
+    """Time brain-mri-predict on one image as a user runs it: fresh processes on its default (NumPy) backend and on
+    TensorFlow's, taking turns; then the warm cost of one more image in a process that has the model loaded."""
+    import subprocess
+    import sys
+
+    from helpers import predict
+
+    command = [sys.executable, "-m", "helpers.predict", str(image), "--json",
+               *(["--model", str(model)] if model else [])]
+    seconds: dict[str, list[float]] = {"numpy": [], "tensorflow": []}
+    probabilities: dict[str, list[float]] = {}
+    for _ in range(calls):
+        for backend in seconds:
+            environment = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+            start = time.perf_counter()
+            finished = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
+            seconds[backend].append(time.perf_counter() - start)
+            if finished.returncode != 0:
+                raise RuntimeError(f"brain-mri-predict on {image} failed ({backend}): {finished.stderr.strip()}")
+            probabilities[backend] = list(json.loads(finished.stdout)["predictions"][0]["probabilities"].values())
+    saved = predict.load_saved_model(model)
+    predict.predict_files([image], saved)
+    start = time.perf_counter()
+    predict.predict_files([image], saved)
+    warm = time.perf_counter() - start
+    details = provenance()
+    return {"machine": machine_key(details), "provenance": details, "image": image.name, "model": saved.name,
+            "calls": calls, "seconds": seconds,
+            "median_seconds": {backend: statistics.median(values[1:] or values) for backend, values in seconds.items()},
+            "first_call_seconds": {backend: values[0] for backend, values in seconds.items()},
+            "warm_seconds_per_image": warm,
+            "largest_probability_difference": float(np.max(np.abs(np.subtract(probabilities["numpy"],
+                                                                              probabilities["tensorflow"]))))}
+
+
+def phantom_image(folder: Path) -> Path:
+    """Write a 512x512 glioma phantom (the dataset's commonest size) as a JPEG and return its path."""
+    from PIL import Image
+
+    from helpers.synthetic import make_phantom_image
+
+    path = folder / "phantom-glioma.jpg"
+    Image.fromarray(make_phantom_image("glioma", 512, 512, np.random.default_rng(config.DEFAULT_SEED))).save(path)
+    return path
 
 
 def image_files(folder: Path, count: int) -> list[Path]:
@@ -74,8 +130,7 @@ def _main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     folder = Path(arguments.folder) if arguments.folder else locate_dataset(None) / "Testing"
     if not folder.is_dir():
-        print(f"error: {folder}: no such folder", file=sys.stderr)
-        return 1
+        return commands.failed(f"{folder}: no such folder")
     index = json.loads((config.MODELS_DIR / MODEL_INDEX_FILE).read_text())
     try:
         paths = {name: default_model_path() if name == "default" else config.MODELS_DIR / index["models"][name]["file"]
@@ -83,8 +138,7 @@ def _main(argv: list[str] | None = None) -> int:
         rows = measure(folder, {f"{Path(index['default']).stem} (default)" if name == "default" else name: path
                                 for name, path in paths.items()})
     except (KeyError, ModelFileError, ModelNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return commands.failed(error)
     target = config.REPORTS_DIR / THROUGHPUT_FILE
     document = {"rows": rows, "provenance": provenance(), "path": "predict_files, in this process's Keras backend",
                 "folder": config.shown_path(folder) if arguments.folder else "the dataset's Testing split"}

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
 import pandas as pd
 
-from helpers import config, interrupts, invariance
+from helpers import commands, config, interrupts, invariance
 from helpers.callbacks import DatasetValidationAccuracy, EpochTimer, RaiseWhenInterrupted
 from helpers.data import ImageSplit
 from helpers.external import PATH_PREFIX as EXTERNAL_PATH_PREFIX
@@ -26,39 +25,21 @@ from helpers.files import staged_directory
 from helpers.losses import PartialLabelCrossentropy, partial_label_metric
 from helpers.models import AUGMENTATIONS, MODEL_BUILDERS, build_model
 from helpers.provenance import provenance
-from helpers.recipes import PRECISIONS, RECIPES, TrainingSettings, check_precision, recipe
+from helpers.recipes import PRECISIONS, RECIPES, SPECIFIED_RECIPE, TrainingSettings, check_precision, recipe
+from helpers.run_folders import (
+    HISTORY_FILE,
+    LABELS_FILE,
+    MODEL_FILE,
+    PREDICTION_FILES,
+    RUN_FILE,
+    TIMINGS_FILE,
+    TrainingRun,
+    resumable_history,
+    resume_directory,
+    write_json,
+)
 from helpers.seeded_batches import EpochSeeds, SeededBatches
 from helpers.sources import source_balance_weights
-
-MODEL_FILE = "model.keras"
-LABELS_FILE = "labels.json"
-HISTORY_FILE = "history.csv"
-TIMINGS_FILE = "timings.json"
-RUN_FILE = "run.json"
-PREDICTION_FILES = {"validation": "predictions_validation.npz", "test": "predictions_test.npz"}
-
-
-@dataclass
-class TrainingRun:
-    """A finished run folder, loaded: the best-on-validation model and everything written beside it (a published run
-    of a seed that was not published keeps no model: asking for it fails naming the file)."""
-
-    directory: Path
-    class_names: tuple[str, ...]
-    image_size: int
-    history: pd.DataFrame
-    timings: dict
-    details: dict
-    predictions: dict[str, dict[str, np.ndarray]]
-    loaded_model: keras.Model | None = None
-
-    @property
-    def model(self) -> keras.Model:
-        """Return the run's best-on-validation model."""
-        if self.loaded_model is None:
-            raise FileNotFoundError(f"{self.directory / MODEL_FILE}: this run keeps no model (the published runs "
-                                    f"keep the models of the published seeds only, see models/models.json)")
-        return self.loaded_model
 
 
 @contextmanager
@@ -135,6 +116,7 @@ def compile_model(model: keras.Model, settings: TrainingSettings, steps_per_epoc
         optimizer = keras.optimizers.AdamW(schedule, weight_decay=settings.weight_decay, clipnorm=settings.clipnorm)
     else:
         optimizer = keras.optimizers.Adam(settings.learning_rate, clipnorm=settings.clipnorm)
+    loss: PartialLabelCrossentropy | str
     if settings.external_training or settings.label_smoothing:
         loss = PartialLabelCrossentropy(settings.label_smoothing)
         metrics = [keras.metrics.MeanMetricWrapper(partial_label_metric, name="accuracy")]
@@ -148,67 +130,9 @@ def _as_model_input(split: ImageSplit) -> np.ndarray:
     return split.images[..., np.newaxis]
 
 
-def _write_json(path: Path, content: dict) -> None:
-    """Write a dictionary as indented JSON."""
-    path.write_text(json.dumps(content, indent=2, default=str) + "\n")
-
-
-# Settings added after runs were published; a run folder written before them was trained with their defaults.
-ADDED_SETTINGS = ("external_collections", "source_balance", "source_adversary", "outline_supervision")
-
-
-def run_differences(directory: Path, model_name: str, settings: TrainingSettings, **details: object) -> list[str]:
-    """Return what keeps a run folder from being this model trained with exactly these settings and the given details
-    of its run.json (data fingerprints, split sizes): "no finished run", or the names that differ ([]: it matches)."""
-    try:
-        recorded = json.loads((directory / RUN_FILE).read_text())
-        if recorded.get("settings", {}).get("image_size", 0) is None:  # "the images' size": the size it trained at
-            recorded["settings"]["image_size"] = json.loads((directory / LABELS_FILE).read_text())["image_size"]
-    except (OSError, ValueError, KeyError):
-        return ["no finished run"]
-    if isinstance(recorded.get("settings"), dict):  # a setting added after the run was written: its default
-        defaults = json.loads(json.dumps(dataclasses.asdict(TrainingSettings())))
-        recorded["settings"] = {**{name: value for name, value in defaults.items()
-                                   if name in ADDED_SETTINGS}, **recorded["settings"]}
-    wanted = {"model": model_name, "settings": json.loads(json.dumps(dataclasses.asdict(settings))), **details}
-    differences = [key for key, value in wanted.items() if key != "settings" and recorded.get(key) != value]
-    recorded_settings = recorded.get("settings") if isinstance(recorded.get("settings"), dict) else {}
-    differences += [f"settings.{name}" for name, value in wanted["settings"].items()
-                    if recorded_settings.get(name) != value]
-    return differences
-
-
-def run_matches(directory: Path, model_name: str, settings: TrainingSettings, **details: object) -> bool:
-    """Tell whether a finished run folder holds this model trained with exactly these settings and the given details
-    of its run.json (data fingerprints, split sizes)."""
-    return not run_differences(directory, model_name, settings, **details)
-
-
-def resume_directory(run_directory: Path) -> Path:
-    """Return where an unfinished run keeps its per-epoch backup (weights, optimizer state, epoch), best checkpoint
-    and history: a hidden folder beside the run folder, removed once the run folder is written."""
-    return run_directory.parent / f".{run_directory.name}.resume"
-
-
-def _resumable_history(resume: Path, identity: dict) -> pd.DataFrame | None:
-    """Return the epochs an interrupted run of exactly this identity finished (None: nothing to resume), and make
-    the resume folder ready; a backup of another model, recipe or data is discarded."""
-    try:
-        same = json.loads((resume / RUN_FILE).read_text()) == json.loads(json.dumps(identity, default=str))
-        history = pd.read_csv(resume / HISTORY_FILE) if same else None
-    except (OSError, ValueError):
-        history = None
-    if history is not None and len(history) and (resume / "backup").is_dir() and (resume / MODEL_FILE).is_file():
-        return history.drop_duplicates("epoch", keep="last")
-    shutil.rmtree(resume, ignore_errors=True)
-    resume.mkdir(parents=True)
-    _write_json(resume / RUN_FILE, identity)
-    return None
-
-
 def _training_model(model_name: str, image_size: int, settings: TrainingSettings, training: ImageSplit,
                     validation: ImageSplit, external: dict[str, ExternalImages] | None
-                    ) -> tuple[keras.Model, keras.Model | None, tuple[object, object]]:
+                    ) -> tuple[keras.Model, keras.Model | None, tuple[Any, Any]]:
     """Return the model to fit, the classifier inside it (None: the model itself) and the fit's training and
     validation inputs: the plain model on images, or helpers.invariance's wrapper on its named inputs."""
     if not (settings.source_adversary or settings.outline_supervision):
@@ -220,12 +144,96 @@ def _training_model(model_name: str, image_size: int, settings: TrainingSettings
     model, classifier = invariance.build_training_model(
         model_name, image_size, settings.augmentation, settings.seed, len(sources), settings.source_adversary,
         settings.outline_supervision)
-    return model, classifier, tuple(invariance.training_inputs(split, external or {}, sources)
-                                    for split in (training, validation))
+    return model, classifier, (invariance.training_inputs(training, external or {}, sources),
+                               invariance.training_inputs(validation, external or {}, sources))
+
+
+def _checked_image_size(model_name: str, training: ImageSplit, run_directory: Path, settings: TrainingSettings,
+                        overwrite: bool) -> int:
+    """Return the images' size, failing when the run folder exists (without overwrite) or the recipe wants another."""
+    if run_directory.exists() and not overwrite:
+        raise FileExistsError(f"{run_directory}: run folder already exists; pass --overwrite on the command "
+                              "line (overwrite=True from Python) or choose another run folder")
+    image_size = training.images.shape[1]
+    if settings.image_size is not None and settings.image_size != image_size:
+        raise ValueError(f"{model_name}: the recipe trains at {settings.image_size}x{settings.image_size} pixels but "
+                         f"the images given are {image_size}x{image_size}; load the data at the recipe's size")
+    return image_size
+
+
+def _fit(model_name: str, image_size: int, settings: TrainingSettings, training: ImageSplit, validation: ImageSplit,
+         external: dict[str, ExternalImages] | None, resume: Path, earlier: pd.DataFrame | None,
+         callbacks: list[keras.callbacks.Callback]) -> tuple[keras.Model | None, float]:
+    """Build and fit the model, checkpointing into the resume folder; return the classifier inside the fitted model
+    (None: the model itself) and the fit's seconds, the interrupted attempts' included."""
+    best_so_far = None
+    if earlier is not None:
+        monitored = earlier[settings.checkpoint_metric]
+        best_so_far = float(monitored.min() if settings.checkpoint_metric.endswith("loss") else monitored.max())
+    set_seeds(settings.seed)
+    model, classifier, inputs = _training_model(model_name, image_size, settings, training, validation, external)
+    compile_model(model, settings, steps_per_epoch=int(np.ceil(len(training) / settings.batch_size)))
+    own = dataset_rows(validation.paths)
+    dataset_validation = ([DatasetValidationAccuracy(_as_model_input(validation)[own], validation.labels[own],
+                                                     classifier)] if len(own) < len(validation) else [])
+    started = time.perf_counter()
+    weights = source_balance_weights(training.paths, training.labels) if settings.source_balance else None
+    batches = SeededBatches(inputs[0], training.labels, weights, settings.batch_size, settings.seed,
+                            first_epoch=0 if earlier is None else int(earlier["epoch"].max()) + 1)
+    model.fit(batches, epochs=settings.epochs, validation_data=(inputs[1], validation.labels),
+              callbacks=[RaiseWhenInterrupted(), EpochSeeds(batches), EpochTimer(), *dataset_validation,
+                         *training_callbacks(settings, resume / MODEL_FILE, best_so_far),
+                         keras.callbacks.CSVLogger(str(resume / HISTORY_FILE), append=True),
+                         keras.callbacks.BackupAndRestore(str(resume / "backup"), delete_checkpoint=False),
+                         *callbacks],
+              shuffle=False, verbose=settings.verbose)  # the batches shuffle themselves, by seed and epoch
+    fit_seconds = time.perf_counter() - started
+    return classifier, fit_seconds + (float(earlier["seconds"].sum()) if earlier is not None else 0.0)
+
+
+def _predict_splits(model: keras.Model, splits: dict[str, ImageSplit | None], staging: Path
+                    ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, float], dict[str, float]]:
+    """Predict each split given with the best model, write its predictions file; return the predictions, the seconds
+    and the milliseconds per image of each split."""
+    predictions, prediction_seconds, milliseconds_per_image = {}, {}, {}
+    for split_name, split in splits.items():
+        if split is None:
+            continue
+        started = time.perf_counter()
+        probabilities = model.predict(_as_model_input(split), batch_size=256, verbose=0)
+        prediction_seconds[split_name] = time.perf_counter() - started
+        milliseconds_per_image[split_name] = 1000 * prediction_seconds[split_name] / len(split)
+        predictions[split_name] = {"probabilities": probabilities.astype(np.float32),
+                                   "labels": split.labels.astype(np.int64), "paths": split.paths.astype(str)}
+        np.savez(staging / PREDICTION_FILES[split_name], **predictions[split_name])
+    return predictions, prediction_seconds, milliseconds_per_image
+
+
+def _run_history(resume: Path) -> pd.DataFrame:
+    """Return the history the run folder keeps: one row per epoch (counted from 1), the epoch's seconds last."""
+    history = pd.read_csv(resume / HISTORY_FILE).drop_duplicates("epoch", keep="last")
+    history = history.assign(epoch=history["epoch"] + 1)  # Keras counts epochs from 0, the run folder from 1
+    return history[["epoch", *[name for name in history.columns if name not in ("epoch", "seconds")],
+                    "seconds"]].reset_index(drop=True)
+
+
+def _label_file(class_names: tuple[str, ...], image_size: int, settings: TrainingSettings) -> dict[str, Any]:
+    """Return what a model needs beside it to be used: its class order, input size and preprocessing."""
+    return {"class_names": list(class_names), "image_size": image_size, "preprocessing": settings.preprocessing,
+            "input": "greyscale uint8 (N, size, size, 1) made by helpers.images.prepare_image with this "
+                     "preprocessing; the model rescales to [0, 1] itself"}
+
+
+def _skipped_record(skipped_files: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """Return run.json's record of the dataset's undecodable files left out ({} when none was)."""
+    if not skipped_files:
+        return {}
+    return {"skipped_files": {"count": len(skipped_files),
+                              "files": [{"path": path, "reason": reason} for path, reason in skipped_files]}}
 
 
 def train_model(model_name: str, training: ImageSplit, validation: ImageSplit, testing: ImageSplit | None,
-                run_directory: str | os.PathLike, settings: TrainingSettings = TrainingSettings(),
+                run_directory: str | os.PathLike, settings: TrainingSettings = SPECIFIED_RECIPE,
                 class_names: tuple[str, ...] = config.CLASS_NAMES, data_fingerprint: str = "unknown",
                 overwrite: bool = False, external_fingerprint: str | None = None,
                 callbacks: list[keras.callbacks.Callback] | None = None,
@@ -239,80 +247,34 @@ def train_model(model_name: str, training: ImageSplit, validation: ImageSplit, t
     Further Keras callbacks may be given; skipped_files (path, reason) are the dataset's undecodable files left out,
     recorded in run.json."""
     run_directory = Path(run_directory).resolve()
-    if run_directory.exists() and not overwrite:
-        raise FileExistsError(f"{run_directory}: run folder already exists; pass --overwrite on the command "
-                              "line (overwrite=True from Python) or choose another run folder")
-    image_size = training.images.shape[1]
-    if settings.image_size is not None and settings.image_size != image_size:
-        raise ValueError(f"{model_name}: the recipe trains at {settings.image_size}x{settings.image_size} pixels but "
-                         f"the images given are {image_size}x{image_size}; load the data at the recipe's size")
+    image_size = _checked_image_size(model_name, training, run_directory, settings, overwrite)
     split_sizes = {"training": len(training), "validation": len(validation),
                    "test": len(testing) if testing is not None else 0}
     resume = resume_directory(run_directory)
-    earlier = _resumable_history(resume, {"model": model_name, "settings": dataclasses.asdict(settings),
+    earlier = resumable_history(resume, {"model": model_name, "settings": dataclasses.asdict(settings),
                                           "data_fingerprint": data_fingerprint,
                                           "external_fingerprint": external_fingerprint, "split_sizes": split_sizes})
-    best_so_far = None
     if earlier is not None:
-        monitored = earlier[settings.checkpoint_metric]
-        best_so_far = float(monitored.min() if settings.checkpoint_metric.endswith("loss") else monitored.max())
         print(f"{run_directory.name}: resuming after epoch {int(earlier['epoch'].max()) + 1} of {settings.epochs} "
               f"from {resume}")
     if os.environ.get(DATA_PARALLEL_VARIABLE, "") not in ("", "0"):
         enable_data_parallel()
     with staged_directory(run_directory) as staging, precision_policy(settings.precision):
-        set_seeds(settings.seed)
-        model, classifier, inputs = _training_model(model_name, image_size, settings, training, validation, external)
-        compile_model(model, settings, steps_per_epoch=int(np.ceil(len(training) / settings.batch_size)))
-        timer = EpochTimer()
-        own = dataset_rows(validation.paths)
-        dataset_validation = ([DatasetValidationAccuracy(_as_model_input(validation)[own], validation.labels[own],
-                                                         classifier)] if len(own) < len(validation) else [])
-        started = time.perf_counter()
-        weights = source_balance_weights(training.paths, training.labels) if settings.source_balance else None
-        batches = SeededBatches(inputs[0], training.labels, weights, settings.batch_size, settings.seed,
-                                first_epoch=0 if earlier is None else int(earlier["epoch"].max()) + 1)
-        model.fit(batches, epochs=settings.epochs, validation_data=(inputs[1], validation.labels),
-                  callbacks=[RaiseWhenInterrupted(), EpochSeeds(batches), timer, *dataset_validation,
-                             *training_callbacks(settings, resume / MODEL_FILE, best_so_far),
-                             keras.callbacks.CSVLogger(str(resume / HISTORY_FILE), append=True),
-                             keras.callbacks.BackupAndRestore(str(resume / "backup"), delete_checkpoint=False),
-                             *(callbacks or [])],
-                  shuffle=False, verbose=settings.verbose)  # the batches shuffle themselves, by seed and epoch
-        fit_seconds = time.perf_counter() - started
-        history = pd.read_csv(resume / HISTORY_FILE).drop_duplicates("epoch", keep="last")
-        if earlier is not None:
-            fit_seconds += float(earlier["seconds"].sum())
-
+        classifier, fit_seconds = _fit(model_name, image_size, settings, training, validation, external, resume,
+                                       earlier, callbacks or [])
         if classifier is None:
             shutil.copy2(resume / MODEL_FILE, staging / MODEL_FILE)
         else:
             invariance.shipped_model(keras.saving.load_model(resume / MODEL_FILE), model_name, image_size,
                                      settings.augmentation, settings.seed).save(staging / MODEL_FILE)
         best_model = keras.saving.load_model(staging / MODEL_FILE)
-        predictions, prediction_seconds, milliseconds_per_image = {}, {}, {}
-        for split_name, split in (("validation", validation), ("test", testing)):
-            if split is None:
-                continue
-            started = time.perf_counter()
-            probabilities = best_model.predict(_as_model_input(split), batch_size=256, verbose=0)
-            prediction_seconds[split_name] = time.perf_counter() - started
-            milliseconds_per_image[split_name] = 1000 * prediction_seconds[split_name] / len(split)
-            predictions[split_name] = {"probabilities": probabilities.astype(np.float32),
-                                       "labels": split.labels.astype(np.int64), "paths": split.paths.astype(str)}
-            np.savez(staging / PREDICTION_FILES[split_name], **predictions[split_name])
-
-        history = history.assign(epoch=history["epoch"] + 1)  # Keras counts epochs from 0, the run folder from 1
-        history = history[["epoch", *[name for name in history.columns if name not in ("epoch", "seconds")],
-                           "seconds"]].reset_index(drop=True)
+        predictions, prediction_seconds, milliseconds_per_image = _predict_splits(
+            best_model, {"validation": validation, "test": testing}, staging)
+        history = _run_history(resume)
         history.to_csv(staging / HISTORY_FILE, index=False)
         monitored = history[settings.checkpoint_metric]
         best_epoch = int(history["epoch"][monitored.idxmin() if settings.checkpoint_metric.endswith("loss")
                                           else monitored.idxmax()])
-        labels = {"class_names": list(class_names), "image_size": image_size,
-                  "preprocessing": settings.preprocessing,
-                  "input": "greyscale uint8 (N, size, size, 1) made by helpers.images.prepare_image with this "
-                           "preprocessing; the model rescales to [0, 1] itself"}
         timings = {"fit_seconds": fit_seconds, "epochs_run": len(history), "best_epoch": best_epoch,
                    "seconds_per_epoch": float(history["seconds"].mean()),
                    "epoch_seconds": history["seconds"].tolist(), "resumed": earlier is not None,
@@ -320,58 +282,21 @@ def train_model(model_name: str, training: ImageSplit, validation: ImageSplit, t
                    "prediction_milliseconds_per_image": milliseconds_per_image}
         details = {"model": model_name, "parameters": int(best_model.count_params()),
                    "settings": dataclasses.asdict(settings), "data_fingerprint": data_fingerprint,
-                   "external_fingerprint": external_fingerprint,
-                   "split_sizes": split_sizes, **provenance()}
-        if skipped_files:
-            details["skipped_files"] = {"count": len(skipped_files),
-                                        "files": [{"path": path, "reason": reason} for path, reason in skipped_files]}
-        _write_json(staging / LABELS_FILE, labels)
-        _write_json(staging / TIMINGS_FILE, timings)
-        _write_json(staging / RUN_FILE, details)
+                   "external_fingerprint": external_fingerprint, "split_sizes": split_sizes, **provenance(),
+                   **_skipped_record(skipped_files)}
+        for name, content in ((LABELS_FILE, _label_file(class_names, image_size, settings)),
+                              (TIMINGS_FILE, timings), (RUN_FILE, details)):
+            write_json(staging / name, content)
     shutil.rmtree(resume, ignore_errors=True)
     return TrainingRun(directory=run_directory, loaded_model=best_model, class_names=tuple(class_names),
                        image_size=image_size, history=history, timings=timings, details=details,
                        predictions=predictions)
 
 
-def check_run_folder(run_directory: Path) -> None:
-    """Fail naming the folder and the files it lacks when a run folder is incomplete (its model is optional)."""
-    required = [LABELS_FILE, HISTORY_FILE, TIMINGS_FILE, RUN_FILE]
-    missing = [name for name in required if not (run_directory / name).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{run_directory}: not a complete run folder (missing {', '.join(missing)})")
-
-
-def load_run(run_directory: str | os.PathLike, with_model: bool = True) -> TrainingRun:
-    """Load a run folder written by train_model, failing with the path if any part is missing (with_model=False:
-    everything but the model, which is then None)."""
-    run_directory = Path(run_directory)
-    check_run_folder(run_directory)
-    labels = json.loads((run_directory / LABELS_FILE).read_text())
-    predictions = {}
-    for split_name, file_name in PREDICTION_FILES.items():
-        if (run_directory / file_name).is_file():
-            with np.load(run_directory / file_name, allow_pickle=False) as stored:
-                predictions[split_name] = {name: stored[name] for name in stored.files}
-    model_file = run_directory / MODEL_FILE
-    return TrainingRun(directory=run_directory,
-                       loaded_model=keras.saving.load_model(model_file) if with_model and model_file.is_file()
-                       else None,
-                       class_names=tuple(labels["class_names"]), image_size=int(labels["image_size"]),
-                       history=pd.read_csv(run_directory / HISTORY_FILE),
-                       timings=json.loads((run_directory / TIMINGS_FILE).read_text()),
-                       details=json.loads((run_directory / RUN_FILE).read_text()), predictions=predictions)
-
-
-def _main(argv: list[str] | None = None) -> int:
-    """Command line: train one model on a dataset with a named recipe and print its validation and test metrics."""
+def _parser():
+    """Return the training command's argument parser."""
     import argparse
 
-    from helpers.evaluation import classification_summary, partial_label_accuracy
-    from helpers.external import load_training_data
-    from helpers.images import DataError
-
-    interrupts.command_started()
     parser = argparse.ArgumentParser(prog="python -m helpers.training", description=_main.__doc__)
     parser.add_argument("--model", default="rnn", choices=list(MODEL_BUILDERS), help="registered model name")
     parser.add_argument("--recipe", default="project", choices=list(RECIPES),
@@ -392,6 +317,17 @@ def _main(argv: list[str] | None = None) -> int:
                         help="leave undecodable images out (named on stderr and in run.json) instead of stopping")
     parser.add_argument("--data-parallel", action="store_true",
                         help="split each batch across every device (KERAS_BACKEND=jax; several GPUs, for example)")
+    return parser
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """Command line: train one model on a dataset with a named recipe and print its validation and test metrics."""
+    from helpers.evaluation import classification_summary, partial_label_accuracy
+    from helpers.external import load_training_data
+    from helpers.images import DataError
+
+    interrupts.command_started()
+    parser = _parser()
     arguments = parser.parse_args(argv)
     names = ("image_size", "augmentation", "precision", "epochs", "batch_size", "learning_rate")
     overrides = {name: getattr(arguments, name) for name in names if getattr(arguments, name) is not None}
@@ -404,8 +340,7 @@ def _main(argv: list[str] | None = None) -> int:
                                     collections=settings.external_collections,
                                     on_error="skip" if arguments.skip_corrupt else "raise")
     except DataError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return commands.failed(error)
     for _, reason in loaded.dataset.skipped:
         print(f"skipped: {reason}", file=sys.stderr)
     run_directory = Path(arguments.run_dir or config.runs_dir() / arguments.recipe
@@ -416,11 +351,9 @@ def _main(argv: list[str] | None = None) -> int:
                           external_fingerprint=loaded.external_fingerprint if settings.external_training else None,
                           external=loaded.external, skipped_files=tuple(loaded.dataset.skipped))
     except FileExistsError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return commands.failed(error)
     except KeyboardInterrupt:
-        print(f"interrupted: {run_directory} was not written")
-        return 130
+        return commands.stopped(f"{run_directory} was not written")
     validation = run.predictions["validation"]
     print(f"validation accuracy {partial_label_accuracy(validation['labels'], validation['probabilities']):.4f}")
     test = classification_summary(run.predictions["test"]["labels"], run.predictions["test"]["probabilities"],

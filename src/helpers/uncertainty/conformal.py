@@ -3,6 +3,8 @@ calibration scores it stored (docs/decisions.md: the prediction command does not
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 DEFAULT_LEVEL = 0.90
@@ -53,7 +55,7 @@ def crepes_prediction_sets(probabilities: np.ndarray, scores: np.ndarray, score_
     return np.stack(columns, axis=1).astype(bool)
 
 
-def set_summary(sets: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...]) -> dict[str, object]:
+def set_summary(sets: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...]) -> dict[str, Any]:
     """Return the coverage (share of sets holding the true class) overall and per class, and the mean set size;
     labels of -1 (type unknown) count in the set size only."""
     labels = np.asarray(labels)

@@ -9,11 +9,13 @@ official Testing split, every external test part, and a second, independent draw
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from helpers import config
 from helpers.evaluation import expected_calibration_error, reliability_table
+from helpers.targets import CALIBRATION_ERROR_TARGET, CLASS_COVERAGE_TARGET, OUTLIER_AUROC_TARGET, SET_SIZE_TARGET
 from helpers.uncertainty.calibration import fit_temperature, scale_probabilities
 from helpers.uncertainty.conformal import DEFAULT_LEVEL, calibration_scores, crepes_prediction_sets, set_summary
 from helpers.uncertainty.novelty import (
@@ -72,14 +74,14 @@ class Outputs:
         return Outputs(self.probabilities[indices], self.features[indices])
 
 
-def evaluate(outputs: Outputs, labels: np.ndarray, record: UncertaintyRecord, layers, name: str) -> dict[str, object]:
+def evaluate(outputs: Outputs, labels: np.ndarray, record: UncertaintyRecord, layers, name: str) -> dict[str, Any]:
     """Return one row of measured figures for a set of images (labels -1: class unknown)."""
     known = labels >= 0
     calibrated = record.calibrated(outputs.probabilities)
     sets = crepes_prediction_sets(calibrated, record.scores, record.score_labels, record.level)
     flagged = record.novelty(outputs.probabilities, outputs.features, layers) > record.threshold
     summary = set_summary(sets, labels, config.CLASS_NAMES)
-    row: dict[str, object] = {"images": name, "count": int(len(labels)), "flagged": float(flagged.mean()),
+    row: dict[str, Any] = {"images": name, "count": int(len(labels)), "flagged": float(flagged.mean()),
                               "coverage": summary["coverage"], "mean set size": summary["mean_set_size"],
                               "empty sets": summary["empty_sets"],
                               **{f"coverage {label}": value for label, value in summary["class_coverage"].items()}}
@@ -131,7 +133,7 @@ def class_labels(labels: np.ndarray) -> np.ndarray:
     return np.where(labels == config.ANY_TUMOUR_LABEL, -1, labels)
 
 
-def study_images(data, image_size: int, preprocessing: str) -> dict[str, object]:
+def study_images(data, image_size: int, preprocessing: str) -> dict[str, Any]:
     """Return the images every measurement reads, from a study's data: training, validation, official Testing, the
     external test parts and two independent draws of outliers, each with class labels (-1: class unknown)."""
     test_parts = {name: images for name, images in sorted(data.external.items()) if images.spec.part == "test"}
@@ -143,7 +145,7 @@ def study_images(data, image_size: int, preprocessing: str) -> dict[str, object]
             "outliers": outlier_sets(image_size, preprocessing, OUTLIERS_PER_KIND, seed=2)}
 
 
-def measure_model(model, images: dict[str, object], level: float = DEFAULT_LEVEL) -> tuple[UncertaintyRecord, dict]:
+def measure_model(model, images: dict[str, Any], level: float = DEFAULT_LEVEL) -> tuple[UncertaintyRecord, dict]:
     """Fit one model's uncertainty record and return it with its measured figures: a row per set of images
     (official Testing, each external test part), the outlier table and the reliability bins before and after."""
     extractor = feature_extractor(model)
@@ -181,7 +183,6 @@ def measure_model(model, images: dict[str, object], level: float = DEFAULT_LEVEL
 # The outlier kinds that must all be flagged; the MR slice of another body part is nearer.
 FAR_KINDS = ("uniform noise", "gaussian noise", "salt and pepper noise", "gradients", "photographs",
              "CT-like head phantom", "CT slice (chest)")
-TARGET_ECE, TARGET_CLASS_COVERAGE, TARGET_SET_SIZE, TARGET_AUROC = 0.02, 0.88, 1.2, 0.99
 
 
 def model_table(figures: dict[str, dict]):
@@ -200,26 +201,26 @@ def model_table(figures: dict[str, dict]):
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def judged_targets(measured: dict) -> list[dict[str, object]]:
+def judged_targets(measured: dict) -> list[dict[str, Any]]:
     """Return the uncertainty targets of one model with the measured value and whether each is met."""
     official = measured["rows"][0]
     classes = {key[len("coverage "):]: value for key, value in official.items() if key.startswith("coverage ")}
     far = [row for row in measured["outliers"] if row["kind"] in FAR_KINDS]
     method = measured["method"]
     return [
-        {"target": f"ECE on {OFFICIAL} <= {TARGET_ECE:.0%}", "measured": f"{official['ece after']:.1%}",
-         "met": official["ece after"] <= TARGET_ECE},
-        {"target": f"every class covered >= {TARGET_CLASS_COVERAGE:.0%} at the {measured['level']:.0%} level",
+        {"target": f"ECE on {OFFICIAL} <= {CALIBRATION_ERROR_TARGET:.0%}", "measured": f"{official['ece after']:.1%}",
+         "met": official["ece after"] <= CALIBRATION_ERROR_TARGET},
+        {"target": f"every class covered >= {CLASS_COVERAGE_TARGET:.0%} at the {measured['level']:.0%} level",
          "measured": ", ".join(f"{name} {value:.1%}" for name, value in classes.items()),
-         "met": min(classes.values()) >= TARGET_CLASS_COVERAGE},
-        {"target": f"mean set size <= {TARGET_SET_SIZE}", "measured": f"{official['mean set size']:.2f}",
-         "met": official["mean set size"] <= TARGET_SET_SIZE},
+         "met": min(classes.values()) >= CLASS_COVERAGE_TARGET},
+        {"target": f"mean set size <= {SET_SIZE_TARGET}", "measured": f"{official['mean set size']:.2f}",
+         "met": official["mean set size"] <= SET_SIZE_TARGET},
         {"target": "noise, gradients, photographs and CT slices all flagged",
          "measured": ", ".join(f"{row['kind']} {row['flagged']:.0%}" for row in far),
          "met": all(row["flagged"] == 1.0 for row in far)},
-        {"target": f"AUROC >= {TARGET_AUROC} on every far kind ({method})",
+        {"target": f"AUROC >= {OUTLIER_AUROC_TARGET} on every far kind ({method})",
          "measured": f"lowest {min(row[f'auroc {method}'] for row in far):.3f}",
-         "met": all(row[f"auroc {method}"] >= TARGET_AUROC for row in far)},
+         "met": all(row[f"auroc {method}"] >= OUTLIER_AUROC_TARGET for row in far)},
         {"target": f"<= 2% of {OFFICIAL} flagged", "measured": f"{official['flagged']:.1%}",
          "met": official["flagged"] <= 0.02},
     ]

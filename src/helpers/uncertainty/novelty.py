@@ -44,8 +44,8 @@ def feature_extractor(model):
 
 def logit_layers(model) -> list[tuple[np.ndarray, np.ndarray]]:
     """Return the kernel and bias of every member's class-probability layer, in the feature extractor's order."""
-    return [tuple(np.asarray(weight) for weight in head.get_layer("class_probabilities").get_weights())
-            for head in _heads(model)]
+    return [(np.asarray(kernel), np.asarray(bias))
+            for kernel, bias in (head.get_layer("class_probabilities").get_weights() for head in _heads(model))]
 
 
 def energy_scores(features: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
@@ -91,8 +91,12 @@ def novelty_scores(method: str, probabilities: np.ndarray, features: np.ndarray,
     """Return the scores of one method (METHODS) for images given their probabilities and features."""
     config.check_choice("novelty score", method, METHODS)
     if method == "mahalanobis":
+        if gaussians is None:
+            raise ValueError("Mahalanobis scores need the class Gaussians (gaussians=)")
         return gaussians.distances(features)
     if method == "energy":
+        if layers is None:
+            raise ValueError("energy scores need the class-probability layers (layers=)")
         return energy_scores(features, layers)
     return 1.0 - np.asarray(probabilities).max(axis=1)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +44,7 @@ class UncertaintyRecord:
 
     def save(self, path: Path) -> Path:
         """Write the record as a NumPy archive, atomically."""
-        arrays = {"temperature": np.float64(self.temperature), "scores": self.scores,
+        arrays: dict[str, Any] = {"temperature": np.float64(self.temperature), "scores": self.scores,
                   "score_labels": self.score_labels, "method": np.array(self.method),
                   "threshold": np.float64(self.threshold), "means": self.means, "precision": self.precision,
                   "level": np.float64(self.level)}

@@ -1,0 +1,146 @@
+"""The run folder, the one thing a training run leaves: its files, loading it back, whether it is the run asked for,
+and where an unfinished run keeps what it needs to resume. Keras is imported only to load a model."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    import keras
+
+    from helpers.recipes import TrainingSettings
+
+MODEL_FILE = "model.keras"
+LABELS_FILE = "labels.json"
+HISTORY_FILE = "history.csv"
+TIMINGS_FILE = "timings.json"
+RUN_FILE = "run.json"
+PREDICTION_FILES = {"validation": "predictions_validation.npz", "test": "predictions_test.npz"}
+
+
+
+@dataclass
+class TrainingRun:
+    """A finished run folder, loaded: the best-on-validation model and everything written beside it (a published run
+    of a seed that was not published keeps no model: asking for it fails naming the file)."""
+
+    directory: Path
+    class_names: tuple[str, ...]
+    image_size: int
+    history: pd.DataFrame
+    timings: dict
+    details: dict
+    predictions: dict[str, dict[str, np.ndarray]]
+    loaded_model: Any = None
+
+    @property
+    def model(self) -> keras.Model:
+        """Return the run's best-on-validation model."""
+        if self.loaded_model is None:
+            raise FileNotFoundError(f"{self.directory / MODEL_FILE}: this run keeps no model (the published runs "
+                                    f"keep the models of the published seeds only, see models/models.json)")
+        return self.loaded_model
+
+
+def write_json(path: Path, content: dict) -> None:
+    """Write a dictionary as indented JSON."""
+    path.write_text(json.dumps(content, indent=2, default=str) + "\n")
+
+
+# Settings added after runs were published; a run folder written before them was trained with their defaults.
+
+ADDED_SETTINGS = ("external_collections", "source_balance", "source_adversary", "outline_supervision")
+
+
+def run_differences(directory: Path, model_name: str, settings: TrainingSettings, **details: object) -> list[str]:
+    """Return what keeps a run folder from being this model trained with exactly these settings and the given details
+    of its run.json (data fingerprints, split sizes): "no finished run", or the names that differ ([]: it matches)."""
+    try:
+        recorded = json.loads((directory / RUN_FILE).read_text())
+        if recorded.get("settings", {}).get("image_size", 0) is None:  # "the images' size": the size it trained at
+            recorded["settings"]["image_size"] = json.loads((directory / LABELS_FILE).read_text())["image_size"]
+    except (OSError, ValueError, KeyError):
+        return ["no finished run"]
+    if isinstance(recorded.get("settings"), dict):  # a setting added after the run was written: its default
+        from helpers.recipes import TrainingSettings
+
+        defaults = json.loads(json.dumps(dataclasses.asdict(TrainingSettings())))
+        recorded["settings"] = {**{name: value for name, value in defaults.items()
+                                   if name in ADDED_SETTINGS}, **recorded["settings"]}
+    wanted = {"model": model_name, "settings": json.loads(json.dumps(dataclasses.asdict(settings))), **details}
+    differences = [key for key, value in wanted.items() if key != "settings" and recorded.get(key) != value]
+    recorded_settings = recorded.get("settings") if isinstance(recorded.get("settings"), dict) else {}
+    differences += [f"settings.{name}" for name, value in wanted["settings"].items()
+                    if recorded_settings.get(name) != value]
+    return differences
+
+
+def run_matches(directory: Path, model_name: str, settings: TrainingSettings, **details: object) -> bool:
+    """Tell whether a finished run folder holds this model trained with exactly these settings and the given details
+    of its run.json (data fingerprints, split sizes)."""
+    return not run_differences(directory, model_name, settings, **details)
+
+
+def resume_directory(run_directory: Path) -> Path:
+    """Return where an unfinished run keeps its per-epoch backup (weights, optimizer state, epoch), best checkpoint
+    and history: a hidden folder beside the run folder, removed once the run folder is written."""
+    return run_directory.parent / f".{run_directory.name}.resume"
+
+
+def resumable_history(resume: Path, identity: dict) -> pd.DataFrame | None:
+    """Return the epochs an interrupted run of exactly this identity finished (None: nothing to resume), and make
+    the resume folder ready; a backup of another model, recipe or data is discarded."""
+    try:
+        same = json.loads((resume / RUN_FILE).read_text()) == json.loads(json.dumps(identity, default=str))
+        history = pd.read_csv(resume / HISTORY_FILE) if same else None
+    except (OSError, ValueError):
+        history = None
+    if history is not None and len(history) and (resume / "backup").is_dir() and (resume / MODEL_FILE).is_file():
+        return history.drop_duplicates("epoch", keep="last")
+    shutil.rmtree(resume, ignore_errors=True)
+    resume.mkdir(parents=True)
+    write_json(resume / RUN_FILE, identity)
+    return None
+
+
+def check_run_folder(run_directory: Path) -> None:
+    """Fail naming the folder and the files it lacks when a run folder is incomplete (its model is optional)."""
+    required = [LABELS_FILE, HISTORY_FILE, TIMINGS_FILE, RUN_FILE]
+    missing = [name for name in required if not (run_directory / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{run_directory}: not a complete run folder (missing {', '.join(missing)})")
+
+
+def load_run(run_directory: str | os.PathLike, with_model: bool = True) -> TrainingRun:
+    """Load a run folder written by train_model, failing with the path if any part is missing (with_model=False:
+    everything but the model, which is then None)."""
+    run_directory = Path(run_directory)
+    check_run_folder(run_directory)
+    labels = json.loads((run_directory / LABELS_FILE).read_text())
+    predictions = {}
+    for split_name, file_name in PREDICTION_FILES.items():
+        if (run_directory / file_name).is_file():
+            with np.load(run_directory / file_name, allow_pickle=False) as stored:
+                predictions[split_name] = {name: stored[name] for name in stored.files}
+    model_file = run_directory / MODEL_FILE
+    if with_model and model_file.is_file():
+        import keras
+
+        model = keras.saving.load_model(model_file)
+    else:
+        model = None
+    return TrainingRun(directory=run_directory,
+                       loaded_model=model,
+                       class_names=tuple(labels["class_names"]), image_size=int(labels["image_size"]),
+                       history=pd.read_csv(run_directory / HISTORY_FILE),
+                       timings=json.loads((run_directory / TIMINGS_FILE).read_text()),
+                       details=json.loads((run_directory / RUN_FILE).read_text()), predictions=predictions)
