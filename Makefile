@@ -40,75 +40,75 @@ test-fast: $(INSTALLED) ## run the tests that need neither real data nor several
 	$(BIN)/python -m pytest -m "not realdata and not slow"
 
 bench: $(INSTALLED) ## time loading, training epochs and inference against the specified pipeline -> reports/benchmarks.json
-	$(BIN)/python -m helpers.benchmark run --other-augmentations fused --other-precisions float32 mixed_bfloat16
+	$(BIN)/python -m helpers.experiments.benchmark run --other-augmentations fused --other-precisions float32 mixed_bfloat16
 
 bench-predict: $(INSTALLED) ## time brain-mri-predict on one image, cold processes and warm -> reports/benchmarks.md
-	$(BIN)/python -m helpers.benchmark prediction-command $(IMAGE)
+	$(BIN)/python -m helpers.experiments.benchmark prediction-command $(IMAGE)
 
 bench-folder: $(INSTALLED) ## time predict_files on 100 and 400 Testing images, one decoding thread and several -> reports/prediction_throughput.json
-	$(BIN)/python -m helpers.throughput
+	$(BIN)/python -m helpers.experiments.throughput
 
 SEEDS ?= 42 43 44
 
 reference-runs: $(INSTALLED) ## train rnn, hybrid and cnn_wide with the specified recipe (SEEDS="42 43 44") into runs/specified; finished runs are kept
 	for seed in $(SEEDS); do for model in rnn hybrid cnn_wide; do \
 		[ -d runs/specified/$$model-seed$$seed ] || \
-		$(BIN)/python -m helpers.training --recipe specified --model $$model --seed $$seed || exit 1; \
+		$(BIN)/python -m helpers.modeling.training --recipe specified --model $$model --seed $$seed || exit 1; \
 	done; done
 
 time-to-accuracy: reference-runs ## train the study's recipe (seed 42) into runs/time-to-accuracy -> the time-to-accuracy table in reports/benchmarks.md
 	for model in rnn hybrid cnn crnn sequencer; do \
-		[ -d runs/time-to-accuracy/$$model-seed42 ] || $(BIN)/python -m helpers.training --recipe robust --model $$model \
+		[ -d runs/time-to-accuracy/$$model-seed42 ] || $(BIN)/python -m helpers.modeling.training --recipe robust --model $$model \
 			--seed 42 --run-dir runs/time-to-accuracy/$$model-seed42 || exit 1; \
 	done
-	$(BIN)/python -m helpers.benchmark time-to-accuracy
+	$(BIN)/python -m helpers.experiments.benchmark time-to-accuracy
 
 SIZE_MODELS ?= rnn hybrid crnn sequencer cnn
 
 sizes: $(INSTALLED) ## train the study's recipe (seed 42) at 96 and 128 pixels (SIZE_MODELS="rnn ...") -> the input-size table in reports/benchmarks.md
 	for size in 96 128; do for model in $(SIZE_MODELS); do \
-		[ -d runs/sizes/$$model-$${size}px-seed42 ] || $(BIN)/python -m helpers.training --recipe robust --model $$model \
+		[ -d runs/sizes/$$model-$${size}px-seed42 ] || $(BIN)/python -m helpers.modeling.training --recipe robust --model $$model \
 			--seed 42 --image-size $$size --run-dir runs/sizes/$$model-$${size}px-seed42 || exit 1; \
 	done; done
-	$(BIN)/python -m helpers.benchmark input-sizes
+	$(BIN)/python -m helpers.experiments.benchmark input-sizes
 
 repeatability: $(INSTALLED) ## train rnn and hybrid twice under each oneDNN setting (fresh processes) -> reports/repeatability.json, reports/benchmarks.md
-	$(BIN)/python -m helpers.repeatability
-	$(BIN)/python -m helpers.benchmark page
+	$(BIN)/python -m helpers.experiments.repeatability
+	$(BIN)/python -m helpers.experiments.benchmark page
 
 mitigations: $(INSTALLED) ## train and measure each step against the source shortcut (seed 42) -> reports/mitigations.json
-	$(BIN)/python -m helpers.mitigations
+	$(BIN)/python -m helpers.experiments.mitigations
 
 loso: $(INSTALLED) ## train sequencer and rnn without each external source (seed 42; finished runs kept) -> reports/loso.json
-	$(BIN)/python -m helpers.loso
+	$(BIN)/python -m helpers.experiments.loso
 
 demo: $(INSTALLED) ## set up, then run the notebooks on generated data (offline) into runs/demo/reports
-	$(BIN)/python -m helpers.pipeline --profile demo
+	$(BIN)/python -m helpers.reporting.pipeline --profile demo
 
 smoke: $(INSTALLED) ## run the notebooks on 40 real images per class, 1 epoch, into runs/smoke/reports
-	$(BIN)/python -m helpers.pipeline --profile smoke
+	$(BIN)/python -m helpers.reporting.pipeline --profile smoke
 
 study: loso ## leave-one-source-out, then the full study on the real data (5 models x 3 seeds) into reports/, then make publish
-	$(BIN)/python -m helpers.pipeline --profile full
+	$(BIN)/python -m helpers.reporting.pipeline --profile full
 	$(MAKE) publish
 
 publish: $(INSTALLED) ## write README's results table and models/ (best seed per model, model card) from reports/
-	$(BIN)/python -m helpers.results
+	$(BIN)/python -m helpers.reporting.results
 
 predict: $(INSTALLED) ## classify image files with the published model: make predict FILES="a.jpg b.png"
 	$(BIN)/brain-mri-predict $(FILES)
 
 data-check: $(INSTALLED) ## load the dataset (decoding or from the cache) and print its counts
-	$(BIN)/python -m helpers.data check
+	$(BIN)/python -m helpers.inputs.data check
 
 download-data: $(INSTALLED) ## download the Kaggle dataset into data/brain-tumor-mri (needs kagglehub credentials)
-	$(BIN)/python -m helpers.data download
+	$(BIN)/python -m helpers.inputs.data download
 
 audit: $(INSTALLED) ## print the duplicate audit of the dataset
-	$(BIN)/python -m helpers.duplicates
+	$(BIN)/python -m helpers.inputs.duplicates
 
 train-rnn: $(INSTALLED) ## train the RNN with the project recipe (seed 42) into runs/project/rnn-seed42
-	$(BIN)/python -m helpers.training --model rnn --overwrite
+	$(BIN)/python -m helpers.modeling.training --model rnn --overwrite
 
 clean-cache: ## delete the decoded-array cache (.cache/)
 	rm -rf .cache

@@ -10,7 +10,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from helpers import config  # noqa: E402
-from helpers.synthetic import make_phantom_dataset  # noqa: E402
+from helpers.inputs.synthetic import make_phantom_dataset  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)

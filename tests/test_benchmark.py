@@ -1,4 +1,5 @@
-"""helpers.benchmark: both pipelines timed on the same data, results merged per machine without losing others."""
+"""helpers.experiments.benchmark: both pipelines timed on the same data, results merged per machine without losing
+others."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import statistics
 import numpy as np
 import pytest
 
-from helpers import benchmark, config, speed_report, targets
+from helpers import config, targets
+from helpers.experiments import benchmark
+from helpers.reporting import speed_report
 
 
 @pytest.mark.slow
@@ -87,7 +90,7 @@ def test_pipelines_take_turns_epoch_by_epoch():
 def test_published_speed_page_matches_the_published_benchmark():
     page = (config.REPORTS_DIR / speed_report.SPEED_PAGE).read_text()
     expected = speed_report.stored_speed_page(config.REPORTS_DIR / benchmark.BENCHMARK_FILE)
-    assert page == expected, "reports/benchmarks.md is stale: helpers.benchmark page"
+    assert page == expected, "reports/benchmarks.md is stale: helpers.experiments.benchmark page"
     for section in ("## The prediction command", "## Time to accuracy", "## Repeatability across runs and CPUs"):
         assert section in page
 

@@ -1,4 +1,4 @@
-"""helpers.budget: time-to-accuracy and input-size tables read from run folders (made here, no training)."""
+"""helpers.experiments.budget: time-to-accuracy and input-size tables read from run folders (made here, no training)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import budget, callbacks, run_folders, speed_report
+from helpers.experiments import budget
+from helpers.modeling import callbacks, run_folders
+from helpers.reporting import speed_report
 
 DEVICE = {"backend": "tensorflow", "accelerators": [], "cpu_count": 2, "cpu_model": "Test CPU"}
 

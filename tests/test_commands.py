@@ -10,13 +10,13 @@ from helpers import commands
 
 
 @pytest.mark.parametrize(("module", "arguments"), [
-    ("data", ["check", "--data-dir", "{nowhere}"]),
-    ("duplicates", ["--data-dir", "{nowhere}"]),
-    ("training", ["--model", "rnn", "--data-dir", "{nowhere}", "--run-dir", "{tmp}/run"]),
-    ("loso", ["--models", "rnn", "--data-dir", "{nowhere}", "--hold-outs", "Br35H"]),
-    ("mitigations", ["--models", "rnn", "--data-dir", "{nowhere}"]),
-    ("benchmark", ["run", "--models", "rnn", "--data-dir", "{nowhere}"]),
-    ("throughput", ["--folder", "{nowhere}"]),
+    ("inputs.data", ["check", "--data-dir", "{nowhere}"]),
+    ("inputs.duplicates", ["--data-dir", "{nowhere}"]),
+    ("modeling.training", ["--model", "rnn", "--data-dir", "{nowhere}", "--run-dir", "{tmp}/run"]),
+    ("experiments.loso", ["--models", "rnn", "--data-dir", "{nowhere}", "--hold-outs", "Br35H"]),
+    ("experiments.mitigations", ["--models", "rnn", "--data-dir", "{nowhere}"]),
+    ("experiments.benchmark", ["run", "--models", "rnn", "--data-dir", "{nowhere}"]),
+    ("experiments.throughput", ["--folder", "{nowhere}"]),
 ])
 def test_a_missing_folder_is_one_line_on_standard_error_and_exit_status_one(module, arguments, tmp_path, capsys):
     nowhere = tmp_path / "no-such-dataset"

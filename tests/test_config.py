@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import config, data, recipes
-from helpers.images import check_preprocessing
+from helpers import config
+from helpers.inputs import data
+from helpers.inputs.images import check_preprocessing
+from helpers.modeling import recipes
 
 
 def test_profiles_are_known_by_name():

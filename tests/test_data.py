@@ -1,4 +1,4 @@
-"""helpers.data: locating, layout validation, decoding every mode and size, the cache, splits."""
+"""helpers.inputs.data: locating, layout validation, decoding every mode and size, the cache, splits."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import config, data
-from helpers.images import CorruptImageError, decode_image
+from helpers import config
+from helpers.inputs import data
+from helpers.inputs.images import CorruptImageError, decode_image
 
 
 def test_locate_prefers_argument_then_environment_then_default(tmp_path, monkeypatch):

@@ -27,6 +27,6 @@ def test_readme_shows_the_two_commands_and_the_test_command_ci_runs():
 
 
 def test_readme_states_the_rule_that_chooses_the_published_default_in_the_model_cards_words():
-    from helpers.published_default import DEFAULT_RULE
+    from helpers.reporting.published_default import DEFAULT_RULE
 
     assert DEFAULT_RULE in " ".join(README.read_text().split())

@@ -1,4 +1,4 @@
-"""helpers.duplicates: planted exact and near duplicates are found, within and across splits."""
+"""helpers.inputs.duplicates: planted exact and near duplicates are found, within and across splits."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 
-from helpers import data
-from helpers.duplicates import audit_duplicates, perceptual_hashes
+from helpers.inputs import data
+from helpers.inputs.duplicates import audit_duplicates, perceptual_hashes
 
 
 def test_perceptual_hash_ignores_small_changes_but_not_other_images(phantom_root):
@@ -79,7 +79,7 @@ def test_clean_flags_follow_any_subset_of_test_paths_and_examples_pair_the_split
 
 
 def test_near_copies_of_reference_images_are_found_and_others_are_not(phantom_root):
-    from helpers.duplicates import has_near_duplicate
+    from helpers.inputs.duplicates import has_near_duplicate
 
     images = data.load_dataset(phantom_root, progress=False).training.images
     brighter = np.clip(images[:5].astype(int) + 6, 0, 255).astype(np.uint8)  # a contrast-changed copy

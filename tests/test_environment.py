@@ -13,10 +13,10 @@ from helpers import config, provenance
 
 # APIs the code calls that are newer than some release a range could admit: package -> (first version, what, check).
 API_FLOORS = {
-    "numpy": ("2.0", "np.bitwise_count (helpers.duplicates)", lambda: hasattr(np, "bitwise_count")),
-    "pillow": ("9.1", "PIL.Image.Resampling (helpers.data)", lambda: hasattr(__import__("PIL.Image").Image,
+    "numpy": ("2.0", "np.bitwise_count (helpers.inputs.duplicates)", lambda: hasattr(np, "bitwise_count")),
+    "pillow": ("9.1", "PIL.Image.Resampling (helpers.inputs.data)", lambda: hasattr(__import__("PIL.Image").Image,
                                                                               "Resampling")),
-    "keras": ("3.0", "keras.ops.image.affine_transform (helpers.models)",
+    "keras": ("3.0", "keras.ops.image.affine_transform (helpers.modeling.models)",
               lambda: hasattr(__import__("keras").ops.image, "affine_transform")),
 }
 

@@ -8,9 +8,12 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import config, data, evaluation, explain, external, losses, models, predict, recipes, run_folders, training
-from helpers.images import decode_image, prepare_image, prepare_mask
-from helpers.synthetic import make_phantom_external_sets
+from helpers import config
+from helpers.analysis import evaluation, explain
+from helpers.inputs import data, external
+from helpers.inputs.images import decode_image, prepare_image, prepare_mask
+from helpers.inputs.synthetic import make_phantom_external_sets
+from helpers.modeling import losses, models, predict, recipes, run_folders, training
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import config, external, invariance, models, recipes, run_folders, training
-from helpers.synthetic import make_phantom_external_sets
+from helpers import config
+from helpers.inputs import external
+from helpers.inputs.synthetic import make_phantom_external_sets
+from helpers.modeling import invariance, models, recipes, run_folders, training
 
 
 def test_gradient_reversal_passes_values_and_returns_the_gradient_times_minus_strength():

@@ -1,4 +1,5 @@
-"""helpers.models: the specified architectures, exact parameter counts, cuDNN-eligible LSTMs, other backends."""
+"""helpers.modeling.models: the specified architectures, exact parameter counts, cuDNN-eligible LSTMs, other
+backends."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import models
+from helpers.modeling import models
 
 # Exact sizes. rnn: Conv1D 20,544 + BatchNorm 256 + BiLSTM 197,632 + Dense 16,448 + output 260 (docs/design.md).
 EXPECTED_PARAMETERS = {"rnn": 235_140, "hybrid": 1_216_196, "crnn": 1_369_492, "sequencer": 984_996,
@@ -177,7 +178,7 @@ def test_models_build_and_run_on_the_jax_backend():
 
 
 def test_mixed_precision_is_one_setting_and_keeps_probabilities_in_float32():
-    from helpers.training import precision_policy
+    from helpers.modeling.training import precision_policy
 
     with precision_policy("mixed_bfloat16"):
         model = models.build_model("rnn")
@@ -186,7 +187,7 @@ def test_mixed_precision_is_one_setting_and_keeps_probabilities_in_float32():
     assert model.get_layer("class_probabilities").compute_dtype == "float32"
     assert all(weight.dtype == "float32" for weight in model.weights)
     assert model.count_params() == 235_140
-    from helpers.recipes import TrainingSettings
+    from helpers.modeling.recipes import TrainingSettings
 
     with pytest.raises(ValueError, match="unknown precision 'half'"):
         TrainingSettings(precision="half")

@@ -16,7 +16,7 @@ from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
 from helpers import config
-from helpers.pipeline import (
+from helpers.reporting.pipeline import (
     INDEX_FILE,
     METRICS_FILE,
     NOTEBOOKS,
@@ -136,7 +136,7 @@ def test_failed_pipeline_names_the_notebook_keeps_it_and_leaves_reports_untouche
 
 
 def test_published_notebooks_hold_no_backend_noise_nor_machine_paths(tmp_path):
-    from helpers.pipeline import tidy_notebook
+    from helpers.reporting.pipeline import tidy_notebook
 
     notebook = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_code_cell('run_root = "/home/me/project/runs/full"\nmetrics_dir = "/tmp/x/.metrics"',

@@ -1,4 +1,5 @@
-"""helpers.plots: every figure function draws from the data it is given and returns a figure with its panels."""
+"""helpers.analysis.plots: every figure function draws from the data it is given and returns a figure with its
+panels."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from helpers import data, plots
-from helpers.evaluation import SPECIFICATION_CLAIMED_RNN_PER_CLASS, per_class_table, reliability_table
+from helpers.analysis import plots
+from helpers.analysis.evaluation import SPECIFICATION_CLAIMED_RNN_PER_CLASS, per_class_table, reliability_table
+from helpers.inputs import data
 
 
 def test_every_figure_function_returns_a_drawn_figure(phantom_root):

@@ -1,4 +1,5 @@
-"""helpers.predict: any image file predicted with the saved label order; bad files reported, the others predicted."""
+"""helpers.modeling.predict: any image file predicted with the saved label order; bad files reported, the others
+predicted."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import config, data, images, predict, recipes, saved_models, training
-from helpers.images import CorruptImageError, decode_image, open_greyscale
+from helpers import config
+from helpers.inputs import data, images
+from helpers.inputs.images import CorruptImageError, decode_image, open_greyscale
+from helpers.modeling import predict, recipes, saved_models, training
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +154,7 @@ def test_the_command_answers_without_tensorflow_and_matches_the_keras_model(save
             (tmp_path / member).write_bytes((saved_run.directory / "model.keras").read_bytes())
         model = tmp_path / "copies-ensemble.json"
         model.write_text(json.dumps({**labels, "model": "copies-ensemble", "members": ["a.keras", "b.keras"]}))
-    command = [sys.executable, "-c", "import sys, helpers.predict as p; code = p.main(sys.argv[1:]); "
+    command = [sys.executable, "-c", "import sys, helpers.modeling.predict as p; code = p.main(sys.argv[1:]); "
                "print(sorted(name for name in ('tensorflow', 'sklearn') if name in sys.modules), file=sys.stderr); "
                "raise SystemExit(code)", *files, "--model", str(model), "--json"]
     environment = {name: value for name, value in os.environ.items() if name != "KERAS_BACKEND"}
@@ -289,7 +292,7 @@ def test_files_are_read_in_chunks_on_threads_with_the_same_answers(saved_run, ph
 
 
 def test_the_folder_benchmark_times_one_thread_and_several(saved_run, phantom_root):
-    from helpers import throughput
+    from helpers.experiments import throughput
 
     files = throughput.image_files(phantom_root / "Testing", 6)
     assert len(files) == 6 and len({file.parent.name for file in files}) > 1, "classes are taken in turn"
@@ -303,7 +306,8 @@ def test_the_folder_benchmark_times_one_thread_and_several(saved_run, phantom_ro
 @pytest.mark.parametrize("redirect", [">/dev/full", ">&-"])
 def test_results_that_cannot_be_written_end_in_one_line_and_their_own_status(saved_run, phantom_root, redirect):
     image = sorted((phantom_root / "Testing" / "glioma").iterdir())[0]
-    command = (f"{sys.executable} -c 'import sys, helpers.predict as p; raise SystemExit(p.main(sys.argv[1:]))' "
+    program = "import sys, helpers.modeling.predict as p; raise SystemExit(p.main(sys.argv[1:]))"
+    command = (f"{sys.executable} -c '{program}' "
                f"{image} --model {saved_run.directory} {redirect}")
     finished = subprocess.run(["bash", "-c", command], capture_output=False, stderr=subprocess.PIPE, text=True,
                               check=False)

@@ -7,7 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from helpers import config, data
+from helpers import config
+from helpers.inputs import data
 
 pytestmark = pytest.mark.realdata
 

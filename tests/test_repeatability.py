@@ -1,10 +1,11 @@
-"""helpers.repeatability: weight fingerprints from fresh processes, and the table that compares settings and CPUs."""
+"""helpers.experiments.repeatability: weight fingerprints from fresh processes, and the table that compares settings
+and CPUs."""
 
 from __future__ import annotations
 
 import pytest
 
-from helpers import repeatability
+from helpers.experiments import repeatability
 
 
 def runs(*fingerprints, seconds=2.0):

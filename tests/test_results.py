@@ -1,4 +1,5 @@
-"""helpers.results: targets judged on validation-chosen models, README table from metrics.json, published models."""
+"""helpers.reporting.results: targets judged on validation-chosen models, README table from metrics.json, published
+models."""
 
 from __future__ import annotations
 
@@ -8,19 +9,11 @@ import shutil
 import numpy as np
 import pytest
 
-from helpers import (
-    config,
-    data,
-    predict,
-    published_default,
-    recipes,
-    results,
-    run_folders,
-    saved_models,
-    source_report,
-    training,
-)
-from helpers.run_summaries import target_table
+from helpers import config
+from helpers.analysis.run_summaries import target_table
+from helpers.inputs import data
+from helpers.modeling import predict, recipes, run_folders, saved_models, training
+from helpers.reporting import published_default, results, source_report
 
 
 def _summary(parameters, validation, test, sensitivity=0.99):
@@ -224,7 +217,7 @@ def test_an_ensemble_label_file_without_members_is_refused(tmp_path):
 
 
 def test_the_index_of_a_demo_run_names_the_published_default_from_the_models_folder(tmp_path):
-    from helpers.index_page import write_index
+    from helpers.reporting.index_page import write_index
 
     metrics = _metrics("f" * 64, 42)
     metrics["timings"]["notebook_seconds"] = {"04_compare_cnn": 10.0}

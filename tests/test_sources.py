@@ -8,8 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from helpers import config, external, loso, mitigations, recipes, run_folders, sources, training
-from helpers.synthetic import make_phantom_external_sets
+from helpers import config
+from helpers.analysis import sources
+from helpers.experiments import loso, mitigations
+from helpers.inputs import external
+from helpers.inputs.synthetic import make_phantom_external_sets
+from helpers.modeling import recipes, run_folders, training
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +60,10 @@ def test_source_table_reads_each_source_on_both_sides(external_root):
     labels = np.array([0, 1, no_tumour, no_tumour])
     official = {"source-reader": [np.eye(4)[[0, 0, no_tumour, 0]]]}
     figures = sources.source_evaluation(predictions, sets, official, labels)["source-reader"]
-    assert list(figures) == [sources.OFFICIAL_TESTING, "phantom outlines", "phantom scanner",
+    assert list(figures) == [config.OFFICIAL_TESTING, "phantom outlines", "phantom scanner",
                              "phantom second sequence"]
-    assert figures[sources.OFFICIAL_TESTING]["type_accuracy"]["mean"] == 0.5
-    assert figures[sources.OFFICIAL_TESTING]["specificity"]["mean"] == 0.5
+    assert figures[config.OFFICIAL_TESTING]["type_accuracy"]["mean"] == 0.5
+    assert figures[config.OFFICIAL_TESTING]["specificity"]["mean"] == 0.5
     scanner = figures["phantom scanner"]
     assert (scanner["sensitivity"]["mean"], scanner["specificity"]["mean"]) == (1.0, 0.0)
     assert scanner["balanced_accuracy"]["mean"] == 0.5 and scanner["type_accuracy"]["mean"] == 1.0
@@ -118,7 +122,7 @@ def test_leave_one_source_out_trains_without_the_source_and_measures_it(phantom_
 
 
 def test_tumour_contrast_tells_a_visible_outline_from_an_invisible_one():
-    from helpers import explain
+    from helpers.analysis import explain
 
     generator = np.random.default_rng(0)
     images = np.zeros((3, 24, 24), np.uint8)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import ast
 import re
 
-from helpers import config, metrics_record
+from helpers import config
+from helpers.reporting import metrics_record
 
 PACKAGE = config.PROJECT_ROOT / "src" / "helpers"
 MODULE_LINE_LIMIT = 450
@@ -71,7 +72,7 @@ def test_importing_the_package_changes_no_plotting_or_logging_setting():
 
     probe = ("import logging, matplotlib; before = dict(matplotlib.rcParams); "
              "level = logging.getLogger('tensorflow').level; "
-             "import helpers.plots, helpers.study, helpers.results; "
+             "import helpers.analysis.plots, helpers.analysis.study, helpers.reporting.results; "
              "assert dict(matplotlib.rcParams) == before, 'rcParams changed'; "
              "assert logging.getLogger('tensorflow').level == level, 'logging changed'")
     finished = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
@@ -82,7 +83,7 @@ def test_only_the_metrics_record_names_a_notebook_file():
     pattern = re.compile("|".join(re.escape(name) for name in metrics_record.NOTEBOOKS))
     naming = [path.name for path in PACKAGE.rglob("*.py")
               if path.name != "metrics_record.py" and pattern.search(path.read_text())]
-    assert not naming, f"read the notebook's name from helpers.metrics_record instead: {naming}"
+    assert not naming, f"read the notebook's name from helpers.reporting.metrics_record instead: {naming}"
     assert [path.stem for path in sorted(config.NOTEBOOKS_DIR.glob("*.ipynb"))] == list(metrics_record.NOTEBOOKS)
 
 

@@ -1,4 +1,5 @@
-"""helpers.study: parameters resolved from the profile, runs reused only when recipe and data match, records."""
+"""helpers.analysis.study: parameters resolved from the profile, runs reused only when recipe and data match,
+records."""
 
 from __future__ import annotations
 
@@ -9,9 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import config, models, recipes, run_folders
-from helpers.metrics_record import Comparison, Exploration
-from helpers.run_summaries import (
+from helpers import config
+from helpers.analysis.run_summaries import (
     cheap_accuracy_table,
     default_ensemble,
     flip_averaged_probabilities,
@@ -19,7 +19,9 @@ from helpers.run_summaries import (
     summarise_runs,
     summary_row,
 )
-from helpers.study import Study
+from helpers.analysis.study import Study
+from helpers.modeling import models, recipes, run_folders
+from helpers.reporting.metrics_record import Comparison, Exploration
 
 
 @pytest.fixture(autouse=True)

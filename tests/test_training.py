@@ -1,4 +1,4 @@
-"""helpers.training: reproducible seeds, complete run folders, nothing half-written, and an end-to-end fit."""
+"""helpers.modeling.training: reproducible seeds, complete run folders, nothing half-written, and an end-to-end fit."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import callbacks, data, recipes, run_folders, training
-from helpers.evaluation import classification_summary
+from helpers.analysis.evaluation import classification_summary
+from helpers.inputs import data
+from helpers.modeling import callbacks, recipes, run_folders, training
 
 QUICK = recipes.TrainingSettings(epochs=2, batch_size=16, seed=11, verbose=0)
 
@@ -147,7 +148,8 @@ def test_training_runs_unchanged_on_the_jax_backend(tmp_path, small_phantom_root
     pytest.importorskip("jax")
     script = f"""
 import json, keras
-from helpers import data, training
+from helpers.inputs import data
+from helpers.modeling import training
 dataset = data.load_dataset({str(small_phantom_root)!r}, progress=False)
 kept, validation = data.split_validation(dataset.training, fraction=0.25, seed=0)
 run = training.train_model("rnn", kept, validation, dataset.testing, {str(tmp_path / "run")!r},
@@ -252,7 +254,7 @@ def test_command_line_ctrl_c_and_existing_folders_end_in_one_line(phantom_root, 
 
 
 def test_command_line_training_stops_at_a_corrupt_image_unless_told_to_skip_it(tmp_path, monkeypatch, capsys):
-    from helpers.synthetic import make_phantom_dataset
+    from helpers.inputs.synthetic import make_phantom_dataset
 
     root = make_phantom_dataset(tmp_path / "dataset", 20, 4, seed=5)
     victim = sorted((root / "Training" / "notumor").glob("*.jpg"))[0]
@@ -278,7 +280,8 @@ def test_data_parallel_training_is_one_setting_on_two_virtual_devices(tmp_path, 
     pytest.importorskip("jax")
     script = f"""
 import json, keras
-from helpers import data, training
+from helpers.inputs import data
+from helpers.modeling import training
 dataset = data.load_dataset({str(small_phantom_root)!r}, progress=False)
 kept, validation = data.split_validation(dataset.training, fraction=0.25, seed=0)
 run = training.train_model("cnn", kept, validation, None, {str(tmp_path / "run")!r},
@@ -299,7 +302,7 @@ def test_ctrl_c_while_a_command_starts_ends_it_in_one_line_with_status_130(tmp_p
     import signal
     import time
 
-    process = subprocess.Popen([sys.executable, "-m", "helpers.training", "--help"], stdout=subprocess.PIPE,
+    process = subprocess.Popen([sys.executable, "-m", "helpers.modeling.training", "--help"], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     time.sleep(0.5)  # still importing its libraries (seconds)
     process.send_signal(signal.SIGINT)

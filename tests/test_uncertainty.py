@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import data, evaluation, predict, recipes, training
-from helpers.metrics_record import Uncertainty
+from helpers.analysis import evaluation
+from helpers.inputs import data
+from helpers.modeling import predict, recipes, training
+from helpers.reporting.metrics_record import Uncertainty
 from helpers.uncertainty import calibration, conformal, novelty
 from helpers.uncertainty.fitting import (
     FAR_KINDS,
@@ -167,7 +169,7 @@ def test_the_command_flags_noise_keeps_phantoms_and_prints_sets(recorded_run, ph
 def test_the_command_reads_the_record_without_scikit_learn(recorded_run, phantom_root):
     run, _, _ = recorded_run
     phantom = str(sorted((phantom_root / "Testing" / "glioma").iterdir())[0])
-    command = [sys.executable, "-c", "import sys, helpers.predict as p; code = p.main(sys.argv[1:]); "
+    command = [sys.executable, "-c", "import sys, helpers.modeling.predict as p; code = p.main(sys.argv[1:]); "
                "print(sorted(name for name in ('tensorflow', 'sklearn', 'crepes') if name in sys.modules), "
                "file=sys.stderr); raise SystemExit(code)", phantom, "--model", str(run.directory), "--json"]
     environment = {name: value for name, value in os.environ.items() if name != "KERAS_BACKEND"}

@@ -1,4 +1,5 @@
-"""DICOM files and series and NIfTI volumes as input to prediction (helpers.volumes), with files the tests write."""
+"""DICOM files and series and NIfTI volumes as input to prediction (helpers.inputs.volumes), with files the tests
+write."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, MRImageStorage, generate_uid
 
-from helpers import data, predict, recipes, training, volumes
-from helpers.images import CorruptImageError, decode_image
+from helpers.inputs import data, volumes
+from helpers.inputs.images import CorruptImageError, decode_image
+from helpers.modeling import predict, recipes, training
 
 
 def write_dicom(path: Path, pixels: np.ndarray, *, instance: int = 1, series: str = "1.2.3", slope: float = 1.0,

@@ -3,8 +3,10 @@ problem to standard error as one line, and the exit status says which (docs/arch
 
 from __future__ import annotations
 
+import argparse
 import sys
 
+from helpers import config
 from helpers.interrupts import EXIT_INTERRUPTED
 
 EXIT_DONE = 0
@@ -26,3 +28,12 @@ def stopped(what_was_kept: str) -> int:
     sys.stderr.write(f"interrupted: {what_was_kept}\n")
     sys.stderr.flush()
     return EXIT_STOPPED
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, external: bool = False) -> None:
+    """Add --data-dir (and with external, --external-dir): where a command finds the dataset and the external sets."""
+    parser.add_argument("--data-dir", default=None,
+                        help=f"dataset folder (default: ${config.DATA_DIR_VARIABLE} or data/brain-tumor-mri)")
+    if external:
+        parser.add_argument("--external-dir", default=None,
+                            help=f"external sets folder (default: ${config.EXTERNAL_DIR_VARIABLE} or data/external)")

@@ -42,6 +42,8 @@ KAGGLE_URL = f"https://www.kaggle.com/datasets/{KAGGLE_DATASET}"
 CLASS_NAMES: tuple[str, ...] = ("glioma", "meningioma", "notumor", "pituitary")
 NO_TUMOUR_CLASS = "notumor"
 SPLIT_NAMES: tuple[str, ...] = ("Training", "Testing")
+# The row of the official Testing split in the per-source tables and targets.
+OFFICIAL_TESTING = "official Testing"
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
 
 # Every model reads 64x64 images, as specified. A smaller input for the hybrid is faster (32 px: about 4 s per
@@ -52,7 +54,7 @@ DEFAULT_SEED = 42
 DEFAULT_VALIDATION_FRACTION = 0.15
 
 # Truth of an external set whose images all show a tumour of a type not given, and its label index in training
-# (one past the classes: the loss asks only that the tumour classes together be likely, helpers.training).
+# (one past the classes: the loss asks only that the tumour classes together be likely, helpers.modeling.training).
 ANY_TUMOUR = "tumour"
 ANY_TUMOUR_LABEL = len(CLASS_NAMES)
 
@@ -114,7 +116,7 @@ EXTERNAL_SETS: tuple[ExternalSet, ...] = (
     *_external_pair("tcga-lgg-flair-tumour-free", NO_TUMOUR_CLASS, "",
                     f"{_TCGA}, tumour-free FLAIR slices of the same patients", "TCGA FLAIR", "tcga", "FLAIR"),
 )
-# The demo's generated stand-ins, in the same layout (helpers.synthetic.make_phantom_external_sets): a second
+# The demo's generated stand-ins, in the same layout (helpers.inputs.synthetic.make_phantom_external_sets): a second
 # "scanner" with outlined tumours of every kind, and gliomas and tumour-free slices of its "patients" in two sequences.
 _PHANTOM = "generated phantoms of another 'scanner'"
 PHANTOM_EXTERNAL_SETS: tuple[ExternalSet, ...] = (
@@ -147,7 +149,7 @@ def runs_dir() -> Path:
 
 
 # The models of the study, in the order the reports show them: the two specified recurrent models, the project's
-# recurrent models, then the CNN baseline (helpers.models.MODEL_BUILDERS holds their builders).
+# recurrent models, then the CNN baseline (helpers.modeling.models.MODEL_BUILDERS holds their builders).
 STUDY_MODELS = ("rnn", "hybrid", "crnn", "sequencer", "cnn")
 
 
@@ -162,7 +164,7 @@ class Profile:
     seeds: tuple[int, ...]  # one training run per seed and model
     description: str
     batch_size: int | None = None  # None: the training recipe's batch size
-    recipe: str = "robust"  # a name in helpers.recipes.RECIPES
+    recipe: str = "robust"  # a name in helpers.modeling.recipes.RECIPES
     external_sets: tuple[ExternalSet, ...] = EXTERNAL_SETS  # the independent sets evaluated (and trained on)
     external_per_set: int | None = None  # None: every image of each external set; otherwise the first ones
     reads_published: bool = False  # True: never trains; reads the published study's run folders (models/runs)
@@ -180,7 +182,7 @@ PROFILES: dict[str, Profile] = {
                                                  "no training"),
     "smoke": Profile("smoke", epochs=1, images_per_class=40, synthetic=False, seeds=(42,), external_per_set=40,
                      description="a small subset of the real data, one epoch (for tests)"),
-    # The demo recipe (helpers.recipes.DEMO_RECIPE): the robust recipe scaled to the small phantom set.
+    # The demo recipe (helpers.modeling.recipes.DEMO_RECIPE): the robust recipe scaled to the small phantom set.
     # It leaves out the sequencer, the slowest model to train (31.8 s an epoch in the study, 3x the hybrid's), to stay
     # within minutes.
     "demo": Profile("demo", epochs=15, images_per_class=None, synthetic=True, seeds=(42,), recipe="demo",

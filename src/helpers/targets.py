@@ -3,7 +3,7 @@ modules that measure a figure read its target from here and write whether it was
 
 from __future__ import annotations
 
-from helpers.sources import OFFICIAL_TESTING
+from helpers.config import OFFICIAL_TESTING
 
 # Accuracy: 3-seed means on the official Testing split, the models chosen on validation only.
 RECURRENT_MODELS = ("rnn", "hybrid", "crnn", "sequencer")

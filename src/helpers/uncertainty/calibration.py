@@ -1,4 +1,5 @@
-"""Temperature scaling fitted on validation (the calibration error and reliability bins: helpers.evaluation)."""
+"""Temperature scaling fitted on validation (the calibration error and reliability bins:
+helpers.analysis.evaluation)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from helpers.images import prepare_image
+from helpers.inputs.images import prepare_image
 
 # Photographs that ship inside scikit-image (skimage/data); the Shepp-Logan head phantom stands for a CT-like slice.
 PHOTOGRAPHS = ("astronaut.png", "brick.png", "camera.png", "chelsea.png", "coffee.png", "coins.png", "grass.png",

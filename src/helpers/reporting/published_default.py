@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from helpers.metrics_record import Comparison
-from helpers.run_summaries import ensemble_name
-from helpers.source_report import judged_targets
+from helpers.analysis.run_summaries import ensemble_name
+from helpers.reporting.metrics_record import Comparison
+from helpers.reporting.source_report import judged_targets
 
 # How the published default is chosen: the same words in README, the model card and index.html.
 DEFAULT_RULE = ("the model with the best mean validation accuracy over its seeds, shipped as the average of its seeds' "

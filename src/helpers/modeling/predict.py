@@ -19,15 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from helpers import commands, config, interrupts
-from helpers.images import CorruptImageError, open_greyscale, prepare_image
-from helpers.saved_models import (
+from helpers.inputs.images import CorruptImageError, open_greyscale, prepare_image
+from helpers.inputs.volumes import Slice, instance_order, is_dicom, is_nifti, is_volume, read_slices, series_summaries
+from helpers.modeling.saved_models import (
     ModelFileError,
     ModelNotFoundError,
     SavedModel,
     load_saved_model,
 )
 from helpers.uncertainty.conformal import describe_set
-from helpers.volumes import Slice, instance_order, is_dicom, is_nifti, is_volume, read_slices, series_summaries
 
 # Input checks: images smaller than this on a side, or with almost no contrast, are flagged.
 MINIMUM_IMAGE_SIDE = 32
@@ -134,7 +134,7 @@ def input_flags(width: int, height: int, pixels: np.ndarray) -> list[str]:
 
 def _read_input(file: str | os.PathLike, saved: SavedModel) -> list[tuple[str, str | None, np.ndarray, list[str]]]:
     """Decode one file as in training: (name, series, model input, input flags) per slice; one for an image file,
-    one per frame or slice for DICOM and NIfTI (helpers.volumes)."""
+    one per frame or slice for DICOM and NIfTI (helpers.inputs.volumes)."""
     path = Path(file)
     if path.is_dir():
         raise CorruptImageError(f"{file}: is a folder, not an image file")
@@ -237,7 +237,7 @@ def predict_files(files: Sequence[str | os.PathLike] | str | os.PathLike,
 
 
 def series_table(predictions: list[Prediction], class_names: tuple[str, ...]) -> list[dict]:
-    """Return one summary per DICOM series or volume among the predictions (helpers.volumes.series_summaries)."""
+    """Return one summary per DICOM series or volume among the predictions (helpers.inputs.volumes.series_summaries)."""
     return series_summaries([asdict(prediction) for prediction in predictions], class_names, config.NO_TUMOUR_CLASS)
 
 

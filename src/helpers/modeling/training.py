@@ -16,17 +16,18 @@ import keras
 import numpy as np
 import pandas as pd
 
-from helpers import commands, config, interrupts, invariance
-from helpers.callbacks import DatasetValidationAccuracy, EpochTimer, RaiseWhenInterrupted
-from helpers.data import ImageSplit
-from helpers.external import PATH_PREFIX as EXTERNAL_PATH_PREFIX
-from helpers.external import ExternalImages
+from helpers import commands, config, interrupts
+from helpers.analysis.sources import source_balance_weights
 from helpers.files import staged_directory
-from helpers.losses import PartialLabelCrossentropy, partial_label_metric
-from helpers.models import AUGMENTATIONS, MODEL_BUILDERS, build_model
-from helpers.provenance import provenance
-from helpers.recipes import PRECISIONS, RECIPES, SPECIFIED_RECIPE, TrainingSettings, check_precision, recipe
-from helpers.run_folders import (
+from helpers.inputs.data import ImageSplit
+from helpers.inputs.external import PATH_PREFIX as EXTERNAL_PATH_PREFIX
+from helpers.inputs.external import ExternalImages
+from helpers.modeling import invariance
+from helpers.modeling.callbacks import DatasetValidationAccuracy, EpochTimer, RaiseWhenInterrupted
+from helpers.modeling.losses import PartialLabelCrossentropy, partial_label_metric
+from helpers.modeling.models import AUGMENTATIONS, MODEL_BUILDERS, build_model
+from helpers.modeling.recipes import PRECISIONS, RECIPES, SPECIFIED_RECIPE, TrainingSettings, check_precision, recipe
+from helpers.modeling.run_folders import (
     HISTORY_FILE,
     LABELS_FILE,
     MODEL_FILE,
@@ -38,8 +39,8 @@ from helpers.run_folders import (
     resume_directory,
     write_json,
 )
-from helpers.seeded_batches import EpochSeeds, SeededBatches
-from helpers.sources import source_balance_weights
+from helpers.modeling.seeded_batches import EpochSeeds, SeededBatches
+from helpers.provenance import provenance
 
 
 @contextmanager
@@ -134,7 +135,7 @@ def _training_model(model_name: str, image_size: int, settings: TrainingSettings
                     validation: ImageSplit, external: dict[str, ExternalImages] | None
                     ) -> tuple[keras.Model, keras.Model | None, tuple[Any, Any]]:
     """Return the model to fit, the classifier inside it (None: the model itself) and the fit's training and
-    validation inputs: the plain model on images, or helpers.invariance's wrapper on its named inputs."""
+    validation inputs: the plain model on images, or helpers.modeling.invariance's wrapper on its named inputs."""
     if not (settings.source_adversary or settings.outline_supervision):
         model = build_model(model_name, image_size=image_size, augmentation=settings.augmentation, seed=settings.seed)
         return model, None, (_as_model_input(training), _as_model_input(validation))
@@ -220,7 +221,7 @@ def _run_history(resume: Path) -> pd.DataFrame:
 def _label_file(class_names: tuple[str, ...], image_size: int, settings: TrainingSettings) -> dict[str, Any]:
     """Return what a model needs beside it to be used: its class order, input size and preprocessing."""
     return {"class_names": list(class_names), "image_size": image_size, "preprocessing": settings.preprocessing,
-            "input": "greyscale uint8 (N, size, size, 1) made by helpers.images.prepare_image with this "
+            "input": "greyscale uint8 (N, size, size, 1) made by helpers.inputs.images.prepare_image with this "
                      "preprocessing; the model rescales to [0, 1] itself"}
 
 
@@ -241,9 +242,9 @@ def train_model(model_name: str, training: ImageSplit, validation: ImageSplit, t
                 skipped_files: tuple[tuple[str, str], ...] = ()) -> TrainingRun:
     """Train a registered model and write its run folder; the folder appears only once everything is written.
 
-    A recipe with a source adversary or outline supervision trains through helpers.invariance's wrapper, which reads
-    the outlines of the external sets given. An interrupted run (Ctrl-C, a killed process) resumes at its next call
-    from the last finished epoch, with the optimizer state and learning-rate schedule it had (resume_directory).
+    A recipe with a source adversary or outline supervision trains through helpers.modeling.invariance's wrapper, which
+    reads the outlines of the external sets given. An interrupted run (Ctrl-C, a killed process) resumes at its next
+    call from the last finished epoch, with the optimizer state and learning-rate schedule it had (resume_directory).
     Further Keras callbacks may be given; skipped_files (path, reason) are the dataset's undecodable files left out,
     recorded in run.json."""
     run_directory = Path(run_directory).resolve()
@@ -297,13 +298,11 @@ def _parser():
     """Return the training command's argument parser."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m helpers.training", description=_main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m helpers.modeling.training", description=_main.__doc__)
     parser.add_argument("--model", default="rnn", choices=list(MODEL_BUILDERS), help="registered model name")
     parser.add_argument("--recipe", default="project", choices=list(RECIPES),
                         help="training recipe; --epochs, --batch-size and --learning-rate override its values")
-    parser.add_argument("--data-dir", default=None, help="dataset folder (default: $BRAIN_MRI_DATA_DIR or data/)")
-    parser.add_argument("--external-dir", default=None,
-                        help="external sets folder (default: $BRAIN_MRI_EXTERNAL_DIR or data/external)")
+    commands.add_data_arguments(parser, external=True)
     parser.add_argument("--run-dir", default=None, help="run folder (default: runs/<recipe>/<model>-seed<seed>)")
     parser.add_argument("--image-size", type=int, default=None, help="input pixels per side (default: the recipe's)")
     parser.add_argument("--augmentation", default=None, choices=list(AUGMENTATIONS), help="default: the recipe's")
@@ -322,9 +321,9 @@ def _parser():
 
 def _main(argv: list[str] | None = None) -> int:
     """Command line: train one model on a dataset with a named recipe and print its validation and test metrics."""
-    from helpers.evaluation import classification_summary, partial_label_accuracy
-    from helpers.external import load_training_data
-    from helpers.images import DataError
+    from helpers.analysis.evaluation import classification_summary, partial_label_accuracy
+    from helpers.inputs.external import load_training_data
+    from helpers.inputs.images import DataError
 
     interrupts.command_started()
     parser = _parser()

@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 from sklearn.model_selection import GroupShuffleSplit
 
 from helpers import config
-from helpers.data import (
+from helpers.inputs.data import (
     ImageSplit,
     MRIDataset,
     chosen_folder,
@@ -23,7 +23,7 @@ from helpers.data import (
     load_dataset,
     split_validation,
 )
-from helpers.images import CorruptImageError, DataError, open_greyscale, prepare_image, prepare_mask
+from helpers.inputs.images import CorruptImageError, DataError, open_greyscale, prepare_image, prepare_mask
 
 # Share of each external train part held out for validation (model selection), split by patient where known.
 EXTERNAL_VALIDATION_FRACTION = 0.3

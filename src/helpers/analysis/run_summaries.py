@@ -8,9 +8,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from helpers.evaluation import classification_summary, mean_with_spread, multi_seed_summary, partial_label_accuracy
-from helpers.run_folders import TrainingRun
-from helpers.study import StudyData
+from helpers.analysis.evaluation import (
+    classification_summary,
+    mean_with_spread,
+    multi_seed_summary,
+    partial_label_accuracy,
+)
+from helpers.analysis.study import StudyData
+from helpers.modeling.run_folders import TrainingRun
 from helpers.targets import ACCURACY_TARGETS, RECURRENT_MODELS, RECURRENT_PARAMETER_LIMIT
 
 
@@ -37,7 +42,7 @@ def mean_predictions(runs: list[TrainingRun]) -> dict[str, dict[str, np.ndarray]
 
 def ensemble_run(model_name: str, runs: list[TrainingRun]) -> TrainingRun:
     """Return a model's seeds as one run: the mean of their probabilities, stored and predicted (build_ensemble)."""
-    from helpers.models import build_ensemble
+    from helpers.modeling.models import build_ensemble
 
     first = runs[0]
     seeds = [int(run.details["settings"]["seed"]) for run in runs]

@@ -1,9 +1,9 @@
 """Leave-one-source-out: train with a whole external source (or one of its sequences) left out, measure on it.
 
-`python -m helpers.loso` (`make loso`) trains, for each hold-out below and each model of MODELS, a recipe (RECIPE
-unless told) without the held-out collections (one seed, reusing a run folder trained with the same settings and
-data), then measures the held-out source's *test* parts on both sides and writes reports/loso.json, one row per
-(model, recipe, hold-out, source). It is the study's figure for "a source absent from training".
+`python -m helpers.experiments.loso` (`make loso`) trains, for each hold-out below and each model of MODELS, a recipe
+(RECIPE unless told) without the held-out collections (one seed, reusing a run folder trained with the same settings and
+data), then measures the held-out source's *test* parts on both sides and writes reports/loso.json, one row per (model,
+recipe, hold-out, source). It is the study's figure for "a source absent from training".
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def hold_outs(sets: tuple[config.ExternalSet, ...] = config.EXTERNAL_SETS) -> li
 def hold_out_settings(model_name: str, hold_out: HoldOut, epochs: int | None = None, seed: int = SEED,
                       image_size: int = config.DEFAULT_IMAGE_SIZE, recipe_name: str = RECIPE):
     """Return a recipe for a model without the held-out collections."""
-    from helpers.recipes import recipe
+    from helpers.modeling.recipes import recipe
 
     base = recipe(recipe_name, model_name)
     kept = tuple(name for name in base.external_collections if name not in hold_out.collections)
@@ -79,9 +79,9 @@ def find_or_train(model_name: str, hold_out: HoldOut, data_dir: str | None, exte
                   sets: tuple[config.ExternalSet, ...] = config.EXTERNAL_SETS, run_root: Path | None = None,
                   epochs: int | None = None, recipe_name: str = RECIPE) -> Path:
     """Return the run folder of a model trained without a hold-out, training it unless it already exists."""
-    from helpers.external import load_training_data
-    from helpers.run_folders import run_matches
-    from helpers.training import train_model
+    from helpers.inputs.external import load_training_data
+    from helpers.modeling.run_folders import run_matches
+    from helpers.modeling.training import train_model
 
     settings = hold_out_settings(model_name, hold_out, epochs, recipe_name=recipe_name)
     loaded = load_training_data(data_dir, settings.image_size, settings.preprocessing, True, external_dir,
@@ -102,8 +102,8 @@ def evaluate_run(directory: Path, hold_out: HoldOut, external: dict, recipe_name
                  ) -> list[dict[str, Any]]:
     """Return one row per held-out source: a run's both-sides figures on that source's test parts, and its official
     test accuracy for reference."""
-    from helpers.run_folders import load_run
-    from helpers.sources import predict_sets, source_evaluation
+    from helpers.analysis.sources import predict_sets, source_evaluation
+    from helpers.modeling.run_folders import load_run
 
     run = load_run(directory)
     held_out = {name: images for name, images in external.items()
@@ -133,8 +133,8 @@ def build_table(data_dir: str | None = None, external_dir: str | None = None, tr
                 only: tuple[str, ...] = (), recipe_name: str = RECIPE) -> list[dict]:
     """Train (or reuse) each model without each hold-out (all, or those named in only) and return the evaluated
     rows; a run that was not trained (train=False and no folder) is left out."""
-    from helpers.external import load_external_sets
-    from helpers.recipes import recipe
+    from helpers.inputs.external import load_external_sets
+    from helpers.modeling.recipes import recipe
 
     external = load_external_sets(external_dir, config.DEFAULT_IMAGE_SIZE, recipe(RECIPE).preprocessing, sets=sets,
                                   parts=("test",))
@@ -182,13 +182,11 @@ def _main(argv: list[str] | None = None) -> int:
     """Command line: train and measure each model without each source, writing reports/loso.json."""
     import argparse
 
-    from helpers.images import DataError
+    from helpers.inputs.images import DataError
 
     interrupts.command_started()
-    parser = argparse.ArgumentParser(prog="python -m helpers.loso", description=_main.__doc__)
-    parser.add_argument("--data-dir", default=None, help="dataset folder (default: $BRAIN_MRI_DATA_DIR or data/)")
-    parser.add_argument("--external-dir", default=None,
-                        help="external sets folder (default: $BRAIN_MRI_EXTERNAL_DIR or data/external)")
+    parser = argparse.ArgumentParser(prog="python -m helpers.experiments.loso", description=_main.__doc__)
+    commands.add_data_arguments(parser, external=True)
     parser.add_argument("--models", nargs="+", default=list(MODELS), help="models to train (default: %(default)s)")
     parser.add_argument("--hold-outs", nargs="+", default=(), choices=[item.name for item in hold_outs()],
                         help="default: every hold-out")

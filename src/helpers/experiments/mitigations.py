@@ -1,7 +1,7 @@
 """The mitigation table: each step against the source shortcut trained and measured on validation data.
 
-`python -m helpers.mitigations` (`make mitigations`) trains every (model, variant) run of the ladder below with one
-seed, reusing a run folder trained with the same settings and data (the full study's runs included), and writes
+`python -m helpers.experiments.mitigations` (`make mitigations`) trains every (model, variant) run of the ladder below
+with one seed, reusing a run folder trained with the same settings and data (the full study's runs included), and writes
 reports/mitigations.json: official test and clean-test accuracy, no-tumour specificity, and per external source the
 tumour sensitivity, specificity and balanced accuracy on the validation images held out of its train parts, and the
 pointing score. External *test* parts play no part. Rows measured before a column existed keep it empty.
@@ -16,9 +16,9 @@ import numpy as np
 
 from helpers import commands, config, interrupts
 from helpers.files import read_measured_rows, write_measured_rows
-from helpers.recipes import TrainingSettings, recipe
-from helpers.run_folders import MODEL_FILE, load_run, run_matches
-from helpers.training import train_model
+from helpers.modeling.recipes import TrainingSettings, recipe
+from helpers.modeling.run_folders import MODEL_FILE, load_run, run_matches
+from helpers.modeling.training import train_model
 
 MITIGATIONS_FILE = "mitigations.json"
 SEED = config.DEFAULT_SEED
@@ -65,7 +65,7 @@ def variant_directory(model_name: str, variant: str, seed: int = SEED) -> Path:
 def find_or_train(model_name: str, variant: str, data_dir: str | None, external_dir: str | None,
                   image_size: int = config.DEFAULT_IMAGE_SIZE, seed: int = SEED) -> Path:
     """Return the run folder of a rung, training it unless it (or the full study's same run) already exists."""
-    from helpers.external import load_training_data
+    from helpers.inputs.external import load_training_data
 
     settings = variant_settings(model_name, variant, image_size, seed)
     loaded = load_training_data(data_dir, image_size, settings.preprocessing, settings.external_training,
@@ -87,13 +87,13 @@ def find_or_train(model_name: str, variant: str, data_dir: str | None, external_
 def evaluate_run(directory: Path, external_dir: str | None, data_dir: str | None = None) -> dict[str, Any]:
     """Return one run's row of the mitigation table: official test and clean-test accuracy, no-tumour specificity,
     tumour sensitivity on the external validation images (held out of the train parts), and the pointing score."""
-    from helpers.data import load_dataset
-    from helpers.duplicates import audit_duplicates
-    from helpers.evaluation import notumor_specificity
-    from helpers.explain import occlusion_maps, pointing_score
-    from helpers.external import load_external_sets, split_external
-    from helpers.run_summaries import validation_accuracy
-    from helpers.sources import predict_sets, source_evaluation
+    from helpers.analysis.evaluation import notumor_specificity
+    from helpers.analysis.explain import occlusion_maps, pointing_score
+    from helpers.analysis.run_summaries import validation_accuracy
+    from helpers.analysis.sources import predict_sets, source_evaluation
+    from helpers.inputs.data import load_dataset
+    from helpers.inputs.duplicates import audit_duplicates
+    from helpers.inputs.external import load_external_sets, split_external
 
     run = load_run(directory)
     settings = run.details["settings"]
@@ -177,13 +177,11 @@ def _main(argv: list[str] | None = None) -> int:
     """Command line: train and measure the mitigation ladder, writing reports/mitigations.json."""
     import argparse
 
-    from helpers.images import DataError
+    from helpers.inputs.images import DataError
 
     interrupts.command_started()
-    parser = argparse.ArgumentParser(prog="python -m helpers.mitigations", description=_main.__doc__)
-    parser.add_argument("--data-dir", default=None, help="dataset folder (default: $BRAIN_MRI_DATA_DIR or data/)")
-    parser.add_argument("--external-dir", default=None,
-                        help="external sets folder (default: $BRAIN_MRI_EXTERNAL_DIR or data/external)")
+    parser = argparse.ArgumentParser(prog="python -m helpers.experiments.mitigations", description=_main.__doc__)
+    commands.add_data_arguments(parser, external=True)
     parser.add_argument("--evaluate-only", action="store_true", help="measure the existing run folders, train none")
     parser.add_argument("--models", nargs="+", default=None, choices=list(LADDER), help="default: every model")
     parser.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS), help="default: every rung")

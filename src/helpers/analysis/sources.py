@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 
 from helpers import config
-from helpers.evaluation import both_sides_summary
-from helpers.external import PATH_PREFIX, ExternalImages
+from helpers.analysis.evaluation import both_sides_summary
+from helpers.config import OFFICIAL_TESTING
+from helpers.inputs.external import PATH_PREFIX, ExternalImages
 
-# The source of the dataset's own images, and the row of its official Testing split in the per-source tables.
+# The source of the dataset's own images (its official Testing split is config.OFFICIAL_TESTING's row).
 DATASET_SOURCE = "dataset"
-OFFICIAL_TESTING = "official Testing"
 # What the Br35H source's tumour-free side is: its "no" images are the dataset's own notumor class.
 SHARED_NO_TUMOUR_NOTE = {"Br35H": "Br35H's 'no' images are the dataset's own notumor class (official Testing row)"}
 

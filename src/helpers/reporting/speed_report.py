@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from helpers import budget, config, repeatability
+from helpers import config
+from helpers.experiments import budget, repeatability
 from helpers.files import write_atomically, write_markdown_page
-from helpers.recipes import SPECIFIED_RECIPE
+from helpers.modeling.recipes import SPECIFIED_RECIPE
 from helpers.targets import EPOCH_SPEEDUP_TARGET, RNN_INFERENCE_TARGET
 
 PREDICTION_COMMAND_FILE = "prediction_command.json"  # brain-mri-predict's wall times, one entry per machine
@@ -143,7 +144,7 @@ def speed_markdown(results: dict) -> str:
 
 def speed_page(stored: dict, command_timings: dict | None = None, budget_sections: str = "") -> str:
     """Return reports/benchmarks.md: what the benchmark times, one table per machine in the benchmark file, the
-    prediction command's times, then time-to-accuracy and input size (helpers.budget)."""
+    prediction command's times, then time-to-accuracy and input size (helpers.experiments.budget)."""
     tables = "\n\n".join(speed_markdown(results) for results in stored.values())
     command = "\n\n".join(prediction_command_markdown(timing) for timing in (command_timings or {}).values())
     if command:
@@ -152,9 +153,9 @@ def speed_page(stored: dict, command_timings: dict | None = None, budget_section
         tables += f"\n\n{budget_sections}"
     return f"""# Speed: the project's training pipeline against the specified one
 
-Written by `python -m helpers.benchmark` from the JSON files beside it (`make bench`: `benchmarks.json`; `make
-bench-predict`, `make time-to-accuracy`, `make sizes`, `make repeatability`: the sections of the same names); do not
-edit.
+Written by `python -m helpers.experiments.benchmark` from the JSON files beside it (`make bench`: `benchmarks.json`;
+`make bench-predict`, `make time-to-accuracy`, `make sizes`, `make repeatability`: the sections of the same names); do
+not edit.
 
 The benchmark times data loading, training epochs and inference of each model in the project's pipeline against a
 faithful copy of the specified one, each figure a median over epochs taken in turn (the pipelines of a model alternate
@@ -162,8 +163,9 @@ epoch by epoch, so a busy spell of a shared machine slows both). "Bare training 
 augmentation or callbacks: the specified epoch over it bounds what any pipeline change can gain. The method is the
 module's docstring.
 
-The "project pipeline" is the earlier project recipe (`helpers.recipes.PROJECT_RECIPE`: batch 128, Adam 2e-3, early
-stopping on validation accuracy); the study now trains with the robust recipe (`helpers.recipes.ROBUST_RECIPE`).
+The "project pipeline" is the earlier project recipe (`helpers.modeling.recipes.PROJECT_RECIPE`: batch 128, Adam 2e-3,
+early stopping on validation accuracy); the study now trains with the robust recipe
+(`helpers.modeling.recipes.ROBUST_RECIPE`).
 
 {tables}
 """

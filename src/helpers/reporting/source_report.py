@@ -9,9 +9,10 @@ from typing import Any
 import pandas as pd
 
 from helpers import config
-from helpers.metrics_record import ExternalValidity
-from helpers.run_summaries import ENSEMBLE_SUFFIX
-from helpers.sources import FIGURES, OFFICIAL_TESTING, SHARED_NO_TUMOUR_NOTE
+from helpers.analysis.run_summaries import ENSEMBLE_SUFFIX
+from helpers.analysis.sources import FIGURES, SHARED_NO_TUMOUR_NOTE
+from helpers.config import OFFICIAL_TESTING
+from helpers.reporting.metrics_record import ExternalValidity
 from helpers.targets import EXTERNAL_TARGETS
 
 

@@ -12,7 +12,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from helpers import commands, interrupts
-from helpers.data import MRIDataset
+from helpers.inputs.data import MRIDataset
 
 # Two images whose 64-bit perceptual hashes differ in at most this many bits count as near-duplicates.
 DEFAULT_NEAR_THRESHOLD = 4
@@ -154,12 +154,12 @@ def _main(argv: list[str] | None = None) -> int:
     """Command line: audit a dataset for duplicates and print the summary table and the clean-test count."""
     import argparse
 
-    from helpers.data import load_dataset
-    from helpers.images import DataError
+    from helpers.inputs.data import load_dataset
+    from helpers.inputs.images import DataError
 
     interrupts.command_started()
-    parser = argparse.ArgumentParser(prog="python -m helpers.duplicates", description=_main.__doc__)
-    parser.add_argument("--data-dir", default=None, help="dataset folder (default: $BRAIN_MRI_DATA_DIR or data/)")
+    parser = argparse.ArgumentParser(prog="python -m helpers.inputs.duplicates", description=_main.__doc__)
+    commands.add_data_arguments(parser)
     parser.add_argument("--threshold", type=int, default=DEFAULT_NEAR_THRESHOLD,
                         help="largest perceptual-hash distance (bits of 64) counted as a near duplicate")
     arguments = parser.parse_args(argv)

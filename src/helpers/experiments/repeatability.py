@@ -18,7 +18,7 @@ import pandas as pd
 
 from helpers import commands, config, interrupts
 from helpers.files import write_atomically
-from helpers.images import DataError
+from helpers.inputs.images import DataError
 
 REPEATABILITY_FILE = "repeatability.json"
 # The oneDNN settings compared. TF_ENABLE_ONEDNN_OPTS=0 routes TensorFlow's CPU kernels back to Eigen; the cap makes
@@ -47,10 +47,10 @@ def weights_fingerprint(model) -> str:
 
 def train_and_fingerprint(model_name: str, epochs: int, seed: int, data_dir: str | None) -> dict:
     """Train one model with the specified recipe on a seeded subset and return its weights' fingerprint and timing."""
-    from helpers.data import load_dataset, split_validation, take_per_class
+    from helpers.inputs.data import load_dataset, split_validation, take_per_class
+    from helpers.modeling.recipes import recipe
+    from helpers.modeling.training import train_model
     from helpers.provenance import device_summary
-    from helpers.recipes import recipe
-    from helpers.training import train_model
 
     dataset = load_dataset(data_dir, progress=False)
     training, validation = split_validation(dataset.training, seed=config.DEFAULT_SEED)
@@ -71,8 +71,8 @@ def run_in_fresh_process(model_name: str, setting: str, epochs: int, seed: int, 
     environment = {name: value for name, value in os.environ.items()
                    if name not in ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA")}
     environment.update(SETTINGS[setting])
-    command = [sys.executable, "-m", "helpers.repeatability", "--child", model_name, "--epochs", str(epochs),
-               "--seed", str(seed)] + (["--data-dir", data_dir] if data_dir else [])
+    command = [sys.executable, "-m", "helpers.experiments.repeatability", "--child", model_name,
+               "--epochs", str(epochs), "--seed", str(seed)] + (["--data-dir", data_dir] if data_dir else [])
     finished = subprocess.run(command, env=environment, capture_output=True, text=True)
     if finished.returncode != 0:
         raise RuntimeError(f"repeatability run {model_name} ({setting}) failed: {finished.stderr.strip()[-2000:]}")
@@ -166,12 +166,12 @@ def _main(argv: list[str] | None = None) -> int:
     import argparse
 
     interrupts.command_started()
-    parser = argparse.ArgumentParser(prog="python -m helpers.repeatability", description=_main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m helpers.experiments.repeatability", description=_main.__doc__)
     parser.add_argument("--models", nargs="+", default=["rnn", "hybrid"])
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--repeats", type=int, default=REPEATS)
     parser.add_argument("--seed", type=int, default=config.DEFAULT_SEED)
-    parser.add_argument("--data-dir", default=None, help="dataset folder (default: $BRAIN_MRI_DATA_DIR or data/)")
+    commands.add_data_arguments(parser)
     parser.add_argument("--output-dir", default=str(config.REPORTS_DIR))
     parser.add_argument("--child", metavar="MODEL", help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from helpers import commands, config, interrupts
 from helpers.files import write_atomically
-from helpers.images import CorruptImageError, DataError, check_preprocessing, decode_image
+from helpers.inputs.images import CorruptImageError, DataError, check_preprocessing, decode_image
 
 CACHE_FORMAT_VERSION = 2  # 2: EXIF orientation applied while decoding
 
@@ -91,7 +91,8 @@ def locate_dataset(data_dir: str | os.PathLike | None = None) -> Path:
     if not candidate.is_dir():
         raise DatasetNotFoundError(
             f"{candidate}: no dataset folder (from {source}); set ${config.DATA_DIR_VARIABLE} to your copy of "
-            f"{config.KAGGLE_URL}, or run `python -m helpers.data download` to fetch it into {config.DEFAULT_DATA_DIR}"
+            f"{config.KAGGLE_URL}, or run `python -m helpers.inputs.data download` to fetch it into "
+            f"{config.DEFAULT_DATA_DIR}"
         )
     return candidate
 
@@ -355,8 +356,8 @@ def load_dataset(data_dir: str | os.PathLike | None = None, image_size: int = co
     skipped = list(zip(arrays["skipped_paths"].tolist(), arrays["skipped_reasons"].tolist()))
     if skipped and on_error == "raise":
         more = (f" (and {len(skipped) - 1} more undecodable images)" if len(skipped) > 1 else "")
-        raise CorruptImageError(f"{skipped[0][1]}{more}; `python -m helpers.data check --skip-corrupt` lists them all; "
-                                f"training's --skip-corrupt (load_dataset(on_error='skip')) leaves them out")
+        raise CorruptImageError(f"{skipped[0][1]}{more}; `python -m helpers.inputs.data check --skip-corrupt` lists "
+                                f"them all; training's --skip-corrupt (load_dataset(on_error='skip')) leaves them out")
 
     def split(mask: np.ndarray) -> ImageSplit:
         return ImageSplit(arrays["images"][mask], arrays["labels"][mask].astype(np.int64),
@@ -399,9 +400,9 @@ def _main(argv: list[str] | None = None) -> int:
     import argparse
 
     interrupts.command_started()
-    parser = argparse.ArgumentParser(prog="python -m helpers.data", description=_main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m helpers.inputs.data", description=_main.__doc__)
     parser.add_argument("action", choices=["download", "check"])
-    parser.add_argument("--data-dir", default=None, help="dataset folder (default: $BRAIN_MRI_DATA_DIR or data/)")
+    commands.add_data_arguments(parser)
     parser.add_argument("--image-size", type=int, default=config.DEFAULT_IMAGE_SIZE)
     parser.add_argument("--skip-corrupt", action="store_true",
                         help="leave undecodable images out (listed) instead of stopping at the first")

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from helpers import config
-from helpers.images import PREPROCESSINGS
-from helpers.run_folders import LABELS_FILE, MODEL_FILE
+from helpers.inputs.images import PREPROCESSINGS
+from helpers.modeling.run_folders import LABELS_FILE, MODEL_FILE
 from helpers.uncertainty.record import UncertaintyRecord, record_path
 
 # The published models: models/<name>.keras beside models/<name>.json (label order, image size, preprocessing).
@@ -35,7 +35,7 @@ class SavedModel:
     model: Any
     class_names: tuple[str, ...]
     image_size: int
-    preprocessing: str = "resize"  # helpers.images.PREPROCESSINGS: the same as in training
+    preprocessing: str = "resize"  # helpers.inputs.images.PREPROCESSINGS: the same as in training
     confidence_threshold: float | None = None  # below it an input is flagged (models without an uncertainty record)
     name: str = ""
     uncertainty: UncertaintyRecord | None = None  # temperature, conformal scores, novelty (<name>.uncertainty.npz)
@@ -89,7 +89,7 @@ def _load_keras_file(path: Path, label_file: Path, labels: dict):
     """Load one .keras model and check it against its label file (input size, number of classes)."""
     import keras
 
-    import helpers.models  # noqa: F401  (registers the project's custom layers for deserialisation)
+    import helpers.modeling.models  # noqa: F401  (registers the project's custom layers for deserialisation)
 
     if not path.is_file():
         raise ModelNotFoundError(f"{path}: file not found (a model needs its .keras file and label .json)")
@@ -118,7 +118,7 @@ def _load_keras_file(path: Path, label_file: Path, labels: dict):
 
 def _load_ensemble(label_file: Path, labels: dict):
     """Load the members an ensemble's label file names (paths relative to it) as one model averaging them."""
-    from helpers.models import build_ensemble
+    from helpers.modeling.models import build_ensemble
 
     members = labels.get("members")
     if not isinstance(members, list) or not members or not all(isinstance(member, str) for member in members):

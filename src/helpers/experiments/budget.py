@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 
 from helpers import config
-from helpers.callbacks import DATASET_VALIDATION_METRIC
 from helpers.files import write_atomically
-from helpers.metrics_record import Comparison
-from helpers.run_folders import HISTORY_FILE, PREDICTION_FILES, RUN_FILE, TIMINGS_FILE, check_run_folder
+from helpers.modeling.callbacks import DATASET_VALIDATION_METRIC
+from helpers.modeling.run_folders import HISTORY_FILE, PREDICTION_FILES, RUN_FILE, TIMINGS_FILE, check_run_folder
+from helpers.modeling.training import dataset_rows
+from helpers.reporting.metrics_record import Comparison
 from helpers.targets import FULL_PROFILE_TARGET_MINUTES, TIME_TO_ACCURACY_SPEEDUP_TARGET
-from helpers.training import dataset_rows
 
 TIME_TO_ACCURACY_FILE = "time_to_accuracy.json"
 SIZES_FILE = "input_sizes.json"

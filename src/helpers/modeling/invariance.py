@@ -18,9 +18,9 @@ import numpy as np
 from keras import layers, ops
 
 from helpers import config
-from helpers.external import PATH_PREFIX, ExternalImages
-from helpers.models import AUGMENTATIONS, RandomAcquisition, build_model
-from helpers.sources import image_sources
+from helpers.analysis.sources import image_sources
+from helpers.inputs.external import PATH_PREFIX, ExternalImages
+from helpers.modeling.models import AUGMENTATIONS, RandomAcquisition, build_model
 
 # Training labels the adversary conditions on: the classes, then ANY_TUMOUR_LABEL.
 CONDITIONS = len(config.CLASS_NAMES) + 1

@@ -21,10 +21,10 @@ from tqdm.auto import tqdm
 
 from helpers import commands, config, interrupts
 from helpers.files import staged_directory, write_atomically
-from helpers.index_page import INDEX_FILE, METRICS_FILE, write_index
-from helpers.metrics_record import NOTEBOOKS, Comparison
+from helpers.modeling.run_folders import RUN_FILE, TIMINGS_FILE
 from helpers.provenance import provenance
-from helpers.run_folders import RUN_FILE, TIMINGS_FILE
+from helpers.reporting.index_page import INDEX_FILE, METRICS_FILE, write_index
+from helpers.reporting.metrics_record import NOTEBOOKS, Comparison
 
 # Files other commands publish into the reports folder; a pipeline run carries them over unchanged.
 CARRIED_FILES = ("benchmarks.json", "benchmarks.md", "benchmarks.html", "prediction_command.json", "mitigations.json",
@@ -249,10 +249,10 @@ def _main(argv: list[str] | None = None) -> int:
     import argparse
 
     interrupts.command_started()
-    parser = argparse.ArgumentParser(prog="python -m helpers.pipeline", description=_main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m helpers.reporting.pipeline", description=_main.__doc__)
     parser.add_argument("--profile", default="full", choices=sorted(config.PROFILES),
                         help="full: real data, full training; smoke: tiny real subset, 1 epoch; demo: generated data")
-    parser.add_argument("--data-dir", default=None, help="dataset folder (default: $BRAIN_MRI_DATA_DIR or data/)")
+    commands.add_data_arguments(parser)
     parser.add_argument("--external-dir", default=None,
                         help="independent tumour sets folder (default: $BRAIN_MRI_EXTERNAL_DIR or data/external; "
                              "absent: external validity is reported as not evaluated)")

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from helpers import config
-from helpers.images import check_preprocessing
-from helpers.models import AUGMENTATIONS
+from helpers.inputs.images import check_preprocessing
+from helpers.modeling.models import AUGMENTATIONS
 
 # Compute precisions (Keras dtype policies). mixed_bfloat16 runs convolutions at about twice the speed on CPUs with
 # AVX512-BF16 and on recent GPUs; mixed_float16 suits GPUs without bfloat16.
@@ -42,7 +42,7 @@ class TrainingSettings:
     seed: int = config.DEFAULT_SEED
     verbose: int = 2
     # Issue 12's mitigations and the cosine recipe; the defaults keep the specification's behaviour.
-    preprocessing: str = "resize"  # a helpers.images.PREPROCESSINGS name, applied alike in training and prediction
+    preprocessing: str = "resize"  # a PREPROCESSINGS name (helpers.inputs.images), alike in training and prediction
     external_training: bool = False  # the external sets' train parts join training and validation (split by patient)
     schedule: str = "plateau"  # "plateau": Adam, ReduceLROnPlateau, early stopping; "cosine": AdamW, warm-up, cosine
     weight_decay: float = 0.0  # AdamW's decoupled weight decay (cosine schedule only)

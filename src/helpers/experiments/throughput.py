@@ -1,7 +1,8 @@
-"""How fast brain-mri-predict answers: one image in fresh processes as a user runs it (`python -m helpers.benchmark
-prediction-command`), and a folder: `python -m helpers.throughput` (`make bench-folder`) times predict_files on the
-first 100 and 400 files of a folder, decoding on one thread and on the default number, in one process, and writes
-reports/prediction_throughput.json (wall and CPU seconds, images per second, the ratio)."""
+"""How fast brain-mri-predict answers: one image in fresh processes as a user runs it (`python -m
+helpers.experiments.benchmark prediction-command`), and a folder: `python -m helpers.experiments.throughput` (`make
+bench-folder`) times predict_files on the first 100 and 400 files of a folder, decoding on one thread and on the default
+number, in one process, and writes reports/prediction_throughput.json (wall and CPU seconds, images per second, the
+ratio)."""
 
 from __future__ import annotations
 
@@ -30,9 +31,9 @@ def time_prediction_command(image: Path, model: Path | None = None,
     import subprocess
     import sys
 
-    from helpers import predict
+    from helpers.modeling import predict
 
-    command = [sys.executable, "-m", "helpers.predict", str(image), "--json",
+    command = [sys.executable, "-m", "helpers.modeling.predict", str(image), "--json",
                *(["--model", str(model)] if model else [])]
     seconds: dict[str, list[float]] = {"numpy": [], "tensorflow": []}
     probabilities: dict[str, list[float]] = {}
@@ -64,7 +65,7 @@ def phantom_image(folder: Path) -> Path:
     """Write a 512x512 glioma phantom (the dataset's commonest size) as a JPEG and return its path."""
     from PIL import Image
 
-    from helpers.synthetic import make_phantom_image
+    from helpers.inputs.synthetic import make_phantom_image
 
     path = folder / "phantom-glioma.jpg"
     Image.fromarray(make_phantom_image("glioma", 512, 512, np.random.default_rng(config.DEFAULT_SEED))).save(path)
@@ -82,7 +83,7 @@ def image_files(folder: Path, count: int) -> list[Path]:
 
 def time_folder(files: list[Path], model, workers: int | None) -> dict[str, float]:
     """Return the wall and CPU seconds of predicting the files once, and the images per second."""
-    from helpers.predict import predict_files
+    from helpers.modeling.predict import predict_files
 
     started, cpu = time.perf_counter(), time.process_time()
     results = predict_files(files, model, workers=workers)
@@ -96,7 +97,7 @@ def measure(folder: Path, model_paths: dict[str, Path | None], counts: tuple[int
     """Time every model on the first `counts` files, with one decoding thread and with the default (after one
     warm-up call on all of them: the graph is built and the files are in the disk cache for both), and return one
     row per (model, files) with the ratio of the two."""
-    from helpers.predict import load_saved_model
+    from helpers.modeling.predict import load_saved_model
 
     rows = []
     for name, path in model_paths.items():
@@ -118,12 +119,12 @@ def _main(argv: list[str] | None = None) -> int:
     import argparse
     import json
 
-    from helpers.data import locate_dataset
+    from helpers.inputs.data import locate_dataset
+    from helpers.modeling.saved_models import MODEL_INDEX_FILE, ModelFileError, ModelNotFoundError, default_model_path
     from helpers.provenance import provenance
-    from helpers.saved_models import MODEL_INDEX_FILE, ModelFileError, ModelNotFoundError, default_model_path
 
     interrupts.command_started()
-    parser = argparse.ArgumentParser(prog="python -m helpers.throughput", description=_main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m helpers.experiments.throughput", description=_main.__doc__)
     parser.add_argument("--folder", default=None, help="folder of images (default: the dataset's Testing split)")
     parser.add_argument("--models", nargs="+", default=["default", "rnn"],
                         help="published model names, or 'default' (default: default rnn)")

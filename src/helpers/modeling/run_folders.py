@@ -17,7 +17,7 @@ import pandas as pd
 if TYPE_CHECKING:
     import keras
 
-    from helpers.recipes import TrainingSettings
+    from helpers.modeling.recipes import TrainingSettings
 
 MODEL_FILE = "model.keras"
 LABELS_FILE = "labels.json"
@@ -71,7 +71,7 @@ def run_differences(directory: Path, model_name: str, settings: TrainingSettings
     except (OSError, ValueError, KeyError):
         return ["no finished run"]
     if isinstance(recorded.get("settings"), dict):  # a setting added after the run was written: its default
-        from helpers.recipes import TrainingSettings
+        from helpers.modeling.recipes import TrainingSettings
 
         defaults = json.loads(json.dumps(dataclasses.asdict(TrainingSettings())))
         recorded["settings"] = {**{name: value for name, value in defaults.items()

@@ -11,12 +11,11 @@ import numpy as np
 import pandas as pd
 
 from helpers import commands, config, interrupts
-from helpers.evaluation import mean_with_spread, partial_label_accuracy
+from helpers.analysis.evaluation import mean_with_spread, partial_label_accuracy
+from helpers.analysis.run_summaries import ENSEMBLE_SUFFIX, ensemble_name, mean_predictions, validation_accuracy
+from helpers.config import OFFICIAL_TESTING
 from helpers.files import with_marked_block, write_markdown_page, write_marked_block
-from helpers.metrics_record import Comparison, ErrorAnalysis, Exploration, ExternalValidity, Uncertainty
-from helpers.provenance import duration_sentence
-from helpers.published_default import DEFAULT_RULE, cheap_accuracy_row, external_targets, shipped_default
-from helpers.run_folders import (
+from helpers.modeling.run_folders import (
     HISTORY_FILE,
     LABELS_FILE,
     MODEL_FILE,
@@ -26,9 +25,11 @@ from helpers.run_folders import (
     check_run_folder,
     load_run,
 )
-from helpers.run_summaries import ENSEMBLE_SUFFIX, ensemble_name, mean_predictions, validation_accuracy
-from helpers.saved_models import MODEL_INDEX_FILE
-from helpers.source_report import (
+from helpers.modeling.saved_models import MODEL_INDEX_FILE
+from helpers.provenance import duration_sentence
+from helpers.reporting.metrics_record import Comparison, ErrorAnalysis, Exploration, ExternalValidity, Uncertainty
+from helpers.reporting.published_default import DEFAULT_RULE, cheap_accuracy_row, external_targets, shipped_default
+from helpers.reporting.source_report import (
     external_sources,
     loso_markdown,
     short_target_text,
@@ -36,7 +37,6 @@ from helpers.source_report import (
     source_markdown,
     target_text,
 )
-from helpers.sources import OFFICIAL_TESTING
 from helpers.uncertainty.record import study_record_path
 from helpers.uncertainty.report import input_checks_markdown, readme_sentence
 
@@ -400,7 +400,7 @@ def _main(argv: list[str] | None = None) -> int:
     import argparse
 
     interrupts.command_started()
-    parser = argparse.ArgumentParser(prog="python -m helpers.results", description=_main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m helpers.reporting.results", description=_main.__doc__)
     parser.add_argument("--check", action="store_true", help="only check that README matches metrics.json")
     parser.add_argument("--readme-only", action="store_true", help="do not copy models")
     parser.add_argument("--run-root", default=str(config.runs_dir() / "full"))

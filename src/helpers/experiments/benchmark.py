@@ -17,16 +17,18 @@ import keras
 import numpy as np
 import pandas as pd
 
-from helpers import budget, commands, config, interrupts, throughput
-from helpers.callbacks import EpochTimer
-from helpers.data import MRIDataset, load_dataset, split_validation
+from helpers import commands, config, interrupts
+from helpers.experiments import budget, throughput
 from helpers.files import write_atomically
-from helpers.images import DataError
-from helpers.models import AUGMENTATIONS, MODEL_BUILDERS, build_model
+from helpers.inputs.data import MRIDataset, load_dataset, split_validation
+from helpers.inputs.images import DataError
+from helpers.modeling.callbacks import EpochTimer
+from helpers.modeling.models import AUGMENTATIONS, MODEL_BUILDERS, build_model
+from helpers.modeling.recipes import PRECISIONS, PROJECT_RECIPE, SPECIFIED_RECIPE, TrainingSettings, recipe
+from helpers.modeling.training import precision_policy, set_seeds
 from helpers.provenance import machine_key as provenance_machine_key
 from helpers.provenance import provenance
-from helpers.recipes import PRECISIONS, PROJECT_RECIPE, SPECIFIED_RECIPE, TrainingSettings, recipe
-from helpers.speed_report import (
+from helpers.reporting.speed_report import (
     PREDICTION_COMMAND_FILE,
     SPEED_PAGE,
     accuracy_table,
@@ -36,7 +38,6 @@ from helpers.speed_report import (
     summary_table,
     write_speed_page,
 )
-from helpers.training import precision_policy, set_seeds
 
 BENCHMARK_FILE = "benchmarks.json"
 SPECIFIED_BATCH_SIZE = SPECIFIED_RECIPE.batch_size
@@ -311,11 +312,11 @@ def _parser():
     """Return the command line: one subcommand per job, `run` (the timing) when none is named."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m helpers.benchmark", description=_main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m helpers.experiments.benchmark", description=_main.__doc__)
     jobs = parser.add_subparsers(dest="job", metavar="{run,page,refresh-accuracy,prediction-command,time-to-accuracy,"
                                                    "input-sizes}")
     run = jobs.add_parser("run", help="time loading, training epochs and inference (the default)")
-    run.add_argument("--data-dir", default=None, help="dataset folder (default: $BRAIN_MRI_DATA_DIR or data/)")
+    commands.add_data_arguments(run)
     run.add_argument("--models", nargs="+", default=["rnn", "hybrid", "cnn"], choices=list(MODEL_BUILDERS))
     run.add_argument("--epochs", type=int, default=5,
                      help="epochs per model and pipeline; the median of all but the first is reported")

@@ -13,15 +13,15 @@ import numpy as np
 import pandas as pd
 
 from helpers import config
-from helpers.data import ImageSplit, MRIDataset, load_dataset, split_validation, take_per_class
-from helpers.duplicates import DuplicateAudit, audit_duplicates
-from helpers.external import ExternalImages, add_external_training, external_fingerprint, load_external_sets
 from helpers.files import write_atomically
-from helpers.metrics_record import Section
-from helpers.recipes import TrainingSettings, recipe
-from helpers.run_folders import TrainingRun, load_run, run_differences
-from helpers.synthetic import make_phantom_dataset, make_phantom_external_sets
-from helpers.training import train_model
+from helpers.inputs.data import ImageSplit, MRIDataset, load_dataset, split_validation, take_per_class
+from helpers.inputs.duplicates import DuplicateAudit, audit_duplicates
+from helpers.inputs.external import ExternalImages, add_external_training, external_fingerprint, load_external_sets
+from helpers.inputs.synthetic import make_phantom_dataset, make_phantom_external_sets
+from helpers.modeling.recipes import TrainingSettings, recipe
+from helpers.modeling.run_folders import TrainingRun, load_run, run_differences
+from helpers.modeling.training import train_model
+from helpers.reporting.metrics_record import Section
 
 # Per-class sizes of the generated dataset the `demo` profile trains on (and `smoke` when no real data is given).
 PHANTOM_TRAINING_PER_CLASS = 300

@@ -15,7 +15,7 @@ from cycler import cycler
 from matplotlib.figure import Figure
 
 from helpers import config
-from helpers.data import ImageSplit
+from helpers.inputs.data import ImageSplit
 
 # The study's look (seaborn's whitegrid at notebook scale), applied while a figure is drawn, never to the caller's
 # own matplotlib settings.

@@ -1,0 +1,1 @@
+"""What the study measures: metrics, saliency, per-source figures, plots, the notebooks' steps."""

@@ -1,0 +1,1 @@
+"""Measured outside the notebooks: speed, time to accuracy, repeatability, mitigations, LOSO."""

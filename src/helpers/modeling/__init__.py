@@ -1,0 +1,1 @@
+"""The models: builders, losses, recipes, training and run folders, saved models and prediction."""
