@@ -48,22 +48,26 @@ bench-predict: $(INSTALLED) ## time brain-mri-predict on one image, cold process
 bench-folder: $(INSTALLED) ## time predict_files on 100 and 400 Testing images, one decoding thread and several -> reports/prediction_throughput.json
 	$(BIN)/python -m helpers.experiments.throughput
 
-SEEDS ?= 42 43 44
+# The study's models, seeds and reference models, read from the package (helpers.config, helpers.experiments.budget).
+HELPERS = $(BIN)/python -c
+STUDY_MODELS = $(shell $(HELPERS) "from helpers import config; print(*config.STUDY_MODELS)")
+SEEDS ?= $(shell $(HELPERS) "from helpers import config; print(*config.FULL_PROFILE.seeds)")
+REFERENCE_MODELS = $(shell $(HELPERS) "from helpers.experiments.budget import REFERENCE_MODELS as r; print(*dict.fromkeys(r.values()))")
 
-reference-runs: $(INSTALLED) ## train rnn, hybrid and cnn_wide with the specified recipe (SEEDS="42 43 44") into runs/specified; finished runs are kept
-	for seed in $(SEEDS); do for model in rnn hybrid cnn_wide; do \
+reference-runs: $(INSTALLED) ## train the reference models (rnn, hybrid, cnn_wide) with the specified recipe (SEEDS="42 43 44") into runs/specified; finished runs are kept
+	for seed in $(SEEDS); do for model in $(REFERENCE_MODELS); do \
 		[ -d runs/specified/$$model-seed$$seed ] || \
 		$(BIN)/python -m helpers.modeling.training --recipe specified --model $$model --seed $$seed || exit 1; \
 	done; done
 
 time-to-accuracy: reference-runs ## train the study's recipe (seed 42) into runs/time-to-accuracy -> the time-to-accuracy table in reports/benchmarks.md
-	for model in rnn hybrid cnn crnn sequencer; do \
+	for model in $(STUDY_MODELS); do \
 		[ -d runs/time-to-accuracy/$$model-seed42 ] || $(BIN)/python -m helpers.modeling.training --recipe robust --model $$model \
 			--seed 42 --run-dir runs/time-to-accuracy/$$model-seed42 || exit 1; \
 	done
 	$(BIN)/python -m helpers.experiments.benchmark time-to-accuracy
 
-SIZE_MODELS ?= rnn hybrid crnn sequencer cnn
+SIZE_MODELS ?= $(STUDY_MODELS)
 
 sizes: $(INSTALLED) ## train the study's recipe (seed 42) at 96 and 128 pixels (SIZE_MODELS="rnn ...") -> the input-size table in reports/benchmarks.md
 	for size in 96 128; do for model in $(SIZE_MODELS); do \

@@ -46,9 +46,7 @@ SPLIT_NAMES: tuple[str, ...] = ("Training", "Testing")
 OFFICIAL_TESTING = "official Testing"
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
 
-# Every model reads 64x64 images, as specified. A smaller input for the hybrid is faster (32 px: about 4 s per
-# training epoch against about 10 s) but lost validation accuracy on every seed tried (project recipe, 30 epochs):
-# 32 px 88.9/85.8/87.8% for seeds 42/43/44 against 91.0/87.6/92.5% at 64 px; 40 px and 48 px 87.5% on seed 42.
+# Every model reads 64x64 images, as specified (why not smaller: docs/decisions.md, "Input size and augmentation").
 DEFAULT_IMAGE_SIZE = 64
 DEFAULT_SEED = 42
 DEFAULT_VALIDATION_FRACTION = 0.15

@@ -118,10 +118,8 @@ def random_bias_field(shape, strength: float, seed_generator):
 
 
 # The source-breaking augmentation: the specified flip, rotation and zoom, then random changes of contrast,
-# gamma, brightness, blur and noise, so that a scanner's look tells nothing about a class. A stronger geometric part
-# (rotations up to 0.15 turn, crops down to 75%, shifts of 8%) and stronger acquisition changes (gamma up to e^0.5,
-# contrast 30%) held the rnn at 78.3% validation accuracy after 40 epochs (robust recipe, seed 42), so the geometry
-# stays the specified one and the acquisition changes are milder.
+# gamma, brightness, blur and noise, so that a scanner's look tells nothing about a class (its strength:
+# docs/decisions.md, "Input size and augmentation").
 @keras.saving.register_keras_serializable(package="helpers")
 class RandomAcquisition(layers.Layer):
     """Random acquisition changes of uint8-range slices: gamma, contrast, brightness, blur, noise (training only)."""
@@ -180,11 +178,8 @@ def appearance_augmentation(seed: int | None = None, name: str = "augmentation")
     return keras.Sequential([*specified, acquisition], name=name)
 
 
-# How a model augments its training images: as specified (three Keras layers), fused into one transform, or not.
-# "fused" is faster but did not win on validation (seed 42, project recipe, 30 epochs): rnn 87.4% against 89.6% with
-# "layers", hybrid 85.3% against 91.0%; cnn (seeds 42/43/44) 89.4/75.2/78.9% against 92.8/90.1/91.5%, two of its
-# seeds peaking in the first two epochs. Its independent draws augment more strongly than the correlated layers, which
-# these 30-epoch runs do not recover from; so the recipes keep "layers".
+# How a model augments its training images: as specified (three Keras layers), fused into one transform, or not
+# (why the recipes keep "layers": docs/decisions.md, "Input size and augmentation").
 AUGMENTATIONS: dict[str, Callable[..., layers.Layer] | None] = {
     "layers": augmentation_block, "fused": fused_augmentation, "robust": robust_augmentation,
     "appearance": appearance_augmentation, "none": None}

@@ -41,7 +41,7 @@ class TrainingSettings:
     precision: str = "float32"  # a Keras dtype policy of PRECISIONS: mixed_* computes in 16 bits, keeps float32 weights
     seed: int = config.DEFAULT_SEED
     verbose: int = 2
-    # Issue 12's mitigations and the cosine recipe; the defaults keep the specification's behaviour.
+    # The mitigations against the source shortcut and the cosine schedule; the defaults keep the specification's.
     preprocessing: str = "resize"  # a PREPROCESSINGS name (helpers.inputs.images), alike in training and prediction
     external_training: bool = False  # the external sets' train parts join training and validation (split by patient)
     schedule: str = "plateau"  # "plateau": Adam, ReduceLROnPlateau, early stopping; "cosine": AdamW, warm-up, cosine
