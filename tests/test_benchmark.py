@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from helpers import config, targets
-from helpers.experiments import benchmark
-from helpers.reporting import speed_report
+from helpers.experiments import benchmark, speed_report
 
 
 @pytest.mark.slow

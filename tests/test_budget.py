@@ -8,9 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.experiments import budget
+from helpers.experiments import budget, speed_report
 from helpers.modeling import callbacks, run_folders
-from helpers.reporting import speed_report
 
 DEVICE = {"backend": "tensorflow", "accelerators": [], "cpu_count": 2, "cpu_model": "Test CPU"}
 

@@ -1,11 +1,11 @@
-"""helpers.analysis.evaluation: metrics checked against values worked out by hand."""
+"""helpers.evaluation: metrics checked against values worked out by hand."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from helpers.analysis import evaluation
+from helpers import evaluation
 
 
 def _one_hot(predicted, classes=4, confidence=0.7):

@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import config
-from helpers.analysis import evaluation, explain
+from helpers import config, evaluation
+from helpers.analysis import explain
 from helpers.inputs import data, external
 from helpers.inputs.images import decode_image, prepare_image, prepare_mask
 from helpers.inputs.synthetic import make_phantom_external_sets

@@ -8,7 +8,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from helpers.analysis import plots
-from helpers.analysis.evaluation import SPECIFICATION_CLAIMED_RNN_PER_CLASS, per_class_table, reliability_table
+from helpers.evaluation import SPECIFICATION_CLAIMED_RNN_PER_CLASS, per_class_table, reliability_table
 from helpers.inputs import data
 
 

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 from helpers import config
-from helpers.analysis import sources
 from helpers.experiments import loso, mitigations
-from helpers.inputs import external
+from helpers.inputs import external, sources
 from helpers.inputs.synthetic import make_phantom_external_sets
 from helpers.modeling import recipes, run_folders, training
 

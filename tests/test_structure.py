@@ -5,10 +5,12 @@ from __future__ import annotations
 import ast
 import re
 
-from helpers import config
-from helpers.reporting import metrics_record
+from helpers import config, metrics_record
 
 PACKAGE = config.PROJECT_ROOT / "src" / "helpers"
+# The subpackages from the ground up: each imports only from itself and those before it (docs/architecture.md).
+LAYERS = ("helpers", "helpers.inputs", "helpers.uncertainty", "helpers.modeling", "helpers.analysis",
+          "helpers.reporting", "helpers.experiments")
 MODULE_LINE_LIMIT = 450
 FUNCTION_LINE_LIMIT = 60
 
@@ -53,6 +55,19 @@ def test_no_two_modules_import_each_other_through_any_path():
             visit(name, [])
 
 
+def _layer(module: str) -> int:
+    """Return the position in LAYERS of the subpackage a module belongs to."""
+    parts = module.split(".")
+    return LAYERS.index(".".join(parts[:2]) if len(parts) > 2 else "helpers")
+
+
+def test_every_subpackage_imports_only_from_those_below_it():
+    modules = _modules()
+    upward = [f"{name} -> {imported}" for name, tree in modules.items()
+              for imported in _imports(tree, set(modules)) if _layer(imported) > _layer(name)]
+    assert not upward, f"these imports run up the layers {LAYERS}: {upward}"
+
+
 def test_no_module_is_longer_than_the_limit():
     long = {path.name: count for path in PACKAGE.rglob("*.py")
             if (count := len(path.read_text().splitlines())) > MODULE_LINE_LIMIT}
@@ -83,7 +98,7 @@ def test_only_the_metrics_record_names_a_notebook_file():
     pattern = re.compile("|".join(re.escape(name) for name in metrics_record.NOTEBOOKS))
     naming = [path.name for path in PACKAGE.rglob("*.py")
               if path.name != "metrics_record.py" and pattern.search(path.read_text())]
-    assert not naming, f"read the notebook's name from helpers.reporting.metrics_record instead: {naming}"
+    assert not naming, f"read the notebook's name from helpers.metrics_record instead: {naming}"
     assert [path.stem for path in sorted(config.NOTEBOOKS_DIR.glob("*.ipynb"))] == list(metrics_record.NOTEBOOKS)
 
 

@@ -20,8 +20,8 @@ from helpers.analysis.run_summaries import (
     summary_row,
 )
 from helpers.analysis.study import Study
+from helpers.metrics_record import Comparison, Exploration
 from helpers.modeling import models, recipes, run_folders
-from helpers.reporting.metrics_record import Comparison, Exploration
 
 
 @pytest.fixture(autouse=True)

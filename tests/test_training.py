@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from helpers.analysis.evaluation import classification_summary
+from helpers.evaluation import classification_summary
 from helpers.inputs import data
 from helpers.modeling import callbacks, recipes, run_folders, training
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers.analysis import evaluation
+from helpers import evaluation
 from helpers.inputs import data
+from helpers.metrics_record import Uncertainty
 from helpers.modeling import predict, recipes, training
-from helpers.reporting.metrics_record import Uncertainty
 from helpers.uncertainty import calibration, conformal, novelty
 from helpers.uncertainty.fitting import (
     FAR_KINDS,

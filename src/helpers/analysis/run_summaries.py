@@ -8,13 +8,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from helpers.analysis.evaluation import (
+from helpers.analysis.study import StudyData
+from helpers.evaluation import (
     classification_summary,
     mean_with_spread,
     multi_seed_summary,
     partial_label_accuracy,
 )
-from helpers.analysis.study import StudyData
 from helpers.modeling.run_folders import TrainingRun
 from helpers.targets import ACCURACY_TARGETS, RECURRENT_MODELS, RECURRENT_PARAMETER_LIMIT
 

@@ -18,10 +18,10 @@ from helpers.inputs.data import ImageSplit, MRIDataset, load_dataset, split_vali
 from helpers.inputs.duplicates import DuplicateAudit, audit_duplicates
 from helpers.inputs.external import ExternalImages, add_external_training, external_fingerprint, load_external_sets
 from helpers.inputs.synthetic import make_phantom_dataset, make_phantom_external_sets
+from helpers.metrics_record import Section
 from helpers.modeling.recipes import TrainingSettings, recipe
 from helpers.modeling.run_folders import TrainingRun, load_run, run_differences
 from helpers.modeling.training import train_model
-from helpers.reporting.metrics_record import Section
 
 # Per-class sizes of the generated dataset the `demo` profile trains on (and `smoke` when no real data is given).
 PHANTOM_TRAINING_PER_CLASS = 300

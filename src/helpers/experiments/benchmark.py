@@ -19,16 +19,7 @@ import pandas as pd
 
 from helpers import commands, config, interrupts
 from helpers.experiments import budget, throughput
-from helpers.files import write_atomically
-from helpers.inputs.data import MRIDataset, load_dataset, split_validation
-from helpers.inputs.images import DataError
-from helpers.modeling.callbacks import EpochTimer
-from helpers.modeling.models import AUGMENTATIONS, MODEL_BUILDERS, build_model
-from helpers.modeling.recipes import PRECISIONS, PROJECT_RECIPE, SPECIFIED_RECIPE, TrainingSettings, recipe
-from helpers.modeling.training import precision_policy, set_seeds
-from helpers.provenance import machine_key as provenance_machine_key
-from helpers.provenance import provenance
-from helpers.reporting.speed_report import (
+from helpers.experiments.speed_report import (
     PREDICTION_COMMAND_FILE,
     SPEED_PAGE,
     accuracy_table,
@@ -38,6 +29,15 @@ from helpers.reporting.speed_report import (
     summary_table,
     write_speed_page,
 )
+from helpers.files import write_atomically
+from helpers.inputs.data import MRIDataset, load_dataset, split_validation
+from helpers.inputs.images import DataError
+from helpers.modeling.callbacks import EpochTimer
+from helpers.modeling.models import AUGMENTATIONS, MODEL_BUILDERS, build_model
+from helpers.modeling.recipes import PRECISIONS, PROJECT_RECIPE, SPECIFIED_RECIPE, TrainingSettings, recipe
+from helpers.modeling.training import precision_policy, set_seeds
+from helpers.provenance import machine_key as provenance_machine_key
+from helpers.provenance import provenance
 
 BENCHMARK_FILE = "benchmarks.json"
 SPECIFIED_BATCH_SIZE = SPECIFIED_RECIPE.batch_size

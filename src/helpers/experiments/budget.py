@@ -21,10 +21,10 @@ import pandas as pd
 
 from helpers import config
 from helpers.files import write_atomically
+from helpers.metrics_record import Comparison
 from helpers.modeling.callbacks import DATASET_VALIDATION_METRIC
 from helpers.modeling.run_folders import HISTORY_FILE, PREDICTION_FILES, RUN_FILE, TIMINGS_FILE, check_run_folder
 from helpers.modeling.training import dataset_rows
-from helpers.reporting.metrics_record import Comparison
 from helpers.targets import FULL_PROFILE_TARGET_MINUTES, TIME_TO_ACCURACY_SPEEDUP_TARGET
 
 TIME_TO_ACCURACY_FILE = "time_to_accuracy.json"

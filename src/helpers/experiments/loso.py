@@ -102,7 +102,7 @@ def evaluate_run(directory: Path, hold_out: HoldOut, external: dict, recipe_name
                  ) -> list[dict[str, Any]]:
     """Return one row per held-out source: a run's both-sides figures on that source's test parts, and its official
     test accuracy for reference."""
-    from helpers.analysis.sources import predict_sets, source_evaluation
+    from helpers.inputs.sources import predict_sets, source_evaluation
     from helpers.modeling.run_folders import load_run
 
     run = load_run(directory)

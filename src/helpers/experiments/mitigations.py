@@ -87,13 +87,13 @@ def find_or_train(model_name: str, variant: str, data_dir: str | None, external_
 def evaluate_run(directory: Path, external_dir: str | None, data_dir: str | None = None) -> dict[str, Any]:
     """Return one run's row of the mitigation table: official test and clean-test accuracy, no-tumour specificity,
     tumour sensitivity on the external validation images (held out of the train parts), and the pointing score."""
-    from helpers.analysis.evaluation import notumor_specificity
     from helpers.analysis.explain import occlusion_maps, pointing_score
     from helpers.analysis.run_summaries import validation_accuracy
-    from helpers.analysis.sources import predict_sets, source_evaluation
+    from helpers.evaluation import notumor_specificity
     from helpers.inputs.data import load_dataset
     from helpers.inputs.duplicates import audit_duplicates
     from helpers.inputs.external import load_external_sets, split_external
+    from helpers.inputs.sources import predict_sets, source_evaluation
 
     run = load_run(directory)
     settings = run.details["settings"]

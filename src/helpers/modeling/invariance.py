@@ -18,8 +18,8 @@ import numpy as np
 from keras import layers, ops
 
 from helpers import config
-from helpers.analysis.sources import image_sources
 from helpers.inputs.external import PATH_PREFIX, ExternalImages
+from helpers.inputs.sources import image_sources
 from helpers.modeling.models import AUGMENTATIONS, RandomAcquisition, build_model
 
 # Training labels the adversary conditions on: the classes, then ANY_TUMOUR_LABEL.

@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 
 from helpers import commands, config, interrupts
-from helpers.analysis.sources import source_balance_weights
 from helpers.files import staged_directory
 from helpers.inputs.data import ImageSplit
 from helpers.inputs.external import PATH_PREFIX as EXTERNAL_PATH_PREFIX
 from helpers.inputs.external import ExternalImages
+from helpers.inputs.sources import source_balance_weights
 from helpers.modeling import invariance
 from helpers.modeling.callbacks import DatasetValidationAccuracy, EpochTimer, RaiseWhenInterrupted
 from helpers.modeling.losses import PartialLabelCrossentropy, partial_label_metric
@@ -321,7 +321,7 @@ def _parser():
 
 def _main(argv: list[str] | None = None) -> int:
     """Command line: train one model on a dataset with a named recipe and print its validation and test metrics."""
-    from helpers.analysis.evaluation import classification_summary, partial_label_accuracy
+    from helpers.evaluation import classification_summary, partial_label_accuracy
     from helpers.inputs.external import load_training_data
     from helpers.inputs.images import DataError
 

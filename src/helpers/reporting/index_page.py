@@ -10,9 +10,9 @@ import pandas as pd
 
 from helpers import config
 from helpers.files import PAGE_STYLE
+from helpers.metrics_record import NOTEBOOK_TITLES, Comparison, ErrorAnalysis
 from helpers.modeling.saved_models import ModelFileError, ModelNotFoundError, default_model_path
 from helpers.provenance import duration_sentence
-from helpers.reporting.metrics_record import NOTEBOOK_TITLES, Comparison, ErrorAnalysis
 from helpers.reporting.published_default import DEFAULT_RULE, external_targets, shipped_default
 from helpers.reporting.source_report import (
     SHARED_NO_TUMOUR_NOTE,

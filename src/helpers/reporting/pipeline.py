@@ -21,10 +21,10 @@ from tqdm.auto import tqdm
 
 from helpers import commands, config, interrupts
 from helpers.files import staged_directory, write_atomically
+from helpers.metrics_record import NOTEBOOKS, Comparison
 from helpers.modeling.run_folders import RUN_FILE, TIMINGS_FILE
 from helpers.provenance import provenance
 from helpers.reporting.index_page import INDEX_FILE, METRICS_FILE, write_index
-from helpers.reporting.metrics_record import NOTEBOOKS, Comparison
 
 # Files other commands publish into the reports folder; a pipeline run carries them over unchanged.
 CARRIED_FILES = ("benchmarks.json", "benchmarks.md", "benchmarks.html", "prediction_command.json", "mitigations.json",

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from helpers.analysis.run_summaries import ensemble_name
-from helpers.reporting.metrics_record import Comparison
+from helpers.metrics_record import Comparison
 from helpers.reporting.source_report import judged_targets
 
 # How the published default is chosen: the same words in README, the model card and index.html.

@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 
 from helpers import commands, config, interrupts
-from helpers.analysis.evaluation import mean_with_spread, partial_label_accuracy
 from helpers.analysis.run_summaries import ENSEMBLE_SUFFIX, ensemble_name, mean_predictions, validation_accuracy
 from helpers.config import OFFICIAL_TESTING
+from helpers.evaluation import mean_with_spread, partial_label_accuracy
 from helpers.files import with_marked_block, write_markdown_page, write_marked_block
+from helpers.metrics_record import Comparison, ErrorAnalysis, Exploration, ExternalValidity, Uncertainty
 from helpers.modeling.run_folders import (
     HISTORY_FILE,
     LABELS_FILE,
@@ -27,7 +28,6 @@ from helpers.modeling.run_folders import (
 )
 from helpers.modeling.saved_models import MODEL_INDEX_FILE
 from helpers.provenance import duration_sentence
-from helpers.reporting.metrics_record import Comparison, ErrorAnalysis, Exploration, ExternalValidity, Uncertainty
 from helpers.reporting.published_default import DEFAULT_RULE, cheap_accuracy_row, external_targets, shipped_default
 from helpers.reporting.source_report import (
     external_sources,

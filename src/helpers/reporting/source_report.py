@@ -10,9 +10,9 @@ import pandas as pd
 
 from helpers import config
 from helpers.analysis.run_summaries import ENSEMBLE_SUFFIX
-from helpers.analysis.sources import FIGURES, SHARED_NO_TUMOUR_NOTE
 from helpers.config import OFFICIAL_TESTING
-from helpers.reporting.metrics_record import ExternalValidity
+from helpers.inputs.sources import FIGURES, SHARED_NO_TUMOUR_NOTE
+from helpers.metrics_record import ExternalValidity
 from helpers.targets import EXTERNAL_TARGETS
 
 

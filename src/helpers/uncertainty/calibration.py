@@ -1,5 +1,5 @@
 """Temperature scaling fitted on validation (the calibration error and reliability bins:
-helpers.analysis.evaluation)."""
+helpers.evaluation)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from helpers import config
-from helpers.analysis.evaluation import expected_calibration_error, reliability_table
+from helpers.evaluation import expected_calibration_error, reliability_table
 from helpers.targets import CALIBRATION_ERROR_TARGET, CLASS_COVERAGE_TARGET, OUTLIER_AUROC_TARGET, SET_SIZE_TARGET
 from helpers.uncertainty.calibration import fit_temperature, scale_probabilities
 from helpers.uncertainty.conformal import DEFAULT_LEVEL, calibration_scores, crepes_prediction_sets, set_summary

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from helpers.reporting.metrics_record import Uncertainty
+from helpers.metrics_record import Uncertainty
 from helpers.uncertainty.fitting import judged_targets
 
 FALLBACK_CHECKS = ("a flag means \"look twice\", its absence proves nothing: this model ships no uncertainty record "

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 
 from helpers import config
-from helpers.analysis.evaluation import both_sides_summary
 from helpers.config import OFFICIAL_TESTING
+from helpers.evaluation import both_sides_summary
 from helpers.inputs.external import PATH_PREFIX, ExternalImages
 
 # The source of the dataset's own images (its official Testing split is config.OFFICIAL_TESTING's row).
