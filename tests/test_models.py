@@ -165,7 +165,7 @@ def test_unknown_model_name_lists_the_known_ones():
 @pytest.mark.slow
 def test_models_build_and_run_on_the_jax_backend():
     pytest.importorskip("jax")
-    script = ("import json, numpy as np, keras; from helpers import models;"
+    script = ("import json, numpy as np, keras; from helpers.modeling import models;"
               "counts = {n: models.build_model(n).count_params() for n in models.MODEL_BUILDERS};"
               "out = models.build_model('rnn')(np.zeros((2, 64, 64, 1), 'float32'));"
               "print(json.dumps({'backend': keras.backend.backend(), 'counts': counts, 'shape': list(out.shape)}))")
