@@ -149,7 +149,7 @@ def test_training_runs_unchanged_on_the_jax_backend(tmp_path, small_phantom_root
     script = f"""
 import json, keras
 from helpers.inputs import data
-from helpers.modeling import training
+from helpers.modeling import recipes, run_folders, training
 dataset = data.load_dataset({str(small_phantom_root)!r}, progress=False)
 kept, validation = data.split_validation(dataset.training, fraction=0.25, seed=0)
 run = training.train_model("rnn", kept, validation, dataset.testing, {str(tmp_path / "run")!r},
@@ -281,7 +281,7 @@ def test_data_parallel_training_is_one_setting_on_two_virtual_devices(tmp_path, 
     script = f"""
 import json, keras
 from helpers.inputs import data
-from helpers.modeling import training
+from helpers.modeling import recipes, training
 dataset = data.load_dataset({str(small_phantom_root)!r}, progress=False)
 kept, validation = data.split_validation(dataset.training, fraction=0.25, seed=0)
 run = training.train_model("cnn", kept, validation, None, {str(tmp_path / "run")!r},
