@@ -244,7 +244,7 @@ def test_command_line_ctrl_c_and_existing_folders_end_in_one_line(phantom_root, 
     monkeypatch.setattr(training, "train_model", interrupted)
     arguments = ["--data-dir", str(phantom_root), "--run-dir", str(tmp_path / "run"), "--epochs", "1"]
     assert training._main(arguments) == 130
-    assert capsys.readouterr().out.strip().splitlines()[-1] == f"interrupted: {tmp_path / 'run'} was not written"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"interrupted: {tmp_path / 'run'} was not written"
 
     def exists(*arguments, **options):
         raise FileExistsError("run: run folder already exists; pass --overwrite on the command line")
