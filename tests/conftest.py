@@ -32,6 +32,19 @@ def phantom_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_phantom_dataset(tmp_path_factory.mktemp("phantoms") / "brain-tumor-mri", 100, 30, seed=7)
 
 
+@pytest.fixture(scope="session")
+def saved_run(phantom_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A quickly trained RNN run folder on the phantom dataset, shared by the tests that only read it."""
+    from helpers.inputs import data
+    from helpers.modeling import recipes, training
+
+    dataset = data.load_dataset(phantom_root, image_size=64, progress=False)
+    kept, validation = data.split_validation(dataset.training, fraction=0.2, seed=0)
+    settings = recipes.TrainingSettings(epochs=1, batch_size=32, seed=5, verbose=0)
+    return training.train_model("rnn", data.take_per_class(kept, 20), validation, None,
+                                tmp_path_factory.mktemp("saved-run") / "run", settings)
+
+
 @pytest.fixture
 def small_phantom_root(tmp_path: Path) -> Path:
     """A tiny phantom dataset private to one test, which may damage it."""

@@ -94,6 +94,7 @@ def test_published_speed_page_matches_the_published_benchmark():
         assert section in page
 
 
+@pytest.mark.slow
 def test_compute_floor_trains_an_epoch_without_augmentation(phantom_root):
     dataset = benchmark.load_dataset(phantom_root, 64, progress=False)
     settings = benchmark.recipe("project", "rnn", batch_size=48)

@@ -69,6 +69,7 @@ def test_external_layout_problems_name_the_path(external_root, tmp_path):
         config.ExternalSet("x", "x", "glioma", "validation", "x", "x")
 
 
+@pytest.mark.slow
 def test_prediction_and_training_turn_a_file_into_the_same_array(phantom_root, tmp_path):
     dataset = data.load_dataset(phantom_root, image_size=64, progress=False, preprocessing="standardised")
     paths = [phantom_root / relative for relative in dataset.testing.paths[:6]]
@@ -183,6 +184,7 @@ def test_plane_estimate_and_source_probe_on_clear_cases():
     assert probe["balanced_accuracy"] == 1.0 and probe["chance"] == 0.5
 
 
+@pytest.mark.slow
 def test_robust_recipe_trains_on_the_external_train_parts_and_selects_on_them(phantom_root, external_root, tmp_path):
     settings = recipes.recipe("robust", "rnn", epochs=1, batch_size=64, image_size=64, verbose=0)
     loaded = external.load_training_data(phantom_root, 64, "standardised", True, external_root, progress=False,

@@ -51,6 +51,7 @@ def test_cnn_is_about_one_and_a_half_million_parameters():
     assert 1.35e6 <= models.build_model("cnn").count_params() <= 1.65e6
 
 
+@pytest.mark.slow
 def test_sequencer_sweeps_rows_and_columns_in_residual_blocks_and_survives_saving(tmp_path):
     model = models.build_model("sequencer", augmentation="robust", seed=1)
     mixers = [layer for layer in model.layers if isinstance(layer, models.BidirectionalLSTM2D)]
@@ -207,6 +208,7 @@ def test_a_saved_sequencer_loads_every_time_in_the_process_that_saved_it(tmp_pat
                    for mixer in mixers)
 
 
+@pytest.mark.slow
 def test_an_ensemble_predicts_its_members_mean_and_survives_saving(tmp_path):
     members = [models.build_model("sequencer", seed=seed) for seed in (1, 2)]
     ensemble = models.build_ensemble(members, "sequencer-ensemble")

@@ -16,19 +16,9 @@ import pytest
 from PIL import Image
 
 from helpers import config
-from helpers.inputs import data, images
+from helpers.inputs import images
 from helpers.inputs.images import CorruptImageError, decode_image, open_greyscale
-from helpers.modeling import predict, recipes, saved_models, training
-
-
-@pytest.fixture(scope="module")
-def saved_run(phantom_root, tmp_path_factory):
-    """A quickly trained RNN run folder on the phantom dataset."""
-    dataset = data.load_dataset(phantom_root, image_size=64, progress=False)
-    kept, validation = data.split_validation(dataset.training, fraction=0.2, seed=0)
-    settings = recipes.TrainingSettings(epochs=1, batch_size=32, seed=5, verbose=0)
-    return training.train_model("rnn", data.take_per_class(kept, 20), validation, None,
-                                tmp_path_factory.mktemp("predict") / "run", settings)
+from helpers.modeling import predict, saved_models
 
 
 def _image_files(folder, phantom_root):
@@ -142,6 +132,7 @@ def test_a_confidence_threshold_beside_the_model_flags_unsure_predictions(saved_
     assert any(flag.startswith("unlike the training images") for flag in result.flags)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["run folder", "ensemble"])
 def test_the_command_answers_without_tensorflow_and_matches_the_keras_model(saved_run, phantom_root, tmp_path, kind):
     """A fresh process as a user starts it: Keras on NumPy, no TensorFlow, no log lines, the same probabilities
@@ -303,6 +294,7 @@ def test_the_folder_benchmark_times_one_thread_and_several(saved_run, phantom_ro
                                             / row["one_thread"]["images_per_second"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("redirect", [">/dev/full", ">&-"])
 def test_results_that_cannot_be_written_end_in_one_line_and_their_own_status(saved_run, phantom_root, redirect):
     image = sorted((phantom_root / "Testing" / "glioma").iterdir())[0]

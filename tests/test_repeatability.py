@@ -48,6 +48,7 @@ def test_a_seed_trains_to_the_same_weights_in_two_fresh_processes(phantom_root):
     assert other["fingerprint"] != first["fingerprint"]
 
 
+@pytest.mark.slow
 def test_a_failing_run_names_the_model_and_the_setting(tmp_path):
     with pytest.raises(RuntimeError, match=r"repeatability run rnn \(oneDNN off\) failed"):
         repeatability.run_in_fresh_process("rnn", "oneDNN off", 1, 42, str(tmp_path / "missing"))

@@ -81,6 +81,7 @@ def test_published_readme_matches_the_published_metrics():
     assert results.readme_with_results(readme, metrics) == readme, "README results are stale: run make publish"
 
 
+@pytest.mark.slow
 def test_publish_copies_the_representative_run_without_optimizer_state(phantom_root, tmp_path):
     dataset = data.load_dataset(phantom_root, image_size=64, progress=False)
     kept, validation = data.split_validation(dataset.training, fraction=0.2, seed=0)
@@ -164,6 +165,7 @@ def _cheap_rows(model, single, ensemble, seeds):
              "validation accuracy": ensemble, "test accuracy": 0.93, "clean-test accuracy": 0.88}]
 
 
+@pytest.mark.slow
 def test_the_default_ships_as_an_ensemble_of_seeds_only_when_that_wins_on_validation(phantom_root, tmp_path):
     dataset = data.load_dataset(phantom_root, image_size=64, progress=False)
     kept, validation = data.split_validation(dataset.training, fraction=0.2, seed=0)

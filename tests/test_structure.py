@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import re
 
+import pytest
+
 from helpers import config, metrics_record
 
 PACKAGE = config.PROJECT_ROOT / "src" / "helpers"
@@ -81,6 +83,7 @@ def test_no_function_is_longer_than_the_limit():
     assert not long, f"split these functions along their seams (over {FUNCTION_LINE_LIMIT} lines): {long}"
 
 
+@pytest.mark.slow
 def test_importing_the_package_changes_no_plotting_or_logging_setting():
     import subprocess
     import sys

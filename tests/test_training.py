@@ -38,6 +38,7 @@ def test_same_seed_gives_the_same_weights(tmp_path, phantom_splits):
     assert not all(np.array_equal(a, b) for a, b in zip(first, other.model.get_weights()))
 
 
+@pytest.mark.slow
 def test_run_folder_holds_model_labels_history_predictions_and_timings(tmp_path, phantom_splits):
     kept, validation, testing, fingerprint = phantom_splits
     run = training.train_model("hybrid", data.take_per_class(kept, 12), validation, testing, tmp_path / "run",
@@ -65,6 +66,7 @@ def test_run_folder_holds_model_labels_history_predictions_and_timings(tmp_path,
     assert reloaded.class_names == run.class_names
 
 
+@pytest.mark.slow
 def test_validation_with_external_images_logs_the_datasets_own_accuracy_apart(tmp_path, phantom_splits):
     kept, validation, _, _ = phantom_splits
     external = validation.take(np.arange(0, len(validation), 3))
@@ -84,6 +86,7 @@ def test_validation_with_external_images_logs_the_datasets_own_accuracy_apart(tm
     assert callbacks.DATASET_VALIDATION_METRIC not in plain.history
 
 
+@pytest.mark.slow
 def test_a_failed_run_leaves_no_folder_behind(tmp_path, phantom_splits, monkeypatch):
     kept, validation, _, _ = phantom_splits
 
@@ -312,6 +315,7 @@ def test_ctrl_c_while_a_command_starts_ends_it_in_one_line_with_status_130(tmp_p
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_a_swallowed_ctrl_c_is_raised_again_at_the_next_training_step(tmp_path, phantom_splits):
     from helpers import interrupts
 

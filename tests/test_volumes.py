@@ -13,9 +13,9 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, MRImageStorage, generate_uid
 
-from helpers.inputs import data, volumes
+from helpers.inputs import volumes
 from helpers.inputs.images import CorruptImageError, decode_image
-from helpers.modeling import predict, recipes, training
+from helpers.modeling import predict
 
 
 def write_dicom(path: Path, pixels: np.ndarray, *, instance: int = 1, series: str = "1.2.3", slope: float = 1.0,
@@ -90,16 +90,6 @@ def test_unreadable_volumes_end_in_one_line_naming_the_file(tmp_path):
     nibabel.save(nibabel.Nifti1Image(np.zeros((4, 4, 2, 3), np.float32), np.eye(4)), tmp_path / "four.nii")
     with pytest.raises(CorruptImageError, match=r"four.nii: a 4-D NIfTI image"):
         volumes.read_slices(tmp_path / "four.nii")
-
-
-@pytest.fixture(scope="module")
-def saved_run(phantom_root, tmp_path_factory):
-    """A quickly trained RNN run folder on the phantom dataset."""
-    dataset = data.load_dataset(phantom_root, image_size=64, progress=False)
-    kept, validation = data.split_validation(dataset.training, fraction=0.2, seed=0)
-    return training.train_model("rnn", data.take_per_class(kept, 10), validation, None,
-                                tmp_path_factory.mktemp("volumes") / "run",
-                                recipes.TrainingSettings(epochs=1, batch_size=32, seed=5, verbose=0))
 
 
 def test_a_dicom_series_folder_is_predicted_in_instance_order_with_a_summary(saved_run, phantom_root, tmp_path,
