@@ -48,11 +48,11 @@ bench-predict: $(INSTALLED) ## time brain-mri-predict on one image, cold process
 bench-folder: $(INSTALLED) ## time predict_files on 100 and 400 Testing images, one decoding thread and several -> reports/prediction_throughput.json
 	$(BIN)/python -m helpers.experiments.throughput
 
-# The study's models, seeds and reference models, read from the package (helpers.config, helpers.experiments.budget).
+# The study's models, seeds and reference models, read from the package (helpers.config).
 HELPERS = $(BIN)/python -c
 STUDY_MODELS = $(shell $(HELPERS) "from helpers import config; print(*config.STUDY_MODELS)")
 SEEDS ?= $(shell $(HELPERS) "from helpers import config; print(*config.FULL_PROFILE.seeds)")
-REFERENCE_MODELS = $(shell $(HELPERS) "from helpers.experiments.budget import REFERENCE_MODELS as r; print(*dict.fromkeys(r.values()))")
+REFERENCE_MODELS = $(shell $(HELPERS) "from helpers import config; print(*dict.fromkeys(config.REFERENCE_MODELS.values()))")
 
 reference-runs: $(INSTALLED) ## train the reference models (rnn, hybrid, cnn_wide) with the specified recipe (SEEDS="42 43 44") into runs/specified; finished runs are kept
 	for seed in $(SEEDS); do for model in $(REFERENCE_MODELS); do \

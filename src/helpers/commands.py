@@ -13,6 +13,8 @@ EXIT_DONE = 0
 EXIT_FAILED = 1  # bad input, a missing or unreadable file or folder: the line names it
 EXIT_USAGE = 2  # a wrong command line (argparse's own status)
 EXIT_STOPPED = EXIT_INTERRUPTED  # Ctrl-C: what was finished is kept, nothing is half-written
+# What a Ctrl-C leaves of a command that trains run after run (each resumable).
+RUNS_KEPT = "finished runs are kept, the unfinished one resumes next time"
 
 
 def failed(error: BaseException | str) -> int:

@@ -35,10 +35,6 @@ SIZES_FOLDER = "sizes"  # make sizes
 STUDY_FOLDER = "full"  # make study
 TIMED_SEED = 42
 REFERENCE_SEEDS = config.PROFILES["full"].seeds
-# The model the specified recipe trains as each model's reference. The specification gives no CNN layers (its CNN is
-# the project's first 1.5M-parameter design, cnn_wide); the project's own recurrent models, crnn and sequencer, are
-# measured against the specified hybrid, the specification's CNN + LSTM.
-REFERENCE_MODELS = {"rnn": "rnn", "hybrid": "hybrid", "cnn": "cnn_wide", "crnn": "hybrid", "sequencer": "hybrid"}
 SIZES = (64, 96, 128)
 
 
@@ -72,7 +68,7 @@ def _cpu(run_directory: Path) -> str:
 
 def model_time_to_accuracy(model_name: str, runs_root: Path) -> dict | None:
     """Return one model's row: the target, each specified seed's time to it, the study recipe's; None if untrained."""
-    reference_name = REFERENCE_MODELS[model_name]
+    reference_name = config.REFERENCE_MODELS[model_name]
     references = {seed: runs_root / REFERENCE_FOLDER / f"{reference_name}-seed{seed}" for seed in REFERENCE_SEEDS}
     references = {seed: folder for seed, folder in references.items() if folder.is_dir()}
     timed = runs_root / TIMED_FOLDER / f"{model_name}-seed{TIMED_SEED}"
@@ -99,7 +95,7 @@ def model_time_to_accuracy(model_name: str, runs_root: Path) -> dict | None:
             "machines": sorted({_cpu(folder) for folder in [*references.values(), timed]})}
 
 
-def time_to_accuracy(runs_root: Path, models: tuple[str, ...] = tuple(REFERENCE_MODELS),
+def time_to_accuracy(runs_root: Path, models: tuple[str, ...] = tuple(config.REFERENCE_MODELS),
                      study_metrics: Path = config.REPORTS_DIR / "metrics.json") -> dict:
     """Return the time-to-accuracy rows of every model trained both ways, and the full profile's time from scratch."""
     rows = [row for row in (model_time_to_accuracy(name, runs_root) for name in models) if row is not None]

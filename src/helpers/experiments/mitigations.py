@@ -196,7 +196,7 @@ def _main(argv: list[str] | None = None) -> int:
     except (DataError, FileNotFoundError) as error:
         return commands.failed(error)
     except KeyboardInterrupt:
-        return commands.stopped("finished runs are kept, the unfinished one resumes next time")
+        return commands.stopped(commands.RUNS_KEPT)
     return 0
 
 
