@@ -149,6 +149,11 @@ class Study:
         and the external sets (their train parts joining training and validation where the recipe says so)."""
         root = phantom_dataset_root() if self.profile.synthetic else self.data_dir
         dataset = load_dataset(root, self.image_size, progress=progress, preprocessing=self.preprocessing)
+        return self.assemble(dataset, self.load_external())
+
+    def assemble(self, dataset: MRIDataset, external: dict[str, ExternalImages]) -> StudyData:
+        """Return the study's splits of a loaded dataset and the profile's loaded external sets (load_data's second
+        half: helpers.experiments.offsite trains from arrays carried to another machine)."""
         training, validation = split_validation(dataset.training, seed=config.DEFAULT_SEED)
         testing = dataset.testing
         if self.profile.images_per_class:
@@ -156,7 +161,6 @@ class Study:
             training = take_per_class(training, count)
             validation = take_per_class(validation, max(count // 2, 1))
             testing = take_per_class(testing, count)
-        external = self.load_external()
         settings = recipe(self.profile.recipe)
         if settings.external_training:
             training, validation = add_external_training(training, validation, external,

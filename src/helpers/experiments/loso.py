@@ -77,15 +77,20 @@ def run_directory(model_name: str, hold_out: HoldOut, run_root: Path | None = No
 
 def find_or_train(model_name: str, hold_out: HoldOut, data_dir: str | None, external_dir: str | None,
                   sets: tuple[config.ExternalSet, ...] = config.EXTERNAL_SETS, run_root: Path | None = None,
-                  epochs: int | None = None, recipe_name: str = RECIPE) -> Path:
-    """Return the run folder of a model trained without a hold-out, training it unless it already exists."""
-    from helpers.inputs.external import load_training_data
+                  epochs: int | None = None, recipe_name: str = RECIPE,
+                  arrays: tuple[Any, dict] | None = None) -> Path:
+    """Return the run folder of a model trained without a hold-out, training it unless it already exists; arrays
+    (a loaded dataset and its external sets) stand in for the folders where given."""
+    from helpers.inputs.external import assemble_training_data, load_training_data
     from helpers.modeling.run_folders import run_matches
     from helpers.modeling.training import train_model
 
     settings = hold_out_settings(model_name, hold_out, epochs, recipe_name=recipe_name)
-    loaded = load_training_data(data_dir, settings.image_size, settings.preprocessing, True, external_dir,
-                                progress=False, sets=sets, collections=settings.external_collections)
+    if arrays is None:
+        loaded = load_training_data(data_dir, settings.image_size, settings.preprocessing, True, external_dir,
+                                    progress=False, sets=sets, collections=settings.external_collections)
+    else:
+        loaded = assemble_training_data(*arrays, True, settings.external_collections)
     directory = run_directory(model_name, hold_out, run_root, recipe_name=recipe_name)
     if run_matches(directory, model_name, settings, data_fingerprint=loaded.dataset.fingerprint,
                    external_fingerprint=loaded.external_fingerprint):

@@ -245,12 +245,19 @@ def load_training_data(data_dir: str | os.PathLike | None, image_size: int, prep
     add the train parts of the given collections (None: every set) to training and validation when asked (failing
     when none are found, since the recipe relies on them)."""
     dataset = load_dataset(data_dir, image_size, progress=progress, preprocessing=preprocessing, on_error=on_error)
-    training, validation = split_validation(dataset.training, seed=config.DEFAULT_SEED)
     external = load_external_sets(external_dir, image_size, preprocessing, sets=sets)
+    if external_training and not any(images.spec.part == "train"
+                                     for images in of_collections(external, collections).values()):
+        raise ExternalSetError(f"{locate_external(external_dir) or config.DEFAULT_EXTERNAL_DIR}: the recipe trains "
+                               f"on the external sets' train parts but none were found; set "
+                               f"${config.EXTERNAL_DIR_VARIABLE}")
+    return assemble_training_data(dataset, external, external_training, collections)
+
+
+def assemble_training_data(dataset: MRIDataset, external: dict[str, ExternalImages], external_training: bool,
+                           collections: tuple[str, ...] | None = None) -> TrainingData:
+    """Split validation as the study does and add the given collections' train parts (None: every set) when asked."""
+    training, validation = split_validation(dataset.training, seed=config.DEFAULT_SEED)
     if external_training:
-        if not any(images.spec.part == "train" for images in of_collections(external, collections).values()):
-            raise ExternalSetError(f"{locate_external(external_dir) or config.DEFAULT_EXTERNAL_DIR}: the recipe trains "
-                                   f"on the external sets' train parts but none were found; set "
-                                   f"${config.EXTERNAL_DIR_VARIABLE}")
         training, validation = add_external_training(training, validation, external, collections=collections)
     return TrainingData(dataset, training, validation, external, collections)
