@@ -174,7 +174,7 @@ class Profile:
 
 
 FULL_PROFILE = Profile("full", epochs=40, images_per_class=None, synthetic=False, seeds=(42, 43, 44),
-                       description="real data, full training, three seeds", recipe="outlined")
+                       description="real data, full training, three seeds")
 PROFILES: dict[str, Profile] = {
     "full": FULL_PROFILE,
     # What a notebook opened without parameters shows: the published study's runs, read from models/runs (the

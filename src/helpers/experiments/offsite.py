@@ -26,10 +26,9 @@ from helpers.files import write_atomically
 
 BUNDLE_FORMAT = 1
 DEFAULT_BUNDLE = Path(".offsite") / "study-arrays.pkl.gz"
-# What a child training process gets unless the caller's environment says otherwise: JAX takes GPU memory as needed,
-# so that several runs share one device.
-CHILD_ENVIRONMENT = {"KERAS_BACKEND": "jax", "XLA_PYTHON_CLIENT_PREALLOCATE": "false", "PYTHONUNBUFFERED": "1",
-                     "TF_CPP_MIN_LOG_LEVEL": "3"}
+# What a child training process gets unless the caller's environment says otherwise (the backend is the caller's):
+# JAX takes GPU memory as needed, so that several runs share one device.
+CHILD_ENVIRONMENT = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
 STOP_GRACE_SECONDS = 90
 
 
