@@ -171,6 +171,7 @@ class Profile:
     external_per_set: int | None = None  # None: every image of each external set; otherwise the first ones
     reads_published: bool = False  # True: never trains; reads the published study's run folders (models/runs)
     models: tuple[str, ...] = STUDY_MODELS  # the models its notebooks train and compare
+    saliency_images: int = 60  # external test images per outlined set on which saliency (occlusion) is measured
 
 
 FULL_PROFILE = Profile("full", epochs=40, images_per_class=None, synthetic=False, seeds=(42, 43, 44),
@@ -183,6 +184,7 @@ PROFILES: dict[str, Profile] = {
                                      description="the published study's runs (models/runs) on the real data, "
                                                  "no training"),
     "smoke": Profile("smoke", epochs=1, images_per_class=40, synthetic=False, seeds=(42,), external_per_set=40,
+                     saliency_images=8,
                      description="a small subset of the real data, one epoch (for tests)"),
     # The demo recipe (helpers.modeling.recipes.DEMO_RECIPE): the robust recipe scaled to the small phantom set.
     # It leaves out the sequencer, the slowest model to train (31.8 s an epoch in the study, 3x the hybrid's), to stay

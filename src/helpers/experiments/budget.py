@@ -121,7 +121,8 @@ def _minutes(seconds: float | None) -> str:
 
 
 def time_to_accuracy_table(results: dict) -> pd.DataFrame:
-    """Return the readable time-to-accuracy table: target, the specified recipe's time, the study recipe's, ratio."""
+    """Return the readable time-to-accuracy table: target, the specified recipe's time, the study recipe's, ratio
+    (judged against today's target, whatever the one recorded when it was measured)."""
     return pd.DataFrame([{
         "model": row["model"],
         "specified recipe trains": row["reference_model"],
@@ -132,7 +133,8 @@ def time_to_accuracy_table(results: dict) -> pd.DataFrame:
                                         + (f" (epoch {row['timed_epoch']})" if row["timed_epoch"] else ""),
         "study recipe: best": f"{row['timed_best_accuracy']:.2%}",
         "speed-up": "–" if row["speedup"] is None else f"{row['speedup']:.1f}x",
-        f"≥ {results['speedup_target']:g}x": "met" if row["meets_target"] else "missed",
+        f"≥ {TIME_TO_ACCURACY_SPEEDUP_TARGET:g}x": ("met" if row["speedup"] is not None
+                                                   and row["speedup"] >= TIME_TO_ACCURACY_SPEEDUP_TARGET else "missed"),
     } for row in results["rows"]])
 
 
