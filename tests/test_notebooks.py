@@ -1,4 +1,4 @@
-"""The notebooks: committed clean, each executed under nbval in the smoke profile, and the whole pipeline run."""
+"""The notebooks: committed clean, those with checked outputs under nbval in the smoke profile, the whole pipeline."""
 
 from __future__ import annotations
 
@@ -57,6 +57,9 @@ def test_committed_notebook_is_clean_and_follows_the_layout(name):
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_notebooks_pass_nbval_in_the_smoke_profile(real_data_root, smoke_run_root, tmp_path):
+    """nbval runs the notebooks whose outputs it checks (the pipeline test below runs every notebook and fails on any
+    error output, which is all nbval's lax mode would check in the others)."""
+    checked_notebooks = [name for name in NOTEBOOKS if name in CHECKED_OUTPUTS]
     for name in NOTEBOOKS:
         original = load_notebook_node(str(config.NOTEBOOKS_DIR / f"{name}.ipynb"))
         notebook = parameterize_notebook(original, {"profile": "smoke", "data_dir": str(real_data_root),
@@ -67,10 +70,11 @@ def test_notebooks_pass_nbval_in_the_smoke_profile(real_data_root, smoke_run_roo
         for cell in checked:
             cell.execution_count = 1  # nbval compares only cells that ran in the reference
             cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=CHECKED_OUTPUTS[name])]
-        nbformat.write(notebook, tmp_path / f"{name}.ipynb")
+        if checked:
+            nbformat.write(notebook, tmp_path / f"{name}.ipynb")
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider", "-q",
-                             *[str(tmp_path / f"{name}.ipynb") for name in NOTEBOOKS]],
+                             *[str(tmp_path / f"{name}.ipynb") for name in checked_notebooks]],
                             cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout[-4000:]
 
