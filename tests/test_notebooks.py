@@ -114,6 +114,7 @@ def test_pipeline_publishes_every_report_with_index_and_metrics(real_data_root, 
     timings = metrics["timings"]  # the runs the nbval test trained first are reused, and said so
     assert sorted(timings["trained_runs"] + timings["reused_runs"]) == sorted(f"{name}-seed42" for name in models)
     assert timings["from_scratch_seconds"] >= timings["total_seconds"]
+    assert timings["cpu_seconds"] > 0, "the kernels' CPU time is counted beside the wall time"
     assert ("from scratch" in index) == bool(timings["reused_runs"])
     assert not any(path.name.startswith(".") for path in reports.iterdir()), "no staging leftovers"
 

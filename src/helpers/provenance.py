@@ -125,15 +125,18 @@ def duration_sentence(metrics: dict) -> str:
     timings = metrics["timings"]
     device = metrics["provenance"]["device"]
     accelerators = ", ".join(device["accelerators"])
-    machine = (f"{device['cpu_count']} CPU cores ({device['backend']} backend"
+    cpu = f"{device['cpu_model']}, " if device.get("cpu_model") not in (None, "", "unknown") else ""
+    machine = (f"{device['cpu_count']} CPU cores ({cpu}{device['backend']} backend"
                + (f"; {accelerators})" if accelerators else ", no accelerator)"))
+    cpu_minutes = (f" ({timings['cpu_seconds'] / 60:.1f} CPU-minutes: a busy machine stretches the wall time, not "
+                   "this)" if timings.get("cpu_seconds") else "")
     reused = timings.get("reused_runs", [])
     if not reused:
-        return f"The whole sequence took {timings['total_seconds'] / 60:.1f} minutes on {machine}."
+        return f"The whole sequence took {timings['total_seconds'] / 60:.1f} minutes{cpu_minutes} on {machine}."
     total = len(reused) + len(timings["trained_runs"])
     which = f"all its {total} training runs" if len(reused) == total else f"{len(reused)} of its {total} training runs"
     return (f"The profile takes about {timings['from_scratch_seconds'] / 60:.1f} minutes from scratch on {machine}; "
-            f"this run took {timings['total_seconds'] / 60:.1f} minutes, as it reused {which} "
+            f"this run took {timings['total_seconds'] / 60:.1f} minutes{cpu_minutes}, as it reused {which} "
             f"({timings['reused_training_seconds'] / 60:.1f} minutes of training and prediction) from an earlier run "
             f"with the same recipe and data.")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shutil
 import sys
 import time
@@ -190,6 +191,12 @@ def training_accounting(metrics: dict, run_root: Path, started: datetime) -> dic
             "from_scratch_seconds": metrics["timings"]["total_seconds"] + reused_seconds}
 
 
+def _cpu_seconds() -> float:
+    """Return the user and system CPU seconds of this process and of its finished children (the notebook kernels)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def run_pipeline(profile: str = "full", data_dir: str | os.PathLike | None = None,
                  reports_dir: str | os.PathLike | None = None, run_root: str | os.PathLike | None = None,
                  notebooks: tuple[str, ...] = NOTEBOOKS, progress: bool = True,
@@ -202,7 +209,7 @@ def run_pipeline(profile: str = "full", data_dir: str | os.PathLike | None = Non
     if unknown:
         raise ValueError(f"unknown notebooks {unknown}; the sequence is {', '.join(NOTEBOOKS)}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # the kernels inherit it: no TensorFlow info lines in reports
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), _cpu_seconds()
     started_at = datetime.now(UTC)
     notebook_seconds: dict[str, float] = {}
     with staged_directory(reports_dir) as staging, ExitStack() as stack:
@@ -232,6 +239,7 @@ def run_pipeline(profile: str = "full", data_dir: str | os.PathLike | None = Non
             tidy_notebook(output, published_paths(chosen, run_root, metrics_dir, staging, reports_dir))
             export_html(output)
         metrics = _collect_metrics(metrics_dir, chosen.name, notebook_seconds, time.perf_counter() - started)
+        metrics["timings"]["cpu_seconds"] = _cpu_seconds() - started_cpu
         shutil.rmtree(metrics_dir)
         metrics["timings"].update(training_accounting(metrics, run_root, started_at))
         write_atomically(staging / METRICS_FILE,
