@@ -70,7 +70,8 @@ def test_readme_block_is_written_from_metrics_and_a_stale_one_is_detected():
     metrics["timings"]["cpu_seconds"] = 3000.0
     assert ("this run took 30.0 minutes (50.0 CPU-minutes: a busy machine stretches the wall time, not this), as it "
             "reused") in results.markdown_table(metrics)
-    assert "from scratch on 2 CPU cores (Test CPU, tensorflow backend, no accelerator)" in results.markdown_table(metrics)
+    machine = "from scratch on 2 CPU cores (Test CPU, tensorflow backend, no accelerator)"
+    assert machine in results.markdown_table(metrics)
     metrics = _metrics("f" * 64, 42)
     readme = f"intro\n{results.README_START}\nold\n{results.README_END}\nrest\n"
     updated = results.readme_with_results(readme, metrics)
