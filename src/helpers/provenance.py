@@ -128,8 +128,7 @@ def duration_sentence(metrics: dict) -> str:
     cpu = f"{device['cpu_model']}, " if device.get("cpu_model") not in (None, "", "unknown") else ""
     machine = (f"{device['cpu_count']} CPU cores ({cpu}{device['backend']} backend"
                + (f"; {accelerators})" if accelerators else ", no accelerator)"))
-    cpu_minutes = (f" ({timings['cpu_seconds'] / 60:.1f} CPU-minutes: a busy machine stretches the wall time, not "
-                   "this)" if timings.get("cpu_seconds") else "")
+    cpu_minutes = f" ({timings['cpu_seconds'] / 60:.1f} CPU-minutes)" if timings.get("cpu_seconds") else ""
     reused = timings.get("reused_runs", [])
     if not reused:
         return f"The whole sequence took {timings['total_seconds'] / 60:.1f} minutes{cpu_minutes} on {machine}."
