@@ -66,4 +66,4 @@ def test_a_run_trained_from_a_bundle_is_the_one_the_study_reuses(bundle, tmp_pat
     data = offsite._study_data(study, dataset, external)
     directory = study.run_directory("rnn", 42)
     assert directory == tmp_path / "runs" / "full" / "rnn-seed42"
-    assert study._reusable(directory, "rnn", study.settings("rnn", 42), data)
+    assert study.reusable(directory, "rnn", study.settings("rnn", 42), data)

@@ -230,7 +230,7 @@ class Study:
                                       "test": len(data.testing)}
         return run_differences(directory, model_name, settings, **details)
 
-    def _reusable(self, directory: Path, model_name: str, settings: TrainingSettings, data: StudyData) -> bool:
+    def reusable(self, directory: Path, model_name: str, settings: TrainingSettings, data: StudyData) -> bool:
         """Tell whether a finished run folder was trained with exactly this model, recipe and data."""
         return not self._differences(directory, model_name, settings, data)
 
@@ -240,7 +240,7 @@ class Study:
         for seed in self.seeds:
             settings = self.settings(model_name, seed)
             directory = self.run_directory(model_name, seed)
-            if self._reusable(directory, model_name, settings, data):
+            if self.reusable(directory, model_name, settings, data):
                 print(f"{model_name} seed {seed}: reusing {config.shown_path(directory)}")
                 runs.append(load_run(directory))
                 continue
@@ -263,7 +263,7 @@ class Study:
         runs = []
         for seed in self.seeds:
             directory = self.run_directory(model_name, seed)
-            if not self._reusable(directory, model_name, self.settings(model_name, seed), data):
+            if not self.reusable(directory, model_name, self.settings(model_name, seed), data):
                 raise FileNotFoundError(f"{directory}: no finished {model_name} run for seed {seed} with this "
                                         f"profile's recipe and data; run the {model_name} training notebook first")
             runs.append(load_run(directory))

@@ -75,6 +75,24 @@ def run_directory(model_name: str, hold_out: HoldOut, run_root: Path | None = No
     return (run_root or config.runs_dir() / "loso") / recipe_name / hold_out.slug / f"{model_name}-seed{seed}"
 
 
+def _finished(directory: Path, model_name: str, settings, loaded) -> bool:
+    """Tell whether a run folder holds this model trained with these settings on this training data."""
+    from helpers.modeling.run_folders import run_matches
+
+    return run_matches(directory, model_name, settings, data_fingerprint=loaded.dataset.fingerprint,
+                       external_fingerprint=loaded.external_fingerprint)
+
+
+def is_finished(model_name: str, hold_out: HoldOut, arrays: tuple[Any, dict], epochs: int | None = None,
+                run_root: Path | None = None, recipe_name: str = RECIPE) -> bool:
+    """Tell whether the run of a model without a hold-out, on a loaded dataset and its external sets, is finished."""
+    from helpers.inputs.external import assemble_training_data
+
+    settings = hold_out_settings(model_name, hold_out, epochs, recipe_name=recipe_name)
+    return _finished(run_directory(model_name, hold_out, run_root, recipe_name=recipe_name), model_name, settings,
+                     assemble_training_data(*arrays, True, settings.external_collections))
+
+
 def find_or_train(model_name: str, hold_out: HoldOut, data_dir: str | None, external_dir: str | None,
                   sets: tuple[config.ExternalSet, ...] = config.EXTERNAL_SETS, run_root: Path | None = None,
                   epochs: int | None = None, recipe_name: str = RECIPE,
@@ -82,7 +100,6 @@ def find_or_train(model_name: str, hold_out: HoldOut, data_dir: str | None, exte
     """Return the run folder of a model trained without a hold-out, training it unless it already exists; arrays
     (a loaded dataset and its external sets) stand in for the folders where given."""
     from helpers.inputs.external import assemble_training_data, load_training_data
-    from helpers.modeling.run_folders import run_matches
     from helpers.modeling.training import train_model
 
     settings = hold_out_settings(model_name, hold_out, epochs, recipe_name=recipe_name)
@@ -92,8 +109,7 @@ def find_or_train(model_name: str, hold_out: HoldOut, data_dir: str | None, exte
     else:
         loaded = assemble_training_data(*arrays, True, settings.external_collections)
     directory = run_directory(model_name, hold_out, run_root, recipe_name=recipe_name)
-    if run_matches(directory, model_name, settings, data_fingerprint=loaded.dataset.fingerprint,
-                   external_fingerprint=loaded.external_fingerprint):
+    if _finished(directory, model_name, settings, loaded):
         print(f"{model_name} without {hold_out.name}: reusing {config.shown_path(directory)}")
         return directory
     print(f"{model_name} without {hold_out.name}: training into {config.shown_path(directory)}", flush=True)

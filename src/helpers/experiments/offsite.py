@@ -60,11 +60,10 @@ def export_bundle(output: Path, data_dir: str | None, external_dir: str | None) 
     to one compressed file (atomically); return what it holds."""
     from helpers.inputs.data import load_dataset
     from helpers.inputs.external import load_external_sets
-    from helpers.modeling.recipes import recipe
 
-    preprocessing = recipe(config.FULL_PROFILE.recipe).preprocessing
-    dataset = load_dataset(data_dir, config.DEFAULT_IMAGE_SIZE, preprocessing=preprocessing)
-    external = load_external_sets(external_dir, config.DEFAULT_IMAGE_SIZE, preprocessing, sets=config.EXTERNAL_SETS)
+    study = _study()
+    dataset = load_dataset(data_dir, study.image_size, preprocessing=study.preprocessing)
+    external = load_external_sets(external_dir, study.image_size, study.preprocessing, sets=config.EXTERNAL_SETS)
     bundle = {"format": BUNDLE_FORMAT, "recipe": config.FULL_PROFILE.recipe, "dataset": dataset, "external": external}
 
     def write(path: Path) -> None:
@@ -119,21 +118,14 @@ def pending_jobs(dataset, external: dict, epochs: int = 0) -> list[Job]:
     """Return the study's and the leave-one-source-out runs not yet finished, slowest model first (epochs 0: the
     full profile's)."""
     from helpers.experiments import loso
-    from helpers.inputs.external import assemble_training_data
-    from helpers.modeling.run_folders import run_matches
 
     study = _study(epochs=epochs)
     data = _study_data(study, dataset, external)
-    order = sorted(study.profile.models, key=lambda name: name != "sequencer")
-    jobs = [Job("study", model, seed, epochs=epochs) for model in order for seed in study.seeds
-            if not study._reusable(study.run_directory(model, seed), model, study.settings(model, seed), data)]
-    for model in loso.MODELS:
-        for hold_out in loso.hold_outs():
-            settings = loso.hold_out_settings(model, hold_out, epochs or None)
-            loaded = assemble_training_data(dataset, external, True, settings.external_collections)
-            if not run_matches(loso.run_directory(model, hold_out), model, settings,
-                               data_fingerprint=dataset.fingerprint, external_fingerprint=loaded.external_fingerprint):
-                jobs.append(Job("loso", model, hold_out=hold_out.name, epochs=epochs))
+    jobs = [Job("study", model, seed, epochs=epochs) for model in study.profile.models for seed in study.seeds
+            if not study.reusable(study.run_directory(model, seed), model, study.settings(model, seed), data)]
+    jobs += [Job("loso", model, hold_out=hold_out.name, epochs=epochs)
+             for model in loso.MODELS for hold_out in loso.hold_outs()
+             if not loso.is_finished(model, hold_out, (dataset, external), epochs or None)]
     return sorted(jobs, key=lambda job: job.model != "sequencer")
 
 
