@@ -146,3 +146,19 @@ def test_the_mitigation_table_averages_each_rung_over_its_seeds(tmp_path):
     assert table.loc[("rnn", "cosine recipe"), "seeds"] == "42 43"
     assert table.loc[("rnn", "cosine recipe"), "official_test_accuracy"] == pytest.approx(0.85)
     assert table.loc[("rnn", "+ every source on both sides")].tolist() == ["42", 0.7]
+
+
+def test_source_images_take_as_many_of_each_source_as_the_profile_does(phantom_root, external_root, tmp_path):
+    import dataclasses
+
+    from helpers.analysis.study import Study
+
+    whole = Study.from_parameters(profile="demo", data_dir=str(phantom_root), external_dir=str(external_root),
+                                  run_root=str(tmp_path / "runs"))
+    whole = dataclasses.replace(whole, profile=dataclasses.replace(whole.profile, synthetic=False))
+    few = dataclasses.replace(whole, profile=dataclasses.replace(whole.profile, images_per_class=8, external_per_set=5))
+    everything, taken = whole.source_images("resize"), few.source_images("resize")
+    assert list(taken) == list(everything) and len(taken) == 4 + 5
+    assert {name: len(images) for name, images in taken.items()} == {
+        name: 8 if name.startswith("dataset ") else 5 for name in everything}
+    assert all(len(everything[name]) > len(taken[name]) for name in everything)

@@ -169,16 +169,19 @@ class Study:
 
     def source_images(self, preprocessing: str | None = None, part: str = "train") -> dict[str, np.ndarray]:
         """Return images per source with a preprocessing (default: the recipe's): the dataset's Training images of
-        each class, then each external set's images of a part."""
+        each class, then each external set's images of a part (as many as the profile takes of each)."""
         preprocessing = preprocessing or self.preprocessing
         root = phantom_dataset_root() if self.profile.synthetic else self.data_dir
         training = load_dataset(root, self.image_size, progress=False, preprocessing=preprocessing).training
+        if self.profile.images_per_class:
+            training = take_per_class(training, self.profile.images_per_class)
         sources = {f"dataset {name}": training.images[training.labels == index]
                    for index, name in enumerate(config.CLASS_NAMES)}
         external_root = phantom_external_root() if self.profile.synthetic else self.external_dir
         external = load_external_sets(external_root, self.image_size, preprocessing, sets=self.profile.external_sets,
                                       parts=(part,))
-        sources.update({name.split("/")[0]: images.images for name, images in external.items()})
+        sources.update({name.split("/")[0]: images.images[:self.profile.external_per_set]
+                        for name, images in external.items()})
         return sources
 
     def generated_data_note(self) -> str:
