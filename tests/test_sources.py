@@ -116,6 +116,12 @@ def test_leave_one_source_out_trains_without_the_source_and_measures_it(phantom_
     again = loso.build_table(phantom_root, external_root, models=("rnn",), sets=config.PHANTOM_EXTERNAL_SETS,
                              run_root=tmp_path / "runs", epochs=1, only=(held_out.name,))
     assert again == rows  # the finished run is reused, not trained again
+    assert len(rows[0]["measurement"]) == 64
+    elsewhere = {"models": ("rnn",), "sets": config.PHANTOM_EXTERNAL_SETS, "run_root": tmp_path / "elsewhere",
+                 "only": (held_out.name,), "measured": rows}
+    assert loso.build_table(phantom_root, external_root, epochs=1, **elsewhere) == rows, "rows reused without runs"
+    assert not (tmp_path / "elsewhere").exists()
+    assert loso.build_table(phantom_root, external_root, epochs=2, train=False, **elsewhere) == [], "other settings"
     path = loso.write_table(rows, tmp_path)
     assert loso.load_table(tmp_path)["held out"].tolist() == [held_out.name] and path.name == "loso.json"
 

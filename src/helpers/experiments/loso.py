@@ -3,7 +3,9 @@
 `python -m helpers.experiments.loso` (`make loso`) trains, for each hold-out below and each model of MODELS, a recipe
 (RECIPE unless told) without the held-out collections (one seed, reusing a run folder trained with the same settings and
 data), then measures the held-out source's *test* parts on both sides and writes reports/loso.json, one row per (model,
-recipe, hold-out, source). It is the study's figure for "a source absent from training".
+recipe, hold-out, source). A row records a digest of what it measured, so a machine without the run folders reuses the
+rows of the same settings and data instead of training again. It is the study's figure for "a source absent from
+training".
 """
 
 from __future__ import annotations
@@ -119,10 +121,22 @@ def find_or_train(model_name: str, hold_out: HoldOut, data_dir: str | None, exte
     return directory
 
 
-def evaluate_run(directory: Path, hold_out: HoldOut, external: dict, recipe_name: str = RECIPE
-                 ) -> list[dict[str, Any]]:
+def measurement_identity(model_name: str, settings, loaded, held_out_fingerprint: str | None) -> str:
+    """Return a digest of what a row measures: the model, its settings, the fingerprints of the data it trained on and
+    of the held-out test images it is measured on (equal digests: the row can be reused without its run folder)."""
+    import dataclasses
+    import hashlib
+    import json
+
+    measured = {"model": model_name, "settings": dataclasses.asdict(settings), "data": loaded.dataset.fingerprint,
+                "external": loaded.external_fingerprint, "held out": held_out_fingerprint}
+    return hashlib.sha256(json.dumps(measured, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def evaluate_run(directory: Path, hold_out: HoldOut, external: dict, recipe_name: str = RECIPE,
+                 identity: str | None = None) -> list[dict[str, Any]]:
     """Return one row per held-out source: a run's both-sides figures on that source's test parts, and its official
-    test accuracy for reference."""
+    test accuracy for reference (with the measurement's identity, where known)."""
     from helpers.inputs.sources import predict_sets, source_evaluation
     from helpers.modeling.run_folders import load_run
 
@@ -140,6 +154,8 @@ def evaluate_run(directory: Path, hold_out: HoldOut, external: dict, recipe_name
                                   "tumour images": summary["tumour_images"],
                                   "tumour-free images": summary["tumour_free_images"],
                                   "official test accuracy": official}
+        if identity:
+            row["measurement"] = identity
         for key in ("sensitivity", "specificity", "type_accuracy", "balanced_accuracy"):
             if key in summary:
                 row[key.replace("_", " ")] = summary[key]["mean"]
@@ -150,11 +166,12 @@ def evaluate_run(directory: Path, hold_out: HoldOut, external: dict, recipe_name
 
 def build_table(data_dir: str | None = None, external_dir: str | None = None, train: bool = True,
                 models: tuple[str, ...] = MODELS, sets: tuple[config.ExternalSet, ...] = config.EXTERNAL_SETS,
-                run_root: Path | None = None, epochs: int | None = None,
-                only: tuple[str, ...] = (), recipe_name: str = RECIPE) -> list[dict]:
+                run_root: Path | None = None, epochs: int | None = None, only: tuple[str, ...] = (),
+                recipe_name: str = RECIPE, measured: list[dict] | None = None) -> list[dict]:
     """Train (or reuse) each model without each hold-out (all, or those named in only) and return the evaluated
-    rows; a run that was not trained (train=False and no folder) is left out."""
-    from helpers.inputs.external import load_external_sets
+    rows; rows measured before of the same model, settings and data (in measured) are reused without training or
+    evaluating, and a run that was not trained (train=False and no folder) is left out."""
+    from helpers.inputs.external import external_fingerprint, load_external_sets, load_training_data
     from helpers.modeling.recipes import recipe
 
     external = load_external_sets(external_dir, config.DEFAULT_IMAGE_SIZE, recipe(RECIPE).preprocessing, sets=sets,
@@ -163,15 +180,25 @@ def build_table(data_dir: str | None = None, external_dir: str | None = None, tr
     for hold_out in hold_outs(sets):
         if only and hold_out.name not in only:
             continue
+        held_out = external_fingerprint(external, hold_out.collections)
         for model_name in models:
+            settings = hold_out_settings(model_name, hold_out, epochs, recipe_name=recipe_name)
+            loaded = load_training_data(data_dir, settings.image_size, settings.preprocessing, True, external_dir,
+                                        progress=False, sets=sets, collections=settings.external_collections)
+            identity = measurement_identity(model_name, settings, loaded, held_out)
+            earlier = [row for row in measured or () if row.get("measurement") == identity]
+            if earlier:
+                print(f"{model_name} without {hold_out.name}: reusing the rows measured on the same settings and data")
+                rows.extend(earlier)
+                continue
+            directory = run_directory(model_name, hold_out, run_root, recipe_name=recipe_name)
             if train:
-                directory = find_or_train(model_name, hold_out, data_dir, external_dir, sets, run_root, epochs,
-                                          recipe_name)
-            else:
-                directory = run_directory(model_name, hold_out, run_root, recipe_name=recipe_name)
-                if not directory.is_dir():
-                    continue
-            rows.extend(evaluate_run(directory, hold_out, external, recipe_name))
+                find_or_train(model_name, hold_out, data_dir, external_dir, sets, run_root, epochs, recipe_name,
+                              arrays=(loaded.dataset, loaded.external))
+            elif not directory.is_dir():
+                continue
+            matches = _finished(directory, model_name, settings, loaded)
+            rows.extend(evaluate_run(directory, hold_out, external, recipe_name, identity if matches else None))
     return rows
 
 
@@ -196,7 +223,8 @@ def load_table(reports_dir: Path = config.REPORTS_DIR):
     if rows is None:
         return None
     table = pd.DataFrame(rows)
-    return table.drop(columns=[name for name in table.columns if name == "run" or name.endswith(" ci")])
+    return table.drop(columns=[name for name in table.columns
+                               if name in ("run", "measurement") or name.endswith(" ci")])
 
 
 def _main(argv: list[str] | None = None) -> int:
@@ -219,7 +247,8 @@ def _main(argv: list[str] | None = None) -> int:
         for name in chosen:  # the table grows run by run, so that an interruption loses no finished figure
             for model_name in arguments.models:
                 rows = build_table(arguments.data_dir, arguments.external_dir, train=not arguments.evaluate_only,
-                                   models=(model_name,), only=(name,), recipe_name=arguments.recipe)
+                                   models=(model_name,), only=(name,), recipe_name=arguments.recipe,
+                                   measured=read_measured_rows(config.REPORTS_DIR / LOSO_FILE))
                 print(f"{model_name} without {name}: written to {write_table(rows)}", flush=True)
     except (DataError, FileNotFoundError) as error:
         return commands.failed(error)
