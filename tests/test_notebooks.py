@@ -48,8 +48,7 @@ def test_committed_notebook_is_clean_and_follows_the_layout(name):
     assert max(len(cell.source.splitlines()) for cell in code) <= 16, f"{name}: keep cells short"
 
 
-# nbval executes again what it checks; the pipeline test below executes every notebook once and compares the checked
-# outputs itself, so nbval runs the one checked notebook that trains nothing.
+# The checked notebooks nbval executes (docs/decisions.md, "`make test` executes each notebook once").
 NBVAL_NOTEBOOKS = ("01_explore_data",)
 
 
