@@ -117,6 +117,14 @@ def test_publish_copies_the_representative_run_without_optimizer_state(phantom_r
     with pytest.raises(ValueError, match="trained on other data"):
         results.publish_models(_metrics("0" * 64, 43), tmp_path / "runs", models_dir)
     assert (models_dir / "rnn.keras").is_file()  # a failed publish leaves the published models as they were
+    recorded = _metrics(dataset.fingerprint, 43)
+    recorded["notebooks"]["07_uncertainty"] = {"models": ["rnn"]}  # notebook 07 reported a record it did not leave
+    with pytest.raises(FileNotFoundError, match=r"rnn\.uncertainty\.npz: the uncertainty record notebook 07 reported "
+                                                r"for rnn is missing"):
+        results.publish_models(recorded, tmp_path / "runs", models_dir)
+    with pytest.raises(FileNotFoundError, match="no study run folders to publish from"):
+        results.publish_models(recorded, tmp_path / "no-runs", models_dir)
+    assert (models_dir / "rnn.keras").is_file()
 
 
 def _figure(value):
@@ -152,9 +160,12 @@ def test_per_source_figures_and_targets_judge_the_default_model_on_both_sides():
     assert source_report.source_markdown(metrics, "rnn") in table
     assert "† Br35H's 'no' images are the dataset's own notumor class" in table
     shown_loso = source_report.loso_markdown(metrics, columns=("tumour sensitivity", "specificity",
-                                                               "balanced accuracy"))
-    assert shown_loso in table and "| rnn | both-sides | Br35H | Br35H | 80.0% | — | — |" in shown_loso
-    assert "type accuracy" not in shown_loso and "type accuracy" in source_report.loso_markdown(metrics)
+                                                               "balanced accuracy"), recipe="outlined")
+    assert shown_loso in table and "leave-one-source-out, `outlined` recipe" in table
+    assert "| rnn | Br35H | Br35H | 90.0% | — | — |" in shown_loso and "80.0%" not in shown_loso, "one recipe's rows"
+    every_recipe = source_report.loso_markdown(metrics)
+    assert "| rnn | both-sides | Br35H | Br35H | 80.0% | — | — | — |" in every_recipe
+    assert "type accuracy" in every_recipe and "type accuracy" not in shown_loso
     assert ("3 of 6 met (Br35H: tumours kept 96.0% (>= 95%); official Testing: no-tumour specificity 97.5% (>= 97%); "
             "Br35H held out of training: tumours kept 90.0% (>= 85%)); missed: TCGA post-contrast: tumour-free slices "
             "called no tumour 20.0% (>= 90%); TCGA post-contrast: balanced accuracy 59.5% (>= 85%); official Testing: "

@@ -32,6 +32,7 @@ from helpers.reporting.published_default import DEFAULT_RULE, cheap_accuracy_row
 from helpers.reporting.source_report import (
     external_sources,
     loso_markdown,
+    loso_recipe,
     short_target_text,
     source_figures,
     source_markdown,
@@ -146,10 +147,13 @@ def markdown_table(metrics: dict) -> str:
                   "tumour sensitivity: share of tumour images not called no tumour; specificity: share of tumour-free "
                   "images called no tumour; 95% bootstrap intervals):", ""]
     lines += [source_markdown(metrics, shipped)]
-    loso = loso_markdown(metrics, columns=("tumour sensitivity", "specificity", "balanced accuracy"))
+    loso_shown = loso_recipe(metrics, shipped.removesuffix(ENSEMBLE_SUFFIX), config.FULL_PROFILE.recipe)
+    loso = loso_markdown(metrics, columns=("tumour sensitivity", "specificity", "balanced accuracy"),
+                         recipe=loso_shown)
     if loso:
-        lines += ["", "A source absent from training (leave-one-source-out, one seed each, trained without the "
-                  "held-out sets; type accuracy in `reports/index.html`):", "", loso]
+        lines += ["", f"A source absent from training (leave-one-source-out, `{loso_shown}` recipe, one seed each, "
+                  "trained without the held-out sets; every recipe and type accuracy in `reports/index.html`):", "",
+                  loso]
     external = external_targets(metrics)
     if external:
         met = [row for row in external if row["met"]]
@@ -192,6 +196,8 @@ def confidence_threshold(predictions: dict[str, dict[str, np.ndarray]]) -> dict[
 
 def publish_models(metrics: dict, run_root: Path, models_dir: Path = config.MODELS_DIR) -> dict:
     """Copy each model's best-on-validation run (without optimizer state) into models/, with labels and an index."""
+    if not run_root.is_dir():
+        raise FileNotFoundError(f"{run_root}: no study run folders to publish from; run `make study` first")
     seeds = {name: row["representative_seed"]
              for name, row in Comparison.read(metrics).summaries.items()}
     staging = models_dir.with_name(models_dir.name + ".staging")
@@ -254,11 +260,15 @@ def _stage_models(metrics: dict, seeds: dict[str, int], run_root: Path, staging:
         if ensemble:
             index["models"][ensemble_name(name)] = _stage_ensemble(name, summaries[name]["seeds"], run_root, staging)
     index["default"] = index["models"][shipped]["file"]
+    recorded = set(Uncertainty.read(metrics).models)
     for name, entry in index["models"].items():  # notebook 07's uncertainty records, beside their models
         record = study_record_path(run_root, name)
         if record.is_file():
             shutil.copy2(record, staging / record.name)
             entry["uncertainty"] = record.name
+        elif name in recorded:
+            raise FileNotFoundError(f"{record}: the uncertainty record notebook 07 reported for {name} is missing "
+                                    f"(publish from the run folder of the study that wrote the reports)")
     (staging / MODEL_INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
     (staging / MODEL_CARD_FILE).write_text(model_card(metrics, index))
     write_markdown_page(staging / MODEL_CARD_FILE)
@@ -414,10 +424,10 @@ def _main(argv: list[str] | None = None) -> int:
                 return commands.failed("README.md: its results are stale against reports/metrics.json; make publish")
             print("README results match reports/metrics.json")
             return commands.EXIT_DONE
-        print("README.md results " + ("updated" if write_readme_results(readme, metrics) else "already current"))
-        if not arguments.readme_only:
+        if not arguments.readme_only:  # models first: README never names models that failed to publish
             index = publish_models(metrics, Path(arguments.run_root))
             print(f"models/: {', '.join(index['models'])}; default {index['default']}")
+        print("README.md results " + ("updated" if write_readme_results(readme, metrics) else "already current"))
     except (FileNotFoundError, ValueError) as error:
         return commands.failed(error)
     except KeyboardInterrupt:
