@@ -83,7 +83,7 @@ repeatability: $(INSTALLED) ## train rnn and hybrid twice under each oneDNN sett
 mitigations: $(INSTALLED) ## train and measure each step against the source shortcut (seed 42) -> reports/mitigations.json
 	$(BIN)/python -m helpers.experiments.mitigations
 
-loso: $(INSTALLED) ## train sequencer and rnn without each external source (seed 42; finished runs kept) -> reports/loso.json
+loso: $(INSTALLED) ## train sequencer and rnn without each external source (seed 42; finished runs and rows measured on the same settings and data kept) -> reports/loso.json
 	$(BIN)/python -m helpers.experiments.loso
 
 demo: $(INSTALLED) ## set up, then run the notebooks on generated data (offline) into runs/demo/reports
