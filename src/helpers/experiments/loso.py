@@ -204,12 +204,14 @@ def build_table(data_dir: str | None = None, external_dir: str | None = None, tr
 
 def write_table(rows: list[dict], reports_dir: Path = config.REPORTS_DIR) -> Path:
     """Write the leave-one-source-out table with its provenance to reports/loso.json (atomically), keeping earlier
-    rows of (model, hold-out) pairs not measured again."""
+    rows of (model, hold-out) pairs not measured again, ordered by recipe, model and hold-out."""
     from helpers.provenance import provenance
 
-    order = {name: index for index, name in enumerate(RECIPES)}
+    recipes = {name: index for index, name in enumerate(RECIPES)}
+    held_out = {item.name: index for index, item in enumerate(hold_outs())}
     return write_measured_rows(reports_dir / LOSO_FILE, rows, ("model", "recipe", "held out"), config.PROJECT_ROOT,
-                               order=lambda row: order.get(row["recipe"], len(order)),
+                               order=lambda row: (recipes.get(row["recipe"], len(recipes)), row["model"],
+                                                  held_out.get(row["held out"], len(held_out))),
                                seed=SEED, provenance=provenance(),
                                note="one seed per run; each run trained without the held-out collections (train and "
                                     "test parts) and measured on their test parts")
