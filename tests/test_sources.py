@@ -122,6 +122,14 @@ def test_leave_one_source_out_trains_without_the_source_and_measures_it(phantom_
     assert loso.build_table(phantom_root, external_root, epochs=1, **elsewhere) == rows, "rows reused without runs"
     assert not (tmp_path / "elsewhere").exists()
     assert loso.build_table(phantom_root, external_root, epochs=2, train=False, **elsewhere) == [], "other settings"
+    from helpers.inputs import data  # what the off-site job list asks of the same arrays
+
+    preprocessing = recipes.recipe(loso.RECIPE).preprocessing
+    arrays = (data.load_dataset(phantom_root, 64, progress=False, preprocessing=preprocessing),
+              external.load_external_sets(external_root, 64, preprocessing, sets=config.PHANTOM_EXTERNAL_SETS))
+    assert loso.is_measured("rnn", held_out, arrays, rows, epochs=1)
+    assert not loso.is_measured("rnn", held_out, arrays, rows, epochs=2)
+    assert not loso.is_measured("rnn", loso.hold_outs(config.PHANTOM_EXTERNAL_SETS)[0], arrays, rows, epochs=1)
     path = loso.write_table(rows, tmp_path)
     assert loso.load_table(tmp_path)["held out"].tolist() == [held_out.name] and path.name == "loso.json"
 

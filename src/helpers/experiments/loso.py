@@ -121,16 +121,31 @@ def find_or_train(model_name: str, hold_out: HoldOut, data_dir: str | None, exte
     return directory
 
 
-def measurement_identity(model_name: str, settings, loaded, held_out_fingerprint: str | None) -> str:
+def measurement_identity(model_name: str, hold_out: HoldOut, settings, loaded, external: dict) -> str:
     """Return a digest of what a row measures: the model, its settings, the fingerprints of the data it trained on and
-    of the held-out test images it is measured on (equal digests: the row can be reused without its run folder)."""
+    of the held-out sets' test images among external (equal digests: the row can be reused without its run folder)."""
     import dataclasses
     import hashlib
     import json
 
+    from helpers.inputs.external import external_fingerprint
+
+    tests = {name: images for name, images in external.items() if images.spec.part == "test"}
     measured = {"model": model_name, "settings": dataclasses.asdict(settings), "data": loaded.dataset.fingerprint,
-                "external": loaded.external_fingerprint, "held out": held_out_fingerprint}
+                "external": loaded.external_fingerprint,
+                "held out": external_fingerprint(tests, hold_out.collections)}
     return hashlib.sha256(json.dumps(measured, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def is_measured(model_name: str, hold_out: HoldOut, arrays: tuple[Any, dict], measured: list[dict] | None,
+                epochs: int | None = None, recipe_name: str = RECIPE) -> bool:
+    """Tell whether measured rows hold this model without a hold-out, on a loaded dataset and its external sets."""
+    from helpers.inputs.external import assemble_training_data
+
+    settings = hold_out_settings(model_name, hold_out, epochs, recipe_name=recipe_name)
+    loaded = assemble_training_data(*arrays, True, settings.external_collections)
+    identity = measurement_identity(model_name, hold_out, settings, loaded, arrays[1])
+    return any(row.get("measurement") == identity for row in measured or ())
 
 
 def evaluate_run(directory: Path, hold_out: HoldOut, external: dict, recipe_name: str = RECIPE,
@@ -171,7 +186,7 @@ def build_table(data_dir: str | None = None, external_dir: str | None = None, tr
     """Train (or reuse) each model without each hold-out (all, or those named in only) and return the evaluated
     rows; rows measured before of the same model, settings and data (in measured) are reused without training or
     evaluating, and a run that was not trained (train=False and no folder) is left out."""
-    from helpers.inputs.external import external_fingerprint, load_external_sets, load_training_data
+    from helpers.inputs.external import load_external_sets, load_training_data
     from helpers.modeling.recipes import recipe
 
     external = load_external_sets(external_dir, config.DEFAULT_IMAGE_SIZE, recipe(RECIPE).preprocessing, sets=sets,
@@ -180,12 +195,11 @@ def build_table(data_dir: str | None = None, external_dir: str | None = None, tr
     for hold_out in hold_outs(sets):
         if only and hold_out.name not in only:
             continue
-        held_out = external_fingerprint(external, hold_out.collections)
         for model_name in models:
             settings = hold_out_settings(model_name, hold_out, epochs, recipe_name=recipe_name)
             loaded = load_training_data(data_dir, settings.image_size, settings.preprocessing, True, external_dir,
                                         progress=False, sets=sets, collections=settings.external_collections)
-            identity = measurement_identity(model_name, settings, loaded, held_out)
+            identity = measurement_identity(model_name, hold_out, settings, loaded, external)
             earlier = [row for row in measured or () if row.get("measurement") == identity]
             if earlier:
                 print(f"{model_name} without {hold_out.name}: reusing the rows measured on the same settings and data")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers import commands, config, interrupts
-from helpers.files import write_atomically
+from helpers.files import read_measured_rows, write_atomically
 
 BUNDLE_FORMAT = 1
 DEFAULT_BUNDLE = Path(".offsite") / "study-arrays.pkl.gz"
@@ -115,17 +115,19 @@ def run_job(job: Job, dataset, external: dict) -> Path:
 
 
 def pending_jobs(dataset, external: dict, epochs: int = 0) -> list[Job]:
-    """Return the study's and the leave-one-source-out runs not yet finished, slowest model first (epochs 0: the
-    full profile's)."""
+    """Return the study's and the leave-one-source-out runs not yet finished (nor, for a hold-out, measured in
+    reports/loso.json), slowest model first (epochs 0: the full profile's)."""
     from helpers.experiments import loso
 
     study = _study(epochs=epochs)
     data = _study_data(study, dataset, external)
+    measured = read_measured_rows(config.REPORTS_DIR / loso.LOSO_FILE)
     jobs = [Job("study", model, seed, epochs=epochs) for model in study.profile.models for seed in study.seeds
             if not study.reusable(study.run_directory(model, seed), model, study.settings(model, seed), data)]
     jobs += [Job("loso", model, hold_out=hold_out.name, epochs=epochs)
              for model in loso.MODELS for hold_out in loso.hold_outs()
-             if not loso.is_finished(model, hold_out, (dataset, external), epochs or None)]
+             if not loso.is_finished(model, hold_out, (dataset, external), epochs or None)
+             and not loso.is_measured(model, hold_out, (dataset, external), measured, epochs or None)]
     return sorted(jobs, key=lambda job: job.model != "sequencer")
 
 
