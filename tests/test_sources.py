@@ -127,9 +127,11 @@ def test_leave_one_source_out_trains_without_the_source_and_measures_it(phantom_
     preprocessing = recipes.recipe(loso.RECIPE).preprocessing
     arrays = (data.load_dataset(phantom_root, 64, progress=False, preprocessing=preprocessing),
               external.load_external_sets(external_root, 64, preprocessing, sets=config.PHANTOM_EXTERNAL_SETS))
-    assert loso.is_measured("rnn", held_out, arrays, rows, epochs=1)
-    assert not loso.is_measured("rnn", held_out, arrays, rows, epochs=2)
-    assert not loso.is_measured("rnn", loso.hold_outs(config.PHANTOM_EXTERNAL_SETS)[0], arrays, rows, epochs=1)
+    nowhere = tmp_path / "elsewhere"  # no run folders: only the measured rows can tell
+    assert loso.is_finished("rnn", held_out, arrays, epochs=1, run_root=nowhere, measured=rows)
+    assert not loso.is_finished("rnn", held_out, arrays, epochs=2, run_root=nowhere, measured=rows)
+    assert not loso.is_finished("rnn", loso.hold_outs(config.PHANTOM_EXTERNAL_SETS)[0], arrays, epochs=1,
+                                run_root=nowhere, measured=rows)
     path = loso.write_table(rows, tmp_path)
     assert loso.load_table(tmp_path)["held out"].tolist() == [held_out.name] and path.name == "loso.json"
 

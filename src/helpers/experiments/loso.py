@@ -86,13 +86,17 @@ def _finished(directory: Path, model_name: str, settings, loaded) -> bool:
 
 
 def is_finished(model_name: str, hold_out: HoldOut, arrays: tuple[Any, dict], epochs: int | None = None,
-                run_root: Path | None = None, recipe_name: str = RECIPE) -> bool:
-    """Tell whether the run of a model without a hold-out, on a loaded dataset and its external sets, is finished."""
+                run_root: Path | None = None, recipe_name: str = RECIPE, measured: list[dict] | None = None) -> bool:
+    """Tell whether the run of a model without a hold-out, on a loaded dataset and its external sets, is finished:
+    its run folder is, or the measured rows (of reports/loso.json) hold its measurement."""
     from helpers.inputs.external import assemble_training_data
 
     settings = hold_out_settings(model_name, hold_out, epochs, recipe_name=recipe_name)
-    return _finished(run_directory(model_name, hold_out, run_root, recipe_name=recipe_name), model_name, settings,
-                     assemble_training_data(*arrays, True, settings.external_collections))
+    loaded = assemble_training_data(*arrays, True, settings.external_collections)
+    identity = measurement_identity(model_name, hold_out, settings, loaded, arrays[1])
+    return (any(row.get("measurement") == identity for row in measured or ())
+            or _finished(run_directory(model_name, hold_out, run_root, recipe_name=recipe_name), model_name,
+                         settings, loaded))
 
 
 def find_or_train(model_name: str, hold_out: HoldOut, data_dir: str | None, external_dir: str | None,
@@ -135,17 +139,6 @@ def measurement_identity(model_name: str, hold_out: HoldOut, settings, loaded, e
                 "external": loaded.external_fingerprint,
                 "held out": external_fingerprint(tests, hold_out.collections)}
     return hashlib.sha256(json.dumps(measured, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def is_measured(model_name: str, hold_out: HoldOut, arrays: tuple[Any, dict], measured: list[dict] | None,
-                epochs: int | None = None, recipe_name: str = RECIPE) -> bool:
-    """Tell whether measured rows hold this model without a hold-out, on a loaded dataset and its external sets."""
-    from helpers.inputs.external import assemble_training_data
-
-    settings = hold_out_settings(model_name, hold_out, epochs, recipe_name=recipe_name)
-    loaded = assemble_training_data(*arrays, True, settings.external_collections)
-    identity = measurement_identity(model_name, hold_out, settings, loaded, arrays[1])
-    return any(row.get("measurement") == identity for row in measured or ())
 
 
 def evaluate_run(directory: Path, hold_out: HoldOut, external: dict, recipe_name: str = RECIPE,
@@ -211,7 +204,7 @@ def build_table(data_dir: str | None = None, external_dir: str | None = None, tr
                               arrays=(loaded.dataset, loaded.external))
             elif not directory.is_dir():
                 continue
-            matches = _finished(directory, model_name, settings, loaded)
+            matches = train or _finished(directory, model_name, settings, loaded)  # find_or_train made it match
             rows.extend(evaluate_run(directory, hold_out, external, recipe_name, identity if matches else None))
     return rows
 

@@ -126,8 +126,7 @@ def pending_jobs(dataset, external: dict, epochs: int = 0) -> list[Job]:
             if not study.reusable(study.run_directory(model, seed), model, study.settings(model, seed), data)]
     jobs += [Job("loso", model, hold_out=hold_out.name, epochs=epochs)
              for model in loso.MODELS for hold_out in loso.hold_outs()
-             if not loso.is_finished(model, hold_out, (dataset, external), epochs or None)
-             and not loso.is_measured(model, hold_out, (dataset, external), measured, epochs or None)]
+             if not loso.is_finished(model, hold_out, (dataset, external), epochs or None, measured=measured)]
     return sorted(jobs, key=lambda job: job.model != "sequencer")
 
 
