@@ -3,6 +3,8 @@ and CPUs."""
 
 from __future__ import annotations
 
+import keras
+import numpy as np
 import pytest
 
 from helpers.experiments import repeatability
@@ -44,8 +46,16 @@ def test_a_seed_trains_to_the_same_weights_in_two_fresh_processes(phantom_root):
     first, second = (repeatability.run_in_fresh_process("rnn", "oneDNN (default)", 1, 42, str(phantom_root))
                      for _ in range(2))
     assert len(first["fingerprint"]) == 64 and first["fingerprint"] == second["fingerprint"]
-    other = repeatability.run_in_fresh_process("rnn", "oneDNN (default)", 1, 43, str(phantom_root))
-    assert other["fingerprint"] != first["fingerprint"]
+
+
+def test_the_weights_fingerprint_tells_one_weight_apart():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    before = repeatability.weights_fingerprint(model)
+    assert repeatability.weights_fingerprint(model) == before
+    kernel, bias = model.get_weights()
+    kernel[0, 0] = np.nextafter(kernel[0, 0], np.float32(1))  # the smallest change a float32 weight can make
+    model.set_weights([kernel, bias])
+    assert repeatability.weights_fingerprint(model) != before
 
 
 @pytest.mark.slow
