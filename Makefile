@@ -51,6 +51,7 @@ bench-folder: $(INSTALLED) ## time predict_files on 100 and 400 Testing images, 
 # The study's models, seeds and reference models, read from the package (helpers.config).
 HELPERS = $(BIN)/python -c
 STUDY_MODELS = $(shell $(HELPERS) "from helpers import config; print(*config.STUDY_MODELS)")
+STUDY_RECIPE = $(shell $(HELPERS) "from helpers import config; print(config.FULL_PROFILE.recipe)")
 SEEDS ?= $(shell $(HELPERS) "from helpers import config; print(*config.FULL_PROFILE.seeds)")
 REFERENCE_MODELS = $(shell $(HELPERS) "from helpers import config; print(*dict.fromkeys(config.REFERENCE_MODELS.values()))")
 
@@ -60,19 +61,16 @@ reference-runs: $(INSTALLED) ## train the reference models (rnn, hybrid, cnn_wid
 		$(BIN)/python -m helpers.modeling.training --recipe specified --model $$model --seed $$seed || exit 1; \
 	done; done
 
-time-to-accuracy: reference-runs ## train the study's recipe (seed 42) into runs/time-to-accuracy -> the time-to-accuracy table in reports/benchmarks.md
-	for model in $(STUDY_MODELS); do \
-		[ -d runs/time-to-accuracy/$$model-seed42 ] || $(BIN)/python -m helpers.modeling.training --recipe robust --model $$model \
-			--seed 42 --run-dir runs/time-to-accuracy/$$model-seed42 || exit 1; \
-	done
+time-to-accuracy: reference-runs ## time the study's runs (runs/full, make study) against the specified recipe's -> the time-to-accuracy table in reports/benchmarks.md
 	$(BIN)/python -m helpers.experiments.benchmark time-to-accuracy
 
 SIZE_MODELS ?= $(STUDY_MODELS)
 
-sizes: $(INSTALLED) ## train the study's recipe (seed 42) at 96 and 128 pixels (SIZE_MODELS="rnn ...") -> the input-size table in reports/benchmarks.md
+sizes: $(INSTALLED) ## train the study's recipe (seed 42) at 96 and 128 pixels into runs/sizes/<recipe> (SIZE_MODELS="rnn ...") -> the input-size table in reports/benchmarks.md
 	for size in 96 128; do for model in $(SIZE_MODELS); do \
-		[ -d runs/sizes/$$model-$${size}px-seed42 ] || $(BIN)/python -m helpers.modeling.training --recipe robust --model $$model \
-			--seed 42 --image-size $$size --run-dir runs/sizes/$$model-$${size}px-seed42 || exit 1; \
+		[ -d runs/sizes/$(STUDY_RECIPE)/$$model-$${size}px-seed42 ] || $(BIN)/python -m helpers.modeling.training \
+			--recipe $(STUDY_RECIPE) --model $$model --seed 42 --image-size $$size \
+			--run-dir runs/sizes/$(STUDY_RECIPE)/$$model-$${size}px-seed42 || exit 1; \
 	done; done
 	$(BIN)/python -m helpers.experiments.benchmark input-sizes
 

@@ -80,6 +80,11 @@ def test_training_inputs_carry_outlines_where_known_and_nothing_on_tumour_free_i
     assert (inputs["outline_known"][tumour_free] == 1).all() and not outlined[tumour_free].any()
     assert (inputs["outline_known"][~from_external & ~tumour_free] == 0).all(), "dataset outlines are unknown"
     assert outlined[from_external & ~tumour_free].any() and (inputs["outline_known"][outlined] == 1).all()
+    dataset_only = loaded.training.take(np.flatnonzero(~from_external))  # no external data: the dataset's own
+    plain = invariance.training_inputs(dataset_only, {}, sources)  # tumour-free images still say "nowhere"
+    assert (plain["outline_known"] == tumour_free[~from_external]).all() and not plain["outline"].any()
+    with pytest.raises(ValueError, match=r"external/.*: an external training image whose set was not given"):
+        invariance.training_inputs(loaded.training, {}, sources)
 
 
 @pytest.mark.slow
@@ -88,7 +93,7 @@ def test_invariance_training_ships_the_plain_architecture_with_its_weights(phant
                                source_balance=False, source_adversary=0.5, outline_supervision=1.0)
     loaded = external.load_training_data(phantom_root, 64, "standardised", True, external_root, progress=False,
                                          sets=config.PHANTOM_EXTERNAL_SETS, collections=settings.external_collections)
-    with pytest.raises(ValueError, match="outline supervision reads the external sets"):
+    with pytest.raises(ValueError, match="an external training image whose set was not given"):
         training.train_model("rnn", loaded.training, loaded.validation, None, tmp_path / "no-outlines", settings)
     run = training.train_model("rnn", loaded.training, loaded.validation, None, tmp_path / "run", settings,
                                data_fingerprint=loaded.dataset.fingerprint, external=loaded.external,

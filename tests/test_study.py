@@ -43,13 +43,15 @@ def test_empty_parameters_take_the_profile_defaults(tmp_path, monkeypatch):
     assert study.epochs == 40 and study.seeds == (42, 43, 44) and study.batch_size is None
     assert study.run_root == tmp_path / "full" and study.metrics_dir == tmp_path / "full" / "metrics"
     assert study.settings("rnn", 43).seed == 43
-    rnn = study.settings("rnn", 43)  # the robust recipe (issue 12)
+    rnn = study.settings("rnn", 43)  # the outlined recipe (issue 26): every source on both sides, outline loss
     assert (rnn.batch_size, rnn.learning_rate, rnn.schedule, rnn.epochs) == (64, 2e-3, "cosine", 40)
     assert (rnn.preprocessing, rnn.augmentation, rnn.external_training) == ("standardised", "robust", True)
+    assert rnn.external_collections == config.ALL_COLLECTIONS and rnn.outline_supervision > 0
     cnn = recipes.recipe("project", "cnn")  # the project recipe's own departure for cnn
     assert (cnn.batch_size, cnn.learning_rate, cnn.early_stopping_metric) == (64, 1e-3, "val_accuracy")
-    demo = Study.from_parameters(profile="demo").settings("rnn", 42)  # the robust recipe scaled to the phantom set
+    demo = Study.from_parameters(profile="demo").settings("rnn", 42)  # the outlined recipe scaled to the phantom set
     assert (demo.batch_size, demo.learning_rate, demo.schedule, demo.augmentation) == (16, 5e-4, "cosine", "layers")
+    assert (demo.external_collections, demo.outline_supervision) == (rnn.external_collections, rnn.outline_supervision)
     published = Study.from_parameters(profile="published")  # what a notebook opened without parameters reads
     assert published.run_root == config.PUBLISHED_RUNS_DIR
     assert published.metrics_dir == tmp_path / "published" / "metrics"

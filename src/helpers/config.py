@@ -166,7 +166,7 @@ class Profile:
     seeds: tuple[int, ...]  # one training run per seed and model
     description: str
     batch_size: int | None = None  # None: the training recipe's batch size
-    recipe: str = "robust"  # a name in helpers.modeling.recipes.RECIPES
+    recipe: str = "outlined"  # a name in helpers.modeling.recipes.RECIPES
     external_sets: tuple[ExternalSet, ...] = EXTERNAL_SETS  # the independent sets evaluated (and trained on)
     external_per_set: int | None = None  # None: every image of each external set; otherwise the first ones
     reads_published: bool = False  # True: never trains; reads the published study's run folders (models/runs)
@@ -186,7 +186,7 @@ PROFILES: dict[str, Profile] = {
     "smoke": Profile("smoke", epochs=1, images_per_class=40, synthetic=False, seeds=(42,), external_per_set=40,
                      saliency_images=8,
                      description="a small subset of the real data, one epoch (for tests)"),
-    # The demo recipe (helpers.modeling.recipes.DEMO_RECIPE): the robust recipe scaled to the small phantom set.
+    # The demo recipe (helpers.modeling.recipes.DEMO_RECIPE): the outlined recipe scaled to the small phantom set.
     # It leaves out the sequencer, the slowest model to train (31.8 s an epoch in the study, 3x the hybrid's), to stay
     # within minutes.
     "demo": Profile("demo", epochs=15, images_per_class=None, synthetic=True, seeds=(42,), recipe="demo",

@@ -336,7 +336,7 @@ def _parser():
                                    "TensorFlow, into reports/prediction_command.json and reports/benchmarks.md")
     command.add_argument("image", nargs="?", default=None, help="default: a generated 512x512 phantom")
     jobs.add_parser("time-to-accuracy", help="only read the time-to-accuracy table from runs/specified and "
-                                             "runs/time-to-accuracy (make time-to-accuracy) into "
+                                             "the study's runs/full (make time-to-accuracy) into "
                                              "reports/time_to_accuracy.json and reports/benchmarks.md")
     jobs.add_parser("input-sizes", help="only read the input-size table from the runs at 64, 96 and 128 pixels "
                                         "(make sizes) into reports/input_sizes.json and reports/benchmarks.md")

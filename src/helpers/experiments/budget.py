@@ -2,12 +2,13 @@
 
 Both tables are read from run folders, so that they are rebuilt without training:
 - time-to-accuracy (`make time-to-accuracy`): the specified recipe's runs (runs/specified, `make reference-runs`,
-  every seed) set the target, their mean best validation accuracy; the study's recipe trains one seed into
-  runs/time-to-accuracy, whose history logs the accuracy on the dataset's own validation images apart from the external
+  every seed) set the target, their mean best validation accuracy; the study's own seed-42 run (runs/full, `make
+  study`) is timed, its history logging the accuracy on the dataset's own validation images apart from the external
   ones (callbacks.DATASET_VALIDATION_METRIC). A recipe's time is the training seconds, validation passes included,
-  until its validation accuracy first reaches the target.
-- input size (`make sizes`): the study's recipe at 96 and 128 pixels (runs/sizes) beside its 64-pixel run, each
-  scored on the dataset's own validation images by its best-on-validation checkpoint.
+  until its validation accuracy first reaches the target. The published default's kind is also timed to
+  DEFAULT_KIND_ACCURACY, every seed of the study.
+- input size (`make sizes`): the study's recipe at 96 and 128 pixels (runs/sizes/<recipe>) beside its 64-pixel run (the
+  study's), each scored on the dataset's own validation images by its best-on-validation checkpoint.
 """
 
 from __future__ import annotations
@@ -25,15 +26,16 @@ from helpers.metrics_record import Comparison
 from helpers.modeling.callbacks import DATASET_VALIDATION_METRIC
 from helpers.modeling.run_folders import HISTORY_FILE, PREDICTION_FILES, RUN_FILE, TIMINGS_FILE, check_run_folder
 from helpers.modeling.training import dataset_rows
+from helpers.reporting.published_default import default_model
 from helpers.targets import FULL_PROFILE_TARGET_MINUTES, TIME_TO_ACCURACY_SPEEDUP_TARGET
 
 TIME_TO_ACCURACY_FILE = "time_to_accuracy.json"
 SIZES_FILE = "input_sizes.json"
 REFERENCE_FOLDER = "specified"  # make reference-runs
-TIMED_FOLDER = "time-to-accuracy"  # make time-to-accuracy: the study's recipe, one seed
 SIZES_FOLDER = "sizes"  # make sizes
-STUDY_FOLDER = "full"  # make study
+STUDY_FOLDER = "full"  # make study: the study's recipe, every seed
 TIMED_SEED = 42
+DEFAULT_KIND_ACCURACY = 0.96  # the validation accuracy the published default's kind is timed to
 REFERENCE_SEEDS = config.PROFILES["full"].seeds
 SIZES = (64, 96, 128)
 
@@ -76,7 +78,7 @@ def model_time_to_accuracy(model_name: str, runs_root: Path) -> dict | None:
     reference_name = config.REFERENCE_MODELS[model_name]
     references = {seed: runs_root / REFERENCE_FOLDER / f"{reference_name}-seed{seed}" for seed in REFERENCE_SEEDS}
     references = {seed: folder for seed, folder in references.items() if folder.is_dir()}
-    timed = runs_root / TIMED_FOLDER / f"{model_name}-seed{TIMED_SEED}"
+    timed = runs_root / STUDY_FOLDER / f"{model_name}-seed{TIMED_SEED}"
     if not references or not timed.is_dir():
         return None
     reference_curves = {seed: validation_curve(folder) for seed, folder in references.items()}
@@ -106,18 +108,43 @@ def time_to_accuracy(runs_root: Path, models: tuple[str, ...] = tuple(config.REF
     rows = [row for row in (model_time_to_accuracy(name, runs_root) for name in models) if row is not None]
     if not rows:
         raise FileNotFoundError(f"{runs_root}: no model has both its specified-recipe runs ({REFERENCE_FOLDER}/) and "
-                                f"its timed run ({TIMED_FOLDER}/); run make time-to-accuracy")
-    full_profile, training_seconds = None, {}
+                                f"the study's seed-{TIMED_SEED} run ({STUDY_FOLDER}/); run make reference-runs and "
+                                f"make study, then make time-to-accuracy")
+    full_profile, training_seconds, default_kind = None, {}, None
     if study_metrics.is_file():
         metrics = json.loads(study_metrics.read_text())
         timings = metrics["timings"]
         full_profile = timings.get("from_scratch_seconds", timings["total_seconds"])
         training_seconds = {row["model"]: row["seeds"] * row["fit_seconds"]
                             for row in Comparison.read(metrics).models}
+        default_kind = default_kind_time(runs_root, default_model(metrics))
     from helpers.provenance import provenance
     return {"provenance": provenance(), "speedup_target": TIME_TO_ACCURACY_SPEEDUP_TARGET, "rows": rows,
             "full_profile_from_scratch_seconds": full_profile, "full_profile_training_seconds": training_seconds,
-            "full_profile_target_minutes": FULL_PROFILE_TARGET_MINUTES}
+            "full_profile_target_minutes": FULL_PROFILE_TARGET_MINUTES, "default_kind": default_kind}
+
+
+def default_kind_time(runs_root: Path, model_name: str, target: float = DEFAULT_KIND_ACCURACY) -> dict:
+    """Return how long each of the study's runs of one model trained until its validation accuracy on the dataset's
+    own images first reached the target (None where it never did)."""
+    curves = {seed: validation_curve(runs_root / STUDY_FOLDER / f"{model_name}-seed{seed}")
+              for seed in REFERENCE_SEEDS if (runs_root / STUDY_FOLDER / f"{model_name}-seed{seed}").is_dir()}
+    return {"model": model_name, "target": target,
+            "seconds_by_seed": {str(seed): seconds_to_reach(curve, target) for seed, curve in curves.items()},
+            "best_by_seed": {str(seed): float(curve["accuracy"].max()) for seed, curve in curves.items()},
+            "machines": sorted({_cpu(runs_root / STUDY_FOLDER / f"{model_name}-seed{seed}") for seed in curves})}
+
+
+def default_kind_sentence(results: dict) -> str:
+    """Return the sentence on how long the published default's kind trained until it reached its accuracy target."""
+    kind = results.get("default_kind")
+    if not kind or not kind["seconds_by_seed"]:
+        return ""
+    times = "; ".join(f"seed {seed}: " + (f"{found[0] / 60:.1f} min (epoch {found[1]})" if found
+                                         else f"not reached (best {kind['best_by_seed'][seed]:.2%})")
+                      for seed, found in kind["seconds_by_seed"].items())
+    return (f"\n\nThe published default's kind, {kind['model']}, reaches {kind['target']:.0%} validation accuracy on "
+            f"the dataset's own images after {times} (the study's runs, {'; '.join(kind['machines'])}).")
 
 
 def _minutes(seconds: float | None) -> str:
@@ -175,11 +202,11 @@ def time_to_accuracy_markdown(results: dict) -> str:
 
 Training seconds (validation passes included) until validation accuracy on the dataset's own images first reaches
 the specified recipe's best, averaged over its seeds: the specified recipe (`make reference-runs`, mean over the seeds
-that reach it) against the study's recipe (seed {results['rows'][0]['timed_seed']}, `make time-to-accuracy`).
+that reach it) against the study's recipe (its seed-{results['rows'][0]['timed_seed']} run, `make study`).
 Both load data the project's way, so the ratio measures the recipe; the loader's gain is the epoch table's.
 Machines: {'; '.join(machines)}.
 
-{time_to_accuracy_table(results).to_markdown(index=False)}{full_sentence}"""
+{time_to_accuracy_table(results).to_markdown(index=False)}{default_kind_sentence(results)}{full_sentence}"""
 
 
 def dataset_accuracy(predictions_file: Path) -> float:
@@ -191,11 +218,11 @@ def dataset_accuracy(predictions_file: Path) -> float:
 
 
 def size_folder(runs_root: Path, model_name: str, size: int) -> Path:
-    """Return the run folder of a model trained at one input size (64 pixels: the timed run, else the study's)."""
+    """Return the run folder of a model trained with the study's recipe at one input size (64 pixels: the study's
+    run)."""
     if size == config.DEFAULT_IMAGE_SIZE:
-        timed = runs_root / TIMED_FOLDER / f"{model_name}-seed{TIMED_SEED}"
-        return timed if timed.is_dir() else runs_root / STUDY_FOLDER / f"{model_name}-seed{TIMED_SEED}"
-    return runs_root / SIZES_FOLDER / f"{model_name}-{size}px-seed{TIMED_SEED}"
+        return runs_root / STUDY_FOLDER / f"{model_name}-seed{TIMED_SEED}"
+    return runs_root / SIZES_FOLDER / config.FULL_PROFILE.recipe / f"{model_name}-{size}px-seed{TIMED_SEED}"
 
 
 def input_sizes(runs_root: Path, models: tuple[str, ...] = config.STUDY_MODELS) -> dict:

@@ -179,7 +179,8 @@ def training_sources(paths: np.ndarray) -> tuple[str, ...]:
 
 def training_inputs(split, external: dict[str, ExternalImages], sources: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Return the training model's inputs for a split: images, source index, training label, outline (0/255) and
-    whether the outline is known (an external outline; tumour-free images: nothing)."""
+    whether the outline is known (an external outline; tumour-free images: nothing). An external image of the split
+    must be among the external sets given, whose outlines it reads."""
     outlines = np.zeros((*split.images.shape, 1), dtype=np.uint8)
     known = np.zeros(len(split), dtype=np.float32)
     lookup = {PATH_PREFIX + path: (images, index) for images in external.values()
@@ -188,7 +189,10 @@ def training_inputs(split, external: dict[str, ExternalImages], sources: tuple[s
     for row, path in enumerate(np.asarray(split.paths).astype(str)):
         if split.labels[row] == no_tumour:
             known[row] = 1.0
-        elif path in lookup:
+        elif path.startswith(PATH_PREFIX):
+            if path not in lookup:
+                raise ValueError(f"{path}: an external training image whose set was not given (pass external=, "
+                                 "whose outlines the training reads)")
             images, index = lookup[path]
             if images.masks[index].any():
                 outlines[row, ..., 0] = images.masks[index] * 255

@@ -139,8 +139,6 @@ def _training_model(model_name: str, image_size: int, settings: TrainingSettings
     if not (settings.source_adversary or settings.outline_supervision):
         model = build_model(model_name, image_size=image_size, augmentation=settings.augmentation, seed=settings.seed)
         return model, None, (_as_model_input(training), _as_model_input(validation))
-    if settings.outline_supervision and not external:
-        raise ValueError(f"{model_name}: outline supervision reads the external sets' outlines; pass external=")
     sources = invariance.training_sources(training.paths)
     model, classifier = invariance.build_training_model(
         model_name, image_size, settings.augmentation, settings.seed, len(sources), settings.source_adversary,
