@@ -61,7 +61,7 @@ reference-runs: $(INSTALLED) ## train the reference models (rnn, hybrid, cnn_wid
 		$(BIN)/python -m helpers.modeling.training --recipe specified --model $$model --seed $$seed || exit 1; \
 	done; done
 
-time-to-accuracy: reference-runs ## time the study's runs (runs/full, make study) against the specified recipe's -> the time-to-accuracy table in reports/benchmarks.md
+time-to-accuracy: $(INSTALLED) ## time the study's runs (runs/full, make study) against the specified recipe's (make reference-runs, else the stored rows) -> the time-to-accuracy table in reports/benchmarks.md
 	$(BIN)/python -m helpers.experiments.benchmark time-to-accuracy
 
 SIZE_MODELS ?= $(STUDY_MODELS)

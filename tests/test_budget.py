@@ -61,6 +61,21 @@ def test_time_to_accuracy_targets_the_specified_mean_and_compares_the_seeds_that
     assert table["≥ 3x"].iloc[0] == "missed"
 
 
+def test_the_specified_side_comes_from_the_stored_row_when_its_runs_are_not_here(tmp_path):
+    make_run(tmp_path / "specified" / "rnn-seed43", [0.7, 0.8, 0.85, 0.9], 10.0)
+    make_run(tmp_path / "full" / "rnn-seed42", [0.8, 0.86, 0.95], 7.5, external=True)
+    measured = budget.time_to_accuracy(tmp_path, ("rnn",), tmp_path / "none")
+    elsewhere = tmp_path / "elsewhere"  # another machine: the study's run, no specified runs
+    make_run(elsewhere / "full" / "rnn-seed42", [0.8, 0.8, 0.9], 5.0, external=True)  # reaches 0.9 after 15 s
+    with pytest.raises(FileNotFoundError, match="make reference-runs and make study"):
+        budget.time_to_accuracy(elsewhere, ("rnn",), tmp_path / "none")
+    row = budget.time_to_accuracy(elsewhere, ("rnn",), tmp_path / "none", stored=measured)["rows"][0]
+    assert row["target"] == 0.9 and row["reference_seconds"] == 40.0 and row["reference_seeds"] == ["43"]
+    assert (row["timed_seconds"], row["speedup"]) == (15.0, pytest.approx(40 / 15))
+    other_reference = {"rows": [{**measured["rows"][0], "reference_model": "cnn_wide"}]}
+    assert budget.model_time_to_accuracy("rnn", elsewhere, other_reference) is None
+
+
 def test_the_default_kind_is_timed_to_its_accuracy_on_every_seed_of_the_study(tmp_path):
     make_run(tmp_path / "full" / "sequencer-seed42", [0.9, 0.95, 0.97], 40.0, external=True)  # after 120 s
     make_run(tmp_path / "full" / "sequencer-seed43", [0.9, 0.955], 40.0, external=True)  # never

@@ -73,43 +73,68 @@ def meets_speedup_target(speedup: float | None) -> bool:
     return speedup is not None and speedup >= TIME_TO_ACCURACY_SPEEDUP_TARGET
 
 
-def model_time_to_accuracy(model_name: str, runs_root: Path) -> dict | None:
-    """Return one model's row: the target, each specified seed's time to it, the study recipe's; None if untrained."""
+REFERENCE_FIELDS = ("reference_model", "target", "reference_seeds", "reference_seconds_by_seed", "reference_seconds",
+                    "reference_seeds_reaching", "reference_run_seconds", "reference_machines")
+
+
+def reference_times(model_name: str, runs_root: Path) -> dict | None:
+    """Return the specified recipe's side of a model's row from its runs (runs/specified): the target, each seed's
+    time to it; None when none of its seeds was trained here."""
     reference_name = config.REFERENCE_MODELS[model_name]
     references = {seed: runs_root / REFERENCE_FOLDER / f"{reference_name}-seed{seed}" for seed in REFERENCE_SEEDS}
     references = {seed: folder for seed, folder in references.items() if folder.is_dir()}
-    timed = runs_root / STUDY_FOLDER / f"{model_name}-seed{TIMED_SEED}"
-    if not references or not timed.is_dir():
+    if not references:
         return None
-    reference_curves = {seed: validation_curve(folder) for seed, folder in references.items()}
-    target = statistics.mean(float(curve["accuracy"].max()) for curve in reference_curves.values())
-    reference_times = {str(seed): seconds_to_reach(curve, target) for seed, curve in reference_curves.items()}
-    reached = [found[0] for found in reference_times.values() if found is not None]
+    curves = {seed: validation_curve(folder) for seed, folder in references.items()}
+    target = statistics.mean(float(curve["accuracy"].max()) for curve in curves.values())
+    by_seed = {str(seed): seconds_to_reach(curve, target) for seed, curve in curves.items()}
+    reached = [found[0] for found in by_seed.values() if found is not None]
+    return {"reference_model": reference_name, "target": target, "reference_seeds": sorted(by_seed),
+            "reference_seconds_by_seed": by_seed, "reference_seconds": statistics.mean(reached) if reached else None,
+            "reference_seeds_reaching": len(reached),
+            "reference_run_seconds": statistics.mean(float(curve["seconds"].iloc[-1]) for curve in curves.values()),
+            "reference_machines": sorted({_cpu(folder) for folder in references.values()})}
+
+
+def stored_reference(model_name: str, stored: dict | None) -> dict | None:
+    """Return the specified recipe's side of a model's row as an earlier time-to-accuracy file recorded it (its runs
+    need not be on this machine); None when it holds no row of this model's reference."""
+    for row in (stored or {}).get("rows", []):
+        if row["model"] == model_name and row["reference_model"] == config.REFERENCE_MODELS[model_name]:
+            return {"reference_machines": row["machines"], **{name: row[name] for name in REFERENCE_FIELDS
+                                                               if name in row}}
+    return None
+
+
+def model_time_to_accuracy(model_name: str, runs_root: Path, stored: dict | None = None) -> dict | None:
+    """Return one model's row: the target, each specified seed's time to it (from runs/specified, else from the stored
+    file's row), the study recipe's seed-42 time; None if either side is missing."""
+    reference = reference_times(model_name, runs_root) or stored_reference(model_name, stored)
+    timed = runs_root / STUDY_FOLDER / f"{model_name}-seed{TIMED_SEED}"
+    if reference is None or not timed.is_dir():
+        return None
     timed_curve = validation_curve(timed)
-    timed_found = seconds_to_reach(timed_curve, target)
-    reference_seconds = statistics.mean(reached) if reached else None
+    timed_found = seconds_to_reach(timed_curve, reference["target"])
+    reference_seconds = reference["reference_seconds"]
     speedup = reference_seconds / timed_found[0] if reference_seconds is not None and timed_found else None
-    return {"model": model_name, "reference_model": reference_name, "target": target,
-            "reference_seeds": sorted(reference_times), "reference_seconds_by_seed": reference_times,
-            "reference_seconds": reference_seconds, "reference_seeds_reaching": len(reached),
-            "reference_run_seconds": statistics.mean(float(curve["seconds"].iloc[-1])
-                                                     for curve in reference_curves.values()),
+    return {"model": model_name, **reference,
             "timed_seed": TIMED_SEED, "timed_seconds": timed_found[0] if timed_found else None,
             "timed_epoch": timed_found[1] if timed_found else None,
             "timed_run_seconds": float(timed_curve["seconds"].iloc[-1]),
             "timed_best_accuracy": float(timed_curve["accuracy"].max()),
             "speedup": speedup, "meets_target": meets_speedup_target(speedup),
-            "machines": sorted({_cpu(folder) for folder in [*references.values(), timed]})}
+            "machines": sorted({*reference["reference_machines"], _cpu(timed)})}
 
 
 def time_to_accuracy(runs_root: Path, models: tuple[str, ...] = tuple(config.REFERENCE_MODELS),
-                     study_metrics: Path = config.REPORTS_DIR / "metrics.json") -> dict:
-    """Return the time-to-accuracy rows of every model trained both ways, and the full profile's time from scratch."""
-    rows = [row for row in (model_time_to_accuracy(name, runs_root) for name in models) if row is not None]
+                     study_metrics: Path = config.REPORTS_DIR / "metrics.json", stored: dict | None = None) -> dict:
+    """Return the time-to-accuracy rows of every model trained both ways, and the full profile's time from scratch;
+    the specified recipe's side of a row whose runs are not here is the stored file's (stored: its content)."""
+    rows = [row for row in (model_time_to_accuracy(name, runs_root, stored) for name in models) if row is not None]
     if not rows:
-        raise FileNotFoundError(f"{runs_root}: no model has both its specified-recipe runs ({REFERENCE_FOLDER}/) and "
-                                f"the study's seed-{TIMED_SEED} run ({STUDY_FOLDER}/); run make reference-runs and "
-                                f"make study, then make time-to-accuracy")
+        raise FileNotFoundError(f"{runs_root}: no model has both its specified-recipe runs ({REFERENCE_FOLDER}/, or a "
+                                f"stored row) and the study's seed-{TIMED_SEED} run ({STUDY_FOLDER}/); run make "
+                                f"reference-runs and make study, then make time-to-accuracy")
     full_profile, training_seconds, default_kind = None, {}, None
     if study_metrics.is_file():
         metrics = json.loads(study_metrics.read_text())
