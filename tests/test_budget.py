@@ -111,6 +111,7 @@ def test_input_sizes_score_the_datasets_own_validation_images_against_the_64_pix
     assert list(table["× 64 px time"]) == ["1.0x", "2.5x"]
     markdown = budget.input_sizes_markdown(results)
     assert "| rnn     |       96 | 100.00%" in markdown
+    assert f"The {config.FULL_PROFILE.recipe} recipe at each input size" in markdown
 
 
 def test_the_speed_page_carries_the_stored_sections(tmp_path):

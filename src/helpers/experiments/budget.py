@@ -265,7 +265,7 @@ def input_sizes(runs_root: Path, models: tuple[str, ...] = config.STUDY_MODELS) 
                          "seconds_per_epoch": timings["seconds_per_epoch"], "fit_seconds": timings["fit_seconds"],
                          "epochs": timings["epochs_run"], "machine": _cpu(folder)})
     from helpers.provenance import provenance
-    return {"provenance": provenance(), "rows": rows}
+    return {"provenance": provenance(), "recipe": config.FULL_PROFILE.recipe, "rows": rows}
 
 
 def input_sizes_table(results: dict) -> pd.DataFrame:
@@ -286,9 +286,11 @@ def input_sizes_table(results: dict) -> pd.DataFrame:
 def input_sizes_markdown(results: dict) -> str:
     """Return the input-size section of reports/benchmarks.md."""
     machines = sorted({row["machine"] for row in results["rows"]})
+    recipe = (f"The {results['recipe']} recipe" if "recipe" in results else
+              f"The study's recipe at commit {results['provenance']['git_commit'][:10]}")
     return f"""## Input size
 
-The study's recipe at each input size, seed {TIMED_SEED}, scored on the dataset's own validation images by its
+{recipe} at each input size, seed {TIMED_SEED}, scored on the dataset's own validation images by its
 best-on-validation checkpoint (`make sizes`). Machines: {'; '.join(machines)}.
 
 {input_sizes_table(results).to_markdown(index=False)}"""
