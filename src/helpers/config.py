@@ -186,7 +186,7 @@ PROFILES: dict[str, Profile] = {
     "smoke": Profile("smoke", epochs=1, images_per_class=40, synthetic=False, seeds=(42,), external_per_set=40,
                      saliency_images=8,
                      description="a small subset of the real data, one epoch (for tests)"),
-    # The demo recipe (helpers.modeling.recipes.DEMO_RECIPE): the outlined recipe scaled to the small phantom set.
+    # The demo recipe (helpers.modeling.recipes.DEMO_RECIPE): the robust recipe scaled to the small phantom set.
     # It leaves out the sequencer, the slowest model to train (31.8 s an epoch in the study, 3x the hybrid's), to stay
     # within minutes.
     "demo": Profile("demo", epochs=15, images_per_class=None, synthetic=True, seeds=(42,), recipe="demo",

@@ -74,13 +74,13 @@ ROBUST_RECIPE = dataclasses.replace(SPECIFIED_RECIPE, epochs=40, batch_size=64, 
                                     schedule="cosine", weight_decay=1e-4, clipnorm=1.0, label_smoothing=0.1,
                                     early_stopping_metric="val_accuracy", augmentation="robust",
                                     preprocessing="standardised", external_training=True)
+DEMO_RECIPE = dataclasses.replace(ROBUST_RECIPE, epochs=15, batch_size=16, learning_rate=5e-4, augmentation="layers")
 # Every external source on both sides of the decision, with source-balanced sample weights.
 BOTH_SIDES_RECIPE = dataclasses.replace(ROBUST_RECIPE, external_collections=config.ALL_COLLECTIONS,
                                         source_balance=True)
 # Every external source on both sides (no sample weights) and outline supervision: the study's recipe.
 OUTLINED_RECIPE = dataclasses.replace(ROBUST_RECIPE, external_collections=config.ALL_COLLECTIONS,
                                       outline_supervision=1.0)
-DEMO_RECIPE = dataclasses.replace(OUTLINED_RECIPE, epochs=15, batch_size=16, learning_rate=5e-4, augmentation="layers")
 RECIPES: dict[str, TrainingSettings] = {"specified": SPECIFIED_RECIPE, "project": PROJECT_RECIPE,
                                         "robust": ROBUST_RECIPE, "demo": DEMO_RECIPE, "both-sides": BOTH_SIDES_RECIPE,
                                         "outlined": OUTLINED_RECIPE}
