@@ -77,12 +77,17 @@ REFERENCE_FIELDS = ("reference_model", "target", "reference_seeds", "reference_s
                     "reference_seeds_reaching", "reference_run_seconds", "reference_machines")
 
 
+def seed_runs(folder: Path, model_name: str) -> dict[int, Path]:
+    """Return the run folders of a model that a folder holds, by study seed (the seeds not trained there left out)."""
+    runs = {seed: folder / f"{model_name}-seed{seed}" for seed in REFERENCE_SEEDS}
+    return {seed: run for seed, run in runs.items() if run.is_dir()}
+
+
 def reference_times(model_name: str, runs_root: Path) -> dict | None:
     """Return the specified recipe's side of a model's row from its runs (runs/specified): the target, each seed's
     time to it; None when none of its seeds was trained here."""
     reference_name = config.REFERENCE_MODELS[model_name]
-    references = {seed: runs_root / REFERENCE_FOLDER / f"{reference_name}-seed{seed}" for seed in REFERENCE_SEEDS}
-    references = {seed: folder for seed, folder in references.items() if folder.is_dir()}
+    references = seed_runs(runs_root / REFERENCE_FOLDER, reference_name)
     if not references:
         return None
     curves = {seed: validation_curve(folder) for seed, folder in references.items()}
@@ -152,12 +157,12 @@ def time_to_accuracy(runs_root: Path, models: tuple[str, ...] = tuple(config.REF
 def default_kind_time(runs_root: Path, model_name: str, target: float = DEFAULT_KIND_ACCURACY) -> dict:
     """Return how long each of the study's runs of one model trained until its validation accuracy on the dataset's
     own images first reached the target (None where it never did)."""
-    curves = {seed: validation_curve(runs_root / STUDY_FOLDER / f"{model_name}-seed{seed}")
-              for seed in REFERENCE_SEEDS if (runs_root / STUDY_FOLDER / f"{model_name}-seed{seed}").is_dir()}
+    runs = seed_runs(runs_root / STUDY_FOLDER, model_name)
+    curves = {seed: validation_curve(folder) for seed, folder in runs.items()}
     return {"model": model_name, "target": target,
             "seconds_by_seed": {str(seed): seconds_to_reach(curve, target) for seed, curve in curves.items()},
             "best_by_seed": {str(seed): float(curve["accuracy"].max()) for seed, curve in curves.items()},
-            "machines": sorted({_cpu(runs_root / STUDY_FOLDER / f"{model_name}-seed{seed}") for seed in curves})}
+            "machines": sorted({_cpu(folder) for folder in runs.values()})}
 
 
 def default_kind_sentence(results: dict) -> str:
