@@ -71,6 +71,9 @@ def test_measured_rows_merge_with_the_earlier_table_and_keep_runs_relative(tmp_p
     write_measured_rows(path, [{"model": "c", "step": 2, "run": str(tmp_path / "runs" / "c")}], ("model", "step"),
                         tmp_path)
     assert read_measured_rows(path)[-1]["run"] == "runs/c"
+    written = path.read_text()
+    write_measured_rows(path, read_measured_rows(path)[1:], ("model", "step"), tmp_path, provenance={"created": "now"})
+    assert path.read_text() == written  # rows reused as they were: the file and its provenance stay
 
 
 def test_a_markdown_page_gets_an_html_copy_with_its_tables_rendered(tmp_path):
