@@ -225,7 +225,7 @@ def time_to_accuracy_markdown(results: dict) -> str:
     machines = sorted({machine for row in results["rows"] for machine in row["machines"]})
     full = results["full_profile_from_scratch_seconds"]
     full_sentence = "" if full is None else (
-        f"\n\nThe full profile (every model, 3 seeds, the six notebooks) takes {full / 60:.0f} minutes from scratch "
+        f"\n\nThe full profile (every model, 3 seeds, every notebook) takes {full / 60:.0f} minutes from scratch "
         f"(`reports/metrics.json`); the target is {results['full_profile_target_minutes']} minutes: "
         f"{'met' if full / 60 <= results['full_profile_target_minutes'] else 'missed'}. " + budget_sentence(results))
     return f"""## Time to accuracy
