@@ -81,13 +81,16 @@ BOTH_SIDES_RECIPE = dataclasses.replace(ROBUST_RECIPE, external_collections=conf
 # Every external source on both sides (no sample weights) and outline supervision: the study's recipe.
 OUTLINED_RECIPE = dataclasses.replace(ROBUST_RECIPE, external_collections=config.ALL_COLLECTIONS,
                                       outline_supervision=1.0)
+# The robust recipe's preprocessing and schedule with the specified augmentation, on the dataset's own images only, for
+# 100 epochs: the rnn as specified trained on its own (docs/decisions.md, "Recipes").
+DATASET_ONLY_RECIPE = dataclasses.replace(ROBUST_RECIPE, epochs=100, augmentation="layers", external_training=False)
 RECIPES: dict[str, TrainingSettings] = {"specified": SPECIFIED_RECIPE, "project": PROJECT_RECIPE,
                                         "robust": ROBUST_RECIPE, "demo": DEMO_RECIPE, "both-sides": BOTH_SIDES_RECIPE,
-                                        "outlined": OUTLINED_RECIPE}
+                                        "outlined": OUTLINED_RECIPE, "dataset-only": DATASET_ONLY_RECIPE}
 # Where one model departs from its recipe (docs/decisions.md, "Recipes").
 MODEL_CHANGES: dict[str, dict[str, dict[str, Any]]] = {
     "specified": {}, "project": {"cnn": {"batch_size": 64, "learning_rate": 1e-3}}, "robust": {}, "demo": {},
-    "both-sides": {}, "outlined": {}}
+    "both-sides": {}, "outlined": {}, "dataset-only": {}}
 
 
 def recipe(name: str, model_name: str | None = None, **changes: object) -> TrainingSettings:
