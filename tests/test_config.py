@@ -46,3 +46,18 @@ def test_reports_print_project_paths_relative_to_the_project(tmp_path):
 def test_every_named_option_is_checked_by_one_validator_in_the_same_words(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_the_training_data_sentence_names_both_sides_of_each_set_trained_on_and_the_outline_loss():
+    import dataclasses
+
+    from helpers.modeling.recipes import recipe, training_data_sentence
+
+    sentence = training_data_sentence(dataclasses.asdict(recipe("outlined")))
+    assert "`tcga-lgg-tumour-free` (TCGA post-contrast) as notumor" in sentence
+    assert "`tcga-lgg-flair-glioma` (TCGA FLAIR) as glioma" in sentence
+    assert "`br35h-tumour` (Br35H) as any tumour" in sentence
+    assert "an outline loss (weight 1)" in sentence and "phantom" not in sentence  # the real sets when it names any
+    robust = training_data_sentence(dataclasses.asdict(recipe("robust")))
+    assert "tumour-free" not in robust and "outline" not in robust
+    assert training_data_sentence(dataclasses.asdict(recipe("dataset-only"))).endswith("Training images only.")

@@ -111,6 +111,8 @@ def test_publish_copies_the_representative_run_without_optimizer_state(phantom_r
     assert (models_dir / "rnn.keras").stat().st_size < (run.directory / "model.keras").stat().st_size
     card = (models_dir / "MODEL_CARD.md").read_text()
     assert "Not a medical" in card and "| 91.50% (91.23% (one seed)) | 87.65% (87.65%) | 97.50% |" in card
+    assert ("Trained 1 epoch (the specified random flip, rotation and zoom) on the dataset's Training images only."
+            in card)
     loaded = predict.load_saved_model(saved_models.default_model_path(models_dir))
     image = validation.images[:1, ..., None]
     assert np.allclose(loaded.model.predict(image, verbose=0), run.model.predict(image, verbose=0), atol=1e-6)

@@ -183,6 +183,11 @@ def appearance_augmentation(seed: int | None = None, name: str = "augmentation")
 AUGMENTATIONS: dict[str, Callable[..., layers.Layer] | None] = {
     "layers": augmentation_block, "fused": fused_augmentation, "robust": robust_augmentation,
     "appearance": appearance_augmentation, "none": None}
+# Each augmentation in words, for the model card.
+AUGMENTATION_WORDS: dict[str, str] = {
+    "layers": "the specified random flip, rotation and zoom", "fused": "the specified flip, rotation and zoom fused "
+    "into one transform", "robust": "the specified flip, rotation and zoom plus random contrast, gamma, blur and noise",
+    "appearance": "the robust augmentation plus random intensity curves and bias fields", "none": "no augmentation"}
 
 
 def _input_stem(image_size: int, augmentation: str, seed: int | None) -> tuple[keras.KerasTensor, keras.KerasTensor]:

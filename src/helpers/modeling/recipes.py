@@ -8,7 +8,7 @@ from typing import Any
 
 from helpers import config
 from helpers.inputs.images import check_preprocessing
-from helpers.modeling.models import AUGMENTATIONS
+from helpers.modeling.models import AUGMENTATION_WORDS, AUGMENTATIONS
 
 # Compute precisions (Keras dtype policies). mixed_bfloat16 runs convolutions at about twice the speed on CPUs with
 # AVX512-BF16 and on recent GPUs; mixed_float16 suits GPUs without bfloat16.
@@ -97,3 +97,28 @@ def recipe(name: str, model_name: str | None = None, **changes: object) -> Train
     """Return a named recipe (specified, project), with the model's own departures and the given fields changed."""
     config.check_choice("recipe", name, RECIPES)
     return dataclasses.replace(RECIPES[name], **{**MODEL_CHANGES[name].get(model_name or "", {}), **changes})
+
+
+def training_data_sentence(settings: dict) -> str:
+    """Return what a run trained on and how, in words, from its run.json settings (the model card's Data section)."""
+    from helpers.inputs.external import EXTERNAL_VALIDATION_FRACTION
+
+    augmentation = AUGMENTATION_WORDS.get(settings["augmentation"], settings["augmentation"])
+    epochs = settings["epochs"]
+    sentence = f"Trained {epochs} epoch{'' if epochs == 1 else 's'} ({augmentation}) on the dataset's Training images"
+    if not settings.get("external_training"):
+        return sentence + " only."
+    chosen = set(settings["external_collections"])
+    real = [spec for spec in config.EXTERNAL_SETS if spec.part == "train" and spec.collection in chosen]
+    sets = real or [spec for spec in config.PHANTOM_EXTERNAL_SETS if spec.part == "train" and spec.collection in chosen]
+    labels = "; ".join(f"`{spec.collection}` ({spec.source_name}) as "
+                       f"{'any tumour' if spec.truth == config.ANY_TUMOUR else spec.truth}" for spec in sets)
+    extras = [f"an outline loss (weight {settings['outline_supervision']:g}) on every image with a tumour outline"
+              if settings.get("outline_supervision") else "",
+              "source-balanced sample weights" if settings.get("source_balance") else "",
+              f"a source adversary (strength {settings['source_adversary']:g})" if settings.get("source_adversary")
+              else ""]
+    return (sentence + f" and the train parts of independent sets ({EXTERNAL_VALIDATION_FRACTION:.0%} of their "
+            f"patients kept for validation): {labels}" + "".join(f"; {extra}" for extra in extras if extra)
+            + ". No test part was trained on.")
+

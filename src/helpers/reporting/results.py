@@ -16,6 +16,7 @@ from helpers.config import OFFICIAL_TESTING
 from helpers.evaluation import mean_with_spread, partial_label_accuracy
 from helpers.files import with_marked_block, write_markdown_page, write_marked_block
 from helpers.metrics_record import Comparison, ErrorAnalysis, Exploration, ExternalValidity, Uncertainty
+from helpers.modeling.recipes import training_data_sentence
 from helpers.modeling.run_folders import (
     HISTORY_FILE,
     LABELS_FILE,
@@ -270,7 +271,8 @@ def _stage_models(metrics: dict, seeds: dict[str, int], run_root: Path, staging:
             raise FileNotFoundError(f"{record}: the uncertainty record notebook 07 reported for {name} is missing "
                                     f"(publish from the run folder of the study that wrote the reports)")
     (staging / MODEL_INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
-    (staging / MODEL_CARD_FILE).write_text(model_card(metrics, index))
+    default_labels = json.loads((staging / f"{Path(index['default']).stem}.json").read_text())
+    (staging / MODEL_CARD_FILE).write_text(model_card(metrics, index, default_labels["settings"]))
     write_markdown_page(staging / MODEL_CARD_FILE)
     # The published seeds' model.keras in runs/ are byte copies of the models above: git stores each once.
     copies = {staging / PUBLISHED_RUNS / f"{name}-seed{seed}" / MODEL_FILE for name, seed in seeds.items()}
@@ -344,8 +346,8 @@ def _card_models(metrics: dict, index: dict, default: str) -> tuple[str, str, st
     return ensemble_sentence, header, rows
 
 
-def model_card(metrics: dict, index: dict) -> str:
-    """Return the model card (Markdown): intended use, data, metrics per model, and limits."""
+def model_card(metrics: dict, index: dict, settings: dict) -> str:
+    """Return the model card (Markdown): intended use, metrics per model, data (the default's settings), limits."""
     origin = metrics["provenance"]
     default = Path(index["default"]).stem
     trained, tested = (sum(Exploration.read(metrics).dataset_counts.get(split, {}).values())
@@ -389,14 +391,15 @@ Targets:
 The Kaggle "Brain Tumor MRI Dataset" (glioma, meningioma, no tumour, pituitary; {trained} Training and {tested} Testing
 images, data fingerprint `{metrics['data_fingerprint'][:16]}`). Validation is a fixed stratified 15% of Training;
 every selection used validation only. Testing was used once, for the figures above.
+{training_data_sentence(settings)}
 
 ## Limits
 - Many Testing images have exact or near duplicates in Training; the clean-test column is the honest figure of
   generalisation.
 - The dataset entangles class with source: its no-tumour images come from one collection (Br35H), most tumours from
-  another (figshare). The models are trained to resist this (head crop, intensity standardisation, acquisition
-  augmentation, external tumours mixed into training), yet a source seen in training with tumours only is learned as
-  "tumour": read every sensitivity above beside the specificity on the same source. The figure for a hospital absent
+  another (figshare). The models are trained to resist this (head crop, intensity standardisation and the training
+  data above), yet a source seen in training on one side only is learned as that side: read every sensitivity above
+  beside the specificity on the same source. The figure for a hospital absent
   from training is the leave-one-source-out table. See `reports/{ExternalValidity.NOTEBOOK}.html`.
 - Single 2-D slices at 64x64 pixels; no patient-level information, no 3-D context, no tumour grading.
 - The collection's sources and labelling process are not documented in detail; label noise is possible.
