@@ -164,8 +164,8 @@ augmentation or callbacks: the specified epoch over it bounds what any pipeline 
 module's docstring.
 
 The "project pipeline" is the earlier project recipe (`helpers.modeling.recipes.PROJECT_RECIPE`: batch 128, Adam 2e-3,
-early stopping on validation accuracy); the study now trains with the robust recipe
-(`helpers.modeling.recipes.ROBUST_RECIPE`).
+early stopping on validation accuracy); the study now trains with the `{config.FULL_PROFILE.recipe}` recipe
+(`helpers.modeling.recipes.RECIPES`), whose runs the time-to-accuracy section reads.
 
 {tables}
 """
