@@ -76,6 +76,17 @@ def test_measured_rows_merge_with_the_earlier_table_and_keep_runs_relative(tmp_p
     assert path.read_text() == written  # rows reused as they were: the file and its provenance stay
 
 
+def test_a_measurement_is_rewritten_only_when_more_than_its_provenance_changes(tmp_path):
+    from helpers.files import write_measurement
+
+    path = tmp_path / "timing.json"
+    assert write_measurement(path, {"rows": [1.5], "provenance": {"created": "monday"}})
+    assert not write_measurement(path, {"rows": [1.5], "provenance": {"created": "tuesday"}})
+    assert "monday" in path.read_text()
+    assert write_measurement(path, {"rows": [1.25], "provenance": {"created": "tuesday"}})
+    assert "tuesday" in path.read_text()
+
+
 def test_a_markdown_page_gets_an_html_copy_with_its_tables_rendered(tmp_path):
     from helpers.files import write_markdown_page
 

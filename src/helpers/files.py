@@ -97,14 +97,11 @@ def write_marked_block(path: Path, start: str, end: str, body: str) -> bool:
 def write_measured_rows(path: Path, rows: list[dict], key: tuple[str, ...], root: Path,
                         order: Callable[[dict], Any] | None = None, **content: object) -> Path:
     """Write a table of measured rows as JSON (atomically): the earlier rows whose key was not measured again, then
-    the new ones (sorted by order when given), every "run" path relative to root; content adds top-level fields.
-
-    A table whose rows and fields (but its provenance) would stay as they are is left untouched, so reusing rows
-    measured before changes no file and keeps the provenance of their measurement."""
+    the new ones (sorted by order when given), every "run" path relative to root; content adds top-level fields. A
+    table that would stay as it is but for its provenance is left untouched (write_measurement)."""
     import json
 
-    stored = json.loads(path.read_text()) if path.is_file() else {"rows": []}
-    earlier = json.loads(json.dumps(stored["rows"]))
+    earlier = json.loads(path.read_text())["rows"] if path.is_file() else []
     measured = {tuple(row[name] for name in key) for row in rows}
     merged = [*[row for row in earlier if tuple(row[name] for name in key) not in measured], *rows]
     if order is not None:
@@ -113,15 +110,25 @@ def write_measured_rows(path: Path, rows: list[dict], key: tuple[str, ...], root
         run = Path(row.get("run", ""))
         if run.is_absolute() and run.is_relative_to(root):
             row["run"] = str(run.relative_to(root))
-    document = {"rows": merged, **content}
-    if _without_provenance(stored) == _without_provenance(document):
-        return path
-    write_atomically(path, lambda temporary: temporary.write_text(json.dumps(document, indent=2) + "\n"))
+    write_measurement(path, {"rows": merged, **content})
     return path
 
 
+def write_measurement(path: Path, document: dict) -> bool:
+    """Write a measured document as JSON (atomically) unless the stored one holds the same but its provenance (so
+    that reading the same runs again changes no file and keeps when and where they were measured); return whether it
+    wrote."""
+    import json
+
+    stored = json.loads(path.read_text()) if path.is_file() else None
+    if stored is not None and _without_provenance(stored) == _without_provenance(json.loads(json.dumps(document))):
+        return False
+    write_atomically(path, lambda temporary: temporary.write_text(json.dumps(document, indent=2) + "\n"))
+    return True
+
+
 def _without_provenance(document: dict) -> dict:
-    """Return a table's fields but its provenance."""
+    """Return a document's fields but its provenance."""
     return {name: value for name, value in document.items() if name != "provenance"}
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from helpers import config
-from helpers.files import write_atomically
+from helpers.files import write_measurement
 from helpers.metrics_record import Comparison
 from helpers.modeling.callbacks import DATASET_VALIDATION_METRIC
 from helpers.modeling.run_folders import HISTORY_FILE, PREDICTION_FILES, RUN_FILE, TIMINGS_FILE, check_run_folder
@@ -302,8 +302,8 @@ best-on-validation checkpoint (`make sizes`). Machines: {'; '.join(machines)}.
 
 
 def save(results: dict, path: Path) -> None:
-    """Write results as JSON atomically."""
-    write_atomically(path, lambda temporary: temporary.write_text(json.dumps(results, indent=2) + "\n"))
+    """Write results as JSON atomically, unless only their provenance would change."""
+    write_measurement(path, results)
 
 
 def stored_sections(folder: Path = config.REPORTS_DIR) -> str:
