@@ -219,3 +219,18 @@ def test_a_notebook_opens_on_the_published_runs_with_only_the_dataset(real_data_
     executed = nbformat.read(output, as_version=4)
     shown = "".join(output.get("text", "") for cell in executed.cells for output in cell.get("outputs", []))
     assert "rnn seed 42: reusing models/runs/rnn-seed42" in shown and papermill
+
+
+def test_the_metrics_record_the_commit_the_run_began_at_and_the_one_it_ended_at_when_they_differ(
+        tmp_path, monkeypatch, capsys):
+    from helpers.reporting import pipeline
+
+    (tmp_path / "01_explore_data.json").write_text(json.dumps({"data_fingerprint": "abc"}))
+    origin = {"git_commit": "a" * 40, "created": "the start"}
+    monkeypatch.setattr(pipeline, "git_commit", lambda: "a" * 40)
+    same = pipeline._collect_metrics(tmp_path, "demo", {"01_explore_data": 1.0}, 1.0, origin)
+    assert same["provenance"] == origin and same["data_fingerprint"] == "abc"
+    monkeypatch.setattr(pipeline, "git_commit", lambda: "b" * 40)
+    moved = pipeline._collect_metrics(tmp_path, "demo", {"01_explore_data": 1.0}, 1.0, origin)
+    assert moved["provenance"] == {**origin, "git_commit_at_end": "b" * 40}
+    assert "the code changed while the notebooks ran (aaaaaaaaaa -> bbbbbbbbbb)" in capsys.readouterr().err

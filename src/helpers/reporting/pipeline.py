@@ -24,7 +24,7 @@ from helpers import commands, config, interrupts
 from helpers.files import staged_directory, write_atomically
 from helpers.metrics_record import NOTEBOOKS, Comparison
 from helpers.modeling.run_folders import RUN_FILE, TIMINGS_FILE
-from helpers.provenance import provenance
+from helpers.provenance import git_commit, provenance
 from helpers.reporting.index_page import INDEX_FILE, METRICS_FILE, write_index
 
 # Files other commands publish into the reports folder; a pipeline run carries them over unchanged.
@@ -156,8 +156,9 @@ def published_paths(profile: config.Profile, run_root: Path, metrics_dir: Path, 
 
 
 def _collect_metrics(metrics_dir: Path, profile: str, notebook_seconds: dict[str, float],
-                     total_seconds: float) -> dict:
-    """Merge the notebooks' metric records into one document with provenance and timings."""
+                     total_seconds: float, origin: dict) -> dict:
+    """Merge the notebooks' metric records into one document with timings and the provenance taken when the run began
+    (origin), naming the commit at its end too when the code changed under it."""
     notebooks = {}
     for name in notebook_seconds:
         record = metrics_dir / f"{name}.json"
@@ -167,8 +168,13 @@ def _collect_metrics(metrics_dir: Path, profile: str, notebook_seconds: dict[str
     fingerprints = {record.get("data_fingerprint") for record in notebooks.values()} - {None}
     if len(fingerprints) > 1:
         raise PipelineError(f"the notebooks saw different datasets (fingerprints {sorted(fingerprints)})")
+    ended = git_commit()
+    if ended != origin["git_commit"]:
+        origin = {**origin, "git_commit_at_end": ended}
+        print(f"warning: the code changed while the notebooks ran ({origin['git_commit'][:10]} -> {ended[:10]}); "
+              "metrics.json records both", file=sys.stderr)
     return {"profile": profile, "data_fingerprint": fingerprints.pop() if fingerprints else None,
-            "provenance": provenance(),
+            "provenance": origin,
             "timings": {"notebook_seconds": notebook_seconds, "total_seconds": total_seconds},
             "notebooks": notebooks}
 
@@ -210,7 +216,7 @@ def run_pipeline(profile: str = "full", data_dir: str | os.PathLike | None = Non
         raise ValueError(f"unknown notebooks {unknown}; the sequence is {', '.join(NOTEBOOKS)}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # the kernels inherit it: no TensorFlow info lines in reports
     started, started_cpu = time.perf_counter(), _cpu_seconds()
-    started_at = datetime.now(UTC)
+    started_at, origin = datetime.now(UTC), provenance()
     notebook_seconds: dict[str, float] = {}
     with staged_directory(reports_dir) as staging, ExitStack() as stack:
         metrics_dir = staging / ".metrics"
@@ -238,7 +244,7 @@ def run_pipeline(profile: str = "full", data_dir: str | os.PathLike | None = Non
             notebook_seconds[name] = time.perf_counter() - notebook_started
             tidy_notebook(output, published_paths(chosen, run_root, metrics_dir, staging, reports_dir))
             export_html(output)
-        metrics = _collect_metrics(metrics_dir, chosen.name, notebook_seconds, time.perf_counter() - started)
+        metrics = _collect_metrics(metrics_dir, chosen.name, notebook_seconds, time.perf_counter() - started, origin)
         metrics["timings"]["cpu_seconds"] = _cpu_seconds() - started_cpu
         shutil.rmtree(metrics_dir)
         metrics["timings"].update(training_accounting(metrics, run_root, started_at))
