@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from helpers import config, targets
-from helpers.experiments import benchmark, speed_report
+from helpers.experiments import benchmark, speed_report, throughput
 
 
 @pytest.mark.slow
@@ -159,3 +159,17 @@ def test_prediction_command_timing_is_reported_with_its_ratio_and_agreement():
     assert "at most 3.0e-07" in text
     page = speed_report.speed_page({}, {"tensorflow-cpu-2cores": timing})
     assert "## The prediction command" in page and text in page
+    measured = {**timing, "provenance": {"git_commit": "0123456789abcdef",
+                                         "device": {"cpu_model": "AMD EPYC", "cpu_count": 2}},
+                "median_cpu_seconds": {"numpy": 2.25, "tensorflow": 11.5}}
+    text = speed_report.prediction_command_markdown(measured)
+    assert "`tensorflow-cpu-2cores` (AMD EPYC, 2 cores)" in text
+    assert "**2.00 s** per call (2.25 CPU-s)" in text and "10.00 s (11.50 CPU-s) on TensorFlow's" in text
+
+
+@pytest.mark.slow
+def test_the_prediction_command_timing_counts_the_cpu_seconds_of_its_processes(tmp_path):
+    image = throughput.phantom_image(tmp_path)
+    timing = throughput.time_prediction_command(image, calls=1)
+    for backend in ("numpy", "tensorflow"):
+        assert 0 < timing["median_cpu_seconds"][backend] < 10 * timing["median_seconds"][backend]

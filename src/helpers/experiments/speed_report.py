@@ -24,9 +24,14 @@ ACCURACY_SEED = 42  # the seed shown beside the mean over the seeds both recipes
 def prediction_command_markdown(timing: dict) -> str:
     """Return the speed page's paragraph on brain-mri-predict for one machine."""
     median, first = timing["median_seconds"], timing["first_call_seconds"]
-    return (f"`brain-mri-predict` on one image (`{timing['model']}` model), machine `{timing['machine']}`, commit "
-            f"`{timing['provenance']['git_commit'][:10]}`: **{median['numpy']:.2f} s** per call on its default "
-            f"(NumPy) backend against {median['tensorflow']:.2f} s on TensorFlow's "
+    cpu = timing.get("median_cpu_seconds")  # timings written before CPU time was measured have none
+    device = timing["provenance"].get("device", {})
+    return (f"`brain-mri-predict` on one image (`{timing['model']}` model), machine `{timing['machine']}`"
+            + (f" ({device['cpu_model']}, {device['cpu_count']} cores)" if "cpu_model" in device else "")
+            + f", commit `{timing['provenance']['git_commit'][:10]}`: **{median['numpy']:.2f} s** per call"
+            + (f" ({cpu['numpy']:.2f} CPU-s)" if cpu else "") + " on its default "
+            f"(NumPy) backend against {median['tensorflow']:.2f} s"
+            + (f" ({cpu['tensorflow']:.2f} CPU-s)" if cpu else "") + " on TensorFlow's "
             f"({median['tensorflow'] / median['numpy']:.1f}x; medians of {timing['calls'] - 1} fresh processes after "
             f"a first one of {first['numpy']:.2f} s and {first['tensorflow']:.2f} s, taking turns); "
             f"{timing['warm_seconds_per_image'] * 1000:.0f} ms for one more image once the model is loaded. "

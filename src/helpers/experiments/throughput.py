@@ -36,13 +36,15 @@ def time_prediction_command(image: Path, model: Path | None = None,
     command = [sys.executable, "-m", "helpers.modeling.predict", str(image), "--json",
                *(["--model", str(model)] if model else [])]
     seconds: dict[str, list[float]] = {"numpy": [], "tensorflow": []}
+    cpu_seconds: dict[str, list[float]] = {"numpy": [], "tensorflow": []}
     probabilities: dict[str, list[float]] = {}
     for _ in range(calls):
         for backend in seconds:
             environment = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), _children_cpu_seconds()
             finished = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
             seconds[backend].append(time.perf_counter() - start)
+            cpu_seconds[backend].append(_children_cpu_seconds() - start_cpu)
             if finished.returncode != 0:
                 raise RuntimeError(f"brain-mri-predict on {image} failed ({backend}): {finished.stderr.strip()}")
             probabilities[backend] = list(json.loads(finished.stdout)["predictions"][0]["probabilities"].values())
@@ -56,9 +58,20 @@ def time_prediction_command(image: Path, model: Path | None = None,
             "calls": calls, "seconds": seconds,
             "median_seconds": {backend: statistics.median(values[1:] or values) for backend, values in seconds.items()},
             "first_call_seconds": {backend: values[0] for backend, values in seconds.items()},
+            "cpu_seconds": cpu_seconds,
+            "median_cpu_seconds": {backend: statistics.median(values[1:] or values)
+                                   for backend, values in cpu_seconds.items()},
             "warm_seconds_per_image": warm,
             "largest_probability_difference": float(np.max(np.abs(np.subtract(probabilities["numpy"],
                                                                               probabilities["tensorflow"]))))}
+
+
+def _children_cpu_seconds() -> float:
+    """Return the user and system CPU seconds of this process's finished child processes."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def phantom_image(folder: Path) -> Path:
