@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import resource
 import subprocess
 from datetime import UTC, datetime
 from importlib import metadata
@@ -72,6 +73,14 @@ def lock_status(lock_file=LOCK_FILE) -> dict[str, Any]:
         if installed != version:
             differences[name] = {"locked": version, "installed": installed}
     return {"file": os.path.basename(str(lock_file)), "matches": not differences, "differences": differences}
+
+
+def cpu_seconds(include_self: bool = True) -> float:
+    """Return the user and system CPU seconds of this process (unless include_self is False) and of its finished
+    children."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    own = resource.getrusage(resource.RUSAGE_SELF) if include_self else None
+    return children.ru_utime + children.ru_stime + (own.ru_utime + own.ru_stime if own else 0.0)
 
 
 def cpu_model(cpuinfo_path: str = "/proc/cpuinfo") -> str:

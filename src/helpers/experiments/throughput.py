@@ -17,7 +17,7 @@ import numpy as np
 
 from helpers import commands, config, interrupts
 from helpers.files import write_atomically
-from helpers.provenance import machine_key, provenance
+from helpers.provenance import cpu_seconds, machine_key, provenance
 
 THROUGHPUT_FILE = "prediction_throughput.json"
 COUNTS = (100, 400)
@@ -36,15 +36,15 @@ def time_prediction_command(image: Path, model: Path | None = None,
     command = [sys.executable, "-m", "helpers.modeling.predict", str(image), "--json",
                *(["--model", str(model)] if model else [])]
     seconds: dict[str, list[float]] = {"numpy": [], "tensorflow": []}
-    cpu_seconds: dict[str, list[float]] = {"numpy": [], "tensorflow": []}
+    children_cpu: dict[str, list[float]] = {"numpy": [], "tensorflow": []}
     probabilities: dict[str, list[float]] = {}
     for _ in range(calls):
         for backend in seconds:
             environment = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
-            start, start_cpu = time.perf_counter(), _children_cpu_seconds()
+            start, start_cpu = time.perf_counter(), cpu_seconds(include_self=False)
             finished = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
             seconds[backend].append(time.perf_counter() - start)
-            cpu_seconds[backend].append(_children_cpu_seconds() - start_cpu)
+            children_cpu[backend].append(cpu_seconds(include_self=False) - start_cpu)
             if finished.returncode != 0:
                 raise RuntimeError(f"brain-mri-predict on {image} failed ({backend}): {finished.stderr.strip()}")
             probabilities[backend] = list(json.loads(finished.stdout)["predictions"][0]["probabilities"].values())
@@ -56,22 +56,18 @@ def time_prediction_command(image: Path, model: Path | None = None,
     details = provenance()
     return {"machine": machine_key(details), "provenance": details, "image": image.name, "model": saved.name,
             "calls": calls, "seconds": seconds,
-            "median_seconds": {backend: statistics.median(values[1:] or values) for backend, values in seconds.items()},
+            "median_seconds": {backend: _steady_median(values) for backend, values in seconds.items()},
             "first_call_seconds": {backend: values[0] for backend, values in seconds.items()},
-            "cpu_seconds": cpu_seconds,
-            "median_cpu_seconds": {backend: statistics.median(values[1:] or values)
-                                   for backend, values in cpu_seconds.items()},
+            "cpu_seconds": children_cpu,
+            "median_cpu_seconds": {backend: _steady_median(values) for backend, values in children_cpu.items()},
             "warm_seconds_per_image": warm,
             "largest_probability_difference": float(np.max(np.abs(np.subtract(probabilities["numpy"],
                                                                               probabilities["tensorflow"]))))}
 
 
-def _children_cpu_seconds() -> float:
-    """Return the user and system CPU seconds of this process's finished child processes."""
-    import resource
-
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def _steady_median(values: list[float]) -> float:
+    """Return the median of the calls after the first (of the only one when there is one)."""
+    return statistics.median(values[1:] or values)
 
 
 def phantom_image(folder: Path) -> Path:
@@ -100,10 +96,10 @@ def time_folder(files: list[Path], model, workers: int | None) -> dict[str, floa
 
     started, cpu = time.perf_counter(), time.process_time()
     results = predict_files(files, model, workers=workers)
-    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
+    seconds, spent_cpu = time.perf_counter() - started, time.process_time() - cpu
     if any(result.error for result in results):
         raise ValueError(f"{next(result.error for result in results if result.error)}")
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "images_per_second": len(files) / seconds}
+    return {"seconds": seconds, "cpu_seconds": spent_cpu, "images_per_second": len(files) / seconds}
 
 
 def measure(folder: Path, model_paths: dict[str, Path | None], counts: tuple[int, ...] = COUNTS) -> list[dict]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import resource
 import shutil
 import sys
 import time
@@ -24,7 +23,7 @@ from helpers import commands, config, interrupts
 from helpers.files import staged_directory, write_atomically
 from helpers.metrics_record import NOTEBOOKS, Comparison
 from helpers.modeling.run_folders import RUN_FILE, TIMINGS_FILE
-from helpers.provenance import git_commit, provenance
+from helpers.provenance import cpu_seconds, git_commit, provenance
 from helpers.reporting.index_page import INDEX_FILE, METRICS_FILE, write_index
 
 # Files other commands publish into the reports folder; a pipeline run carries them over unchanged.
@@ -197,12 +196,6 @@ def training_accounting(metrics: dict, run_root: Path, started: datetime) -> dic
             "from_scratch_seconds": metrics["timings"]["total_seconds"] + reused_seconds}
 
 
-def _cpu_seconds() -> float:
-    """Return the user and system CPU seconds of this process and of its finished children (the notebook kernels)."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
 def run_pipeline(profile: str = "full", data_dir: str | os.PathLike | None = None,
                  reports_dir: str | os.PathLike | None = None, run_root: str | os.PathLike | None = None,
                  notebooks: tuple[str, ...] = NOTEBOOKS, progress: bool = True,
@@ -215,7 +208,7 @@ def run_pipeline(profile: str = "full", data_dir: str | os.PathLike | None = Non
     if unknown:
         raise ValueError(f"unknown notebooks {unknown}; the sequence is {', '.join(NOTEBOOKS)}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # the kernels inherit it: no TensorFlow info lines in reports
-    started, started_cpu = time.perf_counter(), _cpu_seconds()
+    started, started_cpu = time.perf_counter(), cpu_seconds()
     started_at, origin = datetime.now(UTC), provenance()
     notebook_seconds: dict[str, float] = {}
     with staged_directory(reports_dir) as staging, ExitStack() as stack:
@@ -245,7 +238,7 @@ def run_pipeline(profile: str = "full", data_dir: str | os.PathLike | None = Non
             tidy_notebook(output, published_paths(chosen, run_root, metrics_dir, staging, reports_dir))
             export_html(output)
         metrics = _collect_metrics(metrics_dir, chosen.name, notebook_seconds, time.perf_counter() - started, origin)
-        metrics["timings"]["cpu_seconds"] = _cpu_seconds() - started_cpu
+        metrics["timings"]["cpu_seconds"] = cpu_seconds() - started_cpu
         shutil.rmtree(metrics_dir)
         metrics["timings"].update(training_accounting(metrics, run_root, started_at))
         write_atomically(staging / METRICS_FILE,
