@@ -3,6 +3,7 @@ records."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from helpers.analysis.run_summaries import (
 )
 from helpers.analysis.study import Study
 from helpers.metrics_record import Comparison, Exploration
-from helpers.modeling import models, recipes, run_folders
+from helpers.modeling import callbacks, models, recipes, run_folders
 
 
 @pytest.fixture(autouse=True)
@@ -43,10 +44,13 @@ def test_empty_parameters_take_the_profile_defaults(tmp_path, monkeypatch):
     assert study.epochs == 40 and study.seeds == (42, 43, 44) and study.batch_size is None
     assert study.run_root == tmp_path / "full" and study.metrics_dir == tmp_path / "full" / "metrics"
     assert study.settings("rnn", 43).seed == 43
-    rnn = study.settings("rnn", 43)  # the outlined recipe (issue 26): every source on both sides, outline loss
-    assert (rnn.batch_size, rnn.learning_rate, rnn.schedule, rnn.epochs) == (64, 2e-3, "cosine", 40)
-    assert (rnn.preprocessing, rnn.augmentation, rnn.external_training) == ("standardised", "robust", True)
-    assert rnn.external_collections == config.ALL_COLLECTIONS and rnn.outline_supervision > 0
+    hybrid = study.settings("hybrid", 43)  # the outlined recipe (issue 26): every source on both sides, outline loss
+    assert (hybrid.batch_size, hybrid.learning_rate, hybrid.schedule, hybrid.epochs) == (64, 2e-3, "cosine", 40)
+    assert (hybrid.preprocessing, hybrid.augmentation, hybrid.external_training) == ("standardised", "robust", True)
+    assert hybrid.external_collections == config.ALL_COLLECTIONS and hybrid.outline_supervision > 0
+    rnn = study.settings("rnn", 43)  # the rnn as specified has its own recipe (issue 23): the dataset's images only
+    assert (rnn.epochs, rnn.augmentation, rnn.external_training, rnn.outline_supervision) == (100, "layers", False, 0)
+    assert (rnn.preprocessing, rnn.checkpoint_metric) == ("standardised", callbacks.DATASET_VALIDATION_METRIC)
     cnn = recipes.recipe("project", "cnn")  # the project recipe's own departure for cnn
     assert (cnn.batch_size, cnn.learning_rate, cnn.early_stopping_metric) == (64, 1e-3, "val_accuracy")
     demo = Study.from_parameters(profile="demo").settings("rnn", 42)  # the robust recipe scaled to the phantom set
@@ -57,10 +61,29 @@ def test_empty_parameters_take_the_profile_defaults(tmp_path, monkeypatch):
     assert published.settings("rnn", 42) == study.settings("rnn", 42), "the published runs are the full profile's"
     custom = Study.from_parameters(profile="full", epochs=3, batch_size=64, seeds=[1, 2])
     assert (custom.epochs, custom.seeds, custom.settings("cnn", 1).batch_size) == (3, (1, 2), 64)
+    assert custom.settings("rnn", 1).epochs == 3, "epochs given in the parameters hold for every model"
     with pytest.raises(ValueError, match="unknown profile 'fast'"):
         Study.from_parameters(profile="fast")
     with pytest.raises(ValueError, match="epochs and batch_size must be >= 0"):
         Study.from_parameters(epochs=-1)
+
+
+def test_a_model_with_its_own_recipe_trains_on_the_datasets_images_and_validates_on_the_studys(monkeypatch):
+    own = dataclasses.replace(config.PROFILES["demo"], images_per_class=20, model_recipes=(("rnn", "dataset-only"),))
+    monkeypatch.setitem(config.PROFILES, "demo", own)
+    study = Study.from_parameters(profile="demo")
+    data = study.load_data(progress=False)
+    rnn, cnn = study.settings("rnn", 42), study.settings("cnn", 42)
+    assert (rnn.external_training, cnn.external_training) == (False, True)
+    assert data.training_for(cnn) is data.training and len(data.training_for(rnn)) < len(data.training)
+    assert not np.char.startswith(data.training_for(rnn).paths.astype(str), "external/").any()
+    assert set(data.training_for(rnn).paths) <= set(data.training.paths)
+    assert np.char.startswith(data.validation.paths.astype(str), "external/").any(), "one validation split for all"
+    assert data.split_table(rnn)["training"].sum() == len(data.training_for(rnn))
+    monkeypatch.setitem(config.PROFILES, "demo", dataclasses.replace(own, model_recipes=(("rnn", "specified"),)))
+    with pytest.raises(ValueError, match="specified recipe of rnn preprocesses 'resize', the study's images are "
+                                         "'standardised'"):
+        Study.from_parameters(profile="demo").settings("rnn", 42)
 
 
 def test_smoke_profile_takes_a_per_class_subset_with_a_fixed_validation_split(phantom_root, tmp_path):

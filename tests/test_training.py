@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -84,6 +85,12 @@ def test_validation_with_external_images_logs_the_datasets_own_accuracy_apart(tm
         (stored["probabilities"].argmax(axis=1) == stored["labels"]).mean())
     plain = training.train_model("rnn", data.take_per_class(kept, 12), validation, None, tmp_path / "plain", settings)
     assert callbacks.DATASET_VALIDATION_METRIC not in plain.history
+    # a recipe that keeps the epoch best on the dataset's own images logs that accuracy even without external images
+    own = dataclasses.replace(settings, epochs=2, checkpoint_metric=callbacks.DATASET_VALIDATION_METRIC)
+    for name, split in (("own-plain", validation), ("own-mixed", mixed)):
+        chosen = training.train_model("rnn", data.take_per_class(kept, 12), split, None, tmp_path / name, own)
+        monitored = chosen.history[callbacks.DATASET_VALIDATION_METRIC]
+        assert chosen.timings["best_epoch"] == int(chosen.history["epoch"][monitored.idxmax()])
 
 
 @pytest.mark.slow

@@ -172,10 +172,16 @@ class Profile:
     reads_published: bool = False  # True: never trains; reads the published study's run folders (models/runs)
     models: tuple[str, ...] = STUDY_MODELS  # the models its notebooks train and compare
     saliency_images: int = 60  # external test images per outlined set on which saliency (occlusion) is measured
+    model_recipes: tuple[tuple[str, str], ...] = ()  # (model, recipe name) for a model with a recipe of its own
+
+    def recipe_name(self, model_name: str) -> str:
+        """Return the name of the recipe a model trains with in this profile: its own, else the profile's."""
+        return dict(self.model_recipes).get(model_name, self.recipe)
 
 
+# The rnn as specified trains with a recipe of its own, on the dataset's images only (docs/decisions.md, "Recipes").
 FULL_PROFILE = Profile("full", epochs=40, images_per_class=None, synthetic=False, seeds=(42, 43, 44),
-                       description="real data, full training, three seeds")
+                       description="real data, full training, three seeds", model_recipes=(("rnn", "dataset-only"),))
 PROFILES: dict[str, Profile] = {
     "full": FULL_PROFILE,
     # What a notebook opened without parameters shows: the published study's runs, read from models/runs (the

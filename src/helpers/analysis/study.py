@@ -39,6 +39,13 @@ class StudyData:
     testing: ImageSplit
     external: dict[str, ExternalImages] = dataclasses.field(default_factory=dict)  # every external set found
     collections: tuple[str, ...] | None = None  # the external collections whose train parts joined training
+    own_training: ImageSplit | None = None  # the dataset's training images alone (None: training is that already)
+
+    def training_for(self, settings: TrainingSettings) -> ImageSplit:
+        """Return the training images of a recipe: with the external train parts only when it trains on them."""
+        if settings.external_training or self.own_training is None:
+            return self.training
+        return self.own_training
 
     @property
     def external_fingerprint(self) -> str | None:
@@ -50,12 +57,13 @@ class StudyData:
         """Return the label order."""
         return self.dataset.class_names
 
-    def split_table(self) -> pd.DataFrame:
-        """Return the number of images per class (rows) in each split used for training and evaluation (columns);
-        external tumours of a type not given form their own row."""
+    def split_table(self, settings: TrainingSettings | None = None) -> pd.DataFrame:
+        """Return the number of images per class (rows) in each split a recipe (default: the study's) trains and is
+        evaluated on (columns); external tumours of a type not given form their own row."""
         names = [*self.class_names, "tumour, type not given (external)"]
+        training = self.training_for(settings) if settings else self.training
         table = pd.DataFrame({name: dict(zip(names, np.bincount(split.labels, minlength=len(names)).tolist()))
-                              for name, split in (("training", self.training), ("validation", self.validation),
+                              for name, split in (("training", training), ("validation", self.validation),
                                                   ("test", self.testing))})
         return table.loc[(table.sum(axis=1) > 0) | table.index.isin(self.class_names)]
 
@@ -165,11 +173,12 @@ class Study:
             training = take_per_class(training, count)
             validation = take_per_class(validation, max(count // 2, 1))
             testing = take_per_class(testing, count)
-        settings = recipe(self.profile.recipe)
+        settings, own_training = recipe(self.profile.recipe), training
         if settings.external_training:
             training, validation = add_external_training(training, validation, external,
                                                          collections=settings.external_collections)
-        return StudyData(dataset, training, validation, testing, external, settings.external_collections)
+        return StudyData(dataset, training, validation, testing, external, settings.external_collections,
+                         own_training=own_training)
 
     def source_images(self, preprocessing: str | None = None, part: str = "train") -> dict[str, np.ndarray]:
         """Return images per source with a preprocessing (default: the recipe's): the dataset's Training images of
@@ -215,9 +224,16 @@ class Study:
                    else "") + f"\nexternal sets: {external}")
 
     def settings(self, model_name: str, seed: int) -> TrainingSettings:
-        """Return the profile's training recipe for one model and seed, with this study's epochs, image size and
-        batch size."""
-        settings = recipe(self.profile.recipe, model_name, epochs=self.epochs, seed=seed, image_size=self.image_size)
+        """Return a model's training recipe in this profile for one seed, with this study's image size, batch size and
+        epochs (a model with a recipe of its own trains that recipe's epochs unless the study's differ from the
+        profile's). Every recipe of a study reads the same preprocessed images."""
+        name = self.profile.recipe_name(model_name)
+        own_epochs = name != self.profile.recipe and self.epochs == self.profile.epochs
+        settings = recipe(name, model_name, seed=seed, image_size=self.image_size,
+                          **({} if own_epochs else {"epochs": self.epochs}))
+        if settings.preprocessing != self.preprocessing:
+            raise ValueError(f"profile {self.profile.name}: the {name} recipe of {model_name} preprocesses "
+                             f"{settings.preprocessing!r}, the study's images are {self.preprocessing!r}")
         return dataclasses.replace(settings, batch_size=self.batch_size) if self.batch_size else settings
 
     def run_directory(self, model_name: str, seed: int) -> Path:
@@ -227,12 +243,12 @@ class Study:
     def _differences(self, directory: Path, model_name: str, settings: TrainingSettings, data: StudyData
                      ) -> list[str]:
         """Return what keeps a run folder from being this model trained with this recipe and data ([]: reusable).
-        A published run is read without the external sets it trained with when this machine has none: its stored
-        predictions stand, and the external figures come from the published record."""
+        A published run is read without the external sets it trained or was validated with when this machine has
+        none: its stored predictions stand, and the external figures come from the published record."""
         details: dict[str, Any] = {"data_fingerprint": data.dataset.fingerprint}
-        if not (self.profile.reads_published and settings.external_training and not data.external):
+        if not (self.profile.reads_published and not data.external):
             details["external_fingerprint"] = data.external_fingerprint if settings.external_training else None
-            details["split_sizes"] = {"training": len(data.training), "validation": len(data.validation),
+            details["split_sizes"] = {"training": len(data.training_for(settings)), "validation": len(data.validation),
                                       "test": len(data.testing)}
         return run_differences(directory, model_name, settings, **details)
 
@@ -257,8 +273,8 @@ class Study:
                                         f"fingerprint is {data.dataset.fingerprint[:16]}); set profile = \"full\" in "
                                         f"the parameters cell to train it")
             print(f"{model_name} seed {seed}: training into {config.shown_path(directory)}")
-            runs.append(train_model(model_name, data.training, data.validation, data.testing, directory, settings,
-                                    class_names=data.class_names, data_fingerprint=data.dataset.fingerprint,
+            runs.append(train_model(model_name, data.training_for(settings), data.validation, data.testing, directory,
+                                    settings, class_names=data.class_names, data_fingerprint=data.dataset.fingerprint,
                                     overwrite=True, external=data.external,
                                     external_fingerprint=(data.external_fingerprint
                                                           if settings.external_training else None)))

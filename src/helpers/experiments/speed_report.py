@@ -156,6 +156,7 @@ def speed_page(stored: dict, command_timings: dict | None = None, budget_section
         tables += f"\n\n## The prediction command\n\n{command}"
     if budget_sections:
         tables += f"\n\n{budget_sections}"
+    own_recipes = "".join(f"(the {model}: `{name}`) " for model, name in config.FULL_PROFILE.model_recipes)
     return f"""# Speed: the project's training pipeline against the specified one
 
 Written by `python -m helpers.experiments.benchmark` from the JSON files beside it (`make bench`: `benchmarks.json`;
@@ -170,7 +171,7 @@ module's docstring.
 
 The "project pipeline" is the earlier project recipe (`helpers.modeling.recipes.PROJECT_RECIPE`: batch 128, Adam 2e-3,
 early stopping on validation accuracy); the study now trains with the `{config.FULL_PROFILE.recipe}` recipe
-(`helpers.modeling.recipes.RECIPES`), whose runs the time-to-accuracy section reads.
+{own_recipes}(`helpers.modeling.recipes.RECIPES`), whose runs the time-to-accuracy section reads.
 
 {tables}
 """

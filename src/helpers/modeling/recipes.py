@@ -8,6 +8,7 @@ from typing import Any
 
 from helpers import config
 from helpers.inputs.images import check_preprocessing
+from helpers.modeling.callbacks import DATASET_VALIDATION_METRIC
 from helpers.modeling.models import AUGMENTATION_WORDS, AUGMENTATIONS
 
 # Compute precisions (Keras dtype policies). mixed_bfloat16 runs convolutions at about twice the speed on CPUs with
@@ -82,8 +83,10 @@ BOTH_SIDES_RECIPE = dataclasses.replace(ROBUST_RECIPE, external_collections=conf
 OUTLINED_RECIPE = dataclasses.replace(ROBUST_RECIPE, external_collections=config.ALL_COLLECTIONS,
                                       outline_supervision=1.0)
 # The robust recipe's preprocessing and schedule with the specified augmentation, on the dataset's own images only, for
-# 100 epochs: the rnn as specified trained on its own (docs/decisions.md, "Recipes").
-DATASET_ONLY_RECIPE = dataclasses.replace(ROBUST_RECIPE, epochs=100, augmentation="layers", external_training=False)
+# 100 epochs, its checkpoint chosen on the dataset's own validation images: the rnn as specified trained on its own
+# (docs/decisions.md, "Recipes").
+DATASET_ONLY_RECIPE = dataclasses.replace(ROBUST_RECIPE, epochs=100, augmentation="layers", external_training=False,
+                                          checkpoint_metric=DATASET_VALIDATION_METRIC)
 RECIPES: dict[str, TrainingSettings] = {"specified": SPECIFIED_RECIPE, "project": PROJECT_RECIPE,
                                         "robust": ROBUST_RECIPE, "demo": DEMO_RECIPE, "both-sides": BOTH_SIDES_RECIPE,
                                         "outlined": OUTLINED_RECIPE, "dataset-only": DATASET_ONLY_RECIPE}

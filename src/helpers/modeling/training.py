@@ -23,7 +23,12 @@ from helpers.inputs.external import PATH_PREFIX as EXTERNAL_PATH_PREFIX
 from helpers.inputs.external import ExternalImages
 from helpers.inputs.sources import source_balance_weights
 from helpers.modeling import invariance
-from helpers.modeling.callbacks import DatasetValidationAccuracy, EpochTimer, RaiseWhenInterrupted
+from helpers.modeling.callbacks import (
+    DATASET_VALIDATION_METRIC,
+    DatasetValidationAccuracy,
+    EpochTimer,
+    RaiseWhenInterrupted,
+)
 from helpers.modeling.losses import PartialLabelCrossentropy, partial_label_metric
 from helpers.modeling.models import AUGMENTATIONS, MODEL_BUILDERS, build_model
 from helpers.modeling.recipes import PRECISIONS, RECIPES, SPECIFIED_RECIPE, TrainingSettings, check_precision, recipe
@@ -174,7 +179,9 @@ def _fit(model_name: str, image_size: int, settings: TrainingSettings, training:
     compile_model(model, settings, steps_per_epoch=int(np.ceil(len(training) / settings.batch_size)))
     own = dataset_rows(validation.paths)
     dataset_validation = ([DatasetValidationAccuracy(_as_model_input(validation)[own], validation.labels[own],
-                                                     classifier)] if len(own) < len(validation) else [])
+                                                     classifier)]
+                          if len(own) < len(validation) or settings.checkpoint_metric == DATASET_VALIDATION_METRIC
+                          else [])
     started = time.perf_counter()
     weights = source_balance_weights(training.paths, training.labels) if settings.source_balance else None
     batches = SeededBatches(inputs[0], training.labels, weights, settings.batch_size, settings.seed,
