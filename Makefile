@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock lint test test-fast bench bench-predict bench-folder reference-runs time-to-accuracy sizes repeatability mitigations loso demo smoke study publish predict data-check download-data audit train-rnn clean-cache
+.PHONY: help install lock lint test test-fast bench bench-predict bench-folder reference-runs time-to-accuracy sizes repeatability mitigations levers loso demo smoke study publish predict data-check download-data audit train-rnn clean-cache
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -80,6 +80,9 @@ repeatability: $(INSTALLED) ## train rnn and hybrid twice under each oneDNN sett
 
 mitigations: $(INSTALLED) ## train and measure each step against the source shortcut (seed 42) -> reports/mitigations.json
 	$(BIN)/python -m helpers.experiments.mitigations
+
+levers: $(INSTALLED) ## train rnn and hybrid under each compute lever (bf16, batch 128, threads, JAX), every study seed, beside the study's runs -> reports/levers.json
+	$(BIN)/python -m helpers.experiments.levers
 
 loso: $(INSTALLED) ## train sequencer and rnn without each external source (seed 42; finished runs and rows measured on the same settings and data kept) -> reports/loso.json
 	$(BIN)/python -m helpers.experiments.loso

@@ -60,6 +60,9 @@ def test_readme_block_is_written_from_metrics_and_a_stale_one_is_detected():
     row = "| rnn | 235,140 | 91.23% ± 0.51% | 89.71%–92.62% | 0.909 (0.893–0.923) | 87.65% | 1.6 min |"
     assert row in table and "External validity: not evaluated" in table
     assert "30.0 minutes on 2 CPU cores" in table and "588 of its images" in table
+    profile = config.get_profile(metrics["profile"])  # which recipe each model trained with, from the profile
+    assert f"Recipe: `{profile.recipe}` (" in table
+    assert all(f"the {model}: `{name}` (" in table for model, name in profile.model_recipes)
     assert "from scratch" not in table and "rnn as specified (rnn) >= 90%: 91.23%, met." in table
     metrics["timings"].update({"trained_runs": ["cnn-seed42"], "reused_runs": ["rnn-seed42", "rnn-seed43"],
                                "reused_training_seconds": 600.0, "from_scratch_seconds": 2400.0})

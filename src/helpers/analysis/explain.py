@@ -142,12 +142,15 @@ def source_probe(images_by_source: dict[str, np.ndarray], folds: int = 5,
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
 
     names = list(images_by_source)
     features = np.vstack([source_features(images_by_source[name]) for name in names])
     sources = np.concatenate([np.full(len(images_by_source[name]), index) for index, name in enumerate(names)])
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
-    guessed = cross_val_predict(probe, features, sources, cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
+    with threadpool_limits(1, user_api="blas"):  # docs/decisions.md, "One BLAS thread for small fits"
+        guessed = cross_val_predict(probe, features, sources,
+                                    cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
     recalls = {name: float((guessed[sources == index] == index).mean()) for index, name in enumerate(names)}
     return {"sources": names, "balanced_accuracy": float(np.mean(list(recalls.values()))),
             "chance": 1.0 / len(names), "recall_per_source": recalls}

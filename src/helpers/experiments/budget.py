@@ -62,7 +62,7 @@ def seconds_to_reach(curve: pd.DataFrame, target: float) -> tuple[float, int] | 
     return float(first["seconds"]), int(first["epoch"])
 
 
-def _cpu(run_directory: Path) -> str:
+def run_machine(run_directory: Path) -> str:
     """Return the CPU model and core count a run folder was trained on."""
     device = json.loads((run_directory / RUN_FILE).read_text())["device"]
     return f"{device.get('cpu_model') or device.get('processor') or 'unknown CPU'}, {device['cpu_count']} cores"
@@ -98,7 +98,7 @@ def reference_times(model_name: str, runs_root: Path) -> dict | None:
             "reference_seconds_by_seed": by_seed, "reference_seconds": statistics.mean(reached) if reached else None,
             "reference_seeds_reaching": len(reached),
             "reference_run_seconds": statistics.mean(float(curve["seconds"].iloc[-1]) for curve in curves.values()),
-            "reference_machines": sorted({_cpu(folder) for folder in references.values()})}
+            "reference_machines": sorted({run_machine(folder) for folder in references.values()})}
 
 
 def stored_reference(model_name: str, stored: dict | None) -> dict | None:
@@ -128,7 +128,7 @@ def model_time_to_accuracy(model_name: str, runs_root: Path, stored: dict | None
             "timed_run_seconds": float(timed_curve["seconds"].iloc[-1]),
             "timed_best_accuracy": float(timed_curve["accuracy"].max()),
             "speedup": speedup, "meets_target": meets_speedup_target(speedup),
-            "machines": sorted({*reference["reference_machines"], _cpu(timed)})}
+            "machines": sorted({*reference["reference_machines"], run_machine(timed)})}
 
 
 def time_to_accuracy(runs_root: Path, models: tuple[str, ...] = tuple(config.REFERENCE_MODELS),
@@ -162,7 +162,7 @@ def default_kind_time(runs_root: Path, model_name: str, target: float = DEFAULT_
     return {"model": model_name, "target": target,
             "seconds_by_seed": {str(seed): seconds_to_reach(curve, target) for seed, curve in curves.items()},
             "best_by_seed": {str(seed): float(curve["accuracy"].max()) for seed, curve in curves.items()},
-            "machines": sorted({_cpu(folder) for folder in runs.values()})}
+            "machines": sorted({run_machine(folder) for folder in runs.values()})}
 
 
 def default_kind_sentence(results: dict) -> str:
@@ -268,7 +268,7 @@ def input_sizes(runs_root: Path, models: tuple[str, ...] = config.STUDY_MODELS) 
             rows.append({"model": model_name, "image_size": size, "seed": TIMED_SEED,
                          "validation_accuracy": dataset_accuracy(folder / PREDICTION_FILES["validation"]),
                          "seconds_per_epoch": timings["seconds_per_epoch"], "fit_seconds": timings["fit_seconds"],
-                         "epochs": timings["epochs_run"], "machine": _cpu(folder)})
+                         "epochs": timings["epochs_run"], "machine": run_machine(folder)})
     from helpers.provenance import provenance
     return {"provenance": provenance(), "recipe": config.FULL_PROFILE.recipe, "rows": rows}
 

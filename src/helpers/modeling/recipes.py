@@ -102,6 +102,16 @@ def recipe(name: str, model_name: str | None = None, **changes: object) -> Train
     return dataclasses.replace(RECIPES[name], **{**MODEL_CHANGES[name].get(model_name or "", {}), **changes})
 
 
+def recipes_sentence(profile: config.Profile) -> str:
+    """Return which recipe each model of a profile trains with, and on which images (README's results)."""
+    def described(name: str) -> str:
+        images = "external train parts included" if RECIPES[name].external_training else "the dataset's images only"
+        return f"`{name}` ({images})"
+
+    own = "".join(f"; the {model}: {described(name)}" for model, name in profile.model_recipes)
+    return f"Recipe: {described(profile.recipe)}{own}."
+
+
 def training_data_sentence(settings: dict) -> str:
     """Return what a run trained on and how, in words, from its run.json settings (the model card's Data section)."""
     from helpers.inputs.external import EXTERNAL_VALIDATION_FRACTION

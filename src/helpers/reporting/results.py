@@ -16,7 +16,7 @@ from helpers.config import OFFICIAL_TESTING
 from helpers.evaluation import mean_with_spread, partial_label_accuracy
 from helpers.files import with_marked_block, write_markdown_page, write_marked_block
 from helpers.metrics_record import Comparison, ErrorAnalysis, Exploration, ExternalValidity, Uncertainty
-from helpers.modeling.recipes import training_data_sentence
+from helpers.modeling.recipes import recipes_sentence, training_data_sentence
 from helpers.modeling.run_folders import (
     HISTORY_FILE,
     LABELS_FILE,
@@ -138,7 +138,8 @@ def markdown_table(metrics: dict) -> str:
     lines += ["", f"Profile `{metrics['profile']}`, {int(table['seeds'].iloc[0])} seeds per model, official Testing "
               f"split ({clean_images} of its images have no near duplicate in Training: the clean-test column; "
               f"intervals: bootstrap over the test images of the mean over seeds), "
-              f"commit `{metrics['provenance']['git_commit'][:10]}`. {duration_sentence(metrics)}", ""]
+              f"commit `{metrics['provenance']['git_commit'][:10]}`. "
+              f"{recipes_sentence(config.get_profile(metrics['profile']))} {duration_sentence(metrics)}", ""]
     lines.append("Targets (models chosen on validation): " + "; ".join(
         f"{row['target']} ({row['model']}) >= {row['required'] * 100:g}%: {row['measured']:.2%}, "
         f"{'met' if row['met'] else 'missed'}" for row in Comparison.read(metrics).targets) + ".")

@@ -1,0 +1,190 @@
+"""Compute levers: each one trained on the study's own recipe and data, every seed, beside the study's runs.
+
+`python -m helpers.experiments.levers` (`make levers`) trains, for each model and lever below and each study seed, the
+full profile's recipe of that model with one change (a setting, or an environment variable read by a fresh process),
+reusing a run folder trained with the same settings and data, and writes reports/levers.json: per run its epoch time
+(median of the epochs after the first), training time and validation accuracy on the dataset's own images and on the
+whole validation split. The study's own runs (runs/full) are the "as the study trains" rows. A lever holds when its mean
+validation accuracy over the seeds is no lower than the study's mean less the study seeds' standard deviation. Its
+table is a section of reports/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from helpers import commands, config, interrupts
+from helpers.files import read_measured_rows, write_measured_rows
+from helpers.modeling.run_folders import PREDICTION_FILES, TIMINGS_FILE, check_run_folder
+
+LEVERS_FILE = "levers.json"
+STUDY_LEVER = "as the study trains"
+# Each lever: (changes to the model's training settings, environment variables of the process that trains it).
+LEVERS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
+    STUDY_LEVER: ({}, {}),
+    "mixed_bfloat16": ({"precision": "mixed_bfloat16"}, {}),
+    "batch 128": ({"batch_size": 128}, {}),
+    "one inter-op thread": ({}, {"TF_NUM_INTEROP_THREADS": "1"}),
+    "JAX backend": ({}, {"KERAS_BACKEND": "jax"}),
+}
+MODELS = ("rnn", "hybrid")  # the two specified models: the fastest to train on 2 CPU cores
+
+
+def lever_directory(model_name: str, lever: str, seed: int) -> Path:
+    """Return the run folder of a model under a lever (the study's own run for STUDY_LEVER)."""
+    if lever == STUDY_LEVER:
+        return config.runs_dir() / "full" / f"{model_name}-seed{seed}"
+    return config.runs_dir() / "levers" / config.folder_name(lever) / f"{model_name}-seed{seed}"
+
+
+def train_lever(model_name: str, lever: str, seed: int, data_dir: str = "", external_dir: str = "") -> Path:
+    """Train (or reuse) one model, lever and seed with the full profile's data in this process; return its folder."""
+    from helpers.analysis.study import Study
+    from helpers.modeling.training import train_model
+
+    study = Study.from_parameters(profile="full", data_dir=data_dir, external_dir=external_dir)
+    data = study.load_data(progress=False)
+    settings = dataclasses.replace(study.settings(model_name, seed), **LEVERS[lever][0])
+    directory = lever_directory(model_name, lever, seed)
+    if study.reusable(directory, model_name, settings, data):
+        print(f"{model_name}, {lever}, seed {seed}: reusing {config.shown_path(directory)}")
+        return directory
+    print(f"{model_name}, {lever}, seed {seed}: training into {config.shown_path(directory)}", flush=True)
+    train_model(model_name, data.training_for(settings), data.validation, data.testing, directory, settings,
+                class_names=data.class_names, data_fingerprint=data.dataset.fingerprint, overwrite=True,
+                external=data.external,
+                external_fingerprint=data.external_fingerprint if settings.external_training else None)
+    return directory
+
+
+def run_in_process(model_name: str, lever: str, seed: int, folders: dict[str, str]) -> Path:
+    """Train one lever's run in a fresh process with the lever's environment; return its folder."""
+    environment = {**os.environ, **LEVERS[lever][1]}
+    command = [sys.executable, "-m", "helpers.experiments.levers", "--train-one", model_name, lever, str(seed),
+               *[f"--{name.replace('_', '-')}={value}" for name, value in folders.items() if value]]
+    subprocess.run(command, env=environment, check=True)
+    return lever_directory(model_name, lever, seed)
+
+
+def measure(directory: Path, model_name: str, lever: str) -> dict[str, Any]:
+    """Return one run's row: epoch time, training time and validation accuracy (own images and whole split)."""
+    from helpers.evaluation import partial_label_accuracy
+    from helpers.experiments.budget import dataset_accuracy, run_machine
+
+    check_run_folder(directory)
+    timings = json.loads((directory / TIMINGS_FILE).read_text())
+    details = json.loads((directory / "run.json").read_text())
+    with np.load(directory / PREDICTION_FILES["validation"]) as stored:
+        whole = partial_label_accuracy(stored["labels"], stored["probabilities"])
+    epochs = timings["epoch_seconds"][1:] or timings["epoch_seconds"]
+    return {"model": model_name, "lever": lever, "seed": details["settings"]["seed"], "run": str(directory),
+            "backend": details["device"]["backend"], "seconds_per_epoch": statistics.median(epochs),
+            "fit_seconds": timings["fit_seconds"], "epochs": timings["epochs_run"],
+            "validation_accuracy": dataset_accuracy(directory / PREDICTION_FILES["validation"]),
+            "whole_validation_accuracy": whole, "machine": run_machine(directory),
+            "git_commit": details["git_commit"]}
+
+
+def levers_table(rows: list[dict]) -> pd.DataFrame:
+    """Return the readable table: per model and lever, epoch time against the study's and accuracy over the seeds."""
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    grouped = frame.groupby(["model", "lever"], sort=False)
+    summary = grouped.agg(seeds=("seed", "count"), epoch=("seconds_per_epoch", "median"),
+                          fit=("fit_seconds", "mean"), accuracy=("validation_accuracy", "mean"),
+                          spread=("validation_accuracy", "std"), whole=("whole_validation_accuracy", "mean"))
+    table = []
+    for (model_name, lever), row in summary.iterrows():
+        base = summary.loc[(model_name, STUDY_LEVER)] if (model_name, STUDY_LEVER) in summary.index else None
+        holds = "–" if base is None or lever == STUDY_LEVER else (
+            "holds" if row.accuracy >= base.accuracy - (0 if np.isnan(base.spread) else base.spread) else "lost")
+        table.append({"model": model_name, "lever": lever, "seeds": int(row.seeds),
+                      "s / epoch": f"{row.epoch:.2f}",
+                      "× study time": "–" if base is None else f"{row.epoch / base.epoch:.2f}x",
+                      "training (mean)": f"{row.fit / 60:.1f} min",
+                      "validation, dataset's images": f"{row.accuracy:.2%}" + (
+                          f" ± {row.spread:.2%}" if row.seeds > 1 else ""),
+                      "validation, whole split": f"{row.whole:.2%}", "accuracy": holds})
+    return pd.DataFrame(table)
+
+
+def levers_markdown(results: dict) -> str:
+    """Return the levers section of reports/benchmarks.md."""
+    machines = sorted({row["machine"] for row in results["rows"]})
+    return f"""## Compute levers
+
+Each lever changes one thing in the study's recipe of a model (`make levers`), every study seed, on the study's data;
+"as the study trains" are the study's own runs. Epoch time is the median over the epochs after the first; validation
+accuracy on the dataset's own validation images (the checkpoint's), mean ± standard deviation over the seeds, and on the
+whole validation split (held-out external images included). A lever's accuracy holds when its mean is no lower than
+the study's less the study seeds' standard deviation. Machines: {'; '.join(machines)}.
+
+{levers_table(results["rows"]).to_markdown(index=False)}"""
+
+
+def stored_section(folder: Path = config.REPORTS_DIR) -> str:
+    """Return the stored levers section for reports/benchmarks.md ('' before the first measurement)."""
+    rows = read_measured_rows(folder / LEVERS_FILE)
+    return levers_markdown({"rows": rows}) if rows else ""
+
+
+def write_rows(rows: list[dict]) -> Path:
+    """Merge measured rows into reports/levers.json (a row per model, lever and seed) and rewrite the speed page."""
+    from helpers.experiments.benchmark import BENCHMARK_FILE
+    from helpers.experiments.speed_report import SPEED_PAGE, write_speed_page
+
+    path = config.REPORTS_DIR / LEVERS_FILE
+    write_measured_rows(path, rows, ("model", "lever", "seed"), config.PROJECT_ROOT,
+                        order=lambda row: (row["model"], list(LEVERS).index(row["lever"]), row["seed"]))
+    write_speed_page(config.REPORTS_DIR / SPEED_PAGE, config.REPORTS_DIR / BENCHMARK_FILE)
+    return path
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """Command line: train each model under each lever for every study seed (reusing finished runs), write
+    reports/levers.json and rewrite reports/benchmarks.md."""
+    import argparse
+
+    from helpers.inputs.images import DataError
+
+    interrupts.command_started()
+    parser = argparse.ArgumentParser(prog="python -m helpers.experiments.levers", description=_main.__doc__)
+    commands.add_data_arguments(parser, external=True)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=config.STUDY_MODELS)
+    parser.add_argument("--levers", nargs="+", default=list(LEVERS), choices=list(LEVERS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(config.FULL_PROFILE.seeds))
+    parser.add_argument("--train-one", nargs=3, metavar=("MODEL", "LEVER", "SEED"), help=argparse.SUPPRESS)
+    arguments = parser.parse_args(argv)
+    folders = {"data_dir": arguments.data_dir or "", "external_dir": arguments.external_dir or ""}
+    try:
+        if arguments.train_one:
+            model_name, lever, seed = arguments.train_one
+            train_lever(model_name, lever, int(seed), **folders)
+            return 0
+        for model_name in arguments.models:  # the table grows lever by lever: an interruption loses no finished row
+            for lever in arguments.levers:
+                rows = [measure(lever_directory(model_name, lever, seed) if lever == STUDY_LEVER
+                                else run_in_process(model_name, lever, seed, folders), model_name, lever)
+                        for seed in arguments.seeds]
+                print(f"{model_name}, {lever}: written to {config.shown_path(write_rows(rows))}", flush=True)
+    except (DataError, FileNotFoundError, subprocess.CalledProcessError) as error:
+        return commands.failed(error)
+    except KeyboardInterrupt:
+        return commands.stopped(commands.RUNS_KEPT)
+    print(levers_table(read_measured_rows(config.REPORTS_DIR / LEVERS_FILE) or []).to_markdown(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

@@ -1,0 +1,62 @@
+"""helpers.experiments.levers: each lever's row read from its run folder, and the table judging it against the study's
+runs (folders made here, no training)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from helpers import config
+from helpers.experiments import levers
+from helpers.modeling import run_folders
+from test_budget import DEVICE, make_run
+
+
+def lever_run(folder, seed, epoch_seconds, correct, total=10):
+    """Write a run folder whose validation split holds total dataset images and two external ones, correct of the
+    dataset's right, each epoch lasting the given seconds."""
+    labels = [index % 4 for index in range(total)] + [config.ANY_TUMOUR_LABEL, 2]
+    predicted = [label if index < correct else (label + 1) % 4 for index, label in enumerate(labels[:total])] + [0, 2]
+    paths = [f"Training/x/{index}.jpg" for index in range(total)] + ["external/a/train/1.png", "external/b/train/2.png"]
+    make_run(folder, [0.5] * 3, epoch_seconds[0], validation=(labels, predicted, paths))
+    (folder / run_folders.TIMINGS_FILE).write_text(json.dumps({
+        "epoch_seconds": epoch_seconds, "fit_seconds": float(sum(epoch_seconds)), "epochs_run": len(epoch_seconds)}))
+    (folder / run_folders.RUN_FILE).write_text(json.dumps({"settings": {"seed": seed}, "device": DEVICE,
+                                                        "git_commit": "abc"}))
+    return folder
+
+
+def test_a_lever_row_reads_epoch_time_after_the_first_and_accuracy_on_the_datasets_images(tmp_path):
+    folder = lever_run(tmp_path / "run", 43, [9.0, 2.0, 4.0, 3.0], correct=8)
+    row = levers.measure(folder, "rnn", "batch 128")
+    assert (row["model"], row["lever"], row["seed"], row["backend"]) == ("rnn", "batch 128", 43, "tensorflow")
+    assert row["seconds_per_epoch"] == 3.0, "the first epoch (tracing, warm-up) is left out of the median"
+    assert row["fit_seconds"] == 18.0 and row["machine"] == "Test CPU, 2 cores"
+    assert row["validation_accuracy"] == pytest.approx(0.8)
+    assert row["whole_validation_accuracy"] == pytest.approx(10 / 12), "external tumour counts as any tumour class"
+
+
+def test_a_lever_holds_when_its_mean_is_within_the_study_seeds_spread(tmp_path):
+    def rows(lever, seconds, corrects):
+        return [levers.measure(lever_run(tmp_path / config.folder_name(lever) / str(seed), seed, [seconds] * 3,
+                                         correct), "rnn", lever) for seed, correct in zip((42, 43, 44), corrects)]
+
+    study = rows(levers.STUDY_LEVER, 4.0, (9, 8, 7))  # mean 80%, standard deviation 10 points
+    table = levers.levers_table([*study, *rows("mixed_bfloat16", 2.0, (7, 7, 7)),
+                                 *rows("batch 128", 3.0, (6, 7, 7))]).set_index("lever")
+    assert table.loc["mixed_bfloat16", "accuracy"] == "holds" and table.loc["mixed_bfloat16", "× study time"] == "0.50x"
+    assert table.loc["batch 128", "accuracy"] == "lost" and table.loc[levers.STUDY_LEVER, "accuracy"] == "–"
+    assert table.loc[levers.STUDY_LEVER, "validation, dataset's images"] == "80.00% ± 10.00%"
+    assert list(table["seeds"]) == [3, 3, 3]
+    assert "## Compute levers" in levers.levers_markdown({"rows": study}) and levers.stored_section(tmp_path) == ""
+
+
+def test_every_lever_changes_one_thing_and_the_study_rows_are_the_studys_runs():
+    assert levers.LEVERS[levers.STUDY_LEVER] == ({}, {})
+    assert all(len(changes) + len(environment) == 1 for name, (changes, environment) in levers.LEVERS.items()
+               if name != levers.STUDY_LEVER)
+    assert levers.lever_directory("rnn", levers.STUDY_LEVER, 42) == config.runs_dir() / "full" / "rnn-seed42"
+    assert np.all([levers.lever_directory("rnn", name, 42).parent.parent == config.runs_dir() / "levers"
+                   for name in levers.LEVERS if name != levers.STUDY_LEVER])
