@@ -81,7 +81,7 @@ repeatability: $(INSTALLED) ## train rnn and hybrid twice under each oneDNN sett
 mitigations: $(INSTALLED) ## train and measure each step against the source shortcut (seed 42) -> reports/mitigations.json
 	$(BIN)/python -m helpers.experiments.mitigations
 
-levers: $(INSTALLED) ## train rnn and hybrid under each compute lever (bf16, batch 128, threads, JAX), every study seed, beside the study's runs -> reports/levers.json
+levers: $(INSTALLED) ## train rnn and hybrid under each compute lever (bfloat16, batch 128, one inter-op thread), every study seed, beside the study's runs -> reports/levers.json
 	$(BIN)/python -m helpers.experiments.levers
 
 loso: $(INSTALLED) ## train sequencer and rnn without each external source (seed 42; finished runs and rows measured on the same settings and data kept) -> reports/loso.json

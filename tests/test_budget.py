@@ -101,16 +101,19 @@ def test_time_to_accuracy_without_runs_names_the_folders_and_the_command(tmp_pat
 
 def test_input_sizes_score_the_datasets_own_validation_images_against_the_64_pixel_run(tmp_path):
     paths = ["Training/glioma/a.jpg", "Training/notumor/b.jpg", "external/set/train/c.png"]
-    make_run(tmp_path / "full" / "rnn-seed42", [0.5], 10.0, external=True,
+    make_run(tmp_path / "full" / "hybrid-seed42", [0.5], 10.0, external=True,
              validation=([0, 2, 0], [0, 1, 3], paths))  # half the dataset's images right; the external one wrong
-    make_run(tmp_path / "sizes" / config.FULL_PROFILE.recipe / "rnn-96px-seed42", [0.5], 25.0, external=True,
+    make_run(tmp_path / "sizes" / config.FULL_PROFILE.recipe / "hybrid-96px-seed42", [0.5], 25.0, external=True,
              validation=([0, 2, 0], [0, 2, 3], paths))
-    results = budget.input_sizes(tmp_path, ("rnn", "cnn"))
+    results = budget.input_sizes(tmp_path, ("hybrid", "rnn", "cnn"))
     assert [(row["image_size"], row["validation_accuracy"]) for row in results["rows"]] == [(64, 0.5), (96, 1.0)]
+    assert {row["model"] for row in results["rows"]} == {"hybrid"}
+    make_run(tmp_path / "full" / "rnn-seed42", [0.5], 10.0, validation=([0], [0], paths[:1]))
+    assert not budget.input_sizes(tmp_path, ("rnn",))["rows"], "the rnn's own recipe is no 64-pixel row of the study's"
     table = budget.input_sizes_table(results)
     assert list(table["× 64 px time"]) == ["1.0x", "2.5x"]
     markdown = budget.input_sizes_markdown(results)
-    assert "| rnn     |       96 | 100.00%" in markdown
+    assert "| hybrid  |       96 | 100.00%" in markdown
     assert f"The {config.FULL_PROFILE.recipe} recipe at each input size" in markdown
 
 

@@ -249,8 +249,8 @@ def dataset_accuracy(predictions_file: Path) -> float:
 
 def size_folder(runs_root: Path, model_name: str, size: int) -> Path:
     """Return the run folder of a model trained with the study's recipe at one input size (64 pixels: the study's
-    run)."""
-    if size == config.DEFAULT_IMAGE_SIZE:
+    run, unless the model trains with a recipe of its own there)."""
+    if size == config.DEFAULT_IMAGE_SIZE and config.FULL_PROFILE.recipe_name(model_name) == config.FULL_PROFILE.recipe:
         return runs_root / STUDY_FOLDER / f"{model_name}-seed{TIMED_SEED}"
     return runs_root / SIZES_FOLDER / config.FULL_PROFILE.recipe / f"{model_name}-{size}px-seed{TIMED_SEED}"
 

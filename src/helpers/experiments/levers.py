@@ -29,13 +29,13 @@ from helpers.modeling.run_folders import PREDICTION_FILES, TIMINGS_FILE, check_r
 
 LEVERS_FILE = "levers.json"
 STUDY_LEVER = "as the study trains"
-# Each lever: (changes to the model's training settings, environment variables of the process that trains it).
+# Each lever: (changes to the model's training settings, environment variables of the process that trains it). XLA and
+# the JAX backend are not among them (docs/decisions.md, "Compute levers").
 LEVERS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
     STUDY_LEVER: ({}, {}),
     "mixed_bfloat16": ({"precision": "mixed_bfloat16"}, {}),
     "batch 128": ({"batch_size": 128}, {}),
     "one inter-op thread": ({}, {"TF_NUM_INTEROP_THREADS": "1"}),
-    "JAX backend": ({}, {"KERAS_BACKEND": "jax"}),
 }
 MODELS = ("rnn", "hybrid")  # the two specified models: the fastest to train on 2 CPU cores
 
