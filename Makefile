@@ -83,6 +83,7 @@ mitigations: $(INSTALLED) ## train and measure each step against the source shor
 
 levers: $(INSTALLED) ## train rnn and hybrid under each compute lever (bfloat16, batch 128, one inter-op thread), every study seed, beside the study's runs -> reports/levers.json
 	$(BIN)/python -m helpers.experiments.levers
+	$(BIN)/python -m helpers.experiments.benchmark page
 
 loso: $(INSTALLED) ## train sequencer and rnn without each external source (seed 42; finished runs and rows measured on the same settings and data kept) -> reports/loso.json
 	$(BIN)/python -m helpers.experiments.loso

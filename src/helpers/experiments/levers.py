@@ -140,20 +140,17 @@ def stored_section(folder: Path = config.REPORTS_DIR) -> str:
 
 
 def write_rows(rows: list[dict]) -> Path:
-    """Merge measured rows into reports/levers.json (a row per model, lever and seed) and rewrite the speed page."""
-    from helpers.experiments.benchmark import BENCHMARK_FILE
-    from helpers.experiments.speed_report import SPEED_PAGE, write_speed_page
-
+    """Merge measured rows into reports/levers.json (a row per model, lever and seed); `make levers` then rewrites
+    the speed page (helpers.experiments.benchmark page)."""
     path = config.REPORTS_DIR / LEVERS_FILE
     write_measured_rows(path, rows, ("model", "lever", "seed"), config.PROJECT_ROOT,
                         order=lambda row: (row["model"], list(LEVERS).index(row["lever"]), row["seed"]))
-    write_speed_page(config.REPORTS_DIR / SPEED_PAGE, config.REPORTS_DIR / BENCHMARK_FILE)
     return path
 
 
 def _main(argv: list[str] | None = None) -> int:
-    """Command line: train each model under each lever for every study seed (reusing finished runs), write
-    reports/levers.json and rewrite reports/benchmarks.md."""
+    """Command line: train each model under each lever for every study seed (reusing finished runs) and write
+    reports/levers.json."""
     import argparse
 
     from helpers.inputs.images import DataError
