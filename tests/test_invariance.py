@@ -110,3 +110,18 @@ def test_invariance_training_ships_the_plain_architecture_with_its_weights(phant
     assert run_folders.run_matches(run.directory, "rnn", settings, data_fingerprint=loaded.dataset.fingerprint)
     other = recipes.recipe("both-sides", "rnn", epochs=1, batch_size=64, image_size=64, verbose=0)
     assert not run_folders.run_matches(run.directory, "rnn", other)
+
+
+@pytest.mark.slow
+def test_the_outline_and_source_losses_train_under_mixed_bfloat16(phantom_root, external_root, tmp_path):
+    settings = recipes.recipe("both-sides", "hybrid", epochs=1, batch_size=64, image_size=64, verbose=0,
+                               source_balance=False, source_adversary=0.5, outline_supervision=1.0,
+                               precision="mixed_bfloat16")
+    loaded = external.load_training_data(phantom_root, 64, "standardised", True, external_root, progress=False,
+                                         sets=config.PHANTOM_EXTERNAL_SETS, collections=settings.external_collections)
+    run = training.train_model("hybrid", loaded.training, loaded.validation, None, tmp_path / "run", settings,
+                               data_fingerprint=loaded.dataset.fingerprint, external=loaded.external,
+                               external_fingerprint=loaded.external_fingerprint)
+    assert np.isfinite(run.history["loss"]).all() and np.isfinite(run.history["val_loss"]).all()
+    probabilities = run.predictions["validation"]["probabilities"]
+    assert probabilities.dtype == np.float32 and np.allclose(probabilities.sum(axis=1), 1, atol=1e-2)

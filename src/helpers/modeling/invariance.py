@@ -75,10 +75,11 @@ def outline_loss(logits, targets, known):
 
 @keras.saving.register_keras_serializable(package="helpers")
 class AuxiliaryLoss(layers.Layer):
-    """Add a training-only loss (source adversary or outline) to the model and pass the class probabilities on."""
+    """Add a training-only loss (source adversary or outline) to the model and pass the class probabilities on; it
+    computes in float32 whatever the precision policy (its inputs are cast to it)."""
 
     def __init__(self, kind: str, weight: float = 1.0, **kwargs) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**{"dtype": "float32", **kwargs})
         if kind not in ("source", "outline"):
             raise ValueError(f"unknown auxiliary loss {kind!r}; choose source or outline")
         self.kind, self.weight = kind, weight
