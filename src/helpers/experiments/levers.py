@@ -128,7 +128,9 @@ Each lever changes one thing in the study's recipe of a model (`make levers`), e
 "as the study trains" are the study's own runs. Epoch time is the median over the epochs after the first; validation
 accuracy on the dataset's own validation images (the checkpoint's), mean ± standard deviation over the seeds, and on the
 whole validation split (held-out external images included). A lever's accuracy holds when its mean is no lower than
-the study's less the study seeds' standard deviation. Machines: {'; '.join(machines)}.
+the study's less the study seeds' standard deviation. The study's runs trained when the study ran and the levers' later,
+so a busy spell of the machine slows one side only: the epoch ratio is indicative (`make bench` interleaves epochs for
+a clean one). Machines: {'; '.join(machines)}.
 
 {levers_table(results["rows"]).to_markdown(index=False)}"""
 
