@@ -148,7 +148,7 @@ def source_probe(images_by_source: dict[str, np.ndarray], folds: int = 5,
     features = np.vstack([source_features(images_by_source[name]) for name in names])
     sources = np.concatenate([np.full(len(images_by_source[name]), index) for index, name in enumerate(names)])
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
-    with threadpool_limits(1, user_api="blas"):  # docs/decisions.md, "One BLAS thread for small fits"
+    with threadpool_limits(1, user_api="blas"):  # docs/decisions.md, "`make demo` in about five minutes"
         guessed = cross_val_predict(probe, features, sources,
                                     cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
     recalls = {name: float((guessed[sources == index] == index).mean()) for index, name in enumerate(names)}

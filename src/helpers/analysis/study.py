@@ -273,12 +273,16 @@ class Study:
                                         f"fingerprint is {data.dataset.fingerprint[:16]}); set profile = \"full\" in "
                                         f"the parameters cell to train it")
             print(f"{model_name} seed {seed}: training into {config.shown_path(directory)}")
-            runs.append(train_model(model_name, data.training_for(settings), data.validation, data.testing, directory,
-                                    settings, class_names=data.class_names, data_fingerprint=data.dataset.fingerprint,
-                                    overwrite=True, external=data.external,
-                                    external_fingerprint=(data.external_fingerprint
-                                                          if settings.external_training else None)))
+            runs.append(self.train_run(model_name, settings, directory, data))
         return runs
+
+    @staticmethod
+    def train_run(model_name: str, settings: TrainingSettings, directory: Path, data: StudyData) -> TrainingRun:
+        """Train one run of a model with these settings on the study's data into a run folder (replacing it)."""
+        return train_model(model_name, data.training_for(settings), data.validation, data.testing, directory, settings,
+                           class_names=data.class_names, data_fingerprint=data.dataset.fingerprint, overwrite=True,
+                           external=data.external,
+                           external_fingerprint=data.external_fingerprint if settings.external_training else None)
 
     def load_runs(self, model_name: str, data: StudyData) -> list[TrainingRun]:
         """Load a model's finished runs (one per seed); fail naming the notebook to run when one is missing or stale."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +24,7 @@ import pandas as pd
 
 from helpers import commands, config, interrupts
 from helpers.files import read_measured_rows, write_measured_rows
-from helpers.modeling.run_folders import PREDICTION_FILES, TIMINGS_FILE, check_run_folder
+from helpers.modeling.run_folders import PREDICTION_FILES, RUN_FILE, TIMINGS_FILE, check_run_folder
 
 LEVERS_FILE = "levers.json"
 STUDY_LEVER = "as the study trains"
@@ -50,7 +49,6 @@ def lever_directory(model_name: str, lever: str, seed: int) -> Path:
 def train_lever(model_name: str, lever: str, seed: int, data_dir: str = "", external_dir: str = "") -> Path:
     """Train (or reuse) one model, lever and seed with the full profile's data in this process; return its folder."""
     from helpers.analysis.study import Study
-    from helpers.modeling.training import train_model
 
     study = Study.from_parameters(profile="full", data_dir=data_dir, external_dir=external_dir)
     data = study.load_data(progress=False)
@@ -60,10 +58,7 @@ def train_lever(model_name: str, lever: str, seed: int, data_dir: str = "", exte
         print(f"{model_name}, {lever}, seed {seed}: reusing {config.shown_path(directory)}")
         return directory
     print(f"{model_name}, {lever}, seed {seed}: training into {config.shown_path(directory)}", flush=True)
-    train_model(model_name, data.training_for(settings), data.validation, data.testing, directory, settings,
-                class_names=data.class_names, data_fingerprint=data.dataset.fingerprint, overwrite=True,
-                external=data.external,
-                external_fingerprint=data.external_fingerprint if settings.external_training else None)
+    study.train_run(model_name, settings, directory, data)
     return directory
 
 
@@ -80,15 +75,15 @@ def measure(directory: Path, model_name: str, lever: str) -> dict[str, Any]:
     """Return one run's row: epoch time, training time and validation accuracy (own images and whole split)."""
     from helpers.evaluation import partial_label_accuracy
     from helpers.experiments.budget import dataset_accuracy, run_machine
+    from helpers.experiments.throughput import steady_median
 
     check_run_folder(directory)
     timings = json.loads((directory / TIMINGS_FILE).read_text())
-    details = json.loads((directory / "run.json").read_text())
+    details = json.loads((directory / RUN_FILE).read_text())
     with np.load(directory / PREDICTION_FILES["validation"]) as stored:
         whole = partial_label_accuracy(stored["labels"], stored["probabilities"])
-    epochs = timings["epoch_seconds"][1:] or timings["epoch_seconds"]
     return {"model": model_name, "lever": lever, "seed": details["settings"]["seed"], "run": str(directory),
-            "backend": details["device"]["backend"], "seconds_per_epoch": statistics.median(epochs),
+            "backend": details["device"]["backend"], "seconds_per_epoch": steady_median(timings["epoch_seconds"]),
             "fit_seconds": timings["fit_seconds"], "epochs": timings["epochs_run"],
             "validation_accuracy": dataset_accuracy(directory / PREDICTION_FILES["validation"]),
             "whole_validation_accuracy": whole, "machine": run_machine(directory),

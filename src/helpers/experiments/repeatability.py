@@ -47,6 +47,7 @@ def weights_fingerprint(model) -> str:
 
 def train_and_fingerprint(model_name: str, epochs: int, seed: int, data_dir: str | None) -> dict:
     """Train one model with the specified recipe on a seeded subset and return its weights' fingerprint and timing."""
+    from helpers.experiments.throughput import steady_median
     from helpers.inputs.data import load_dataset, split_validation, take_per_class
     from helpers.modeling.recipes import recipe
     from helpers.modeling.training import train_model
@@ -60,8 +61,7 @@ def train_and_fingerprint(model_name: str, epochs: int, seed: int, data_dir: str
                           Path(folder) / "run", settings, data_fingerprint=dataset.fingerprint)
         return {"fingerprint": weights_fingerprint(run.model), "data_fingerprint": dataset.fingerprint,
                 "final_validation_loss": float(run.history["val_loss"].iloc[-1]),
-                "seconds_per_epoch": statistics.median(run.timings["epoch_seconds"][1:] or
-                                                       run.timings["epoch_seconds"]),
+                "seconds_per_epoch": steady_median(run.timings["epoch_seconds"]),
                 "cpu_model": device_summary()["cpu_model"]}
 
 

@@ -56,17 +56,17 @@ def time_prediction_command(image: Path, model: Path | None = None,
     details = provenance()
     return {"machine": machine_key(details), "provenance": details, "image": image.name, "model": saved.name,
             "calls": calls, "seconds": seconds,
-            "median_seconds": {backend: _steady_median(values) for backend, values in seconds.items()},
+            "median_seconds": {backend: steady_median(values) for backend, values in seconds.items()},
             "first_call_seconds": {backend: values[0] for backend, values in seconds.items()},
             "cpu_seconds": children_cpu,
-            "median_cpu_seconds": {backend: _steady_median(values) for backend, values in children_cpu.items()},
+            "median_cpu_seconds": {backend: steady_median(values) for backend, values in children_cpu.items()},
             "warm_seconds_per_image": warm,
             "largest_probability_difference": float(np.max(np.abs(np.subtract(probabilities["numpy"],
                                                                               probabilities["tensorflow"]))))}
 
 
-def _steady_median(values: list[float]) -> float:
-    """Return the median of the calls after the first (of the only one when there is one)."""
+def steady_median(values: list[float]) -> float:
+    """Return the median of the measurements after the first (warm-up, tracing), or the only one when there is one."""
     return statistics.median(values[1:] or values)
 
 
