@@ -60,3 +60,17 @@ def test_every_lever_changes_one_thing_and_the_study_rows_are_the_studys_runs():
     assert levers.lever_directory("rnn", levers.STUDY_LEVER, 42) == config.runs_dir() / "full" / "rnn-seed42"
     assert np.all([levers.lever_directory("rnn", name, 42).parent.parent == config.runs_dir() / "levers"
                    for name in levers.LEVERS if name != levers.STUDY_LEVER])
+
+
+def test_a_lever_the_study_adopted_has_no_row_of_its_own_and_its_old_rows_are_dropped(tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "REPORTS_DIR", tmp_path)
+    assert levers.adopted("hybrid", "mixed_bfloat16") and not levers.adopted("hybrid", "float32")
+    assert levers.adopted("rnn", "float32") and not levers.adopted("rnn", "mixed_bfloat16")
+    assert not levers.adopted("hybrid", "one inter-op thread") and not levers.adopted("hybrid", levers.STUDY_LEVER)
+    rows = {lever: levers.measure(lever_run(tmp_path / config.folder_name(lever), 42, [3.0] * 3, 9), "hybrid", lever)
+            for lever in (levers.STUDY_LEVER, "mixed_bfloat16", "float32")}
+    levers.write_rows([rows[levers.STUDY_LEVER], rows["mixed_bfloat16"]])  # as an earlier table held them
+    levers.write_rows([rows["float32"]])
+    stored = json.loads((tmp_path / levers.LEVERS_FILE).read_text())["rows"]
+    assert [row["lever"] for row in stored] == [levers.STUDY_LEVER, "float32"]
+    assert "adopted the hybrid's mixed_bfloat16" in levers.levers_markdown({"rows": stored})

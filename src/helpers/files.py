@@ -95,13 +95,16 @@ def write_marked_block(path: Path, start: str, end: str, body: str) -> bool:
 
 
 def write_measured_rows(path: Path, rows: list[dict], key: tuple[str, ...], root: Path,
-                        order: Callable[[dict], Any] | None = None, **content: object) -> Path:
-    """Write a table of measured rows as JSON (atomically): the earlier rows whose key was not measured again, then
-    the new ones (sorted by order when given), every "run" path relative to root; content adds top-level fields. A
-    table that would stay as it is but for its provenance is left untouched (write_measurement)."""
+                        order: Callable[[dict], Any] | None = None, keep: Callable[[dict], bool] | None = None,
+                        **content: object) -> Path:
+    """Write a table of measured rows as JSON (atomically): the earlier rows whose key was not measured again (and
+    that keep accepts, when given), then the new ones (sorted by order when given), every "run" path relative to root;
+    content adds top-level fields. A table that would stay as it is but for its provenance is left untouched
+    (write_measurement)."""
     import json
 
     earlier = json.loads(path.read_text())["rows"] if path.is_file() else []
+    earlier = [row for row in earlier if keep is None or keep(row)]
     measured = {tuple(row[name] for name in key) for row in rows}
     merged = [*[row for row in earlier if tuple(row[name] for name in key) not in measured], *rows]
     if order is not None:

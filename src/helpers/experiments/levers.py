@@ -4,7 +4,8 @@
 full profile's recipe of that model with one change (a setting, or an environment variable read by a fresh process),
 reusing a run folder trained with the same settings and data, and writes reports/levers.json: per run its epoch time
 (median of the epochs after the first), training time and validation accuracy on the dataset's own images and on the
-whole validation split. The study's own runs (runs/full) are the "as the study trains" rows. A lever holds when its mean
+whole validation split. The study's own runs (runs/full) are the "as the study trains" rows; a lever the study has
+adopted for a model (its recipe already holds the setting) has no row of its own there. A lever holds when its mean
 validation accuracy over the seeds is no lower than the study's mean less the study seeds' standard deviation. Its
 table is a section of reports/benchmarks.md.
 """
@@ -32,11 +33,27 @@ STUDY_LEVER = "as the study trains"
 # the JAX backend are not among them (docs/decisions.md, "Compute levers").
 LEVERS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
     STUDY_LEVER: ({}, {}),
+    "float32": ({"precision": "float32"}, {}),
     "mixed_bfloat16": ({"precision": "mixed_bfloat16"}, {}),
     "batch 128": ({"batch_size": 128}, {}),
     "one inter-op thread": ({}, {"TF_NUM_INTEROP_THREADS": "1"}),
 }
 MODELS = ("rnn", "hybrid")  # the two specified models: the fastest to train on 2 CPU cores
+
+
+def study_recipe(model_name: str, seed: int = config.DEFAULT_SEED):
+    """Return the full profile's recipe of a model for one seed (helpers.modeling.recipes)."""
+    from helpers.modeling.recipes import recipe
+
+    return recipe(config.FULL_PROFILE.recipe_name(model_name), model_name, seed=seed)
+
+
+def adopted(model_name: str, lever: str) -> bool:
+    """Tell whether the study's recipe of a model already holds a lever's settings (so it is the study's own row)."""
+    changes, environment = LEVERS[lever]
+    settings = study_recipe(model_name)
+    return lever != STUDY_LEVER and not environment and all(
+        getattr(settings, name) == value for name, value in changes.items())
 
 
 def lever_directory(model_name: str, lever: str, seed: int) -> Path:
@@ -117,6 +134,10 @@ def levers_table(rows: list[dict]) -> pd.DataFrame:
 def levers_markdown(results: dict) -> str:
     """Return the levers section of reports/benchmarks.md."""
     machines = sorted({row["machine"] for row in results["rows"]})
+    models = dict.fromkeys(row["model"] for row in results["rows"])
+    taken = [f"the {model_name}'s {lever}" for model_name in models for lever in LEVERS if adopted(model_name, lever)]
+    adoption = (f" The study has adopted {' and '.join(taken)}: those rows are the study's own, and the setting it "
+                "replaced is the lever." if taken else "")
     return f"""## Compute levers
 
 Each lever changes one thing in the study's recipe of a model (`make levers`), every study seed, on the study's data;
@@ -125,7 +146,7 @@ accuracy on the dataset's own validation images (the checkpoint's), mean ± stan
 whole validation split (held-out external images included). A lever's accuracy holds when its mean is no lower than
 the study's less the study seeds' standard deviation. The study's runs trained when the study ran and the levers' later,
 so a busy spell of the machine slows one side only: the epoch ratio is indicative (`make bench` interleaves epochs for
-a clean one). Machines: {'; '.join(machines)}.
+a clean one).{adoption} Machines: {'; '.join(machines)}.
 
 {levers_table(results["rows"]).to_markdown(index=False)}"""
 
@@ -141,7 +162,8 @@ def write_rows(rows: list[dict]) -> Path:
     the speed page (helpers.experiments.benchmark page)."""
     path = config.REPORTS_DIR / LEVERS_FILE
     write_measured_rows(path, rows, ("model", "lever", "seed"), config.PROJECT_ROOT,
-                        order=lambda row: (row["model"], list(LEVERS).index(row["lever"]), row["seed"]))
+                        order=lambda row: (row["model"], list(LEVERS).index(row["lever"]), row["seed"]),
+                        keep=lambda row: row["lever"] in LEVERS and not adopted(row["model"], row["lever"]))
     return path
 
 
@@ -167,7 +189,7 @@ def _main(argv: list[str] | None = None) -> int:
             train_lever(model_name, lever, int(seed), **folders)
             return 0
         for model_name in arguments.models:  # the table grows lever by lever: an interruption loses no finished row
-            for lever in arguments.levers:
+            for lever in [name for name in arguments.levers if not adopted(model_name, name)]:
                 rows = [measure(lever_directory(model_name, lever, seed) if lever == STUDY_LEVER
                                 else run_in_process(model_name, lever, seed, folders), model_name, lever)
                         for seed in arguments.seeds]

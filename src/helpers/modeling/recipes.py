@@ -93,7 +93,7 @@ RECIPES: dict[str, TrainingSettings] = {"specified": SPECIFIED_RECIPE, "project"
 # Where one model departs from its recipe (docs/decisions.md, "Recipes").
 MODEL_CHANGES: dict[str, dict[str, dict[str, Any]]] = {
     "specified": {}, "project": {"cnn": {"batch_size": 64, "learning_rate": 1e-3}}, "robust": {}, "demo": {},
-    "both-sides": {}, "outlined": {}, "dataset-only": {}}
+    "both-sides": {}, "outlined": {"hybrid": {"precision": "mixed_bfloat16"}}, "dataset-only": {}}
 
 
 def recipe(name: str, model_name: str | None = None, **changes: object) -> TrainingSettings:
