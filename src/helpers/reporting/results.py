@@ -149,13 +149,14 @@ def markdown_table(metrics: dict) -> str:
                   "tumour sensitivity: share of tumour images not called no tumour; specificity: share of tumour-free "
                   "images called no tumour; 95% bootstrap intervals):", ""]
     lines += [source_markdown(metrics, shipped)]
-    loso_shown = loso_recipe(metrics, shipped.removesuffix(ENSEMBLE_SUFFIX), config.FULL_PROFILE.recipe)
+    kind = shipped.removesuffix(ENSEMBLE_SUFFIX)
+    loso_shown = loso_recipe(metrics, kind, config.FULL_PROFILE.recipe)
     loso = loso_markdown(metrics, columns=("tumour sensitivity", "specificity", "balanced accuracy"),
-                         recipe=loso_shown)
+                         recipe=loso_shown, model_name=kind)
     if loso:
-        lines += ["", f"A source absent from training (leave-one-source-out, `{loso_shown}` recipe, one seed each, "
-                  "trained without the held-out sets; every recipe and type accuracy in `reports/index.html`):", "",
-                  loso]
+        lines += ["", f"A source absent from training (leave-one-source-out: the {kind}, `{loso_shown}` recipe, one "
+                  "seed, trained without the held-out sets; the other models, recipes and type accuracy in "
+                  "`reports/index.html`):", "", loso]
     external = external_targets(metrics)
     if external:
         met = [row for row in external if row["met"]]

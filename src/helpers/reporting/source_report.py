@@ -73,14 +73,15 @@ def loso_rows(metrics: dict, model: str | None = None, recipe: str | None = None
             and (recipe is None or row.get("recipe") == recipe)]
 
 
-def loso_frame(metrics: dict, recipe: str | None = None) -> pd.DataFrame:
-    """Return the leave-one-source-out rows (of one recipe when given) as a reader sees them: model, recipe, what was
-    held out, where it was measured, and each figure as a percentage ("—" where the source has no such side); empty
-    when not measured. Records written before runs named their recipe, and the rows of one recipe, have no recipe
-    column."""
-    rows = loso_rows(metrics, recipe=recipe)
+def loso_frame(metrics: dict, recipe: str | None = None, model_name: str | None = None) -> pd.DataFrame:
+    """Return the leave-one-source-out rows (of one recipe and one model when given) as a reader sees them: model,
+    recipe, what was held out, where it was measured, and each figure as a percentage ("—" where the source has no
+    such side); empty when not measured. Records written before runs named their recipe, and the rows of one recipe,
+    have no recipe column; the rows of one model have no model column."""
+    rows = loso_rows(metrics, model_name, recipe=recipe)
     named = recipe is None and any("recipe" in row for row in rows)
-    return pd.DataFrame([{"model": row["model"], **({"recipe": row.get("recipe", "—")} if named else {}),
+    return pd.DataFrame([{**({} if model_name else {"model": row["model"]}),
+                          **({"recipe": row.get("recipe", "—")} if named else {}),
                           "held out of training": row["held out"], "measured on": row["source"],
                           **{header: _percent(row.get(key.replace("_", " "))) for key, header in FIGURES.items()}}
                          for row in rows])
@@ -95,10 +96,11 @@ def loso_recipe(metrics: dict, kind: str, study_recipe: str) -> str | None:
     return study_recipe if study_recipe in recipes else recipes[-1]
 
 
-def loso_markdown(metrics: dict, columns: tuple[str, ...] | None = None, recipe: str | None = None) -> str:
-    """Return the leave-one-source-out table as Markdown, with only the given figure columns and one recipe's rows
-    when named ("" when it was not measured)."""
-    frame = loso_frame(metrics, recipe)
+def loso_markdown(metrics: dict, columns: tuple[str, ...] | None = None, recipe: str | None = None,
+                  model_name: str | None = None) -> str:
+    """Return the leave-one-source-out table as Markdown, with only the given figure columns and one recipe's and one
+    model's rows when named ("" when it was not measured)."""
+    frame = loso_frame(metrics, recipe, model_name)
     if columns is not None and len(frame):
         frame = frame.drop(columns=[header for header in FIGURES.values() if header not in columns])
     return compact_markdown(frame) if len(frame) else ""
