@@ -17,6 +17,7 @@ from papermill.parameterize import parameterize_notebook
 
 from helpers import config
 from helpers.reporting.pipeline import (
+    CARRIED_FILES,
     INDEX_FILE,
     METRICS_FILE,
     NOTEBOOKS,
@@ -234,3 +235,18 @@ def test_the_metrics_record_the_commit_the_run_began_at_and_the_one_it_ended_at_
     moved = pipeline._collect_metrics(tmp_path, "demo", {"01_explore_data": 1.0}, 1.0, origin)
     assert moved["provenance"] == {**origin, "git_commit_at_end": "b" * 40}
     assert "the code changed while the notebooks ran (aaaaaaaaaa -> bbbbbbbbbb)" in capsys.readouterr().err
+
+
+def test_a_pipeline_run_carries_over_every_file_the_other_commands_write_into_reports():
+    import importlib
+    import pkgutil
+
+    import helpers.experiments
+    from helpers.modeling import run_folders
+
+    run_files = {value for value in vars(run_folders).values() if isinstance(value, str)}  # a run folder's files, which the experiments import by name
+    written = {value for info in pkgutil.iter_modules(helpers.experiments.__path__)
+               for name, value in vars(importlib.import_module(f"helpers.experiments.{info.name}")).items()
+               if name.endswith("_FILE") and isinstance(value, str) and value.endswith(".json")} - run_files
+    assert {"levers.json", "time_to_accuracy.json"} <= written
+    assert written <= set(CARRIED_FILES), f"a study run would delete {sorted(written - set(CARRIED_FILES))}"
