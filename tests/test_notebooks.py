@@ -244,7 +244,7 @@ def test_a_pipeline_run_carries_over_every_file_the_other_commands_write_into_re
     import helpers.experiments
     from helpers.modeling import run_folders
 
-    run_files = {value for value in vars(run_folders).values() if isinstance(value, str)}  # a run folder's files, which the experiments import by name
+    run_files = {value for value in vars(run_folders).values() if isinstance(value, str)}  # imported by name
     written = {value for info in pkgutil.iter_modules(helpers.experiments.__path__)
                for name, value in vars(importlib.import_module(f"helpers.experiments.{info.name}")).items()
                if name.endswith("_FILE") and isinstance(value, str) and value.endswith(".json")} - run_files
