@@ -165,8 +165,8 @@ def test_per_source_figures_and_targets_judge_the_default_model_on_both_sides():
     assert frame.loc["Br35H †"].tolist() == ["10 / 0", "96.0% (94.0%–96.0%)", "—", "—", "—"]
     assert source_report.source_markdown(metrics, "rnn") in table
     assert "† Br35H's 'no' images are the dataset's own notumor class" in table
-    shown_loso = source_report.loso_markdown(metrics, columns=("tumour sensitivity", "specificity", "balanced accuracy"),
-                                             recipe="outlined", model_name="rnn")
+    columns = ("tumour sensitivity", "specificity", "balanced accuracy")
+    shown_loso = source_report.loso_markdown(metrics, columns=columns, recipe="outlined", model_name="rnn")
     assert shown_loso in table and "leave-one-source-out: the rnn, `outlined` recipe" in table
     assert "| Br35H | Br35H | 90.0% | — | — |" in shown_loso and "80.0%" not in shown_loso, "one recipe's rows"
     assert "70.0%" not in shown_loso, "README shows the default's kind alone; the other models are the index page's"
