@@ -48,6 +48,11 @@ def test_generated_external_sets_load_with_aligned_masks_labels_and_patients(ext
     assert not set(kept.groups) & set(held_out.groups) and len(kept) + len(held_out) == 12
     with pytest.raises(ValueError, match="only train parts"):
         external.split_external(glioma)
+    first = external.load_external_sets(external_root, 64, "standardised", sets=config.PHANTOM_EXTERNAL_SETS, first=5)
+    for name, images in first.items():  # a quick profile decodes only the images it takes
+        taken = sets[name].take(np.arange(5))
+        assert len(images) == 5 and np.array_equal(images.images, taken.images), name
+        assert np.array_equal(images.masks, taken.masks) and list(images.paths) == list(taken.paths), name
 
 
 def test_external_layout_problems_name_the_path(external_root, tmp_path):

@@ -190,7 +190,7 @@ PROFILES: dict[str, Profile] = {
                                      description="the published study's runs (models/runs) on the real data, "
                                                  "no training"),
     "smoke": Profile("smoke", epochs=1, images_per_class=40, synthetic=False, seeds=(42,), external_per_set=40,
-                     saliency_images=8,
+                     saliency_images=4,
                      description="a small subset of the real data, one epoch (for tests)"),
     # The demo recipe (helpers.modeling.recipes.DEMO_RECIPE): the robust recipe scaled to the small phantom set.
     # It trains the two specified models and the CNN baseline, and measures saliency on 12 images a set, to stay

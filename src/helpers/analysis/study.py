@@ -146,15 +146,8 @@ class Study:
     def load_external(self) -> dict[str, ExternalImages]:
         """Load the profile's external sets that are present ({} when none: "not evaluated")."""
         root = phantom_external_root() if self.profile.synthetic else self.external_dir
-        return self._as_many_as_taken(load_external_sets(root, self.image_size, self.preprocessing,
-                                                         sets=self.profile.external_sets))
-
-    def _as_many_as_taken(self, external: dict[str, ExternalImages]) -> dict[str, ExternalImages]:
-        """Return each external set's first images, as many as the profile takes of each (all when it says none)."""
-        if not self.profile.external_per_set:
-            return external
-        return {name: images.take(np.arange(min(self.profile.external_per_set, len(images))))
-                for name, images in external.items()}
+        return load_external_sets(root, self.image_size, self.preprocessing, sets=self.profile.external_sets,
+                                  first=self.profile.external_per_set)
 
     def load_data(self, progress: bool = True) -> StudyData:
         """Load the profile's dataset and split it: a fixed validation split, a per-class subset for quick profiles,
@@ -192,8 +185,8 @@ class Study:
                    for index, name in enumerate(config.CLASS_NAMES)}
         external_root = phantom_external_root() if self.profile.synthetic else self.external_dir
         external = load_external_sets(external_root, self.image_size, preprocessing, sets=self.profile.external_sets,
-                                      parts=(part,))
-        sources.update({name.split("/")[0]: images.images for name, images in self._as_many_as_taken(external).items()})
+                                      parts=(part,), first=self.profile.external_per_set)
+        sources.update({name.split("/")[0]: images.images for name, images in external.items()})
         return sources
 
     def generated_data_note(self) -> str:

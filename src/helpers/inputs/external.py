@@ -125,14 +125,15 @@ def _polygon_masks(annotation_file: Path) -> dict[str, list[list[tuple[float, fl
 
 
 def load_external_set(spec: config.ExternalSet, root: Path, image_size: int = config.DEFAULT_IMAGE_SIZE,
-                      preprocessing: str = "resize") -> ExternalImages:
-    """Decode one external set and its tumour outlines with the dataset's own preprocessing (prepare_image)."""
+                      preprocessing: str = "resize", first: int | None = None) -> ExternalImages:
+    """Decode one external set (its first images in file order when first is given) and its tumour outlines with the
+    dataset's own preprocessing (prepare_image)."""
     folder, annotations = root / spec.folder, (root / spec.annotations if spec.annotations else None)
     if not folder.is_dir():
         raise ExternalSetError(f"{folder}: external set {spec.name} not found")
     if annotations is not None and not annotations.exists():
         raise ExternalSetError(f"{annotations}: tumour outlines of {spec.name} not found")
-    files = image_files(folder, "external set folder", ExternalSetError)
+    files = image_files(folder, "external set folder", ExternalSetError)[:first]
     polygons = _polygon_masks(annotations) if annotations is not None and annotations.is_file() else None
     images, masks = [], []
     for path in files:
@@ -165,12 +166,14 @@ def load_external_set(spec: config.ExternalSet, root: Path, image_size: int = co
 
 def load_external_sets(external_dir: str | os.PathLike | None = None, image_size: int = config.DEFAULT_IMAGE_SIZE,
                        preprocessing: str = "resize", sets: tuple[config.ExternalSet, ...] = config.EXTERNAL_SETS,
-                       parts: tuple[str, ...] = ("train", "test")) -> dict[str, ExternalImages]:
-    """Load every configured set of the given parts that is present; {} when no external folder is configured."""
+                       parts: tuple[str, ...] = ("train", "test"), first: int | None = None
+                       ) -> dict[str, ExternalImages]:
+    """Load every configured set of the given parts that is present (the first images of each when first is given);
+    {} when no external folder is configured."""
     root = locate_external(external_dir)
     if root is None:
         return {}
-    return {spec.name: load_external_set(spec, root, image_size, preprocessing)
+    return {spec.name: load_external_set(spec, root, image_size, preprocessing, first)
             for spec in sets if spec.part in parts and (root / spec.folder).is_dir()}
 
 
