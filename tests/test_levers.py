@@ -73,4 +73,6 @@ def test_a_lever_the_study_adopted_has_no_row_of_its_own_and_its_old_rows_are_dr
     levers.write_rows([rows["float32"]])
     stored = json.loads((tmp_path / levers.LEVERS_FILE).read_text())["rows"]
     assert [row["lever"] for row in stored] == [levers.STUDY_LEVER, "float32"]
-    assert "adopted the hybrid's mixed_bfloat16" in levers.levers_markdown({"rows": stored})
+    rnn_row = levers.measure(tmp_path / config.folder_name(levers.STUDY_LEVER), "rnn", levers.STUDY_LEVER)
+    page = levers.levers_markdown({"rows": [*stored, rnn_row]})
+    assert "adopted the hybrid's mixed_bfloat16:" in page and "float32" not in page.split("adopted")[1].split(":")[0]

@@ -295,7 +295,7 @@ from helpers.modeling import recipes, training
 dataset = data.load_dataset({str(small_phantom_root)!r}, progress=False)
 kept, validation = data.split_validation(dataset.training, fraction=0.25, seed=0)
 run = training.train_model("cnn", kept, validation, None, {str(tmp_path / "run")!r},
-                           recipes.TrainingSettings(epochs=1, batch_size=4, verbose=0))
+                           recipes.TrainingSettings(epochs=1, batch_size=4, augmentation="none", verbose=0))
 distribution = keras.distribution.distribution()
 print(json.dumps({{"kind": type(distribution).__name__, "devices": len(distribution.device_mesh.devices.ravel()),
                   "epochs": int(run.timings["epochs_run"])}}))

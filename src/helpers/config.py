@@ -195,7 +195,7 @@ PROFILES: dict[str, Profile] = {
     # The demo recipe (helpers.modeling.recipes.DEMO_RECIPE): the robust recipe scaled to the small phantom set.
     # It trains the two specified models and the CNN baseline, and measures saliency on 12 images a set, to stay
     # within five minutes (docs/decisions.md, "`make demo` in about five minutes").
-    "demo": Profile("demo", epochs=15, images_per_class=None, synthetic=True, seeds=(42,), recipe="demo",
+    "demo": Profile("demo", epochs=12, images_per_class=None, synthetic=True, seeds=(42,), recipe="demo",
                     external_sets=PHANTOM_EXTERNAL_SETS, models=("rnn", "hybrid", "cnn"), saliency_images=12,
                     description="a generated phantom dataset, offline: shows the pipeline, not the study's results"),
 }

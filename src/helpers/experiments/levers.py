@@ -56,6 +56,14 @@ def adopted(model_name: str, lever: str) -> bool:
         getattr(settings, name) == value for name, value in changes.items())
 
 
+def chosen(model_name: str, lever: str) -> bool:
+    """Tell whether the study adopted a lever for a model as a departure from its recipe (recipes.MODEL_CHANGES)."""
+    from helpers.modeling.recipes import RECIPES
+
+    base = RECIPES[config.FULL_PROFILE.recipe_name(model_name)]
+    return adopted(model_name, lever) and any(getattr(base, name) != value for name, value in LEVERS[lever][0].items())
+
+
 def lever_directory(model_name: str, lever: str, seed: int) -> Path:
     """Return the run folder of a model under a lever (the study's own run for STUDY_LEVER)."""
     if lever == STUDY_LEVER:
@@ -135,7 +143,7 @@ def levers_markdown(results: dict) -> str:
     """Return the levers section of reports/benchmarks.md."""
     machines = sorted({row["machine"] for row in results["rows"]})
     models = dict.fromkeys(row["model"] for row in results["rows"])
-    taken = [f"the {model_name}'s {lever}" for model_name in models for lever in LEVERS if adopted(model_name, lever)]
+    taken = [f"the {model_name}'s {lever}" for model_name in models for lever in LEVERS if chosen(model_name, lever)]
     adoption = (f" The study has adopted {' and '.join(taken)}: those rows are the study's own, and the setting it "
                 "replaced is the lever." if taken else "")
     return f"""## Compute levers

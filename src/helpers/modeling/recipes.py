@@ -75,7 +75,7 @@ ROBUST_RECIPE = dataclasses.replace(SPECIFIED_RECIPE, epochs=40, batch_size=64, 
                                     schedule="cosine", weight_decay=1e-4, clipnorm=1.0, label_smoothing=0.1,
                                     early_stopping_metric="val_accuracy", augmentation="robust",
                                     preprocessing="standardised", external_training=True)
-DEMO_RECIPE = dataclasses.replace(ROBUST_RECIPE, epochs=15, batch_size=16, learning_rate=5e-4, augmentation="layers")
+DEMO_RECIPE = dataclasses.replace(ROBUST_RECIPE, epochs=12, batch_size=16, learning_rate=5e-4, augmentation="layers")
 # Every external source on both sides of the decision, with source-balanced sample weights.
 BOTH_SIDES_RECIPE = dataclasses.replace(ROBUST_RECIPE, external_collections=config.ALL_COLLECTIONS,
                                         source_balance=True)
