@@ -18,7 +18,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,9 @@ import pandas as pd
 from helpers import commands, config, interrupts
 from helpers.files import read_measured_rows, write_measured_rows
 from helpers.modeling.run_folders import PREDICTION_FILES, RUN_FILE, TIMINGS_FILE, check_run_folder
+
+if TYPE_CHECKING:
+    from helpers.modeling.recipes import TrainingSettings
 
 LEVERS_FILE = "levers.json"
 STUDY_LEVER = "as the study trains"
@@ -41,11 +44,11 @@ LEVERS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
 MODELS = ("rnn", "hybrid")  # the two specified models: the fastest to train on 2 CPU cores
 
 
-def study_recipe(model_name: str, seed: int = config.DEFAULT_SEED):
-    """Return the full profile's recipe of a model for one seed (helpers.modeling.recipes)."""
+def study_recipe(model_name: str) -> TrainingSettings:
+    """Return the full profile's recipe of a model, its own departures included (helpers.modeling.recipes)."""
     from helpers.modeling.recipes import recipe
 
-    return recipe(config.FULL_PROFILE.recipe_name(model_name), model_name, seed=seed)
+    return recipe(config.FULL_PROFILE.recipe_name(model_name), model_name)
 
 
 def adopted(model_name: str, lever: str) -> bool:
