@@ -235,6 +235,36 @@ def test_an_interrupted_run_resumes_from_its_last_epoch_and_ends_where_an_uninte
 
 
 @pytest.mark.slow
+def test_a_moving_average_of_the_weights_is_validated_and_saved_while_the_raw_weights_train_and_resume(
+        tmp_path, phantom_splits):
+    kept, validation, _, fingerprint = phantom_splits
+    small = data.take_per_class(kept, 16)
+    plain = recipes.TrainingSettings(epochs=4, batch_size=16, seed=24, verbose=0, schedule="cosine")
+    averaged = dataclasses.replace(plain, ema_momentum=0.9)
+    without = training.train_model("rnn", small, validation, None, tmp_path / "plain", plain)
+    straight = training.train_model("rnn", small, validation, None, tmp_path / "straight", averaged)
+    # The raw weights train as without the average; validation judges the average.
+    np.testing.assert_array_equal(straight.history["loss"], without.history["loss"])
+    assert not np.allclose(straight.history["val_loss"], without.history["val_loss"])
+    best = straight.history["val_accuracy"].max()
+    saved = straight.predictions["validation"]
+    assert np.isclose((saved["probabilities"].argmax(axis=1) == saved["labels"]).mean(), best)
+    target = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        training.train_model("rnn", small, validation, None, target, averaged, data_fingerprint=fingerprint,
+                             callbacks=[_StopAfter(2)])
+    resumed = training.train_model("rnn", small, validation, None, target, averaged, data_fingerprint=fingerprint)
+    assert resumed.timings["resumed"]
+    np.testing.assert_array_equal(resumed.history["loss"], straight.history["loss"])
+    np.testing.assert_array_equal(resumed.history["val_loss"], straight.history["val_loss"])
+
+
+def test_a_moving_average_momentum_outside_zero_to_one_is_refused():
+    with pytest.raises(ValueError, match="ema_momentum must be in"):
+        recipes.TrainingSettings(ema_momentum=1.0)
+
+
+@pytest.mark.slow
 def test_a_backup_of_another_recipe_is_not_resumed(tmp_path, phantom_splits):
     kept, validation, _, fingerprint = phantom_splits
     small = data.take_per_class(kept, 8)

@@ -1,4 +1,4 @@
-"""Compute levers: each one trained on the study's own recipe and data, every seed, beside the study's runs.
+"""Compute and recipe levers: each one trained on the study's own recipe and data, every seed, beside the study's runs.
 
 `python -m helpers.experiments.levers` (`make levers`) trains, for each model and lever below and each study seed, the
 full profile's recipe of that model with one change (a setting, or an environment variable read by a fresh process),
@@ -33,14 +33,18 @@ if TYPE_CHECKING:
 LEVERS_FILE = "levers.json"
 STUDY_LEVER = "as the study trains"
 # Each lever: (changes to the model's training settings, environment variables of the process that trains it). XLA and
-# the JAX backend are not among them (docs/decisions.md, "Compute levers").
+# the JAX backend are not among them; the recipe levers shorten the schedule and average the weights (docs/decisions.md,
+# "Compute levers" and "Recipe levers").
 LEVERS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
     STUDY_LEVER: ({}, {}),
     "float32": ({"precision": "float32"}, {}),
     "mixed_bfloat16": ({"precision": "mixed_bfloat16"}, {}),
     "batch 128": ({"batch_size": 128}, {}),
     "one inter-op thread": ({}, {"TF_NUM_INTEROP_THREADS": "1"}),
+    "20 epochs": ({"epochs": 20}, {}),
+    "20 epochs, weight average": ({"epochs": 20, "ema_momentum": 0.99}, {}),
 }
+AVERAGE_LEVER = "20 epochs, weight average"
 MODELS = ("rnn", "hybrid")  # the two specified models: the fastest to train on 2 CPU cores
 
 
@@ -136,6 +140,7 @@ def levers_table(rows: list[dict]) -> pd.DataFrame:
                       "s / epoch": f"{row.epoch:.2f}",
                       "× study time": "–" if base is None else f"{row.epoch / base.epoch:.2f}x",
                       "training (mean)": f"{row.fit / 60:.1f} min",
+                      "× study training": "–" if base is None else f"{row.fit / base.fit:.2f}x",
                       "validation, dataset's images": f"{row.accuracy:.2%}" + (
                           f" ± {row.spread:.2%}" if row.seeds > 1 else ""),
                       "validation, whole split": f"{row.whole:.2%}", "accuracy": holds})
@@ -149,15 +154,18 @@ def levers_markdown(results: dict) -> str:
     taken = [f"the {model_name}'s {lever}" for model_name in models for lever in LEVERS if chosen(model_name, lever)]
     adoption = (f" The study has adopted {' and '.join(taken)}: those rows are the study's own, and the setting it "
                 "replaced is the lever." if taken else "")
-    return f"""## Compute levers
+    momentum = LEVERS[AVERAGE_LEVER][0]["ema_momentum"]
+    return f"""## Compute and recipe levers
 
-Each lever changes one thing in the study's recipe of a model (`make levers`), every study seed, on the study's data;
-"as the study trains" are the study's own runs. Epoch time is the median over the epochs after the first; validation
-accuracy on the dataset's own validation images (the checkpoint's), mean ± standard deviation over the seeds, and on the
-whole validation split (held-out external images included). A lever's accuracy holds when its mean is no lower than
-the study's less the study seeds' standard deviation. The study's runs trained when the study ran and the levers' later,
-so a busy spell of the machine slows one side only: the epoch ratio is indicative (`make bench` interleaves epochs for
-a clean one).{adoption} Machines: {'; '.join(machines)}.
+Each lever changes one thing in the study's recipe of a model, or one thing more than another lever (`make levers`), on
+the study's data; "as the study trains" are the study's own runs. A compute lever changes how an epoch runs, a recipe
+lever how many epochs run and which weights are judged ("{AVERAGE_LEVER}": the optimizer's moving average of the
+weights, momentum {momentum:g}, is validated and saved). Epoch time is the median over the epochs after the first,
+training time the whole fit's; validation accuracy on the dataset's own validation images (the checkpoint's), mean ±
+standard deviation over the seeds, and on the whole validation split (held-out external images included). A lever's
+accuracy holds when its mean is no lower than the study's less the study seeds' standard deviation. The study's runs
+trained when the study ran and the levers' later, so a busy spell of the machine slows one side only: the epoch ratio is
+indicative (`make bench` interleaves epochs for a clean one).{adoption} Machines: {'; '.join(machines)}.
 
 {levers_table(results["rows"]).to_markdown(index=False)}"""
 

@@ -1,5 +1,5 @@
-"""Keras callbacks of a training run: its epoch timer, the dataset's own validation accuracy, and Ctrl-C that was
-swallowed on its way."""
+"""Keras callbacks of a training run: its epoch timer, the dataset's own validation accuracy, the averaged weights
+that judge an epoch, and Ctrl-C that was swallowed on its way."""
 
 from __future__ import annotations
 
@@ -56,3 +56,18 @@ class DatasetValidationAccuracy(keras.callbacks.Callback):
         predicted = (self.classifier or self.model).predict(self.images, batch_size=256, verbose=0).argmax(axis=1)
         if logs is not None:
             logs[DATASET_VALIDATION_METRIC] = float((predicted == self.labels).mean())
+
+
+class AveragedWeights(keras.callbacks.SwapEMAWeights):
+    """Judge every epoch on the optimizer's moving average of the weights (its `use_ema`), train on the raw ones.
+
+    Validation, and every callback after this one at the epoch's end (the dataset's validation accuracy, the best
+    checkpoint, the history), see the averaged weights; the callback `raw_weights_back()` returns, placed after them
+    and before the per-epoch backup, swaps the raw weights back so that the backup and the next epoch hold them."""
+
+    def __init__(self) -> None:
+        super().__init__(swap_on_epoch=True)
+
+    def raw_weights_back(self) -> keras.callbacks.Callback:
+        """Return the callback that puts the raw weights back into the model at the epoch's end."""
+        return keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: self.on_epoch_begin(epoch))

@@ -50,6 +50,7 @@ class TrainingSettings:
     clipnorm: float | None = None  # gradient clipping by norm
     label_smoothing: float = 0.0
     warmup_fraction: float = 0.05  # share of the steps with a linear warm-up (cosine schedule)
+    ema_momentum: float = 0.0  # momentum of a moving average of the weights that is validated and saved (0: none)
     # The external collections whose train parts join training when external_training is on (docs/decisions.md)
     external_collections: tuple[str, ...] = config.TUMOUR_COLLECTIONS
     source_balance: bool = False  # weight each image so that every (source, tumour or not) group counts alike
@@ -59,6 +60,8 @@ class TrainingSettings:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
             raise ValueError(f"epochs and batch_size must be >= 1 and learning_rate > 0: {self}")
+        if not 0 <= self.ema_momentum < 1:
+            raise ValueError(f"ema_momentum must be in [0, 1) (0: no moving average), not {self.ema_momentum}")
         check_precision(self.precision)
         check_preprocessing(self.preprocessing)
         config.check_choice("schedule", self.schedule, SCHEDULES)

@@ -58,7 +58,7 @@ def write_json(path: Path, content: dict) -> None:
 
 # Settings added after runs were published; a run folder written before them was trained with their defaults.
 
-ADDED_SETTINGS = ("external_collections", "source_balance", "source_adversary", "outline_supervision")
+ADDED_SETTINGS = ("external_collections", "source_balance", "source_adversary", "outline_supervision", "ema_momentum")
 
 
 def run_differences(directory: Path, model_name: str, settings: TrainingSettings, **details: object) -> list[str]:

@@ -25,6 +25,7 @@ from helpers.inputs.sources import source_balance_weights
 from helpers.modeling import invariance
 from helpers.modeling.callbacks import (
     DATASET_VALIDATION_METRIC,
+    AveragedWeights,
     DatasetValidationAccuracy,
     EpochTimer,
     RaiseWhenInterrupted,
@@ -112,16 +113,20 @@ def training_callbacks(settings: TrainingSettings, checkpoint_path: Path,
 
 def compile_model(model: keras.Model, settings: TrainingSettings, steps_per_epoch: int) -> None:
     """Compile with the recipe's optimizer and loss: Adam and plain cross-entropy as specified, or AdamW on a
-    warm-up + cosine schedule with the partial-label loss."""
+    warm-up + cosine schedule with the partial-label loss; either keeps a moving average of the weights when the
+    recipe asks for one (AveragedWeights validates and saves it)."""
+    averaging: dict[str, Any] = ({"use_ema": True, "ema_momentum": settings.ema_momentum} if settings.ema_momentum
+                                 else {})
     if settings.schedule == "cosine":
         total = settings.epochs * steps_per_epoch
         warmup = max(1, int(round(settings.warmup_fraction * total)))
         schedule = keras.optimizers.schedules.CosineDecay(
             settings.learning_rate * 0.01, decay_steps=max(1, total - warmup), alpha=0.01,
             warmup_target=settings.learning_rate, warmup_steps=warmup)
-        optimizer = keras.optimizers.AdamW(schedule, weight_decay=settings.weight_decay, clipnorm=settings.clipnorm)
+        optimizer = keras.optimizers.AdamW(schedule, weight_decay=settings.weight_decay, clipnorm=settings.clipnorm,
+                                           **averaging)
     else:
-        optimizer = keras.optimizers.Adam(settings.learning_rate, clipnorm=settings.clipnorm)
+        optimizer = keras.optimizers.Adam(settings.learning_rate, clipnorm=settings.clipnorm, **averaging)
     loss: PartialLabelCrossentropy | str
     if settings.external_training or settings.label_smoothing:
         loss = PartialLabelCrossentropy(settings.label_smoothing)
@@ -186,10 +191,12 @@ def _fit(model_name: str, image_size: int, settings: TrainingSettings, training:
     weights = source_balance_weights(training.paths, training.labels) if settings.source_balance else None
     batches = SeededBatches(inputs[0], training.labels, weights, settings.batch_size, settings.seed,
                             first_epoch=0 if earlier is None else int(earlier["epoch"].max()) + 1)
+    averaged = [AveragedWeights()] if settings.ema_momentum else []
     model.fit(batches, epochs=settings.epochs, validation_data=(inputs[1], validation.labels),
-              callbacks=[RaiseWhenInterrupted(), EpochSeeds(batches), EpochTimer(), *dataset_validation,
+              callbacks=[RaiseWhenInterrupted(), EpochSeeds(batches), EpochTimer(), *averaged, *dataset_validation,
                          *training_callbacks(settings, resume / MODEL_FILE, best_so_far),
                          keras.callbacks.CSVLogger(str(resume / HISTORY_FILE), append=True),
+                         *[average.raw_weights_back() for average in averaged],
                          keras.callbacks.BackupAndRestore(str(resume / "backup"), delete_checkpoint=False),
                          *callbacks],
               shuffle=False, verbose=settings.verbose)  # the batches shuffle themselves, by seed and epoch
