@@ -43,6 +43,9 @@ LEVERS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
     "one inter-op thread": ({}, {"TF_NUM_INTEROP_THREADS": "1"}),
     "20 epochs": ({"epochs": 20}, {}),
     "20 epochs, weight average": ({"epochs": 20, "ema_momentum": 0.99}, {}),
+    "20 epochs, weight average, peak 4e-3": ({"epochs": 20, "ema_momentum": 0.99, "learning_rate": 4e-3}, {}),
+    "30 epochs": ({"epochs": 30}, {}),
+    "30 epochs, weight average": ({"epochs": 30, "ema_momentum": 0.99}, {}),
 }
 AVERAGE_LEVER = "20 epochs, weight average"
 MODELS = ("rnn", "hybrid")  # the two specified models: the fastest to train on 2 CPU cores
