@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from helpers import config
@@ -79,3 +80,23 @@ def test_a_lever_the_study_adopted_has_no_row_of_its_own_and_its_old_rows_are_dr
     rnn_row = levers.measure(tmp_path / config.folder_name(levers.STUDY_LEVER), "rnn", levers.STUDY_LEVER)
     page = levers.levers_markdown({"rows": [*stored, rnn_row]})
     assert "adopted the hybrid's mixed_bfloat16:" in page and "float32" not in page.split("adopted")[1].split(":")[0]
+
+
+def test_early_stopping_ends_after_patience_epochs_without_a_better_one_and_keeps_the_best_until_then():
+    assert levers.plateau_stop([0.5, 0.7, 0.6, 0.7, 0.65, 0.9], patience=3) == (5, 2)
+    assert levers.plateau_stop([0.5, 0.7, 0.6, 0.7, 0.65, 0.9], patience=4) == (6, 6)
+    assert levers.plateau_stop([0.1, 0.2, 0.3], patience=1) == (3, 3), "a rising curve runs every epoch"
+
+
+def test_a_lever_row_records_where_early_stopping_would_have_ended_its_run(tmp_path):
+    folder = lever_run(tmp_path / "run", 42, [10.0] * 6, correct=8)
+    pd.DataFrame({"epoch": range(1, 7), "val_accuracy": [0.5, 0.8, 0.7, 0.7, 0.7, 0.9], "seconds": [10.0] * 6}).to_csv(
+        folder / run_folders.HISTORY_FILE, index=False)
+    row = levers.measure(folder, "sequencer", "20 epochs")
+    assert row["early_stop"]["3"] == {"epochs": 5, "seconds": 50.0, "share_of_time": 50 / 60,
+                                      "validation_accuracy": 0.8}
+    assert row["early_stop"]["5"] == {"epochs": 6, "seconds": 60.0, "share_of_time": 1.0, "validation_accuracy": 0.9}
+    table = levers.early_stop_table([row, {"model": "rnn", "lever": "20 epochs"}]).set_index("patience")
+    assert list(table["model"]) == ["sequencer"] * len(levers.PATIENCES), "rows measured before it are left out"
+    assert table.loc[3, "stops after (epochs, per seed)"] == "5" and table.loc[3, "× the whole runs' time"] == "0.83x"
+    assert "Early stop on a validation plateau" in levers.levers_markdown({"rows": [row]})

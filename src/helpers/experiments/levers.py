@@ -25,7 +25,7 @@ import pandas as pd
 
 from helpers import commands, config, interrupts
 from helpers.files import read_measured_rows, write_measured_rows
-from helpers.modeling.run_folders import PREDICTION_FILES, RUN_FILE, TIMINGS_FILE, check_run_folder
+from helpers.modeling.run_folders import HISTORY_FILE, PREDICTION_FILES, RUN_FILE, TIMINGS_FILE, check_run_folder
 
 if TYPE_CHECKING:
     from helpers.modeling.recipes import TrainingSettings
@@ -49,6 +49,7 @@ LEVERS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
 }
 AVERAGE_LEVER = "20 epochs, weight average"
 MODELS = ("rnn", "hybrid")  # the two specified models: the fastest to train on 2 CPU cores
+PATIENCES = (3, 5, 8)  # the early stops on a validation plateau read from each run's history
 
 
 def study_recipe(model_name: str) -> TrainingSettings:
@@ -109,12 +110,14 @@ def run_in_process(model_name: str, lever: str, seed: int, folders: dict[str, st
 def measure(directory: Path, model_name: str, lever: str) -> dict[str, Any]:
     """Return one run's row: epoch time, training time and validation accuracy (own images and whole split)."""
     from helpers.evaluation import partial_label_accuracy
-    from helpers.experiments.budget import dataset_accuracy, run_machine
+    from helpers.experiments.budget import dataset_accuracy, run_machine, validation_curve
     from helpers.experiments.throughput import steady_median
 
     check_run_folder(directory)
     timings = json.loads((directory / TIMINGS_FILE).read_text())
     details = json.loads((directory / RUN_FILE).read_text())
+    monitored = pd.read_csv(directory / HISTORY_FILE)[details["settings"].get("checkpoint_metric", "val_accuracy")]
+    curve = validation_curve(directory)
     with np.load(directory / PREDICTION_FILES["validation"]) as stored:
         whole = partial_label_accuracy(stored["labels"], stored["probabilities"])
     return {"model": model_name, "lever": lever, "seed": details["settings"]["seed"], "run": str(directory),
@@ -122,7 +125,48 @@ def measure(directory: Path, model_name: str, lever: str) -> dict[str, Any]:
             "fit_seconds": timings["fit_seconds"], "epochs": timings["epochs_run"],
             "validation_accuracy": dataset_accuracy(directory / PREDICTION_FILES["validation"]),
             "whole_validation_accuracy": whole, "machine": run_machine(directory),
-            "git_commit": details["git_commit"]}
+            "git_commit": details["git_commit"], "early_stop": {
+                str(patience): {"epochs": stop, "seconds": float(curve["seconds"].iloc[stop - 1]),
+                                "share_of_time": float(curve["seconds"].iloc[stop - 1] / curve["seconds"].iloc[-1]),
+                                "validation_accuracy": float(curve["accuracy"].iloc[best - 1])}
+                for patience in PATIENCES for stop, best in [plateau_stop(list(monitored), patience)]}}
+
+
+def plateau_stop(monitored: list[float], patience: int) -> tuple[int, int]:
+    """Return the epoch at which early stopping with this patience ends a run whose monitored accuracy went this way,
+    and the best epoch until then (both counted from 1): exact from a finished run, whose earlier epochs stopping
+    would not have changed."""
+    best = 0
+    for index, value in enumerate(monitored):
+        if value > monitored[best]:
+            best = index
+        elif index - best >= patience:
+            return index + 1, best + 1
+    return len(monitored), best + 1
+
+
+def early_stop_table(rows: list[dict]) -> pd.DataFrame:
+    """Return per model, lever and patience where early stopping on the checkpoint's metric would have ended the runs,
+    their training time against the whole runs' and the dataset's validation accuracy at the best epoch until then."""
+    table = []
+    for (model_name, lever), seeds in groupby_rows([row for row in rows if "early_stop" in row]):
+        for patience in PATIENCES:
+            stops = [row["early_stop"][str(patience)] for row in seeds]
+            accuracies = [stop["validation_accuracy"] for stop in stops]
+            table.append({"model": model_name, "lever": lever, "patience": patience,
+                          "stops after (epochs, per seed)": " / ".join(str(stop["epochs"]) for stop in stops),
+                          "× the whole runs' time": f"{np.mean([stop['share_of_time'] for stop in stops]):.2f}x",
+                          "validation, dataset's images": f"{np.mean(accuracies):.2%}" + (
+                              f" ± {np.std(accuracies, ddof=1):.2%}" if len(stops) > 1 else "")})
+    return pd.DataFrame(table)
+
+
+def groupby_rows(rows: list[dict]) -> list[tuple[tuple[str, str], list[dict]]]:
+    """Return the rows grouped by model and lever, in their order."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["model"], row["lever"]), []).append(row)
+    return list(groups.items())
 
 
 def levers_table(rows: list[dict]) -> pd.DataFrame:
@@ -170,7 +214,24 @@ accuracy holds when its mean is no lower than the study's less the study seeds' 
 trained when the study ran and the levers' later, so a busy spell of the machine slows one side only: the epoch ratio is
 indicative (`make bench` interleaves epochs for a clean one).{adoption} Machines: {'; '.join(machines)}.
 
-{levers_table(results["rows"]).to_markdown(index=False)}"""
+{levers_table(results["rows"]).to_markdown(index=False)}
+{early_stop_section(results["rows"])}"""
+
+
+def early_stop_section(rows: list[dict]) -> str:
+    """Return the early-stopping part of the levers section ('' when no row records it)."""
+    table = early_stop_table(rows)
+    if table.empty:
+        return ""
+    return f"""
+### Early stop on a validation plateau
+
+Where early stopping on the checkpoint's metric would have ended each run above, with a patience of
+{', '.join(map(str, PATIENCES))} epochs without a better epoch, read from the runs' histories: exact, since stopping
+changes none of the epochs before it. Time is the share of the whole runs' epochs; accuracy on the dataset's own
+validation images at the best epoch until the stop (mean ± standard deviation over the seeds).
+
+{table.to_markdown(index=False)}"""
 
 
 def stored_section(folder: Path = config.REPORTS_DIR) -> str:
