@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import platform
+import subprocess
 
-from helpers import provenance
+from helpers import config, provenance
 
 
 def test_cpu_model_is_read_from_cpuinfo(tmp_path):
@@ -23,3 +24,22 @@ def test_provenance_records_commit_packages_and_the_cpu():
     assert details["git_commit"] and details["packages"]["keras"]
     assert details["device"]["cpu_model"] == provenance.cpu_model()
     assert details["device"]["cpu_count"] >= 1
+
+
+def test_the_commit_is_dirty_for_a_changed_source_file_but_not_for_a_report_the_project_wrote(tmp_path, monkeypatch):
+    def git(*arguments):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *arguments], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "levers.json").write_text("{}")
+    (tmp_path / "code.py").write_text("x = 1")
+    git("init")
+    git("add", ".")
+    git("commit", "-m", "first")
+    monkeypatch.setattr(config, "PROJECT_ROOT", tmp_path)
+    monkeypatch.delenv("BRAIN_MRI_GIT_COMMIT", raising=False)
+    (tmp_path / "reports" / "levers.json").write_text('{"rows": []}')
+    assert len(provenance.git_commit()) == 40, "a report written by a run leaves the commit clean"
+    (tmp_path / "code.py").write_text("x = 2")
+    assert provenance.git_commit().endswith("-dirty")

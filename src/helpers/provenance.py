@@ -20,12 +20,14 @@ RECORDED_PACKAGES = ("keras", "tensorflow", "jax", "jaxlib", "numpy", "scikit-le
 
 
 def git_commit() -> str:
-    """Return the repository's current commit (with '-dirty' when there are uncommitted changes); where the checkout
-    has no git (a copy on another machine), $BRAIN_MRI_GIT_COMMIT as its sender gave it, or 'unknown'."""
+    """Return the repository's current commit (with '-dirty' when a tracked file outside reports/, the project's own
+    output, has uncommitted changes); where the checkout has no git (a copy on another machine),
+    $BRAIN_MRI_GIT_COMMIT as its sender gave it, or 'unknown'."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=config.PROJECT_ROOT, capture_output=True,
                                 text=True, check=True, timeout=10).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=config.PROJECT_ROOT,
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                 f":(exclude){config.REPORTS_DIR.name}"], cwd=config.PROJECT_ROOT,
                                 capture_output=True, text=True, check=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return os.environ.get("BRAIN_MRI_GIT_COMMIT", "unknown")
