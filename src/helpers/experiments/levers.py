@@ -46,6 +46,7 @@ LEVERS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
     "20 epochs, weight average, peak 4e-3": ({"epochs": 20, "ema_momentum": 0.99, "learning_rate": 4e-3}, {}),
     "30 epochs": ({"epochs": 30}, {}),
     "30 epochs, weight average": ({"epochs": 30, "ema_momentum": 0.99}, {}),
+    "30 epochs, weight average, peak 4e-3": ({"epochs": 30, "ema_momentum": 0.99, "learning_rate": 4e-3}, {}),
 }
 AVERAGE_LEVER = "20 epochs, weight average"
 MODELS = ("rnn", "hybrid")  # the two specified models: the fastest to train on 2 CPU cores
