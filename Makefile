@@ -81,8 +81,9 @@ repeatability: $(INSTALLED) ## train rnn and hybrid twice under each oneDNN sett
 mitigations: $(INSTALLED) ## train and measure each step against the source shortcut (seed 42) -> reports/mitigations.json
 	$(BIN)/python -m helpers.experiments.mitigations
 
-levers: $(INSTALLED) ## train rnn and hybrid under each compute lever (bfloat16, batch 128, one inter-op thread), every study seed, beside the study's runs -> reports/levers.json
-	$(BIN)/python -m helpers.experiments.levers
+levers: $(INSTALLED) ## train rnn and hybrid under each compute lever (precision, batch 128, one inter-op thread), every study seed, and the sequencer under each recipe lever (20 or 30 epochs, weight average, higher peak), seed 42, beside the study's runs -> reports/levers.json
+	$(BIN)/python -m helpers.experiments.levers --kind compute
+	$(BIN)/python -m helpers.experiments.levers --kind recipe
 	$(BIN)/python -m helpers.experiments.benchmark page
 
 loso: $(INSTALLED) ## train sequencer and rnn without each external source (seed 42; finished runs and rows measured on the same settings and data kept) -> reports/loso.json

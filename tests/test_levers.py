@@ -100,3 +100,19 @@ def test_a_lever_row_records_where_early_stopping_would_have_ended_its_run(tmp_p
     assert list(table["model"]) == ["sequencer"] * len(levers.PATIENCES), "rows measured before it are left out"
     assert table.loc[3, "stops after (epochs, per seed)"] == "5" and table.loc[3, "× the whole runs' time"] == "0.83x"
     assert "Early stop on a validation plateau" in levers.levers_markdown({"rows": [row]})
+
+
+def test_each_kind_trains_its_levers_on_its_models_and_seeds_beside_the_study_runs_of_every_seed(tmp_path, monkeypatch):
+    trained, measured = [], []
+    monkeypatch.setattr(levers, "run_in_process", lambda model, lever, seed, folders: trained.append(
+        (model, lever, seed)) or tmp_path)
+    monkeypatch.setattr(levers, "measure", lambda directory, model, lever: measured.append((model, lever)) or {})
+    monkeypatch.setattr(levers, "write_rows", lambda rows: tmp_path / levers.LEVERS_FILE)
+    monkeypatch.setattr(levers, "read_measured_rows", lambda path: [])
+    assert levers._main(["--kind", "recipe"]) == 0
+    assert trained == [("sequencer", lever, 42) for lever in levers.RECIPE_LEVERS]
+    assert measured.count(("sequencer", levers.STUDY_LEVER)) == len(config.FULL_PROFILE.seeds)
+    trained.clear()
+    assert levers._main(["--kind", "compute", "--models", "rnn", "--levers", "batch 128", "--seeds", "43"]) == 0
+    assert trained == [("rnn", "batch 128", 43)]
+    assert set(levers.COMPUTE_LEVERS).isdisjoint(levers.RECIPE_LEVERS)

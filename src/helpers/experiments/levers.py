@@ -33,14 +33,15 @@ if TYPE_CHECKING:
 LEVERS_FILE = "levers.json"
 STUDY_LEVER = "as the study trains"
 # Each lever: (changes to the model's training settings, environment variables of the process that trains it). XLA and
-# the JAX backend are not among them; the recipe levers shorten the schedule and average the weights (docs/decisions.md,
-# "Compute levers" and "Recipe levers").
-LEVERS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
-    STUDY_LEVER: ({}, {}),
+# the JAX backend are not among them (docs/decisions.md, "Compute levers").
+COMPUTE_LEVERS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
     "float32": ({"precision": "float32"}, {}),
     "mixed_bfloat16": ({"precision": "mixed_bfloat16"}, {}),
     "batch 128": ({"batch_size": 128}, {}),
     "one inter-op thread": ({}, {"TF_NUM_INTEROP_THREADS": "1"}),
+}
+# Shorter schedules, a moving average of the weights and a higher peak (docs/decisions.md, "Recipe levers").
+RECIPE_LEVERS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
     "20 epochs": ({"epochs": 20}, {}),
     "20 epochs, weight average": ({"epochs": 20, "ema_momentum": 0.99}, {}),
     "20 epochs, weight average, peak 4e-3": ({"epochs": 20, "ema_momentum": 0.99, "learning_rate": 4e-3}, {}),
@@ -48,8 +49,14 @@ LEVERS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
     "30 epochs, weight average": ({"epochs": 30, "ema_momentum": 0.99}, {}),
     "30 epochs, weight average, peak 4e-3": ({"epochs": 30, "ema_momentum": 0.99, "learning_rate": 4e-3}, {}),
 }
+LEVERS = {STUDY_LEVER: ({}, {}), **COMPUTE_LEVERS, **RECIPE_LEVERS}
 AVERAGE_LEVER = "20 epochs, weight average"
-MODELS = ("rnn", "hybrid")  # the two specified models: the fastest to train on 2 CPU cores
+# What `make levers` trains by default, per kind: the compute levers on the two specified models (the fastest to train
+# on 2 CPU cores), every study seed; the recipe levers on the published default's kind, one seed first.
+KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...]]] = {
+    "compute": (tuple(COMPUTE_LEVERS), ("rnn", "hybrid"), config.FULL_PROFILE.seeds),
+    "recipe": (tuple(RECIPE_LEVERS), ("sequencer",), config.FULL_PROFILE.seeds[:1]),
+}
 PATIENCES = (3, 5, 8)  # the early stops on a validation plateau read from each run's history
 
 
@@ -252,8 +259,8 @@ def write_rows(rows: list[dict]) -> Path:
 
 
 def _main(argv: list[str] | None = None) -> int:
-    """Command line: train each model under each lever for every study seed (reusing finished runs) and write
-    reports/levers.json."""
+    """Command line: measure the study's runs of each model, train it under each lever for each seed (reusing finished
+    runs) and write reports/levers.json."""
     import argparse
 
     from helpers.inputs.images import DataError
@@ -261,22 +268,27 @@ def _main(argv: list[str] | None = None) -> int:
     interrupts.command_started()
     parser = argparse.ArgumentParser(prog="python -m helpers.experiments.levers", description=_main.__doc__)
     commands.add_data_arguments(parser, external=True)
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=config.STUDY_MODELS)
-    parser.add_argument("--levers", nargs="+", default=list(LEVERS), choices=list(LEVERS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=list(config.FULL_PROFILE.seeds))
+    parser.add_argument("--kind", default="compute", choices=list(KINDS),
+                        help="which levers, models and seeds to train by default (--levers, --models, --seeds choose)")
+    parser.add_argument("--models", nargs="+", choices=config.STUDY_MODELS)
+    parser.add_argument("--levers", nargs="+", choices=list(LEVERS))
+    parser.add_argument("--seeds", nargs="+", type=int)
     parser.add_argument("--train-one", nargs=3, metavar=("MODEL", "LEVER", "SEED"), help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
+    kind_levers, kind_models, kind_seeds = KINDS[arguments.kind]
     folders = {"data_dir": arguments.data_dir or "", "external_dir": arguments.external_dir or ""}
     try:
         if arguments.train_one:
             model_name, lever, seed = arguments.train_one
             train_lever(model_name, lever, int(seed), **folders)
             return 0
-        for model_name in arguments.models:  # the table grows lever by lever: an interruption loses no finished row
-            for lever in [name for name in arguments.levers if not adopted(model_name, name)]:
-                rows = [measure(lever_directory(model_name, lever, seed) if lever == STUDY_LEVER
-                                else run_in_process(model_name, lever, seed, folders), model_name, lever)
-                        for seed in arguments.seeds]
+        for model_name in arguments.models or kind_models:  # the table grows lever by lever: nothing finished is lost
+            write_rows([measure(lever_directory(model_name, STUDY_LEVER, seed), model_name, STUDY_LEVER)
+                        for seed in config.FULL_PROFILE.seeds])
+            for lever in [name for name in arguments.levers or kind_levers
+                          if name != STUDY_LEVER and not adopted(model_name, name)]:
+                rows = [measure(run_in_process(model_name, lever, seed, folders), model_name, lever)
+                        for seed in arguments.seeds or kind_seeds]
                 print(f"{model_name}, {lever}: written to {config.shown_path(write_rows(rows))}", flush=True)
     except (DataError, FileNotFoundError, subprocess.CalledProcessError) as error:
         return commands.failed(error)
