@@ -55,12 +55,12 @@ def test_a_lever_holds_when_its_mean_is_within_the_study_seeds_spread(tmp_path):
     assert levers.stored_section(tmp_path) == ""
 
 
-def test_every_lever_changes_one_thing_or_one_thing_more_than_another_and_the_study_rows_are_the_studys_runs():
+def test_a_compute_lever_changes_one_thing_a_recipe_lever_sets_its_whole_schedule_and_the_study_rows_are_the_studys():
     assert levers.LEVERS[levers.STUDY_LEVER] == ({}, {})
-    changed = {name: {**changes, **environment} for name, (changes, environment) in levers.LEVERS.items()
-               if name != levers.STUDY_LEVER}
-    assert all(len(changes) == 1 or any(len(changes) == len(other) + 1 and other.items() <= changes.items()
-                                         for other in changed.values()) for changes in changed.values())
+    assert all(len(changes) + len(environment) == 1 for changes, environment in levers.COMPUTE_LEVERS.values())
+    assert {frozenset(changes) for changes, _ in levers.RECIPE_LEVERS.values()} == {
+        frozenset({"epochs", "ema_momentum", "learning_rate"})}
+    assert levers.adopted("sequencer", "40 epochs") and not levers.adopted("sequencer", "30 epochs")
     assert levers.lever_directory("rnn", levers.STUDY_LEVER, 42) == config.runs_dir() / "full" / "rnn-seed42"
     assert np.all([levers.lever_directory("rnn", name, 42).parent.parent == config.runs_dir() / "levers"
                    for name in levers.LEVERS if name != levers.STUDY_LEVER])
@@ -110,7 +110,7 @@ def test_each_kind_trains_its_levers_on_its_models_and_seeds_beside_the_study_ru
     monkeypatch.setattr(levers, "write_rows", lambda rows: tmp_path / levers.LEVERS_FILE)
     monkeypatch.setattr(levers, "read_measured_rows", lambda path: [])
     assert levers._main(["--kind", "recipe"]) == 0
-    assert trained == [("sequencer", lever, 42) for lever in levers.RECIPE_LEVERS]
+    assert trained == [("sequencer", lever, 42) for lever in levers.RECIPE_LEVERS if lever != "40 epochs"]
     assert measured.count(("sequencer", levers.STUDY_LEVER)) == len(config.FULL_PROFILE.seeds)
     trained.clear()
     assert levers._main(["--kind", "compute", "--models", "rnn", "--levers", "batch 128", "--seeds", "43"]) == 0

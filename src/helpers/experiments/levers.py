@@ -40,14 +40,21 @@ COMPUTE_LEVERS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
     "batch 128": ({"batch_size": 128}, {}),
     "one inter-op thread": ({}, {"TF_NUM_INTEROP_THREADS": "1"}),
 }
-# Shorter schedules, a moving average of the weights and a higher peak (docs/decisions.md, "Recipe levers").
+# Shorter schedules, a moving average of the weights and a higher peak (docs/decisions.md, "Recipe levers"). Each sets
+# all three, so that its meaning does not move when the study's recipe of a model adopts one of them.
+def _schedule(epochs: int, average: bool = False, peak: float = 2e-3) -> tuple[dict[str, Any], dict[str, str]]:
+    """Return a recipe lever's settings: its epochs, its weight average's momentum (0: none) and its peak rate."""
+    return {"epochs": epochs, "ema_momentum": 0.99 if average else 0.0, "learning_rate": peak}, {}
+
+
 RECIPE_LEVERS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
-    "20 epochs": ({"epochs": 20}, {}),
-    "20 epochs, weight average": ({"epochs": 20, "ema_momentum": 0.99}, {}),
-    "20 epochs, weight average, peak 4e-3": ({"epochs": 20, "ema_momentum": 0.99, "learning_rate": 4e-3}, {}),
-    "30 epochs": ({"epochs": 30}, {}),
-    "30 epochs, weight average": ({"epochs": 30, "ema_momentum": 0.99}, {}),
-    "30 epochs, weight average, peak 4e-3": ({"epochs": 30, "ema_momentum": 0.99, "learning_rate": 4e-3}, {}),
+    "40 epochs": _schedule(40),
+    "20 epochs": _schedule(20),
+    "20 epochs, weight average": _schedule(20, average=True),
+    "20 epochs, weight average, peak 4e-3": _schedule(20, average=True, peak=4e-3),
+    "30 epochs": _schedule(30),
+    "30 epochs, weight average": _schedule(30, average=True),
+    "30 epochs, weight average, peak 4e-3": _schedule(30, average=True, peak=4e-3),
 }
 LEVERS = {STUDY_LEVER: ({}, {}), **COMPUTE_LEVERS, **RECIPE_LEVERS}
 AVERAGE_LEVER = "20 epochs, weight average"
@@ -76,10 +83,11 @@ def adopted(model_name: str, lever: str) -> bool:
 
 
 def chosen(model_name: str, lever: str) -> bool:
-    """Tell whether the study adopted a lever for a model as a departure from its recipe (recipes.MODEL_CHANGES)."""
+    """Tell whether the study adopted a lever for a model as a departure from the study's recipe (a change of
+    recipes.MODEL_CHANGES or a recipe of the model's own)."""
     from helpers.modeling.recipes import RECIPES
 
-    base = RECIPES[config.FULL_PROFILE.recipe_name(model_name)]
+    base = RECIPES[config.FULL_PROFILE.recipe]
     return adopted(model_name, lever) and any(getattr(base, name) != value for name, value in LEVERS[lever][0].items())
 
 
