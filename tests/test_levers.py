@@ -116,3 +116,11 @@ def test_each_kind_trains_its_levers_on_its_models_and_seeds_beside_the_study_ru
     assert levers._main(["--kind", "compute", "--models", "rnn", "--levers", "batch 128", "--seeds", "43"]) == 0
     assert trained == [("rnn", "batch 128", 43)]
     assert set(levers.COMPUTE_LEVERS).isdisjoint(levers.RECIPE_LEVERS)
+
+
+def test_a_study_run_missing_on_this_machine_keeps_its_stored_row_and_the_present_ones_are_measured(tmp_path,
+                                                                                                    monkeypatch):
+    monkeypatch.setattr(config, "runs_dir", lambda: tmp_path)
+    lever_run(levers.lever_directory("rnn", levers.STUDY_LEVER, 43), 43, [3.0, 2.0, 2.0], correct=9)
+    rows = levers.study_rows("rnn")
+    assert [row["seed"] for row in rows] == [43] and rows[0]["validation_accuracy"] == pytest.approx(0.9)

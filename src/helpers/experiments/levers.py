@@ -148,6 +148,19 @@ def measure(directory: Path, model_name: str, lever: str) -> dict[str, Any]:
                 for patience in PATIENCES for stop, best in [plateau_stop(list(monitored), patience)]}}
 
 
+def study_rows(model_name: str) -> list[dict[str, Any]]:
+    """Return the rows of a model's study runs that are on this machine; a seed whose run is not (runs/ is local)
+    keeps its stored row in reports/levers.json, and the note says so."""
+    rows = []
+    for seed in config.FULL_PROFILE.seeds:
+        directory = lever_directory(model_name, STUDY_LEVER, seed)
+        try:
+            rows.append(measure(directory, model_name, STUDY_LEVER))
+        except FileNotFoundError as error:
+            print(f"{model_name}, {STUDY_LEVER}, seed {seed}: the stored row stays ({error})", flush=True)
+    return rows
+
+
 def plateau_stop(monitored: list[float], patience: int) -> tuple[int, int]:
     """Return the epoch at which early stopping with this patience ends a run whose monitored accuracy went this way,
     and the best epoch until then (both counted from 1): exact from a finished run, whose earlier epochs stopping
@@ -291,8 +304,7 @@ def _main(argv: list[str] | None = None) -> int:
             train_lever(model_name, lever, int(seed), **folders)
             return 0
         for model_name in arguments.models or kind_models:  # the table grows lever by lever: nothing finished is lost
-            write_rows([measure(lever_directory(model_name, STUDY_LEVER, seed), model_name, STUDY_LEVER)
-                        for seed in config.FULL_PROFILE.seeds])
+            write_rows(study_rows(model_name))
             for lever in [name for name in arguments.levers or kind_levers
                           if name != STUDY_LEVER and not adopted(model_name, name)]:
                 rows = [measure(run_in_process(model_name, lever, seed, folders), model_name, lever)
