@@ -124,3 +124,13 @@ def test_a_study_run_missing_on_this_machine_keeps_its_stored_row_and_the_presen
     lever_run(levers.lever_directory("rnn", levers.STUDY_LEVER, 43), 43, [3.0, 2.0, 2.0], correct=9)
     rows = levers.study_rows("rnn")
     assert [row["seed"] for row in rows] == [43] and rows[0]["validation_accuracy"] == pytest.approx(0.9)
+
+
+def test_fewer_seeds_average_every_choice_of_that_many_runs_and_sum_their_training_time(tmp_path):
+    for seed, correct in ((42, 10), (43, 8), (44, 6)):
+        lever_run(tmp_path / f"rnn-seed{seed}", seed, [60.0, 60.0], correct=correct)
+    table = levers.ensemble_sizes(tmp_path, models=("rnn", "cnn"), seeds=(42, 43, 44))
+    assert list(table["model"]) == ["rnn"] * 3, "a model without its runs has no rows"
+    assert table.loc[0, "validation, dataset's images"] == "80.00% (60.00%–100.00%)"
+    assert table.loc[2, "validation, dataset's images"] == "80.00%"  # two of three right on images 7-8, one on 9-10
+    assert table.loc[2, "training (sum of the seeds' runs)"] == "6.0 min"

@@ -263,10 +263,54 @@ validation images at the best epoch until the stop (mean ± standard deviation o
 {table.to_markdown(index=False)}"""
 
 
+def ensemble_sizes(runs_root: Path, models: tuple[str, ...] = config.STUDY_MODELS,
+                   seeds: tuple[int, ...] = config.FULL_PROFILE.seeds) -> pd.DataFrame:
+    """Return per model and number of seeds the validation accuracy on the dataset's own images of their averaged
+    probabilities (mean, lowest and highest over every choice of that many seeds) and the training time they take."""
+    from itertools import combinations
+
+    from helpers.modeling.training import dataset_rows
+
+    table = []
+    for model_name in models:
+        folders = {seed: runs_root / f"{model_name}-seed{seed}" for seed in seeds}
+        if not all((folder / PREDICTION_FILES["validation"]).is_file() for folder in folders.values()):
+            continue
+        stored = {seed: dict(np.load(folder / PREDICTION_FILES["validation"])) for seed, folder in folders.items()}
+        minutes = np.mean([json.loads((folder / TIMINGS_FILE).read_text())["fit_seconds"] / 60
+                           for folder in folders.values()])
+        own = dataset_rows(stored[seeds[0]]["paths"])
+        labels = stored[seeds[0]]["labels"][own]
+        for count in range(1, len(seeds) + 1):
+            accuracies = [float((np.mean([stored[seed]["probabilities"][own] for seed in chosen_seeds], axis=0)
+                                 .argmax(axis=1) == labels).mean()) for chosen_seeds in combinations(seeds, count)]
+            table.append({"model": model_name, "seeds averaged": count,
+                          "validation, dataset's images": f"{np.mean(accuracies):.2%}" + (
+                              f" ({min(accuracies):.2%}–{max(accuracies):.2%})" if len(accuracies) > 1 else ""),
+                          "training (sum of the seeds' runs)": f"{count * minutes:.1f} min"})
+    return pd.DataFrame(table)
+
+
+def ensemble_section(runs_root: Path = config.PUBLISHED_RUNS_DIR) -> str:
+    """Return the part of the levers section on fewer seeds ('' without the published runs)."""
+    table = ensemble_sizes(runs_root)
+    if table.empty:
+        return ""
+    return f"""
+### Fewer seeds
+
+The published default is an ensemble: the average of its seeds' probabilities. Fewer seeds train in a fraction of the
+time; what they cost, read from the published runs (`{config.shown_path(runs_root)}`): the validation accuracy of
+the averaged probabilities of every choice of that many seeds (mean, and lowest–highest choice), and the mean run's
+training time times the number of seeds.
+
+{table.to_markdown(index=False)}"""
+
+
 def stored_section(folder: Path = config.REPORTS_DIR) -> str:
     """Return the stored levers section for reports/benchmarks.md ('' before the first measurement)."""
     rows = read_measured_rows(folder / LEVERS_FILE)
-    return levers_markdown({"rows": rows}) if rows else ""
+    return levers_markdown({"rows": rows}) + ensemble_section() if rows else ""
 
 
 def write_rows(rows: list[dict]) -> Path:
