@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock lint test test-fast bench bench-predict bench-folder reference-runs time-to-accuracy sizes repeatability mitigations levers loso demo smoke study publish predict data-check download-data audit train-rnn clean-cache
+.PHONY: help install lock lint test test-fast command-times bench bench-predict bench-folder reference-runs time-to-accuracy sizes repeatability mitigations levers loso demo smoke study publish predict data-check download-data audit train-rnn clean-cache
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ test-fast: $(INSTALLED) ## run the tests that need neither real data nor several
 
 bench: $(INSTALLED) ## time loading, training epochs and inference against the specified pipeline -> reports/benchmarks.json
 	$(BIN)/python -m helpers.experiments.benchmark run --other-augmentations fused --other-precisions float32 mixed_bfloat16
+
+command-times: $(INSTALLED) ## time make test-fast, make demo and make test from scratch -> reports/command_times.json, README's measured times
+	$(BIN)/python -m helpers.experiments.command_times
 
 bench-predict: $(INSTALLED) ## time brain-mri-predict on one image, cold processes and warm -> reports/benchmarks.md
 	$(BIN)/python -m helpers.experiments.benchmark prediction-command $(IMAGE)

@@ -297,6 +297,7 @@ def ensemble_section(runs_root: Path = config.PUBLISHED_RUNS_DIR) -> str:
     if table.empty:
         return ""
     return f"""
+
 ### Fewer seeds
 
 The published default is an ensemble: the average of its seeds' probabilities. Fewer seeds train in a fraction of the

@@ -1,0 +1,111 @@
+"""The quick start's commands timed as a new user runs them, and README's line of measured times.
+
+`python -m helpers.experiments.command_times` (`make command-times`) runs `make test-fast`, `make demo` and `make test`
+once each, as a user would after `make install`, each from scratch: with an empty folder for run folders and another for
+the decoded-array cache, both removed afterwards. It records per command the wall time, the CPU-seconds of every process
+the command started (a busy machine stretches wall time, not CPU time), the machine (CPU model, cores) and the commit
+into reports/command_times.json, a row per machine and command, then rewrites README's block of measured times from it
+and from reports/prediction_command.json (`make bench-predict`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from helpers import commands, config, interrupts
+from helpers.files import read_measured_rows, write_marked_block, write_measured_rows
+from helpers.provenance import cpu_model, cpu_seconds, git_commit
+
+COMMAND_TIMES_FILE = "command_times.json"
+PREDICTION_COMMAND_FILE = "prediction_command.json"
+QUICK_START_COMMANDS = ("make test-fast", "make demo", "make test")
+README_START = "<!-- command-times:start (make command-times; do not edit) -->"
+README_END = "<!-- command-times:end -->"
+
+
+def this_machine() -> str:
+    """Return the CPU model and core count of this machine."""
+    return f"{cpu_model()}, {os.cpu_count()} cores"
+
+
+def time_command(command: str, root: Path = config.PROJECT_ROOT) -> dict[str, Any]:
+    """Run one command in root from scratch (fresh run and cache folders) and return its row; fail naming the command
+    and the end of its output when it fails."""
+    with tempfile.TemporaryDirectory(prefix="command-times-") as scratch:
+        environment = {**os.environ, config.RUNS_DIR_VARIABLE: str(Path(scratch) / "runs"),
+                       config.CACHE_DIR_VARIABLE: str(Path(scratch) / "cache")}
+        print(f"{command}: running from scratch", flush=True)
+        start, start_cpu = time.perf_counter(), cpu_seconds(include_self=False)
+        finished = subprocess.run(command.split(), cwd=root, env=environment, capture_output=True, text=True,
+                                  check=False)
+        wall, cpu = time.perf_counter() - start, cpu_seconds(include_self=False) - start_cpu
+    if finished.returncode != 0:
+        raise RuntimeError(f"{command} failed (exit status {finished.returncode}): "
+                           f"{(finished.stdout + finished.stderr).strip()[-2000:]}")
+    print(f"{command}: {wall / 60:.1f} min ({cpu / 60:.1f} CPU-min)", flush=True)
+    return {"command": command, "machine": this_machine(), "wall_seconds": wall, "cpu_seconds": cpu,
+            "git_commit": git_commit(), "measured": datetime.now(UTC).isoformat(timespec="seconds")}
+
+
+def _minutes(row: dict[str, Any]) -> str:
+    """Return a row's wall and CPU time in words."""
+    return f"{row['wall_seconds'] / 60:.1f} min ({row['cpu_seconds'] / 60:.1f} CPU-min)"
+
+
+def readme_times(rows: list[dict[str, Any]], prediction: dict[str, Any] | None) -> str:
+    """Return README's line of measured times: the quick start's commands on the machine measured last, and one
+    prediction (its median over fresh processes)."""
+    parts = []
+    if rows:
+        machine = max(rows, key=lambda row: row["measured"])["machine"]
+        timed = {row["command"]: row for row in rows if row["machine"] == machine}
+        listed = [f"`{command}` {_minutes(timed[command])}" for command in QUICK_START_COMMANDS if command in timed]
+        parts.append(f"Measured on {machine} (`reports/{COMMAND_TIMES_FILE}`, `make command-times`), from scratch "
+                     f"once installed: {'; '.join(listed)}.")
+    for timing in (prediction or {}).values():
+        device = timing["provenance"]["device"]
+        parts.append(f"One image with `brain-mri-predict`: {timing['median_seconds']['numpy']:.1f} s "
+                     f"({timing['median_cpu_seconds']['numpy']:.1f} CPU-s) on {device['cpu_model']}, "
+                     f"{device['cpu_count']} cores (`reports/{PREDICTION_COMMAND_FILE}`, `make bench-predict`).")
+    return " ".join(parts) or "Not measured yet: `make command-times`."
+
+
+def write_readme(readme: Path = config.PROJECT_ROOT / "README.md", folder: Path = config.REPORTS_DIR) -> bool:
+    """Rewrite README's block of measured times from the stored files; return whether it changed."""
+    prediction_file = folder / PREDICTION_COMMAND_FILE
+    prediction = json.loads(prediction_file.read_text()) if prediction_file.is_file() else None
+    return write_marked_block(readme, README_START, README_END,
+                              readme_times(read_measured_rows(folder / COMMAND_TIMES_FILE) or [], prediction))
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """Command line: time the quick start's commands from scratch, write reports/command_times.json and README's
+    measured times."""
+    import argparse
+
+    interrupts.command_started()
+    parser = argparse.ArgumentParser(prog="python -m helpers.experiments.command_times", description=_main.__doc__)
+    parser.add_argument("--commands", nargs="+", default=list(QUICK_START_COMMANDS), choices=QUICK_START_COMMANDS)
+    parser.add_argument("--readme-only", action="store_true", help="rewrite README's block from the stored files")
+    arguments = parser.parse_args(argv)
+    path = config.REPORTS_DIR / COMMAND_TIMES_FILE
+    try:
+        for command in [] if arguments.readme_only else arguments.commands:  # each row is kept as soon as measured
+            write_measured_rows(path, [time_command(command)], ("machine", "command"), config.PROJECT_ROOT)
+    except RuntimeError as error:
+        return commands.failed(error)
+    except KeyboardInterrupt:
+        return commands.stopped("the commands measured so far are kept")
+    print(f"README.md: {'measured times rewritten' if write_readme() else 'measured times unchanged'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

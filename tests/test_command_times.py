@@ -1,0 +1,60 @@
+"""helpers.experiments.command_times: a command timed from scratch (fresh run and cache folders, removed afterwards),
+its failure named, and README's line of measured times written from the stored rows."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import config
+from helpers.experiments import command_times
+
+SCRIPT = """import os, sys, pathlib
+pathlib.Path(sys.argv[1]).write_text(os.environ["{runs}"] + "\\n" + os.environ["{cache}"])
+sum(index * index for index in range(2_000_000))
+raise SystemExit(int(sys.argv[2]))
+"""
+
+
+def test_a_command_runs_with_fresh_run_and_cache_folders_that_are_removed_and_its_cpu_time_is_counted(tmp_path):
+    script = tmp_path / "work.py"
+    script.write_text(SCRIPT.format(runs=config.RUNS_DIR_VARIABLE, cache=config.CACHE_DIR_VARIABLE))
+    row = command_times.time_command(f"{sys.executable} {script} {tmp_path / 'seen.txt'} 0", root=tmp_path)
+    runs, cache = (tmp_path / "seen.txt").read_text().splitlines()
+    assert runs != str(config.runs_dir()) and cache != str(config.cache_dir())
+    assert runs.endswith("runs") and cache.endswith("cache")
+    assert not Path(runs).parent.exists(), "the scratch folders are removed"
+    assert row["cpu_seconds"] > 0.0 and row["wall_seconds"] > 0.0 and row["machine"].endswith("cores")
+    with pytest.raises(RuntimeError, match="exit status 3"):
+        command_times.time_command(f"{sys.executable} {script} {tmp_path / 'seen.txt'} 3", root=tmp_path)
+
+
+def prediction(seconds):
+    """Return a stored prediction-command timing of this many seconds (median), on a 2-core AMD EPYC."""
+    device = {"cpu_model": "AMD EPYC", "cpu_count": 2}
+    return {"tensorflow-cpu-2cores": {"median_seconds": {"numpy": seconds},
+                                      "median_cpu_seconds": {"numpy": seconds + 1}, "provenance": {"device": device}}}
+
+
+def test_readme_shows_the_machine_measured_last_in_the_quick_starts_order_and_the_prediction_time(tmp_path):
+    def row(command, machine, measured, minutes):
+        return {"command": command, "machine": machine, "measured": measured, "wall_seconds": minutes * 60,
+                "cpu_seconds": minutes * 90}
+
+    rows = [row("make test", "Intel Xeon, 2 cores", "2026-12-01T00:00:00+00:00", 30.0),
+            row("make test", "AMD EPYC, 2 cores", "2026-12-07T00:00:00+00:00", 15.0),
+            row("make demo", "AMD EPYC, 2 cores", "2026-12-07T01:00:00+00:00", 4.0)]
+    line = command_times.readme_times(rows, prediction(3.82))
+    assert line.startswith("Measured on AMD EPYC, 2 cores") and "Intel" not in line
+    assert line.index("`make demo` 4.0 min (6.0 CPU-min)") < line.index("`make test` 15.0 min (22.5 CPU-min)")
+    assert "One image with `brain-mri-predict`: 3.8 s (4.8 CPU-s) on AMD EPYC, 2 cores" in line
+    (tmp_path / command_times.COMMAND_TIMES_FILE).write_text(json.dumps({"rows": rows}))
+    (tmp_path / command_times.PREDICTION_COMMAND_FILE).write_text(json.dumps(prediction(3.82)))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n{command_times.README_START}\nold\n{command_times.README_END}\nrest\n")
+    assert command_times.write_readme(readme, tmp_path) and line in readme.read_text()
+    assert not command_times.write_readme(readme, tmp_path), "writing the same again changes nothing"
+    assert command_times.readme_times([], None) == "Not measured yet: `make command-times`."
