@@ -48,7 +48,7 @@ def test_readme_shows_the_machine_measured_last_in_the_quick_starts_order_and_th
             row("make test", "AMD EPYC, 2 cores", "2026-12-07T00:00:00+00:00", 15.0),
             row("make demo", "AMD EPYC, 2 cores", "2026-12-07T01:00:00+00:00", 4.0)]
     line = command_times.readme_times(rows, prediction(3.82))
-    assert line.startswith("Measured on AMD EPYC, 2 cores") and "Intel" not in line
+    assert "on AMD EPYC, 2 cores (`reports/command_times.json`)" in line and "Intel" not in line
     assert line.index("`make demo` 4.0 min (6.0 CPU-min)") < line.index("`make test` 15.0 min (22.5 CPU-min)")
     assert "One image with `brain-mri-predict`: 3.8 s (4.8 CPU-s) on AMD EPYC, 2 cores" in line
     (tmp_path / command_times.COMMAND_TIMES_FILE).write_text(json.dumps({"rows": rows}))

@@ -67,13 +67,13 @@ def readme_times(rows: list[dict[str, Any]], prediction: dict[str, Any] | None) 
         machine = max(rows, key=lambda row: row["measured"])["machine"]
         timed = {row["command"]: row for row in rows if row["machine"] == machine}
         listed = [f"`{command}` {_minutes(timed[command])}" for command in QUICK_START_COMMANDS if command in timed]
-        parts.append(f"Measured on {machine} (`reports/{COMMAND_TIMES_FILE}`, `make command-times`), from scratch "
-                     f"once installed: {'; '.join(listed)}.")
+        parts.append(f"Measured from scratch once installed, on {machine} (`reports/{COMMAND_TIMES_FILE}`): "
+                     f"{'; '.join(listed)}.")
     for timing in (prediction or {}).values():
         device = timing["provenance"]["device"]
         parts.append(f"One image with `brain-mri-predict`: {timing['median_seconds']['numpy']:.1f} s "
                      f"({timing['median_cpu_seconds']['numpy']:.1f} CPU-s) on {device['cpu_model']}, "
-                     f"{device['cpu_count']} cores (`reports/{PREDICTION_COMMAND_FILE}`, `make bench-predict`).")
+                     f"{device['cpu_count']} cores (`make bench-predict`).")
     return " ".join(parts) or "Not measured yet: `make command-times`."
 
 
