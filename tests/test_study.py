@@ -68,6 +68,7 @@ def test_empty_parameters_take_the_profile_defaults(tmp_path, monkeypatch):
         Study.from_parameters(epochs=-1)
 
 
+@pytest.mark.slow
 def test_a_model_with_its_own_recipe_trains_on_the_datasets_images_and_validates_on_the_studys(monkeypatch):
     own = dataclasses.replace(config.PROFILES["demo"], images_per_class=20, model_recipes=(("rnn", "dataset-only"),))
     monkeypatch.setitem(config.PROFILES, "demo", own)

@@ -158,7 +158,8 @@ def train_all(bundle: Path, jobs: list[Job], parallel: int, deadline_seconds: fl
         if late:
             outcomes.update({job.name: "not started (deadline)" for job in waiting})
             waiting.clear()
-        time.sleep(2)
+        if waiting or running:
+            time.sleep(2)
     return outcomes
 
 
