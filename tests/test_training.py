@@ -243,8 +243,9 @@ def test_a_moving_average_of_the_weights_is_validated_and_saved_while_the_raw_we
     averaged = dataclasses.replace(plain, ema_momentum=0.9)
     without = training.train_model("rnn", small, validation, None, tmp_path / "plain", plain)
     straight = training.train_model("rnn", small, validation, None, tmp_path / "straight", averaged)
-    # The raw weights train as without the average; validation judges the average.
-    np.testing.assert_array_equal(straight.history["loss"], without.history["loss"])
+    # The raw weights train as without the average (to rounding: the averaging ops change the compiled step, and on
+    # some CPUs one loss by an ulp); validation judges the average.
+    np.testing.assert_allclose(straight.history["loss"], without.history["loss"], rtol=1e-6)
     assert not np.allclose(straight.history["val_loss"], without.history["val_loss"])
     best = straight.history["val_accuracy"].max()
     saved = straight.predictions["validation"]
