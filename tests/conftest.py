@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated cache, a generated phantom dataset, and the real dataset when configured."""
+"""Shared fixtures: an isolated cache, no user external sets outside the real-data tests, a generated phantom
+dataset, and the real dataset when configured."""
 
 from __future__ import annotations
 
@@ -24,6 +25,13 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
         os.environ.pop(config.CACHE_DIR_VARIABLE, None)
     else:
         os.environ[config.CACHE_DIR_VARIABLE] = previous
+
+
+@pytest.fixture(autouse=True)
+def no_user_external_sets(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the user's external sets ($BRAIN_MRI_EXTERNAL_DIR) out of every test that does not need the real data."""
+    if request.node.get_closest_marker("realdata") is None:
+        monkeypatch.delenv(config.EXTERNAL_DIR_VARIABLE, raising=False)
 
 
 @pytest.fixture(scope="session")
