@@ -58,3 +58,12 @@ def test_readme_shows_the_machine_measured_last_in_the_quick_starts_order_and_th
     assert command_times.write_readme(readme, tmp_path) and line in readme.read_text()
     assert not command_times.write_readme(readme, tmp_path), "writing the same again changes nothing"
     assert command_times.readme_times([], None) == "Not measured yet: `make command-times`."
+
+
+def test_readmes_measured_times_are_the_stored_files():
+    stored = config.REPORTS_DIR / command_times.PREDICTION_COMMAND_FILE
+    prediction = json.loads(stored.read_text()) if stored.is_file() else None
+    rows = command_times.read_measured_rows(config.REPORTS_DIR / command_times.COMMAND_TIMES_FILE) or []
+    block = command_times.readme_times(rows, prediction)
+    readme = (config.PROJECT_ROOT / "README.md").read_text()
+    assert f"{command_times.README_START}\n{block}\n{command_times.README_END}" in readme, "run make command-times"
