@@ -97,6 +97,11 @@ def cpu_model(cpuinfo_path: str = "/proc/cpuinfo") -> str:
     return platform.processor() or "unknown"
 
 
+def machine_name(device: dict[str, Any]) -> str:
+    """Return a recorded device's CPU model and core count, the way every time the project prints names its machine."""
+    return f"{device.get('cpu_model') or device.get('processor') or 'unknown CPU'}, {device['cpu_count']} cores"
+
+
 def device_summary() -> dict[str, Any]:
     """Return the Keras backend, its accelerator devices (empty on a CPU-only machine), the CPU count and model.
 

@@ -26,6 +26,7 @@ from helpers.metrics_record import Comparison
 from helpers.modeling.callbacks import DATASET_VALIDATION_METRIC
 from helpers.modeling.run_folders import HISTORY_FILE, PREDICTION_FILES, RUN_FILE, TIMINGS_FILE, check_run_folder
 from helpers.modeling.training import dataset_rows
+from helpers.provenance import machine_name
 from helpers.reporting.published_default import default_model
 from helpers.targets import FULL_PROFILE_TARGET_MINUTES, TIME_TO_ACCURACY_SPEEDUP_TARGET
 
@@ -64,8 +65,7 @@ def seconds_to_reach(curve: pd.DataFrame, target: float) -> tuple[float, int] | 
 
 def run_machine(run_directory: Path) -> str:
     """Return the CPU model and core count a run folder was trained on."""
-    device = json.loads((run_directory / RUN_FILE).read_text())["device"]
-    return f"{device.get('cpu_model') or device.get('processor') or 'unknown CPU'}, {device['cpu_count']} cores"
+    return machine_name(json.loads((run_directory / RUN_FILE).read_text())["device"])
 
 
 def meets_speedup_target(speedup: float | None) -> bool:

@@ -10,7 +10,6 @@ and from reports/prediction_command.json (`make bench-predict`).
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import tempfile
@@ -20,19 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from helpers import commands, config, interrupts
+from helpers.experiments.speed_report import stored_command_timings
 from helpers.files import read_measured_rows, write_marked_block, write_measured_rows
-from helpers.provenance import cpu_model, cpu_seconds, git_commit
+from helpers.provenance import cpu_model, cpu_seconds, git_commit, machine_name
 
 COMMAND_TIMES_FILE = "command_times.json"
-PREDICTION_COMMAND_FILE = "prediction_command.json"
 QUICK_START_COMMANDS = ("make test-fast", "make demo", "make test")
 README_START = "<!-- command-times:start (make command-times; do not edit) -->"
 README_END = "<!-- command-times:end -->"
-
-
-def this_machine() -> str:
-    """Return the CPU model and core count of this machine."""
-    return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
 def time_command(command: str, root: Path = config.PROJECT_ROOT) -> dict[str, Any]:
@@ -50,7 +44,8 @@ def time_command(command: str, root: Path = config.PROJECT_ROOT) -> dict[str, An
         raise RuntimeError(f"{command} failed (exit status {finished.returncode}): "
                            f"{(finished.stdout + finished.stderr).strip()[-2000:]}")
     print(f"{command}: {wall / 60:.1f} min ({cpu / 60:.1f} CPU-min)", flush=True)
-    return {"command": command, "machine": this_machine(), "wall_seconds": wall, "cpu_seconds": cpu,
+    machine = machine_name({"cpu_model": cpu_model(), "cpu_count": os.cpu_count()})
+    return {"command": command, "machine": machine, "wall_seconds": wall, "cpu_seconds": cpu,
             "git_commit": git_commit(), "measured": datetime.now(UTC).isoformat(timespec="seconds")}
 
 
@@ -70,19 +65,16 @@ def readme_times(rows: list[dict[str, Any]], prediction: dict[str, Any] | None) 
         parts.append(f"Measured from scratch once installed, on {machine} (`reports/{COMMAND_TIMES_FILE}`): "
                      f"{'; '.join(listed)}.")
     for timing in (prediction or {}).values():
-        device = timing["provenance"]["device"]
         parts.append(f"One image with `brain-mri-predict`: {timing['median_seconds']['numpy']:.1f} s "
-                     f"({timing['median_cpu_seconds']['numpy']:.1f} CPU-s) on {device['cpu_model']}, "
-                     f"{device['cpu_count']} cores (`make bench-predict`).")
+                     f"({timing['median_cpu_seconds']['numpy']:.1f} CPU-s) on "
+                     f"{machine_name(timing['provenance']['device'])} (`make bench-predict`).")
     return " ".join(parts) or "Not measured yet: `make command-times`."
 
 
 def write_readme(readme: Path = config.PROJECT_ROOT / "README.md", folder: Path = config.REPORTS_DIR) -> bool:
     """Rewrite README's block of measured times from the stored files; return whether it changed."""
-    prediction_file = folder / PREDICTION_COMMAND_FILE
-    prediction = json.loads(prediction_file.read_text()) if prediction_file.is_file() else None
-    return write_marked_block(readme, README_START, README_END,
-                              readme_times(read_measured_rows(folder / COMMAND_TIMES_FILE) or [], prediction))
+    return write_marked_block(readme, README_START, README_END, readme_times(
+        read_measured_rows(folder / COMMAND_TIMES_FILE) or [], stored_command_timings(folder)))
 
 
 def _main(argv: list[str] | None = None) -> int:

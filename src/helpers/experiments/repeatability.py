@@ -82,7 +82,7 @@ def run_in_fresh_process(model_name: str, setting: str, epochs: int, seed: int, 
 def measure(models: tuple[str, ...] = ("rnn", "hybrid"), epochs: int = EPOCHS, repeats: int = REPEATS,
             seed: int = config.DEFAULT_SEED, data_dir: str | None = None) -> dict:
     """Train every model under every setting `repeats` times, taking turns, and return the runs per model."""
-    from helpers.provenance import provenance
+    from helpers.provenance import machine_name, provenance
     runs: dict[str, dict[str, list[dict]]] = {name: {setting: [] for setting in SETTINGS} for name in models}
     for repeat in range(repeats):
         for model_name in models:
@@ -92,7 +92,7 @@ def measure(models: tuple[str, ...] = ("rnn", "hybrid"), epochs: int = EPOCHS, r
                 print(f"{model_name} | {setting} | run {repeat + 1}: {result['fingerprint'][:12]} "
                       f"{result['seconds_per_epoch']:.2f} s/epoch", flush=True)
     details = provenance()
-    return {"cpu": f"{details['device']['cpu_model']}, {details['device']['cpu_count']} cores",
+    return {"cpu": machine_name(details["device"]),
             "provenance": details, "epochs": epochs, "seed": seed, "images_per_class": IMAGES_PER_CLASS,
             "runs": runs}
 

@@ -13,6 +13,7 @@ from helpers import config
 from helpers.experiments import budget, levers, repeatability
 from helpers.files import write_atomically, write_markdown_page
 from helpers.modeling.recipes import SPECIFIED_RECIPE
+from helpers.provenance import machine_name
 from helpers.targets import EPOCH_SPEEDUP_TARGET, RNN_INFERENCE_TARGET
 
 PREDICTION_COMMAND_FILE = "prediction_command.json"  # brain-mri-predict's wall times, one entry per machine
@@ -27,7 +28,7 @@ def prediction_command_markdown(timing: dict) -> str:
     cpu = timing.get("median_cpu_seconds")  # timings written before CPU time was measured have none
     device = timing["provenance"].get("device", {})
     return (f"`brain-mri-predict` on one image (`{timing['model']}` model), machine `{timing['machine']}`"
-            + (f" ({device['cpu_model']}, {device['cpu_count']} cores)" if "cpu_model" in device else "")
+            + (f" ({machine_name(device)})" if "cpu_model" in device else "")
             + f", commit `{timing['provenance']['git_commit'][:10]}`: **{median['numpy']:.2f} s** per call"
             + (f" ({cpu['numpy']:.2f} CPU-s)" if cpu else "") + " on its default "
             f"(NumPy) backend against {median['tensorflow']:.2f} s"
