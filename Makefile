@@ -33,11 +33,15 @@ lint: $(INSTALLED) ## check the code style with ruff and the types with mypy
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy
 
+# The tests run on one worker process per core, at most four (pytest-xdist); TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= auto
+PYTEST = $(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist worksteal
+
 test: $(INSTALLED) ## run every test (the real-data tests need BRAIN_MRI_DATA_DIR)
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 test-fast: $(INSTALLED) ## run the tests that need neither real data nor several epochs of training
-	$(BIN)/python -m pytest -m "not realdata and not slow"
+	$(PYTEST) -m "not realdata and not slow"
 
 bench: $(INSTALLED) ## time loading, training epochs and inference against the specified pipeline -> reports/benchmarks.json
 	$(BIN)/python -m helpers.experiments.benchmark run --other-augmentations fused --other-precisions float32 mixed_bfloat16

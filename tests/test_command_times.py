@@ -33,6 +33,14 @@ def test_a_command_runs_with_fresh_run_and_cache_folders_that_are_removed_and_it
         command_times.time_command(f"{sys.executable} {script} {tmp_path / 'seen.txt'} 3", root=tmp_path)
 
 
+def test_the_notebooks_own_time_is_read_from_the_pipeline_runs_metrics(tmp_path):
+    assert command_times.notebook_times(tmp_path / "runs") == {}, "a command that ran no notebooks"
+    reports = tmp_path / "runs" / "demo" / "reports"
+    reports.mkdir(parents=True)
+    (reports / "metrics.json").write_text(json.dumps({"timings": {"total_seconds": 250.5, "cpu_seconds": 290.0}}))
+    assert command_times.notebook_times(tmp_path / "runs") == {"notebook_seconds": 250.5, "notebook_cpu_seconds": 290.0}
+
+
 def prediction(seconds):
     """Return a stored prediction-command timing of this many seconds (median), on a 2-core AMD EPYC."""
     device = {"cpu_model": "AMD EPYC", "cpu_count": 2}
@@ -47,10 +55,11 @@ def test_readme_shows_the_machine_measured_last_in_the_quick_starts_order_and_th
 
     rows = [row("make test", "Intel Xeon, 2 cores", "2026-12-01T00:00:00+00:00", 30.0),
             row("make test", "AMD EPYC, 2 cores", "2026-12-07T00:00:00+00:00", 15.0),
-            row("make demo", "AMD EPYC, 2 cores", "2026-12-07T01:00:00+00:00", 4.0)]
+            {**row("make demo", "AMD EPYC, 2 cores", "2026-12-07T01:00:00+00:00", 4.0), "notebook_seconds": 201}]
     line = command_times.readme_times(rows, prediction(3.82))
     assert "on AMD EPYC, 2 cores (`reports/command_times.json`)" in line and "Intel" not in line
-    assert line.index("`make demo` 4.0 min (6.0 CPU-min)") < line.index("`make test` 15.0 min (22.5 CPU-min)")
+    demo, test = "`make demo` 4.0 min (6.0 CPU-min, notebooks 3.4 min)", "`make test` 15.0 min (22.5 CPU-min)"
+    assert line.index(demo) < line.index(test)
     assert "One image with `brain-mri-predict`: 3.8 s (4.8 CPU-s) on AMD EPYC, 2 cores" in line
     (tmp_path / command_times.COMMAND_TIMES_FILE).write_text(json.dumps({"rows": rows}))
     (tmp_path / speed_report.PREDICTION_COMMAND_FILE).write_text(json.dumps(prediction(3.82)))

@@ -158,6 +158,23 @@ def test_occlusion_finds_the_region_a_model_reads():
     assert maps.shape == (3, 32, 32) and explain.pointing_score(maps, mask)["pointing_score"] == 1.0
 
 
+def test_occlusion_sends_its_copies_in_few_calls_with_the_same_maps():
+    images = np.random.default_rng(2).integers(0, 255, (3, 32, 32), dtype=np.uint8)
+    calls = []
+
+    def predict(batch):  # a tumour score that depends on every pixel, differently per position
+        calls.append(len(batch))
+        score = (batch[..., 0].astype(np.float64) * np.linspace(0, 1, 32 * 32).reshape(32, 32)).mean(axis=(1, 2))
+        return np.stack([score, score, 255 - score, score], axis=1) / (255 + 2 * score[:, None])
+
+    one_at_a_time = explain.occlusion_maps(predict, images, images_per_call=3)
+    assert calls == [3] + [3] * 49, "the original images, then one corner (3 copies) per call"
+    calls.clear()
+    batched = explain.occlusion_maps(predict, images, images_per_call=60)
+    assert calls == [3] + [60] * 2 + [27], "49 corners, 20 per call"
+    assert np.array_equal(batched, one_at_a_time)
+
+
 def test_grad_cam_maps_a_convolutional_model_and_refuses_the_row_reader():
     cnn = models.build_model("cnn", 32, seed=0)
     maps = explain.grad_cam(cnn, np.random.default_rng(0).integers(0, 255, (2, 32, 32), dtype=np.uint8))

@@ -19,6 +19,7 @@ PLANES = ("axial", "coronal", "sagittal")
 # axial (the external sets) is reported beside every use (notebook 06); treat the planes as estimates.
 SAGITTAL_BELOW = 0.45
 CORONAL_BELOW = 0.45
+OCCLUDED_IMAGES_PER_CALL = 4096  # occluded copies per predict call: few calls, bounded memory
 
 
 def tumour_score(probabilities: np.ndarray) -> np.ndarray:
@@ -27,26 +28,30 @@ def tumour_score(probabilities: np.ndarray) -> np.ndarray:
 
 
 def occlusion_maps(predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray, patch: int = 8,
-                   stride: int = 4) -> np.ndarray:
+                   stride: int = 4, images_per_call: int = OCCLUDED_IMAGES_PER_CALL) -> np.ndarray:
     """Return, per image, how much blanking each patch lowers the tumour score, spread over the patch's pixels.
 
     predict maps uint8 images (N, size, size, 1) to class probabilities; the result has shape (N, size, size).
-    Works for any model, the row-reading RNN included.
+    Works for any model, the row-reading RNN included. The occluded copies go to predict in as few calls as
+    images_per_call allows.
     """
     images = np.asarray(images)
     if images.ndim == 3:
         images = images[..., np.newaxis]
     count, size = images.shape[0], images.shape[1]
-    starts = list(range(0, size - patch + 1, stride))
+    starts = range(0, size - patch + 1, stride)
+    corners = [(top, left) for top in starts for left in starts]
     baseline = tumour_score(predict(images))
     total = np.zeros((count, size, size), np.float32)
     cover = np.zeros((size, size), np.float32)
-    for top in starts:
-        occluded = np.repeat(images[np.newaxis], len(starts), axis=0)
-        for index, left in enumerate(starts):
+    step = max(1, images_per_call // max(count, 1))
+    for first in range(0, len(corners), step):
+        chunk = corners[first:first + step]
+        occluded = np.repeat(images[np.newaxis], len(chunk), axis=0)
+        for index, (top, left) in enumerate(chunk):
             occluded[index, :, top:top + patch, left:left + patch] = 0
-        scores = tumour_score(predict(occluded.reshape(-1, *images.shape[1:]))).reshape(len(starts), count)
-        for index, left in enumerate(starts):
+        scores = tumour_score(predict(occluded.reshape(-1, *images.shape[1:]))).reshape(len(chunk), count)
+        for index, (top, left) in enumerate(chunk):
             total[:, top:top + patch, left:left + patch] += (baseline - scores[index])[:, None, None]
             cover[top:top + patch, left:left + patch] += 1
     return total / np.maximum(cover, 1)

@@ -3,13 +3,15 @@
 `python -m helpers.experiments.command_times` (`make command-times`) runs `make test-fast`, `make demo` and `make test`
 once each, as a user would after `make install`, each from scratch: with an empty folder for run folders and another for
 the decoded-array cache, both removed afterwards. It records per command the wall time, the CPU-seconds of every process
-the command started (a busy machine stretches wall time, not CPU time), the machine (CPU model, cores) and the commit
-into reports/command_times.json, a row per machine and command, then rewrites README's block of measured times from it
-and from reports/prediction_command.json (`make bench-predict`).
+the command started (a busy machine stretches wall time, not CPU time), the notebooks' own time where it ran them (from
+the run's metrics), the machine (CPU model, cores) and the commit into reports/command_times.json, a row per machine
+and command, then rewrites README's block of measured times from it and from reports/prediction_command.json (`make
+bench-predict`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import tempfile
@@ -22,6 +24,7 @@ from helpers import commands, config, interrupts
 from helpers.experiments.speed_report import stored_command_timings
 from helpers.files import read_measured_rows, write_marked_block, write_measured_rows
 from helpers.provenance import cpu_model, cpu_seconds, git_commit, machine_name
+from helpers.reporting import index_page
 
 COMMAND_TIMES_FILE = "command_times.json"
 QUICK_START_COMMANDS = ("make test-fast", "make demo", "make test")
@@ -40,18 +43,30 @@ def time_command(command: str, root: Path = config.PROJECT_ROOT) -> dict[str, An
         finished = subprocess.run(command.split(), cwd=root, env=environment, capture_output=True, text=True,
                                   check=False)
         wall, cpu = time.perf_counter() - start, cpu_seconds(include_self=False) - start_cpu
+        notebooks = notebook_times(Path(scratch) / "runs")
     if finished.returncode != 0:
         raise RuntimeError(f"{command} failed (exit status {finished.returncode}): "
                            f"{(finished.stdout + finished.stderr).strip()[-2000:]}")
     print(f"{command}: {wall / 60:.1f} min ({cpu / 60:.1f} CPU-min)", flush=True)
     machine = machine_name({"cpu_model": cpu_model(), "cpu_count": os.cpu_count()})
-    return {"command": command, "machine": machine, "wall_seconds": wall, "cpu_seconds": cpu,
+    return {"command": command, "machine": machine, "wall_seconds": wall, "cpu_seconds": cpu, **notebooks,
             "git_commit": git_commit(), "measured": datetime.now(UTC).isoformat(timespec="seconds")}
 
 
+def notebook_times(runs: Path) -> dict[str, float]:
+    """Return the notebooks' wall and CPU seconds a pipeline run under runs wrote in its metrics, or nothing when none
+    ran (the notebook time apart from setting up, e.g. generating the demo's phantoms)."""
+    written = sorted(runs.glob(f"*/reports/{index_page.METRICS_FILE}"))
+    if len(written) != 1:
+        return {}
+    timings = json.loads(written[0].read_text())["timings"]
+    return {"notebook_seconds": timings["total_seconds"], "notebook_cpu_seconds": timings["cpu_seconds"]}
+
+
 def _minutes(row: dict[str, Any]) -> str:
-    """Return a row's wall and CPU time in words."""
-    return f"{row['wall_seconds'] / 60:.1f} min ({row['cpu_seconds'] / 60:.1f} CPU-min)"
+    """Return a row's wall and CPU time in words, with the notebooks' share when it ran notebooks."""
+    notebooks = f", notebooks {row['notebook_seconds'] / 60:.1f} min" if "notebook_seconds" in row else ""
+    return f"{row['wall_seconds'] / 60:.1f} min ({row['cpu_seconds'] / 60:.1f} CPU-min{notebooks})"
 
 
 def readme_times(rows: list[dict[str, Any]], prediction: dict[str, Any] | None) -> str:
