@@ -74,3 +74,22 @@ def test_readmes_measured_times_are_the_stored_files(tmp_path):
     readme = tmp_path / "README.md"
     shutil.copy(config.PROJECT_ROOT / "README.md", readme)
     assert not command_times.write_readme(readme, config.REPORTS_DIR), "run make command-times"
+
+
+def test_readme_follows_each_measured_row_and_every_row_names_the_commit_measured(tmp_path, monkeypatch):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n{command_times.README_START}\nold\n{command_times.README_END}\n")
+    command_times.write_readme(readme, tmp_path)
+    seen = []
+
+    def fake_time_command(name, commit=""):
+        seen.append((name, commit, command_times.write_readme(readme, tmp_path)))  # False: README agrees already
+        return {"command": name, "machine": "AMD EPYC, 2 cores", "wall_seconds": 60.0, "cpu_seconds": 90.0,
+                "git_commit": commit, "measured": f"2026-12-07T0{len(seen)}:00:00+00:00"}
+
+    monkeypatch.setattr(command_times, "time_command", fake_time_command)
+    monkeypatch.setattr(command_times, "git_commit", lambda: "c" * 40)
+    assert command_times.time_commands(["make test-fast", "make test"], tmp_path, readme)
+    assert seen == [("make test-fast", "c" * 40, False), ("make test", "c" * 40, False)]
+    assert "`make test-fast` 1.0 min (1.5 CPU-min); `make test` 1.0 min" in readme.read_text()
+    assert not command_times.time_commands([], tmp_path, readme), "nothing measured, README unchanged"

@@ -32,9 +32,9 @@ README_START = "<!-- command-times:start (make command-times; do not edit) -->"
 README_END = "<!-- command-times:end -->"
 
 
-def time_command(command: str, root: Path = config.PROJECT_ROOT) -> dict[str, Any]:
-    """Run one command in root from scratch (fresh run and cache folders) and return its row; fail naming the command
-    and the end of its output when it fails."""
+def time_command(command: str, root: Path = config.PROJECT_ROOT, commit: str = "") -> dict[str, Any]:
+    """Run one command in root from scratch (fresh run and cache folders) and return its row, with the commit given
+    (else the current one); fail naming the command and the end of its output when it fails."""
     with tempfile.TemporaryDirectory(prefix="command-times-") as scratch:
         environment = {**os.environ, config.RUNS_DIR_VARIABLE: str(Path(scratch) / "runs"),
                        config.CACHE_DIR_VARIABLE: str(Path(scratch) / "cache")}
@@ -50,7 +50,7 @@ def time_command(command: str, root: Path = config.PROJECT_ROOT) -> dict[str, An
     print(f"{command}: {wall / 60:.1f} min ({cpu / 60:.1f} CPU-min)", flush=True)
     machine = machine_name({"cpu_model": cpu_model(), "cpu_count": os.cpu_count()})
     return {"command": command, "machine": machine, "wall_seconds": wall, "cpu_seconds": cpu, **notebooks,
-            "git_commit": git_commit(), "measured": datetime.now(UTC).isoformat(timespec="seconds")}
+            "git_commit": commit or git_commit(), "measured": datetime.now(UTC).isoformat(timespec="seconds")}
 
 
 def notebook_times(runs: Path) -> dict[str, float]:
@@ -92,6 +92,19 @@ def write_readme(readme: Path = config.PROJECT_ROOT / "README.md", folder: Path 
         read_measured_rows(folder / COMMAND_TIMES_FILE) or [], stored_command_timings(folder)))
 
 
+def time_commands(names: list[str], folder: Path = config.REPORTS_DIR,
+                  readme: Path = config.PROJECT_ROOT / "README.md") -> bool:
+    """Time each command, keeping its row as soon as measured and README's block in step with the stored rows (so that
+    `make test`, timed here, finds them agreeing); every row names the commit measured, taken before README changes.
+    Return whether README changed."""
+    rewritten, commit = False, git_commit()
+    for name in names:
+        write_measured_rows(folder / COMMAND_TIMES_FILE, [time_command(name, commit=commit)], ("machine", "command"),
+                            config.PROJECT_ROOT)
+        rewritten |= write_readme(readme, folder)
+    return write_readme(readme, folder) or rewritten
+
+
 def _main(argv: list[str] | None = None) -> int:
     """Command line: time the quick start's commands from scratch, write reports/command_times.json and README's
     measured times."""
@@ -102,15 +115,13 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commands", nargs="+", default=list(QUICK_START_COMMANDS), choices=QUICK_START_COMMANDS)
     parser.add_argument("--readme-only", action="store_true", help="rewrite README's block from the stored files")
     arguments = parser.parse_args(argv)
-    path = config.REPORTS_DIR / COMMAND_TIMES_FILE
     try:
-        for command in [] if arguments.readme_only else arguments.commands:  # each row is kept as soon as measured
-            write_measured_rows(path, [time_command(command)], ("machine", "command"), config.PROJECT_ROOT)
+        rewritten = time_commands([] if arguments.readme_only else arguments.commands)
     except RuntimeError as error:
         return commands.failed(error)
     except KeyboardInterrupt:
         return commands.stopped("the commands measured so far are kept")
-    print(f"README.md: {'measured times rewritten' if write_readme() else 'measured times unchanged'}")
+    print(f"README.md: {'measured times rewritten' if rewritten else 'measured times unchanged'}")
     return 0
 
 
