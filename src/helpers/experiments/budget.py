@@ -239,12 +239,17 @@ Machines: {'; '.join(machines)}.
 {time_to_accuracy_table(results).to_markdown(index=False)}{default_kind_sentence(results)}{full_sentence}"""
 
 
+def own_images_accuracy(probabilities: np.ndarray, labels: np.ndarray, paths: np.ndarray) -> float:
+    """Return the accuracy of predicted probabilities on the dataset's own images (a validation split may also hold
+    external images, whose "some tumour" label no argmax matches)."""
+    own = dataset_rows(paths)
+    return float((probabilities[own].argmax(axis=1) == labels[own]).mean())
+
+
 def dataset_accuracy(predictions_file: Path) -> float:
-    """Return the accuracy stored in a run's predictions file on the dataset's own images (a validation split may also
-    hold external images, whose "some tumour" label no argmax matches)."""
+    """Return the accuracy stored in a run's predictions file on the dataset's own images."""
     with np.load(predictions_file) as stored:
-        own = dataset_rows(stored["paths"])
-        return float((stored["probabilities"][own].argmax(axis=1) == stored["labels"][own]).mean())
+        return own_images_accuracy(stored["probabilities"], stored["labels"], stored["paths"])
 
 
 def size_folder(runs_root: Path, model_name: str, size: int) -> Path:

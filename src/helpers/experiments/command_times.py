@@ -94,15 +94,16 @@ def write_readme(readme: Path = config.PROJECT_ROOT / "README.md", folder: Path 
 
 def time_commands(names: list[str], folder: Path = config.REPORTS_DIR,
                   readme: Path = config.PROJECT_ROOT / "README.md") -> bool:
-    """Time each command, keeping its row as soon as measured and README's block in step with the stored rows (so that
-    `make test`, timed here, finds them agreeing); every row names the commit measured, taken before README changes.
-    Return whether README changed."""
-    rewritten, commit = False, git_commit()
+    """Time each command, keeping its row as soon as measured and README's block in step with the stored rows, from
+    before the first command on (so that `make test`, timed here, finds them agreeing); every row names the commit
+    measured, taken before README changes. Return whether README changed."""
+    commit = git_commit()
+    rewritten = write_readme(readme, folder)
     for name in names:
         write_measured_rows(folder / COMMAND_TIMES_FILE, [time_command(name, commit=commit)], ("machine", "command"),
                             config.PROJECT_ROOT)
         rewritten |= write_readme(readme, folder)
-    return write_readme(readme, folder) or rewritten
+    return rewritten
 
 
 def _main(argv: list[str] | None = None) -> int:

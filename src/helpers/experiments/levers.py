@@ -269,21 +269,23 @@ def ensemble_sizes(runs_root: Path, models: tuple[str, ...] = config.STUDY_MODEL
     probabilities (mean, lowest and highest over every choice of that many seeds) and the training time they take."""
     from itertools import combinations
 
-    from helpers.modeling.training import dataset_rows
+    from helpers.experiments.budget import own_images_accuracy
 
     table = []
     for model_name in models:
         folders = {seed: runs_root / f"{model_name}-seed{seed}" for seed in seeds}
         if not all((folder / PREDICTION_FILES["validation"]).is_file() for folder in folders.values()):
             continue
-        stored = {seed: dict(np.load(folder / PREDICTION_FILES["validation"])) for seed, folder in folders.items()}
+        stored = {}
+        for seed, folder in folders.items():
+            with np.load(folder / PREDICTION_FILES["validation"]) as predictions:
+                stored[seed] = dict(predictions)
         minutes = np.mean([json.loads((folder / TIMINGS_FILE).read_text())["fit_seconds"] / 60
                            for folder in folders.values()])
-        own = dataset_rows(stored[seeds[0]]["paths"])
-        labels = stored[seeds[0]]["labels"][own]
+        labels, paths = stored[seeds[0]]["labels"], stored[seeds[0]]["paths"]
         for count in range(1, len(seeds) + 1):
-            accuracies = [float((np.mean([stored[seed]["probabilities"][own] for seed in chosen_seeds], axis=0)
-                                 .argmax(axis=1) == labels).mean()) for chosen_seeds in combinations(seeds, count)]
+            accuracies = [own_images_accuracy(np.mean([stored[seed]["probabilities"] for seed in chosen_seeds], axis=0),
+                                              labels, paths) for chosen_seeds in combinations(seeds, count)]
             table.append({"model": model_name, "seeds averaged": count,
                           "validation, dataset's images": f"{np.mean(accuracies):.2%}" + (
                               f" ({min(accuracies):.2%}–{max(accuracies):.2%})" if len(accuracies) > 1 else ""),
