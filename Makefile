@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock lint test test-fast command-times bench bench-predict bench-folder reference-runs time-to-accuracy sizes repeatability mitigations levers loso demo smoke study publish predict data-check download-data audit train-rnn clean-cache
+.PHONY: help install lock lint test test-fast command-times bench bench-predict bench-folder reference-runs time-to-accuracy sizes repeatability mitigations levers factorial loso demo smoke study publish predict data-check download-data audit train-rnn clean-cache
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -93,6 +93,9 @@ levers: $(INSTALLED) ## train rnn and hybrid under each compute lever (precision
 	$(BIN)/python -m helpers.experiments.levers --kind recipe
 	$(BIN)/python -m helpers.experiments.benchmark page
 
+factorial: $(INSTALLED) ## train every model under each recipe (dataset-only, outlined), the profile's seeds, into runs/full/<recipe>/; finished runs kept, an interrupted one resumed
+	$(BIN)/python -m helpers.experiments.factorial
+
 loso: $(INSTALLED) ## train sequencer and rnn without each external source (seed 42; finished runs and rows measured on the same settings and data kept) -> reports/loso.json
 	$(BIN)/python -m helpers.experiments.loso
 
@@ -102,7 +105,7 @@ demo: $(INSTALLED) ## set up, then run the notebooks on generated data (offline)
 smoke: $(INSTALLED) ## run the notebooks on 40 real images per class, 1 epoch, into runs/smoke/reports
 	$(BIN)/python -m helpers.reporting.pipeline --profile smoke
 
-study: loso ## leave-one-source-out, then the full study on the real data (5 models x 3 seeds) into reports/, then make publish
+study: loso factorial ## leave-one-source-out, every model under each recipe, then the full study's notebooks on the real data into reports/, then make publish
 	$(BIN)/python -m helpers.reporting.pipeline --profile full
 	$(MAKE) publish
 

@@ -111,7 +111,8 @@ def test_compute_floor_trains_an_epoch_without_augmentation(phantom_root):
 
 def test_accuracy_is_compared_over_the_seeds_both_recipes_trained(tmp_path):
     def write_run(recipe_folder, name, seed, correct):
-        folder = tmp_path / recipe_folder / f"{name}-seed{seed}"
+        folder = (tmp_path / recipe_folder / f"{name}-seed{seed}" if recipe_folder == "specified"
+                  else config.study_run(tmp_path / recipe_folder, name, seed))  # runs/full/<recipe>/
         folder.mkdir(parents=True)
         labels = np.zeros(4, dtype=int)
         predicted = np.array([0] * correct + [1] * (4 - correct))
@@ -137,7 +138,7 @@ def test_accuracy_is_compared_over_the_seeds_both_recipes_trained(tmp_path):
 
 
 def test_refresh_accuracy_rereads_the_run_folders_and_keeps_the_timings(tmp_path):
-    folder = tmp_path / "runs" / "full" / "rnn-seed42"
+    folder = config.study_run(tmp_path / "runs" / "full", "rnn", 42)
     folder.mkdir(parents=True)
     np.savez(folder / "predictions_test.npz", labels=np.array([0, 1]), probabilities=np.eye(4)[[0, 0]],
              paths=np.array(["Testing/glioma/a.jpg", "Testing/meningioma/b.jpg"]))

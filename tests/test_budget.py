@@ -47,7 +47,7 @@ def test_seconds_to_reach_counts_every_epoch_up_to_the_first_at_the_target():
 def test_time_to_accuracy_targets_the_specified_mean_and_compares_the_seeds_that_reach_it(tmp_path):
     make_run(tmp_path / "specified" / "rnn-seed42", [0.6, 0.7, 0.8], 10.0)  # never reaches 0.85
     make_run(tmp_path / "specified" / "rnn-seed43", [0.7, 0.8, 0.85, 0.9], 10.0)  # reaches it after 30 s
-    make_run(tmp_path / "full" / "rnn-seed42", [0.8, 0.86, 0.95], 7.5, external=True)  # after 15 s
+    make_run(config.study_run(tmp_path / "full", "rnn", 42), [0.8, 0.86, 0.95], 7.5, external=True)  # after 15 s
     row = budget.model_time_to_accuracy("rnn", tmp_path)
     assert row["target"] == pytest.approx(0.85)
     assert row["reference_seconds_by_seed"] == {"42": None, "43": (30.0, 3)}
@@ -63,10 +63,10 @@ def test_time_to_accuracy_targets_the_specified_mean_and_compares_the_seeds_that
 
 def test_the_specified_side_comes_from_the_stored_row_when_its_runs_are_not_here(tmp_path):
     make_run(tmp_path / "specified" / "rnn-seed43", [0.7, 0.8, 0.85, 0.9], 10.0)
-    make_run(tmp_path / "full" / "rnn-seed42", [0.8, 0.86, 0.95], 7.5, external=True)
+    make_run(config.study_run(tmp_path / "full", "rnn", 42), [0.8, 0.86, 0.95], 7.5, external=True)
     measured = budget.time_to_accuracy(tmp_path, ("rnn",), tmp_path / "none")
     elsewhere = tmp_path / "elsewhere"  # another machine: the study's run, no specified runs
-    make_run(elsewhere / "full" / "rnn-seed42", [0.8, 0.8, 0.9], 5.0, external=True)  # reaches 0.9 after 15 s
+    make_run(config.study_run(elsewhere / "full", "rnn", 42), [0.8, 0.8, 0.9], 5.0, external=True)  # 0.9 after 15 s
     with pytest.raises(FileNotFoundError, match="make reference-runs and make study"):
         budget.time_to_accuracy(elsewhere, ("rnn",), tmp_path / "none")
     row = budget.time_to_accuracy(elsewhere, ("rnn",), tmp_path / "none", stored=measured)["rows"][0]
@@ -77,8 +77,8 @@ def test_the_specified_side_comes_from_the_stored_row_when_its_runs_are_not_here
 
 
 def test_the_default_kind_is_timed_to_its_accuracy_on_every_seed_of_the_study(tmp_path):
-    make_run(tmp_path / "full" / "sequencer-seed42", [0.9, 0.95, 0.97], 40.0, external=True)  # after 120 s
-    make_run(tmp_path / "full" / "sequencer-seed43", [0.9, 0.955], 40.0, external=True)  # never
+    make_run(config.study_run(tmp_path / "full", "sequencer", 42), [0.9, 0.95, 0.97], 40.0, external=True)  # 120 s
+    make_run(config.study_run(tmp_path / "full", "sequencer", 43), [0.9, 0.955], 40.0, external=True)  # never
     kind = budget.default_kind_time(tmp_path, "sequencer")
     assert kind["seconds_by_seed"] == {"42": (120.0, 3), "43": None} and kind["best_by_seed"]["43"] == 0.955
     sentence = budget.default_kind_sentence({"default_kind": kind})
@@ -101,14 +101,14 @@ def test_time_to_accuracy_without_runs_names_the_folders_and_the_command(tmp_pat
 
 def test_input_sizes_score_the_datasets_own_validation_images_against_the_64_pixel_run(tmp_path):
     paths = ["Training/glioma/a.jpg", "Training/notumor/b.jpg", "external/set/train/c.png"]
-    make_run(tmp_path / "full" / "hybrid-seed42", [0.5], 10.0, external=True,
+    make_run(config.study_run(tmp_path / "full", "hybrid", 42), [0.5], 10.0, external=True,
              validation=([0, 2, 0], [0, 1, 3], paths))  # half the dataset's images right; the external one wrong
     make_run(tmp_path / "sizes" / config.FULL_PROFILE.recipe / "hybrid-96px-seed42", [0.5], 25.0, external=True,
              validation=([0, 2, 0], [0, 2, 3], paths))
     results = budget.input_sizes(tmp_path, ("hybrid", "rnn", "cnn"))
     assert [(row["image_size"], row["validation_accuracy"]) for row in results["rows"]] == [(64, 0.5), (96, 1.0)]
     assert {row["model"] for row in results["rows"]} == {"hybrid"}
-    make_run(tmp_path / "full" / "rnn-seed42", [0.5], 10.0, validation=([0], [0], paths[:1]))
+    make_run(config.study_run(tmp_path / "full", "rnn", 42), [0.5], 10.0, validation=([0], [0], paths[:1]))
     assert not budget.input_sizes(tmp_path, ("rnn",))["rows"], "the rnn's own recipe is no 64-pixel row of the study's"
     table = budget.input_sizes_table(results)
     assert list(table["× 64 px time"]) == ["1.0x", "2.5x"]
@@ -119,7 +119,7 @@ def test_input_sizes_score_the_datasets_own_validation_images_against_the_64_pix
 
 def test_the_speed_page_carries_the_stored_sections(tmp_path):
     make_run(tmp_path / "specified" / "rnn-seed42", [0.8], 10.0)
-    make_run(tmp_path / "full" / "rnn-seed42", [0.9], 2.0, external=True)
+    make_run(config.study_run(tmp_path / "full", "rnn", 42), [0.9], 2.0, external=True)
     budget.save(budget.time_to_accuracy(tmp_path, ("rnn",), tmp_path / "none"), tmp_path / budget.TIME_TO_ACCURACY_FILE)
     page = speed_report.speed_page({}, {}, budget.stored_sections(tmp_path))
     assert "## Time to accuracy" in page and "5.0x" in page and "## Input size" not in page

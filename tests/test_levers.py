@@ -61,7 +61,8 @@ def test_a_compute_lever_changes_one_thing_a_recipe_lever_sets_its_whole_schedul
     assert {frozenset(changes) for changes, _ in levers.RECIPE_LEVERS.values()} == {
         frozenset({"epochs", "ema_momentum", "learning_rate"})}
     assert levers.adopted("sequencer", "40 epochs") and not levers.adopted("sequencer", "30 epochs")
-    assert levers.lever_directory("rnn", levers.STUDY_LEVER, 42) == config.runs_dir() / "full" / "rnn-seed42"
+    study_run = config.study_run(config.runs_dir() / "full", "rnn", 42)
+    assert levers.lever_directory("rnn", levers.STUDY_LEVER, 42) == study_run
     assert np.all([levers.lever_directory("rnn", name, 42).parent.parent == config.runs_dir() / "levers"
                    for name in levers.LEVERS if name != levers.STUDY_LEVER])
 
@@ -128,7 +129,7 @@ def test_a_study_run_missing_on_this_machine_keeps_its_stored_row_and_the_presen
 
 def test_fewer_seeds_average_every_choice_of_that_many_runs_and_sum_their_training_time(tmp_path):
     for seed, correct in ((42, 10), (43, 8), (44, 6)):
-        lever_run(tmp_path / f"rnn-seed{seed}", seed, [60.0, 60.0], correct=correct)
+        lever_run(config.study_run(tmp_path, "rnn", seed), seed, [60.0, 60.0], correct=correct)
     table = levers.ensemble_sizes(tmp_path, models=("rnn", "cnn"), seeds=(42, 43, 44))
     assert list(table["model"]) == ["rnn"] * 3, "a model without its runs has no rows"
     assert table.loc[0, "validation, dataset's images"] == "80.00% (60.00%–100.00%)"

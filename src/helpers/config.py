@@ -172,16 +172,33 @@ class Profile:
     reads_published: bool = False  # True: never trains; reads the published study's run folders (models/runs)
     models: tuple[str, ...] = STUDY_MODELS  # the models its notebooks train and compare
     saliency_images: int = 60  # external test images per outlined set on which saliency (occlusion) is measured
-    model_recipes: tuple[tuple[str, str], ...] = ()  # (model, recipe name) for a model with a recipe of its own
+    model_recipes: tuple[tuple[str, str], ...] = ()  # (model, recipe name) for a model published with another recipe
+    # The recipes every model trains under, the architectures compared within each (the first: the benchmark
+    # protocol); empty: the profile's recipe alone.
+    recipes: tuple[str, ...] = ()
+    # (model, recipe, seeds) where the study's budget trains fewer seeds than the profile's (stated in notebook 04).
+    fewer_seeds: tuple[tuple[str, str, tuple[int, ...]], ...] = ()
 
     def recipe_name(self, model_name: str) -> str:
-        """Return the name of the recipe a model trains with in this profile: its own, else the profile's."""
+        """Return the name of the recipe of a model's published runs in this profile: its own, else the profile's."""
         return dict(self.model_recipes).get(model_name, self.recipe)
+
+    @property
+    def compared_recipes(self) -> tuple[str, ...]:
+        """Return the recipes the models are compared within (the profile's recipe alone when it names none)."""
+        return self.recipes or (self.recipe,)
+
+    def seeds_of(self, model_name: str, recipe_name: str, seeds: tuple[int, ...]) -> tuple[int, ...]:
+        """Return the seeds a model trains under a recipe: the study's, or fewer where the budget says so."""
+        fewer = {(model, name): chosen for model, name, chosen in self.fewer_seeds}
+        return tuple(seed for seed in seeds if seed in fewer.get((model_name, recipe_name), seeds))
 
 
 # The rnn as specified trains with a recipe of its own, on the dataset's images only (docs/decisions.md, "Recipes").
 FULL_PROFILE = Profile("full", epochs=40, images_per_class=None, synthetic=False, seeds=(42, 43, 44),
-                       description="real data, full training, three seeds", model_recipes=(("rnn", "dataset-only"),))
+                       description="real data, full training, three seeds", model_recipes=(("rnn", "dataset-only"),),
+                       recipes=("dataset-only", "outlined"),
+                       fewer_seeds=(("crnn", "dataset-only", (42,)), ("sequencer", "dataset-only", (42,))))
 PROFILES: dict[str, Profile] = {
     "full": FULL_PROFILE,
     # What a notebook opened without parameters shows: the published study's runs, read from models/runs (the
@@ -190,12 +207,14 @@ PROFILES: dict[str, Profile] = {
                                      description="the published study's runs (models/runs) on the real data, "
                                                  "no training"),
     "smoke": Profile("smoke", epochs=1, images_per_class=40, synthetic=False, seeds=(42,), external_per_set=40,
+                     recipes=("dataset-only", "outlined"),
                      saliency_images=4,
                      description="a small subset of the real data, one epoch (for tests)"),
     # The demo recipe (helpers.modeling.recipes.DEMO_RECIPE): the robust recipe scaled to the small phantom set.
     # It trains the two specified models and the CNN baseline, and measures saliency on 12 images a set, to stay
     # within five minutes (docs/decisions.md, "`make demo` in about five minutes").
     "demo": Profile("demo", epochs=12, images_per_class=None, synthetic=True, seeds=(42,), recipe="demo",
+                    recipes=("demo-dataset-only", "demo"),
                     external_sets=PHANTOM_EXTERNAL_SETS, models=("rnn", "hybrid", "cnn"), saliency_images=12,
                     description="a generated phantom dataset, offline: shows the pipeline, not the study's results"),
 }
@@ -206,6 +225,16 @@ def shown_path(path: Path) -> str:
     path = Path(path)
     inside = path.is_absolute() and path.is_relative_to(PROJECT_ROOT)
     return str(path.relative_to(PROJECT_ROOT)) if inside else str(path)
+
+
+def run_folder(run_root: Path, recipe_name: str, model_name: str, seed: int) -> Path:
+    """Return the run folder of a model and seed under a recipe: <run_root>/<recipe>/<model>-seed<seed>."""
+    return Path(run_root) / recipe_name / f"{model_name}-seed{seed}"
+
+
+def study_run(run_root: Path, model_name: str, seed: int) -> Path:
+    """Return the full study's run folder of a model's seed under the recipe its published runs have."""
+    return run_folder(run_root, FULL_PROFILE.recipe_name(model_name), model_name, seed)
 
 
 def default_run_root(profile: Profile) -> Path:

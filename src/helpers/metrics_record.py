@@ -60,7 +60,8 @@ class RnnTraining(Section):
     NOTEBOOK: ClassVar[str] = "02_train_rnn"
     TITLE: ClassVar[str] = "The specified RNN (Conv1D + BiLSTM over rows)"
     data_fingerprint: str | None = None
-    summary: dict = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)  # under the recipe of its published runs
+    summaries_by_recipe: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -70,13 +71,15 @@ class HybridTraining(Section):
     NOTEBOOK: ClassVar[str] = "03_train_hybrid"
     TITLE: ClassVar[str] = "The hybrids and the project's recurrent models (specified hybrid, crnn, sequencer)"
     data_fingerprint: str | None = None
-    summaries: dict = field(default_factory=dict)
+    summaries: dict = field(default_factory=dict)  # under the recipe of each model's published runs
+    summaries_by_recipe: dict = field(default_factory=dict)  # recipe -> model -> summary
 
 
 @dataclass
 class Comparison(Section):
-    """Every model on the official split: per-model summaries, the table, paired tests, targets, cheap accuracy
-    (notebook 04)."""
+    """Every model under every recipe: the factorial table, paired tests and verdicts within a recipe, each model's
+    recipe effect, the frontier, the targets per protocol; per-model summaries of the published runs and cheap
+    accuracy (notebook 04)."""
 
     NOTEBOOK: ClassVar[str] = "04_compare_cnn"
     TITLE: ClassVar[str] = "The CNN baseline and the comparison of all models"
@@ -86,6 +89,13 @@ class Comparison(Section):
     mcnemar: Table = field(default_factory=list)
     targets: Table = field(default_factory=list)
     cheap_accuracy: Table = field(default_factory=list)
+    recipes: list = field(default_factory=list)  # the recipes compared within, the benchmark protocol first
+    factorial: Table = field(default_factory=list)  # one row per (recipe, model)
+    recipe_effect: Table = field(default_factory=list)
+    frontier: Table = field(default_factory=list)
+    frontier_source: str | None = None
+    front: list = field(default_factory=list)
+    verdicts: Table = field(default_factory=list)
 
 
 @dataclass

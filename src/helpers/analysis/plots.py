@@ -391,3 +391,34 @@ def flagged_shares(shares: pd.Series, allowed: float) -> Figure:
     axes.set(title="Flagged as unlike the training images", xlabel="share flagged", xlim=(0, 1.0), ylabel="")
     axes.legend(fontsize=8, loc="lower right")
     return figure
+
+
+@_styled
+def frontier(points: pd.DataFrame, front: list[tuple[str, str]] | None = None, source: str = "") -> Figure:
+    """Draw official-split accuracy (x) against balanced accuracy on a source held out of training (y): one point per
+    model and recipe with its seeds' spread as error bars, marker area by training minutes, the front joined."""
+    figure, axis = _subplots(figsize=(8, 5.5))
+    measured = points.dropna(subset=["held_out_balanced_accuracy"])
+    markers = dict(zip(dict.fromkeys(points["recipe"]), "osD^v"))
+    colours = dict(zip(dict.fromkeys(points["model"]), sns.color_palette("deep")))
+    largest = max(float(measured["wall_minutes"].max()), 1.0) if len(measured) else 1.0
+    for point in measured.itertuples():
+        axis.errorbar(100 * point.official_accuracy, 100 * point.held_out_balanced_accuracy,
+                      xerr=100 * point.official_accuracy_std,
+                      yerr=100 * np.nan_to_num(point.held_out_balanced_accuracy_std),
+                      fmt="none", ecolor=colours[point.model], alpha=0.6)
+        axis.scatter(100 * point.official_accuracy, 100 * point.held_out_balanced_accuracy,
+                     s=40 + 460 * point.wall_minutes / largest, marker=markers[point.recipe],
+                     color=colours[point.model], edgecolor="black", linewidth=0.6, zorder=3)
+        axis.annotate(f"{point.model} ({point.recipe})", (100 * point.official_accuracy,
+                                                            100 * point.held_out_balanced_accuracy),
+                      textcoords="offset points", xytext=(6, 6), fontsize=9)
+    chosen = measured.set_index(["recipe", "model"]).loc[list(front)] if front else measured.iloc[:0]
+    if len(chosen) > 1:
+        axis.plot(100 * chosen["official_accuracy"], 100 * chosen["held_out_balanced_accuracy"], color="grey",
+                  linestyle="--", linewidth=1, label="the front: no point better on both axes")
+        axis.legend(loc="lower left", fontsize=9)
+    axis.set(xlabel="official Testing accuracy (%)",
+             ylabel=f"balanced accuracy on {source or 'a source'} held out of training (%)",
+             title="Accuracy on the dataset against a source never trained on (marker area: training minutes)")
+    return figure

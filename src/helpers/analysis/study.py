@@ -16,7 +16,13 @@ from helpers import config
 from helpers.files import write_atomically
 from helpers.inputs.data import ImageSplit, MRIDataset, load_dataset, split_validation, take_per_class
 from helpers.inputs.duplicates import DuplicateAudit, audit_duplicates
-from helpers.inputs.external import ExternalImages, add_external_training, external_fingerprint, load_external_sets
+from helpers.inputs.external import (
+    ExternalImages,
+    add_external_training,
+    external_fingerprint,
+    join_splits,
+    load_external_sets,
+)
 from helpers.inputs.synthetic import make_phantom_dataset, make_phantom_external_sets
 from helpers.metrics_record import Section
 from helpers.modeling.recipes import TrainingSettings, recipe
@@ -51,6 +57,13 @@ class StudyData:
     def external_fingerprint(self) -> str | None:
         """Return the fingerprint of the external collections trained on, or None when there are none."""
         return external_fingerprint(self.external, self.collections)
+
+    @property
+    def external_test(self) -> ImageSplit | None:
+        """Return the external sets' test parts as one split (paths external/<set>/test/...), None when there are
+        none."""
+        parts = [images.as_split() for images in self.external.values() if images.spec.part == "test"]
+        return join_splits(*parts) if parts else None
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -216,22 +229,29 @@ class Study:
                 + (f"; {len(dataset.hidden)} hidden entries (names starting with '.') not read" if dataset.hidden
                    else "") + f"\nexternal sets: {external}")
 
-    def settings(self, model_name: str, seed: int) -> TrainingSettings:
-        """Return a model's training recipe in this profile for one seed, with this study's image size, batch size and
-        epochs (a model with a recipe of its own trains that recipe's epochs unless the study's differ from the
-        profile's). Every recipe of a study reads the same preprocessed images."""
-        name = self.profile.recipe_name(model_name)
-        own_epochs = name != self.profile.recipe and self.epochs == self.profile.epochs
-        settings = recipe(name, model_name, seed=seed, image_size=self.image_size,
-                          **({} if own_epochs else {"epochs": self.epochs}))
+    def settings(self, model_name: str, seed: int, recipe_name: str | None = None) -> TrainingSettings:
+        """Return a model's training recipe in this profile for one seed (default recipe: the model's own, else the
+        profile's), with this study's image size and batch size. The profile's recipe trains the profile's epochs and
+        another recipe its own, scaled as the profile's are to the profile recipe's (full: 40 and 100; smoke: 1 and
+        2); epochs given in the parameters hold for every recipe. Every recipe of a study reads the same preprocessed
+        images."""
+        name = recipe_name or self.profile.recipe_name(model_name)
+        epochs = self.epochs
+        if name != self.profile.recipe and self.epochs == self.profile.epochs:
+            epochs = max(1, round(recipe(name).epochs * self.epochs / recipe(self.profile.recipe).epochs))
+        settings = recipe(name, model_name, seed=seed, image_size=self.image_size, epochs=epochs)
         if settings.preprocessing != self.preprocessing:
             raise ValueError(f"profile {self.profile.name}: the {name} recipe of {model_name} preprocesses "
                              f"{settings.preprocessing!r}, the study's images are {self.preprocessing!r}")
         return dataclasses.replace(settings, batch_size=self.batch_size) if self.batch_size else settings
 
-    def run_directory(self, model_name: str, seed: int) -> Path:
-        """Return the run folder of a model and seed."""
-        return self.run_root / f"{model_name}-seed{seed}"
+    def seeds_of(self, model_name: str, recipe_name: str | None = None) -> tuple[int, ...]:
+        """Return the seeds a model trains under a recipe (default: its own) in this study."""
+        return self.profile.seeds_of(model_name, recipe_name or self.profile.recipe_name(model_name), self.seeds)
+
+    def run_directory(self, model_name: str, seed: int, recipe_name: str | None = None) -> Path:
+        """Return the run folder of a model and seed under a recipe (default: the model's own in this profile)."""
+        return config.run_folder(self.run_root, recipe_name or self.profile.recipe_name(model_name), model_name, seed)
 
     def _differences(self, directory: Path, model_name: str, settings: TrainingSettings, data: StudyData
                      ) -> list[str]:
@@ -249,12 +269,13 @@ class Study:
         """Tell whether a finished run folder was trained with exactly this model, recipe and data."""
         return not self._differences(directory, model_name, settings, data)
 
-    def train(self, model_name: str, data: StudyData) -> list[TrainingRun]:
-        """Train a model once per seed, reusing any run folder already trained with the same model, recipe and data."""
+    def train(self, model_name: str, data: StudyData, recipe_name: str | None = None) -> list[TrainingRun]:
+        """Train a model once per seed under a recipe (default: its own), reusing any run folder already trained with
+        the same model, recipe and data."""
         runs = []
-        for seed in self.seeds:
-            settings = self.settings(model_name, seed)
-            directory = self.run_directory(model_name, seed)
+        for seed in self.seeds_of(model_name, recipe_name):
+            settings = self.settings(model_name, seed, recipe_name)
+            directory = self.run_directory(model_name, seed, recipe_name)
             if self.reusable(directory, model_name, settings, data):
                 print(f"{model_name} seed {seed}: reusing {config.shown_path(directory)}")
                 runs.append(load_run(directory))
@@ -271,18 +292,21 @@ class Study:
 
     @staticmethod
     def train_run(model_name: str, settings: TrainingSettings, directory: Path, data: StudyData) -> TrainingRun:
-        """Train one run of a model with these settings on the study's data into a run folder (replacing it)."""
+        """Train one run of a model with these settings on the study's data into a run folder (replacing it), with
+        its predictions on the external test parts."""
         return train_model(model_name, data.training_for(settings), data.validation, data.testing, directory, settings,
                            class_names=data.class_names, data_fingerprint=data.dataset.fingerprint, overwrite=True,
                            external=data.external,
-                           external_fingerprint=data.external_fingerprint if settings.external_training else None)
+                           external_fingerprint=data.external_fingerprint if settings.external_training else None,
+                           external_test=data.external_test)
 
-    def load_runs(self, model_name: str, data: StudyData) -> list[TrainingRun]:
-        """Load a model's finished runs (one per seed); fail naming the notebook to run when one is missing or stale."""
+    def load_runs(self, model_name: str, data: StudyData, recipe_name: str | None = None) -> list[TrainingRun]:
+        """Load a model's finished runs under a recipe (default: its own), one per seed; fail naming the notebook to
+        run when one is missing or stale."""
         runs = []
-        for seed in self.seeds:
-            directory = self.run_directory(model_name, seed)
-            if not self.reusable(directory, model_name, self.settings(model_name, seed), data):
+        for seed in self.seeds_of(model_name, recipe_name):
+            directory = self.run_directory(model_name, seed, recipe_name)
+            if not self.reusable(directory, model_name, self.settings(model_name, seed, recipe_name), data):
                 raise FileNotFoundError(f"{directory}: no finished {model_name} run for seed {seed} with this "
                                         f"profile's recipe and data; run the {model_name} training notebook first")
             runs.append(load_run(directory))

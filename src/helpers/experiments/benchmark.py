@@ -219,7 +219,9 @@ def recipe_accuracies(model_name: str, runs_root: Path, seeds: tuple[int, ...] =
         for split_name in ("validation", "test"):
             by_seed = {}
             for seed in seeds:
-                path = runs_root / runs_folder / f"{run_name}-seed{seed}" / f"predictions_{split_name}.npz"
+                folder = (runs_root / runs_folder / f"{run_name}-seed{seed}" if recipe_name == "specified" else
+                          config.study_run(runs_root / runs_folder, run_name, seed))
+                path = folder / f"predictions_{split_name}.npz"
                 if path.is_file():
                     by_seed[str(seed)] = budget.dataset_accuracy(path)
             accuracies[f"{recipe_name}_{split_name}_accuracy"] = by_seed.get(str(ACCURACY_SEED))

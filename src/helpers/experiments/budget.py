@@ -21,11 +21,11 @@ import numpy as np
 import pandas as pd
 
 from helpers import config
+from helpers.analysis.run_summaries import own_images_accuracy
 from helpers.files import write_measurement
 from helpers.metrics_record import Comparison
 from helpers.modeling.callbacks import DATASET_VALIDATION_METRIC
 from helpers.modeling.run_folders import HISTORY_FILE, PREDICTION_FILES, RUN_FILE, TIMINGS_FILE, check_run_folder
-from helpers.modeling.training import dataset_rows
 from helpers.provenance import machine_name
 from helpers.reporting.published_default import default_model
 from helpers.targets import FULL_PROFILE_TARGET_MINUTES, TIME_TO_ACCURACY_SPEEDUP_TARGET
@@ -115,7 +115,7 @@ def model_time_to_accuracy(model_name: str, runs_root: Path, stored: dict | None
     """Return one model's row: the target, each specified seed's time to it (from runs/specified, else from the stored
     file's row), the study recipe's seed-42 time; None if either side is missing."""
     reference = reference_times(model_name, runs_root) or stored_reference(model_name, stored)
-    timed = runs_root / STUDY_FOLDER / f"{model_name}-seed{TIMED_SEED}"
+    timed = config.study_run(runs_root / STUDY_FOLDER, model_name, TIMED_SEED)
     if reference is None or not timed.is_dir():
         return None
     timed_curve = validation_curve(timed)
@@ -157,7 +157,7 @@ def time_to_accuracy(runs_root: Path, models: tuple[str, ...] = tuple(config.REF
 def default_kind_time(runs_root: Path, model_name: str, target: float = DEFAULT_KIND_ACCURACY) -> dict:
     """Return how long each of the study's runs of one model trained until its validation accuracy on the dataset's
     own images first reached the target (None where it never did)."""
-    runs = seed_runs(runs_root / STUDY_FOLDER, model_name)
+    runs = seed_runs(runs_root / STUDY_FOLDER / config.FULL_PROFILE.recipe_name(model_name), model_name)
     curves = {seed: validation_curve(folder) for seed, folder in runs.items()}
     return {"model": model_name, "target": target,
             "seconds_by_seed": {str(seed): seconds_to_reach(curve, target) for seed, curve in curves.items()},
@@ -239,13 +239,6 @@ Machines: {'; '.join(machines)}.
 {time_to_accuracy_table(results).to_markdown(index=False)}{default_kind_sentence(results)}{full_sentence}"""
 
 
-def own_images_accuracy(probabilities: np.ndarray, labels: np.ndarray, paths: np.ndarray) -> float:
-    """Return the accuracy of predicted probabilities on the dataset's own images (a validation split may also hold
-    external images, whose "some tumour" label no argmax matches)."""
-    own = dataset_rows(paths)
-    return float((probabilities[own].argmax(axis=1) == labels[own]).mean())
-
-
 def dataset_accuracy(predictions_file: Path) -> float:
     """Return the accuracy stored in a run's predictions file on the dataset's own images."""
     with np.load(predictions_file) as stored:
@@ -256,7 +249,7 @@ def size_folder(runs_root: Path, model_name: str, size: int) -> Path:
     """Return the run folder of a model trained with the study's recipe at one input size (64 pixels: the study's
     run, unless the model trains with a recipe of its own there)."""
     if size == config.DEFAULT_IMAGE_SIZE and config.FULL_PROFILE.recipe_name(model_name) == config.FULL_PROFILE.recipe:
-        return runs_root / STUDY_FOLDER / f"{model_name}-seed{TIMED_SEED}"
+        return config.study_run(runs_root / STUDY_FOLDER, model_name, TIMED_SEED)
     return runs_root / SIZES_FOLDER / config.FULL_PROFILE.recipe / f"{model_name}-{size}px-seed{TIMED_SEED}"
 
 

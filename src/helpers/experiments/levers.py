@@ -94,7 +94,7 @@ def chosen(model_name: str, lever: str) -> bool:
 def lever_directory(model_name: str, lever: str, seed: int) -> Path:
     """Return the run folder of a model under a lever (the study's own run for STUDY_LEVER)."""
     if lever == STUDY_LEVER:
-        return config.runs_dir() / "full" / f"{model_name}-seed{seed}"
+        return config.study_run(config.runs_dir() / "full", model_name, seed)
     return config.runs_dir() / "levers" / config.folder_name(lever) / f"{model_name}-seed{seed}"
 
 
@@ -269,11 +269,11 @@ def ensemble_sizes(runs_root: Path, models: tuple[str, ...] = config.STUDY_MODEL
     probabilities (mean, lowest and highest over every choice of that many seeds) and the training time they take."""
     from itertools import combinations
 
-    from helpers.experiments.budget import own_images_accuracy
+    from helpers.analysis.run_summaries import own_images_accuracy
 
     table = []
     for model_name in models:
-        folders = {seed: runs_root / f"{model_name}-seed{seed}" for seed in seeds}
+        folders = {seed: config.study_run(runs_root, model_name, seed) for seed in seeds}
         if not all((folder / PREDICTION_FILES["validation"]).is_file() for folder in folders.values()):
             continue
         stored = {}

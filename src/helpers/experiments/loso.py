@@ -224,6 +224,11 @@ def write_table(rows: list[dict], reports_dir: Path = config.REPORTS_DIR) -> Pat
                                     "test parts) and measured on their test parts")
 
 
+def measured_rows(reports_dir: Path = config.REPORTS_DIR) -> list[dict]:
+    """Return the rows of reports/loso.json as measured ([] when it was never written)."""
+    return read_measured_rows(reports_dir / LOSO_FILE) or []
+
+
 def load_table(reports_dir: Path = config.REPORTS_DIR):
     """Return the leave-one-source-out table (a DataFrame), or None when it was never measured."""
     import pandas as pd

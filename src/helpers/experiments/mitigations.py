@@ -70,7 +70,8 @@ def find_or_train(model_name: str, variant: str, data_dir: str | None, external_
     settings = variant_settings(model_name, variant, image_size, seed)
     loaded = load_training_data(data_dir, image_size, settings.preprocessing, settings.external_training,
                                 external_dir, progress=False, collections=settings.external_collections)
-    candidates = [variant_directory(model_name, variant, seed), config.runs_dir() / "full" / f"{model_name}-seed{seed}"]
+    candidates = [variant_directory(model_name, variant, seed),
+                  config.study_run(config.runs_dir() / "full", model_name, seed)]
     for directory in candidates:  # a published run folder may keep no model: it cannot be measured again
         if (directory / MODEL_FILE).is_file() and run_matches(directory, model_name, settings,
                                                               data_fingerprint=loaded.dataset.fingerprint):

@@ -411,7 +411,7 @@ def _main(argv: list[str] | None = None) -> int:
         if arguments.action == "download":
             print(download_dataset(arguments.data_dir))
             return 0
-        dataset = load_dataset(arguments.data_dir, arguments.image_size,
+        dataset = load_dataset(arguments.data_dir, arguments.image_size, progress=sys.stderr.isatty(),
                                on_error="skip" if arguments.skip_corrupt else "raise")
     except DataError as error:
         return commands.failed(error)

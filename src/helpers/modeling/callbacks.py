@@ -27,19 +27,22 @@ class RaiseWhenInterrupted(keras.callbacks.Callback):
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Record the wall-clock seconds of every training epoch."""
+    """Record the wall-clock seconds and the process's CPU seconds (every thread) of every training epoch."""
 
     def __init__(self) -> None:
         super().__init__()
         self.seconds: list[float] = []
-        self._started = 0.0
+        self.cpu_seconds: list[float] = []
+        self._started = self._cpu_started = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._started = time.perf_counter()
+        self._started, self._cpu_started = time.perf_counter(), time.process_time()
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds.append(time.perf_counter() - self._started)
+        self.cpu_seconds.append(time.process_time() - self._cpu_started)
         if logs is not None:  # so that the history file written after it holds each epoch's seconds
+            logs["cpu_seconds"] = self.cpu_seconds[-1]
             logs["seconds"] = self.seconds[-1]
 
 

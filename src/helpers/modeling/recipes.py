@@ -90,13 +90,18 @@ OUTLINED_RECIPE = dataclasses.replace(ROBUST_RECIPE, external_collections=config
 # (docs/decisions.md, "Recipes").
 DATASET_ONLY_RECIPE = dataclasses.replace(ROBUST_RECIPE, epochs=100, augmentation="layers", external_training=False,
                                           checkpoint_metric=DATASET_VALIDATION_METRIC)
+# The demo's benchmark protocol: the demo recipe on the generated dataset's own images only.
+DEMO_DATASET_ONLY_RECIPE = dataclasses.replace(DEMO_RECIPE, external_training=False,
+                                               checkpoint_metric=DATASET_VALIDATION_METRIC)
 RECIPES: dict[str, TrainingSettings] = {"specified": SPECIFIED_RECIPE, "project": PROJECT_RECIPE,
                                         "robust": ROBUST_RECIPE, "demo": DEMO_RECIPE, "both-sides": BOTH_SIDES_RECIPE,
-                                        "outlined": OUTLINED_RECIPE, "dataset-only": DATASET_ONLY_RECIPE}
+                                        "outlined": OUTLINED_RECIPE, "dataset-only": DATASET_ONLY_RECIPE,
+                                        "demo-dataset-only": DEMO_DATASET_ONLY_RECIPE}
 # Where one model departs from its recipe (docs/decisions.md, "Recipes").
 MODEL_CHANGES: dict[str, dict[str, dict[str, Any]]] = {
     "specified": {}, "project": {"cnn": {"batch_size": 64, "learning_rate": 1e-3}}, "robust": {}, "demo": {},
-    "both-sides": {}, "outlined": {"hybrid": {"precision": "mixed_bfloat16"}}, "dataset-only": {}}
+    "both-sides": {}, "outlined": {"hybrid": {"precision": "mixed_bfloat16"}}, "dataset-only": {},
+    "demo-dataset-only": {}}
 
 
 def recipe(name: str, model_name: str | None = None, **changes: object) -> TrainingSettings:
@@ -105,12 +110,14 @@ def recipe(name: str, model_name: str | None = None, **changes: object) -> Train
     return dataclasses.replace(RECIPES[name], **{**MODEL_CHANGES[name].get(model_name or "", {}), **changes})
 
 
+def described(name: str) -> str:
+    """Return a recipe's name with the images it trains on, as the reports write it."""
+    images = "external train parts included" if RECIPES[name].external_training else "the dataset's images only"
+    return f"`{name}` ({images})"
+
+
 def recipes_sentence(profile: config.Profile) -> str:
     """Return which recipe each model of a profile trains with, and on which images (README's results)."""
-    def described(name: str) -> str:
-        images = "external train parts included" if RECIPES[name].external_training else "the dataset's images only"
-        return f"`{name}` ({images})"
-
     own = "".join(f"; the {model}: {described(name)}" for model, name in profile.model_recipes)
     return f"Recipe: {described(profile.recipe)}{own}."
 

@@ -24,7 +24,9 @@ LABELS_FILE = "labels.json"
 HISTORY_FILE = "history.csv"
 TIMINGS_FILE = "timings.json"
 RUN_FILE = "run.json"
-PREDICTION_FILES = {"validation": "predictions_validation.npz", "test": "predictions_test.npz"}
+# The external test parts' predictions: every set's images in one file, paths prefixed with external/<set>/<part>/.
+PREDICTION_FILES = {"validation": "predictions_validation.npz", "test": "predictions_test.npz",
+                    "external_test": "predictions_external_test.npz"}
 
 
 

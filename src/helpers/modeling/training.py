@@ -226,8 +226,9 @@ def _run_history(resume: Path) -> pd.DataFrame:
     """Return the history the run folder keeps: one row per epoch (counted from 1), the epoch's seconds last."""
     history = pd.read_csv(resume / HISTORY_FILE).drop_duplicates("epoch", keep="last")
     history = history.assign(epoch=history["epoch"] + 1)  # Keras counts epochs from 0, the run folder from 1
-    return history[["epoch", *[name for name in history.columns if name not in ("epoch", "seconds")],
-                    "seconds"]].reset_index(drop=True)
+    timed = [name for name in ("cpu_seconds", "seconds") if name in history]
+    return history[["epoch", *[name for name in history.columns if name not in ("epoch", *timed)],
+                    *timed]].reset_index(drop=True)
 
 
 def _label_file(class_names: tuple[str, ...], image_size: int, settings: TrainingSettings) -> dict[str, Any]:
@@ -251,14 +252,14 @@ def train_model(model_name: str, training: ImageSplit, validation: ImageSplit, t
                 overwrite: bool = False, external_fingerprint: str | None = None,
                 callbacks: list[keras.callbacks.Callback] | None = None,
                 external: dict[str, ExternalImages] | None = None,
-                skipped_files: tuple[tuple[str, str], ...] = ()) -> TrainingRun:
+                skipped_files: tuple[tuple[str, str], ...] = (), external_test: ImageSplit | None = None
+                ) -> TrainingRun:
     """Train a registered model and write its run folder; the folder appears only once everything is written.
 
-    A recipe with a source adversary or outline supervision trains through helpers.modeling.invariance's wrapper, which
-    reads the outlines of the external sets given. An interrupted run (Ctrl-C, a killed process) resumes at its next
-    call from the last finished epoch, with the optimizer state and learning-rate schedule it had (resume_directory).
-    Further Keras callbacks may be given; skipped_files (path, reason) are the dataset's undecodable files left out,
-    recorded in run.json."""
+    A recipe with a source adversary or outline supervision trains through helpers.modeling.invariance's wrapper (it
+    reads the external sets' outlines). An interrupted run resumes at its next call from the last finished epoch with
+    its optimizer state and schedule (resume_directory). skipped_files (path, reason) are recorded in run.json;
+    external_test (the external test parts as one split) is predicted beside the test split."""
     run_directory = Path(run_directory).resolve()
     image_size = _checked_image_size(model_name, training, run_directory, settings, overwrite)
     split_sizes = {"training": len(training), "validation": len(validation),
@@ -282,13 +283,14 @@ def train_model(model_name: str, training: ImageSplit, validation: ImageSplit, t
                                      settings.augmentation, settings.seed).save(staging / MODEL_FILE)
         best_model = keras.saving.load_model(staging / MODEL_FILE)
         predictions, prediction_seconds, milliseconds_per_image = _predict_splits(
-            best_model, {"validation": validation, "test": testing}, staging)
+            best_model, {"validation": validation, "test": testing, "external_test": external_test}, staging)
         history = _run_history(resume)
         history.to_csv(staging / HISTORY_FILE, index=False)
         monitored = history[settings.checkpoint_metric]
         best_epoch = int(history["epoch"][monitored.idxmin() if settings.checkpoint_metric.endswith("loss")
                                           else monitored.idxmax()])
         timings = {"fit_seconds": fit_seconds, "epochs_run": len(history), "best_epoch": best_epoch,
+                   "fit_cpu_seconds": float(history["cpu_seconds"].sum()) if "cpu_seconds" in history else None,
                    "seconds_per_epoch": float(history["seconds"].mean()),
                    "epoch_seconds": history["seconds"].tolist(), "resumed": earlier is not None,
                    "prediction_seconds": prediction_seconds,

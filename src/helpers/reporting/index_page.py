@@ -13,6 +13,7 @@ from helpers.files import PAGE_STYLE
 from helpers.metrics_record import NOTEBOOK_TITLES, Comparison, ErrorAnalysis
 from helpers.modeling.saved_models import ModelFileError, ModelNotFoundError, default_model_path
 from helpers.provenance import duration_sentence
+from helpers.reporting.factorial_report import factorial_html
 from helpers.reporting.published_default import DEFAULT_RULE, external_targets, shipped_default
 from helpers.reporting.source_report import (
     SHARED_NO_TUMOUR_NOTE,
@@ -82,7 +83,8 @@ def published_default() -> str:
 def write_index(reports_dir: Path, metrics: dict) -> Path:
     """Write index.html: the summary table of the models, links to every report, and how the run was produced."""
     table = _models_table(metrics)
-    shown = table.to_html(index=False, border=0) if len(table) else "<p>No model comparison in this run.</p>"
+    shown = (factorial_html(metrics) or (table.to_html(index=False, border=0) if len(table) else "")
+             or "<p>No model comparison in this run.</p>")
     if len(table):
         default = shipped_default(metrics)
         if metrics["profile"] == config.FULL_PROFILE.name:
@@ -112,7 +114,7 @@ def write_index(reports_dir: Path, metrics: dict) -> Path:
 <h1>Brain-tumour MRI classification with recurrent networks</h1>
 <p>Profile <b>{html.escape(metrics["profile"])}</b>: {html.escape(config.get_profile(metrics["profile"]).description)}.
 {html.escape(duration_sentence(metrics))}</p>
-<h2>Models (official Testing split; mean over seeds, 95% bootstrap CI)</h2>
+<h2>Models within each recipe (official Testing split; mean over seeds)</h2>
 {shown}
 <h2>Targets</h2>
 <ul>

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from helpers import commands, config, interrupts
 from helpers.files import staged_directory, write_atomically
-from helpers.metrics_record import NOTEBOOKS, Comparison
+from helpers.metrics_record import NOTEBOOKS
 from helpers.modeling.run_folders import RUN_FILE, TIMINGS_FILE
 from helpers.provenance import cpu_seconds, git_commit, provenance
 from helpers.reporting.index_page import INDEX_FILE, METRICS_FILE, write_index
@@ -179,19 +179,18 @@ def _collect_metrics(metrics_dir: Path, profile: str, notebook_seconds: dict[str
 
 
 def training_accounting(metrics: dict, run_root: Path, started: datetime) -> dict:
-    """Return which of the compared models' run folders this run trained and which it reused, with their seconds."""
-    summaries = Comparison.read(metrics).summaries
+    """Return which of the study's run folders (every recipe, model and seed) this run trained and which it reused,
+    with the reused runs' seconds."""
     trained, reused, reused_seconds = [], [], 0.0
-    for model_name, summary in summaries.items():
-        for seed in summary["seeds"]:
-            directory = run_root / f"{model_name}-seed{seed}"
-            created = datetime.fromisoformat(json.loads((directory / RUN_FILE).read_text())["created"])
-            if created >= started.replace(microsecond=0):
-                trained.append(directory.name)
-                continue
-            timings = json.loads((directory / TIMINGS_FILE).read_text())
-            reused.append(directory.name)
-            reused_seconds += timings["fit_seconds"] + sum(timings["prediction_seconds"].values())
+    for record in sorted(run_root.glob(f"*/*/{RUN_FILE}")):
+        directory = record.parent
+        name = f"{directory.parent.name}/{directory.name}"
+        if datetime.fromisoformat(json.loads(record.read_text())["created"]) >= started.replace(microsecond=0):
+            trained.append(name)
+            continue
+        timings = json.loads((directory / TIMINGS_FILE).read_text())
+        reused.append(name)
+        reused_seconds += timings["fit_seconds"] + sum(timings["prediction_seconds"].values())
     return {"trained_runs": trained, "reused_runs": reused, "reused_training_seconds": reused_seconds,
             "from_scratch_seconds": metrics["timings"]["total_seconds"] + reused_seconds}
 
