@@ -202,3 +202,37 @@ def test_readme_and_the_index_show_one_table_per_recipe_never_a_row_beside_anoth
     page = factorial_html(metrics)
     assert page.count("<table") == 2 and "<h3>The external recipe: `outlined`" in page
     assert factorial_markdown({"notebooks": {"04_compare_cnn": {}}}) == "" == factorial_html({})
+
+
+def test_the_selection_score_weighs_the_datasets_validation_images_and_both_sides_of_the_external_ones():
+    from helpers.analysis.selection import chosen_recipe, selection_score
+
+    paths = np.array(["Training/glioma/a", "Training/notumor/b", "external/br35h-tumour/train/c",
+                      "external/tcga-lgg-tumour-free/train/d", "external/tcga-lgg-tumour-free/train/e"])
+    labels = np.array([GLIOMA, NO_TUMOUR, config.ANY_TUMOUR_LABEL, NO_TUMOUR, NO_TUMOUR])
+    guesses = [GLIOMA, GLIOMA, 1, NO_TUMOUR, GLIOMA]  # own 1 of 2; tumour kept 1 of 1; tumour-free 1 of 2
+    record = {"labels": labels, "probabilities": _one_hot(guesses), "paths": paths}
+    assert selection_score(record) == pytest.approx((0.5 + (1.0 + 0.5) / 2) / 2)
+    one_side = {name: values[:3] for name, values in record.items()}
+    assert selection_score(one_side) == 0.5, "no external tumour-free image: the dataset's accuracy alone"
+
+    def run(guessed):
+        predictions = {"validation": {**record, "probabilities": _one_hot(guessed)}}
+        return run_folders.TrainingRun(Path("r"), config.CLASS_NAMES, 64, pd.DataFrame(), {}, {}, predictions)
+
+    better_outside = run([GLIOMA, GLIOMA, 1, NO_TUMOUR, NO_TUMOUR])  # 0.5 own, 1.0 balanced: 0.75
+    better_inside = run([GLIOMA, NO_TUMOUR, NO_TUMOUR, GLIOMA, GLIOMA])  # 1.0 own, 0.0 balanced: 0.5
+    assert chosen_recipe({"dataset-only": [better_inside], "outlined": [better_outside]}) == "outlined"
+    assert chosen_recipe({"dataset-only": [better_inside, better_outside], "outlined": [better_inside]}) == (
+        "dataset-only"), "the mean over a recipe's seeds"
+    assert chosen_recipe({"dataset-only": [], "outlined": [better_inside]}) == "outlined", "an untrained recipe: none"
+
+
+def test_a_model_is_published_with_the_recipe_notebook_04_chose_else_its_profiles():
+    from helpers.reporting.published_default import published_recipe, published_run
+
+    metrics = {"profile": "full", "notebooks": {"04_compare_cnn": {"published_recipes": {"cnn": "dataset-only"}}}}
+    assert published_recipe(metrics, "cnn") == "dataset-only" and published_recipe(metrics, "cnn-ensemble") == (
+        "dataset-only")
+    assert published_recipe(metrics, "hybrid") == "outlined", "a record without the choice: the profile's recipe"
+    assert published_run(metrics, Path("runs"), "cnn", 43) == Path("runs/dataset-only/cnn-seed43")

@@ -165,7 +165,8 @@ def _run(seed, validation_right, model=None):
                                for index, label in enumerate(labels)]]
     return run_folders.TrainingRun(directory=Path(f"runs/m-seed{seed}"), class_names=config.CLASS_NAMES, image_size=64,
                                 history=None, timings={}, details={"settings": {"seed": seed}},
-                                predictions={"validation": {"probabilities": probabilities, "labels": labels}},
+                                predictions={"validation": {"probabilities": probabilities, "labels": labels,
+                                                            "paths": np.array(["Training/image"] * 4)}},
                                 loaded_model=model)
 
 

@@ -60,7 +60,7 @@ class RnnTraining(Section):
     NOTEBOOK: ClassVar[str] = "02_train_rnn"
     TITLE: ClassVar[str] = "The specified RNN (Conv1D + BiLSTM over rows)"
     data_fingerprint: str | None = None
-    summary: dict = field(default_factory=dict)  # under the recipe of its published runs
+    summary: dict = field(default_factory=dict)  # under the benchmark protocol
     summaries_by_recipe: dict = field(default_factory=dict)
 
 
@@ -71,7 +71,7 @@ class HybridTraining(Section):
     NOTEBOOK: ClassVar[str] = "03_train_hybrid"
     TITLE: ClassVar[str] = "The hybrids and the project's recurrent models (specified hybrid, crnn, sequencer)"
     data_fingerprint: str | None = None
-    summaries: dict = field(default_factory=dict)  # under the recipe of each model's published runs
+    summaries: dict = field(default_factory=dict)  # under the benchmark protocol
     summaries_by_recipe: dict = field(default_factory=dict)  # recipe -> model -> summary
 
 
@@ -96,6 +96,7 @@ class Comparison(Section):
     frontier_source: str | None = None
     front: list = field(default_factory=list)
     verdicts: Table = field(default_factory=list)
+    published_recipes: dict = field(default_factory=dict)  # model -> the recipe it is published with (SELECTION_RULE)
 
 
 @dataclass

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from helpers.analysis.selection import selection_score, validation_score
 from helpers.analysis.study import StudyData
 from helpers.evaluation import (
     classification_summary,
@@ -21,8 +22,8 @@ from helpers.targets import ACCURACY_TARGETS, RECURRENT_MODELS, RECURRENT_PARAME
 
 
 def representative_run(runs: list[TrainingRun]) -> TrainingRun:
-    """Return the run with the best validation accuracy (ties: the first seed); the test split plays no part."""
-    return runs[int(np.argmax([validation_accuracy(run) for run in runs]))]
+    """Return the run with the best validation score (ties: the first seed); the test split plays no part."""
+    return runs[int(np.argmax([validation_score(run) for run in runs]))]
 
 
 ENSEMBLE_SUFFIX = "-ensemble"
@@ -65,8 +66,8 @@ def default_ensemble(runs_per_model: dict[str, list[TrainingRun]]) -> dict[str, 
 
 
 def best_on_validation(runs_per_model: dict[str, list[TrainingRun]]) -> str:
-    """Return the name of the model with the best mean validation accuracy over its seeds."""
-    return max(runs_per_model, key=lambda name: np.mean([validation_accuracy(run) for run in runs_per_model[name]]))
+    """Return the name of the model with the best mean validation score over its seeds."""
+    return max(runs_per_model, key=lambda name: np.mean([validation_score(run) for run in runs_per_model[name]]))
 
 
 def target_table(summaries: dict[str, dict]) -> pd.DataFrame:
@@ -151,6 +152,7 @@ def summarise_runs(model_name: str, runs: list[TrainingRun]) -> dict[str, Any]:
         "test_accuracy": over_seeds["accuracy"], "test_macro_f1": over_seeds["macro_f1"],
         "validation_accuracy": [validation_accuracy(run) for run in runs],
         "dataset_validation_accuracy": [dataset_validation_accuracy(run) for run in runs],
+        "validation_score": [validation_score(run) for run in runs],
         "representative": {name: detail[name] for name in ("accuracy", "macro_f1", "weighted_f1",
                                                            "tumour_sensitivity", "expected_calibration_error",
                                                            "roc_auc_ovr_macro")},
@@ -174,6 +176,7 @@ def summary_row(summary: dict[str, Any]) -> dict[str, Any]:
             "validation_accuracy": float(np.mean(summary["validation_accuracy"])),
             "dataset_validation_accuracy": float(np.mean(summary.get("dataset_validation_accuracy",
                                                                      summary["validation_accuracy"]))),
+            "validation_score": float(np.mean(summary.get("validation_score", summary["validation_accuracy"]))),
             "seconds_per_epoch": summary["seconds_per_epoch"], "fit_seconds": summary["fit_seconds"],
             "inference_milliseconds_per_image": summary["inference_milliseconds_per_image"]}
 
@@ -206,6 +209,9 @@ def cheap_accuracy_table(runs_per_model: dict[str, list[TrainingRun]], data: Stu
         for variant, (passes, validation, test) in variants.items():
             rows.append({"model": name, "variant": variant, "network passes per image": passes,
                          "validation accuracy": partial_label_accuracy(data.validation.labels, validation),
+                         "validation score": selection_score({"labels": data.validation.labels,
+                                                              "probabilities": validation,
+                                                              "paths": data.validation.paths}),
                          "test accuracy": masked_accuracy(test, test_labels, np.ones_like(clean)),
                          "clean-test accuracy": masked_accuracy(test, test_labels, clean)})
     return pd.DataFrame(rows).set_index(["model", "variant"])

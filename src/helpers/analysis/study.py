@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from helpers import config
+from helpers.analysis.selection import chosen_recipe
 from helpers.files import write_atomically
 from helpers.inputs.data import ImageSplit, MRIDataset, load_dataset, split_validation, take_per_class
 from helpers.inputs.duplicates import DuplicateAudit, audit_duplicates
@@ -299,6 +300,22 @@ class Study:
                            external=data.external,
                            external_fingerprint=data.external_fingerprint if settings.external_training else None,
                            external_test=data.external_test)
+
+    def finished_runs(self, model_name: str, data: StudyData, recipe_name: str) -> list[TrainingRun]:
+        """Return a model's finished runs under a recipe (its seeds that this study holds), without their models."""
+        return [load_run(self.run_directory(model_name, seed, recipe_name), with_model=False)
+                for seed in self.seeds_of(model_name, recipe_name)
+                if self.reusable(self.run_directory(model_name, seed, recipe_name), model_name,
+                                 self.settings(model_name, seed, recipe_name), data)]
+
+    def published_recipe(self, model_name: str, data: StudyData) -> str:
+        """Return the recipe a model is published with: of the compared recipes it has runs of, the one with the best
+        mean validation score (helpers.analysis.run_summaries.SELECTION_RULE)."""
+        found = {name: self.finished_runs(model_name, data, name) for name in self.profile.compared_recipes}
+        if not any(found.values()):
+            raise FileNotFoundError(f"{self.run_root}: no finished {model_name} run under any of the recipes "
+                                    f"{', '.join(self.profile.compared_recipes)}; run notebooks 02-04 first")
+        return chosen_recipe(found)
 
     def load_runs(self, model_name: str, data: StudyData, recipe_name: str | None = None) -> list[TrainingRun]:
         """Load a model's finished runs under a recipe (default: its own), one per seed; fail naming the notebook to

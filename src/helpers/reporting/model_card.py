@@ -8,13 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers import config
 from helpers.analysis.run_summaries import ENSEMBLE_SUFFIX, ensemble_name
 from helpers.config import OFFICIAL_TESTING
 from helpers.evaluation import mean_with_spread
 from helpers.metrics_record import Comparison, ErrorAnalysis, Exploration, ExternalValidity, Uncertainty
 from helpers.modeling.recipes import training_data_sentence
-from helpers.reporting.published_default import DEFAULT_RULE, cheap_accuracy_row, external_targets
+from helpers.reporting.published_default import DEFAULT_RULE, cheap_accuracy_row, external_targets, published_recipe
 from helpers.reporting.source_report import (
     external_sources,
     loso_markdown,
@@ -92,10 +91,9 @@ def ensemble_cells(metrics: dict, name: str) -> list[str]:
 def _card_models(metrics: dict, index: dict, default: str) -> tuple[str, str, str]:
     """Return the model card's sentence on the shipped ensemble, and its models table's header and rows."""
     table = results_table(metrics)
-    profile = config.get_profile(metrics["profile"])
     external_headers = source_cells(metrics, default)[0]
     rows = "\n".join(
-        f"| `{entry['file']}` | `{profile.recipe_name(name.removesuffix(ENSEMBLE_SUFFIX))}` | "
+        f"| `{entry['file']}` | `{published_recipe(metrics, name)}` | "
         f"{entry.get('parameters') or int(table.loc[name, 'parameters']):,} | "
         f"{', '.join(map(str, entry.get('seeds', [entry.get('seed')])))} | {entry['validation_accuracy']:.2%} | "
         + " | ".join(ensemble_cells(metrics, name.removesuffix(ENSEMBLE_SUFFIX)) if "members" in entry

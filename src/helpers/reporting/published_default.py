@@ -3,25 +3,48 @@ external-validity targets it is judged by."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from helpers.analysis.run_summaries import ensemble_name
+from helpers.analysis.run_summaries import ENSEMBLE_SUFFIX, ensemble_name
 from helpers.metrics_record import Comparison
 from helpers.reporting.source_report import judged_targets
 
 # How the published default is chosen: the same words in README, the model card and index.html.
-DEFAULT_RULE = ("the model with the best mean validation accuracy over its seeds, shipped as the average of its seeds' "
-                "probabilities (an ensemble) when that scores higher on validation than its best-on-validation seed "
-                "alone, else as that seed")
+DEFAULT_RULE = ("the model with the best validation score (the mean of its accuracy on the dataset's own validation "
+                "images and its balanced accuracy on the external ones, over its seeds under the recipe it is "
+                "published with), shipped as the average of its seeds' probabilities (an ensemble) when that scores "
+                "higher than its best seed alone, else as that seed")
+
+
+def published_recipe(metrics: dict, name: str) -> str:
+    """Return the recipe a model is published with: notebook 04's choice by the selection rule (in a record written
+    before it, the profile's recipe for the model)."""
+    from helpers import config
+
+    chosen = Comparison.read(metrics).published_recipes.get(name.removesuffix(ENSEMBLE_SUFFIX))
+    return chosen or config.get_profile(metrics["profile"]).recipe_name(name.removesuffix(ENSEMBLE_SUFFIX))
+
+
+def published_run(metrics: dict, run_root: Path, name: str, seed: int) -> Path:
+    """Return the run folder of a published model's seed under the recipe it is published with."""
+    from helpers import config
+
+    return config.run_folder(run_root, published_recipe(metrics, name), name, seed)
 
 
 def default_model(metrics: dict) -> str:
-    """Return the published default: the model with the best mean validation accuracy over its seeds (validation
-    holds the external train parts' held-out images where the recipe trains on them)."""
+    """Return the published default: the model with the best mean validation score over its seeds (the validation
+    accuracy in a record written before the score)."""
     summaries = Comparison.read(metrics).summaries
-    return max(summaries, key=lambda name: float(np.mean(summaries[name].get("validation_accuracy", [0.0]))))
+
+    def score(name: str) -> float:
+        summary = summaries[name]
+        return float(np.mean(summary.get("validation_score", summary.get("validation_accuracy", [0.0]))))
+
+    return max(summaries, key=score)
 
 
 def cheap_accuracy_row(metrics: dict, name: str, variant: str) -> dict | None:
@@ -35,8 +58,9 @@ def ships_ensemble(metrics: dict, name: str) -> bool:
     cheap-accuracy rows)."""
     single = cheap_accuracy_row(metrics, name, "one network")
     ensemble = cheap_accuracy_row(metrics, name, "ensemble of")
+    measure = "validation score" if single is not None and "validation score" in single else "validation accuracy"
     return (single is not None and ensemble is not None and ensemble["network passes per image"] > 1
-            and ensemble["validation accuracy"] > single["validation accuracy"])
+            and ensemble[measure] > single[measure])
 
 
 def shipped_default(metrics: dict) -> str:

@@ -30,7 +30,7 @@ from helpers.modeling.saved_models import MODEL_INDEX_FILE
 from helpers.provenance import duration_sentence
 from helpers.reporting.factorial_report import factorial_markdown
 from helpers.reporting.model_card import model_card, results_table
-from helpers.reporting.published_default import external_targets, shipped_default
+from helpers.reporting.published_default import external_targets, published_run, shipped_default
 from helpers.reporting.source_report import (
     external_sources,
     loso_markdown,
@@ -190,7 +190,8 @@ def _stage_models(metrics: dict, seeds: dict[str, int], run_root: Path, staging:
     summaries = Comparison.read(metrics).summaries
     shipped = shipped_default(metrics)
     for name, seed in seeds.items():
-        run = load_run(config.study_run(run_root, name, seed), with_model=False)  # loaded below without optimizer state
+        # loaded below without optimizer state
+        run = load_run(published_run(metrics, run_root, name, seed), with_model=False)
         if run.details["data_fingerprint"] != metrics["data_fingerprint"]:
             raise ValueError(f"{run.directory}: trained on other data than the published reports")
         model = keras.saving.load_model(run.directory / MODEL_FILE, compile=False)
@@ -204,12 +205,13 @@ def _stage_models(metrics: dict, seeds: dict[str, int], run_root: Path, staging:
                        **confidence_threshold(run.predictions)})
         (staging / f"{name}.json").write_text(json.dumps(labels, indent=2) + "\n")
         ensemble = shipped == ensemble_name(name)
-        _stage_runs(run_root, name, summaries[name]["seeds"], seed, staging, models_dir, every_model=ensemble)
+        _stage_runs(metrics, run_root, name, summaries[name]["seeds"], seed, staging, models_dir, every_model=ensemble)
         index["models"][name] = {"file": f"{name}.keras", "seed": seed,
                                  "validation_accuracy": labels["validation_accuracy"],
                                  **{key: value for key, value in labels.items() if key.startswith("confidence")}}
         if ensemble:
-            index["models"][ensemble_name(name)] = _stage_ensemble(name, summaries[name]["seeds"], run_root, staging)
+            index["models"][ensemble_name(name)] = _stage_ensemble(metrics, name, summaries[name]["seeds"], run_root,
+                                                                   staging)
     index["default"] = index["models"][shipped]["file"]
     recorded = set(Uncertainty.read(metrics).models)
     for name, entry in index["models"].items():  # notebook 07's uncertainty records, beside their models
@@ -225,7 +227,8 @@ def _stage_models(metrics: dict, seeds: dict[str, int], run_root: Path, staging:
     (staging / MODEL_CARD_FILE).write_text(model_card(metrics, index, default_labels["settings"]))
     write_markdown_page(staging / MODEL_CARD_FILE)
     # The published seeds' model.keras in runs/ are byte copies of the models above: git stores each once.
-    copies = {config.study_run(staging / PUBLISHED_RUNS, name, seed) / MODEL_FILE for name, seed in seeds.items()}
+    copies = {published_run(metrics, staging / PUBLISHED_RUNS, name, seed) / MODEL_FILE
+              for name, seed in seeds.items()}
     size = sum(path.stat().st_size for path in staging.rglob("*") if path.is_file() and path not in copies)
     if size > MODEL_SIZE_LIMIT_BYTES:
         raise ValueError(f"models/: the models would take {size / 2**20:.1f} MB, over the "
@@ -233,12 +236,13 @@ def _stage_models(metrics: dict, seeds: dict[str, int], run_root: Path, staging:
     return index
 
 
-def _stage_ensemble(name: str, seeds: list[int], run_root: Path, staging: Path) -> dict:
+def _stage_ensemble(metrics: dict, name: str, seeds: list[int], run_root: Path, staging: Path) -> dict:
     """Write the label file of a model's ensemble of seeds (its members: the seeds' models in runs/) and return its
     index entry: validation accuracy and confidence threshold of the averaged probabilities."""
-    averaged = mean_predictions([load_run(config.study_run(run_root, name, seed), with_model=False) for seed in seeds])
+    averaged = mean_predictions([load_run(published_run(metrics, run_root, name, seed), with_model=False)
+                                 for seed in seeds])
     base = json.loads((staging / f"{name}.json").read_text())
-    members = [str(config.study_run(Path(PUBLISHED_RUNS), name, seed) / MODEL_FILE) for seed in seeds]
+    members = [str(published_run(metrics, Path(PUBLISHED_RUNS), name, seed) / MODEL_FILE) for seed in seeds]
     entry = {"file": f"{ensemble_name(name)}.json", "seeds": seeds, "members": members,
              "parameters": len(seeds) * base["parameters"],
              "validation_accuracy": partial_label_accuracy(averaged["validation"]["labels"],
@@ -273,13 +277,14 @@ def _stage_factorial_runs(metrics: dict, run_root: Path, staging: Path) -> None:
                 _copy_run_files(config.run_folder(run_root, row["recipe"], row["model"], seed), target)
 
 
-def _stage_runs(run_root: Path, name: str, seeds: list[int], published_seed: int, staging: Path,
+def _stage_runs(metrics: dict, run_root: Path, name: str, seeds: list[int], published_seed: int, staging: Path,
                 models_dir: Path, every_model: bool = False) -> None:
     """Copy every seed's run folder without its model (history, timings, predictions, labels, run.json) into
     runs/ of the staging folder, with the published seed's model (every seed's, without optimizer state, for the
     default's ensemble), so notebooks opened without parameters read them."""
     for seed in seeds:
-        source, target = config.study_run(run_root, name, seed), config.study_run(staging / PUBLISHED_RUNS, name, seed)
+        source = published_run(metrics, run_root, name, seed)
+        target = published_run(metrics, staging / PUBLISHED_RUNS, name, seed)
         _copy_run_files(source, target)
         if seed == published_seed:
             shutil.copy2(staging / f"{name}.keras", target / MODEL_FILE)
@@ -287,7 +292,7 @@ def _stage_runs(run_root: Path, name: str, seeds: list[int], published_seed: int
             import keras
 
             _save_unless_unchanged(keras.saving.load_model(source / MODEL_FILE, compile=False), target / MODEL_FILE,
-                                   config.study_run(models_dir / PUBLISHED_RUNS, name, seed) / MODEL_FILE)
+                                   published_run(metrics, models_dir / PUBLISHED_RUNS, name, seed) / MODEL_FILE)
 
 
 def _main(argv: list[str] | None = None) -> int:
