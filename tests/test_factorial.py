@@ -167,7 +167,7 @@ def test_every_model_trains_under_each_recipe_with_the_profiles_seeds_and_its_ow
     demo = Study.from_parameters(profile="demo")
     assert demo.profile.compared_recipes == ("demo-dataset-only", "demo")
     own, mixed = demo.settings("cnn", 42, "demo-dataset-only"), demo.settings("cnn", 42, "demo")
-    assert (own.external_training, mixed.external_training, own.epochs, mixed.epochs) == (False, True, 12, 12)
+    assert (own.external_training, mixed.external_training, own.epochs, mixed.epochs) == (False, True, 8, 12)
 
 
 def test_the_factorial_trains_the_missions_models_seed_by_seed_before_the_others():
@@ -236,3 +236,14 @@ def test_a_model_is_published_with_the_recipe_notebook_04_chose_else_its_profile
         "dataset-only")
     assert published_recipe(metrics, "hybrid") == "outlined", "a record without the choice: the profile's recipe"
     assert published_run(metrics, Path("runs"), "cnn", 43) == Path("runs/dataset-only/cnn-seed43")
+
+
+def test_the_factorials_cost_sums_its_runs_own_records():
+    runs = {"dataset-only": {"rnn": [_run("rnn", 42, 0, cpu_minutes=3.0), _run("rnn", 43, 0, minutes=4.0)]},
+            "outlined": {"cnn": [_run("cnn", 42, 0, minutes=6.0, cpu_minutes=9.0)]}}
+    cost = factorial.factorial_cost(runs)
+    assert (cost["runs"], cost["wall_minutes"], cost["cpu_minutes"], cost["runs_with_cpu_time"]) == (3, 12.0, 12.0, 2)
+    assert cost["machines"] == ["unknown CPU, ? cores"]
+    expected = ("The factorial's 3 runs trained for 0.2 hours of wall clock (12 CPU-minutes over the 2 runs that "
+                "recorded them), on unknown CPU, ? cores.")
+    assert factorial.cost_sentence(cost) == expected

@@ -112,7 +112,15 @@ def test_pipeline_publishes_every_report_with_index_and_metrics(real_data_root, 
     models = {row["model"]: row for row in metrics["notebooks"]["04_compare_cnn"]["models"]}
     assert set(models) == set(config.STUDY_MODELS) and models["rnn"]["parameters"] == 235_140
     targets = {row["target"]: row for row in metrics["notebooks"]["04_compare_cnn"]["targets"]}
-    assert targets["rnn as specified"]["model"] == "rnn" and len(targets) == 4
+    assert targets["rnn as specified"]["model"] == "rnn" and len(targets) == 5
+    comparison = metrics["notebooks"]["04_compare_cnn"]  # every model under both recipes, compared within each
+    recipes = config.get_profile("smoke").compared_recipes
+    assert comparison["recipes"] == list(recipes) == ["dataset-only", "outlined"]
+    assert sorted((row["recipe"], row["model"]) for row in comparison["factorial"]) == sorted(
+        (recipe, model) for recipe in recipes for model in config.STUDY_MODELS)
+    assert {row["recipe"] for row in comparison["mcnemar"]} == set(recipes) and len(comparison["mcnemar"]) == 20
+    assert len(comparison["frontier"]) == 10 and set(comparison["published_recipes"]) == set(config.STUDY_MODELS)
+    assert comparison["factorial_cost"]["runs"] == 10
     assert all(0.0 <= row["accuracy_low"] <= row["accuracy"] <= row["accuracy_high"] <= 1.0 for row in models.values())
     assert metrics["notebooks"]["01_explore_data"]["test_images"] == 1311
     index = (reports / INDEX_FILE).read_text()
@@ -123,7 +131,8 @@ def test_pipeline_publishes_every_report_with_index_and_metrics(real_data_root, 
     record = metrics["notebooks"]["06_external_validity"]
     assert record["sources"]["rnn"]["TCGA post-contrast"]["tumour_free_images"] == 40
     timings = metrics["timings"]
-    assert sorted(timings["trained_runs"]) == sorted(f"{name}-seed42" for name in models) and not timings["reused_runs"]
+    assert sorted(timings["trained_runs"]) == sorted(f"{recipe}/{name}-seed42" for recipe in recipes for name in models)
+    assert not timings["reused_runs"]
     assert timings["from_scratch_seconds"] >= timings["total_seconds"]
     assert timings["cpu_seconds"] > 0, "the kernels' CPU time is counted beside the wall time"
     assert "from scratch" not in index, "a run that trained everything says no more than its duration"

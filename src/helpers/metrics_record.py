@@ -97,6 +97,7 @@ class Comparison(Section):
     front: list = field(default_factory=list)
     verdicts: Table = field(default_factory=list)
     published_recipes: dict = field(default_factory=dict)  # model -> the recipe it is published with (SELECTION_RULE)
+    factorial_cost: dict = field(default_factory=dict)  # runs, wall and CPU minutes, machines
 
 
 @dataclass

@@ -9,7 +9,8 @@ from helpers.config import OFFICIAL_TESTING
 RECURRENT_MODELS = ("rnn", "hybrid", "crnn", "sequencer")
 RECURRENT_PARAMETER_LIMIT = 1_500_000
 ACCURACY_TARGETS = {"rnn as specified": 0.93, "best recurrent model (<= 1.5M parameters)": 0.97,
-                    "best model overall": 0.985, "best model's tumour sensitivity": 0.99}
+                    "best model overall": 0.985, "best model's tumour sensitivity": 0.99,
+                    "best model's clean-test accuracy": 0.96}
 
 # External validity of the published default as shipped (external *test* parts, official Testing split):
 # (target, where the figure comes from, source or set, figure, required share).

@@ -38,6 +38,27 @@ def run_minutes(run: TrainingRun) -> tuple[float, float | None]:
     return run.timings["fit_seconds"] / 60, (cpu / 60 if cpu is not None else None)
 
 
+def factorial_cost(runs: dict[str, dict[str, list[TrainingRun]]]) -> dict[str, Any]:
+    """Return what the factorial's runs cost to train, from their own records: how many, their wall-clock minutes, the
+    CPU minutes of those that recorded them, and the machines (CPU model, cores) they trained on."""
+    every = [run for models in runs.values() for model_runs in models.values() for run in model_runs]
+    minutes = [run_minutes(run) for run in every]
+    machines = sorted({f"{run.details.get('device', {}).get('cpu_model') or 'unknown CPU'}, "
+                       f"{run.details.get('device', {}).get('cpu_count', '?')} cores" for run in every})
+    return {"runs": len(every), "wall_minutes": float(sum(wall for wall, _ in minutes)),
+            "cpu_minutes": float(sum(cpu for _, cpu in minutes if cpu is not None)),
+            "runs_with_cpu_time": sum(cpu is not None for _, cpu in minutes), "machines": machines}
+
+
+def cost_sentence(cost: dict[str, Any]) -> str:
+    """Return the factorial's cost in words."""
+    cpu = (f" ({cost['cpu_minutes']:.0f} CPU-minutes over the {cost['runs_with_cpu_time']} runs that recorded them)"
+           if cost["runs_with_cpu_time"] else "")
+    hours = cost["wall_minutes"] / 60
+    return f"The factorial's {cost['runs']} runs trained for {hours:.1f} hours of wall clock{cpu}, on " \
+           f"{'; '.join(cost['machines'])}."
+
+
 def external_set_names(paths: np.ndarray) -> np.ndarray:
     """Return the external set of every path of an external prediction file (external/<collection>/<part>/...)."""
     parts = np.char.split(np.char.replace(np.asarray(paths).astype(str), EXTERNAL_PATH_PREFIX, "", count=1), "/")

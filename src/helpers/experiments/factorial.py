@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from pathlib import Path
 
@@ -50,13 +51,29 @@ def add_external_predictions(directory: Path, data: StudyData) -> bool:
     return True
 
 
+def adopt_published_run(study: Study, data: StudyData, model_name: str, seed: int, recipe_name: str) -> bool:
+    """Copy the published run of a planned run (models/runs) into the study's run folders when the study lacks it and
+    the published one was trained with the same model, recipe and data (a new machine starts from what was
+    published, not from nothing); return whether it did."""
+    directory = study.run_directory(model_name, seed, recipe_name)
+    published = config.run_folder(config.PUBLISHED_RUNS_DIR, recipe_name, model_name, seed)
+    settings = study.settings(model_name, seed, recipe_name)
+    if directory.exists() or study.run_root == config.PUBLISHED_RUNS_DIR or not study.reusable(
+            published, model_name, settings, data):
+        return False
+    shutil.copytree(published, directory)
+    return True
+
+
 def run_factorial(study: Study, plan: list[tuple[str, str, int]]) -> None:
-    """Train every planned run the study's run folders do not already hold, printing progress; a finished run
-    that keeps its model gains its external test predictions where it lacks them."""
+    """Train every planned run the study's run folders do not already hold (a matching published run is adopted),
+    printing progress; a finished run that keeps its model gains its external test predictions where it lacks them."""
     data = study.load_data()
     started = time.perf_counter()
     for recipe_name, model_name, seed in plan:
         directory = study.run_directory(model_name, seed, recipe_name)
+        if adopt_published_run(study, data, model_name, seed, recipe_name):
+            print(f"{config.shown_path(directory)}: the published run adopted", flush=True)
         if study.reusable(directory, model_name, study.settings(model_name, seed, recipe_name), data) \
                 and add_external_predictions(directory, data):
             print(f"{config.shown_path(directory)}: external test predictions written", flush=True)

@@ -7,14 +7,20 @@ import html
 
 import pandas as pd
 
-from helpers.analysis.factorial import verdict_sentence
+from helpers.analysis.factorial import cost_sentence, verdict_sentence
 from helpers.metrics_record import Comparison
 from helpers.modeling.recipes import RECIPES, described
 
-# The external figures a recipe's table shows: a source's balanced accuracy where it has both sides, else its share of
-# tumours kept.
-SHOWN_SOURCE_FIGURES = (("TCGA FLAIR", "balanced_accuracy", "TCGA FLAIR balanced accuracy"),
-                        ("Br35H", "sensitivity", "Br35H tumours kept"))
+
+def shown_sources(rows: list[dict], frontier_source: str | None) -> list[tuple[str, str, str]]:
+    """Return the external figures a recipe's table shows (source, figure, title): the frontier source's balanced
+    accuracy, and the tumours kept of the first source that gives tumours only."""
+    figures = [key for row in rows for key in row if ": " in key and not key.endswith("per seed")]
+    shown = [(frontier_source, "balanced_accuracy", f"{frontier_source} balanced accuracy")] if (
+        frontier_source and f"{frontier_source}: balanced_accuracy" in figures) else []
+    tumours_only = [key.split(": ")[0] for key in dict.fromkeys(figures) if key.endswith(": sensitivity")
+                    and key.replace(": sensitivity", ": specificity") not in figures]
+    return shown + [(tumours_only[0], "sensitivity", f"{tumours_only[0]} tumours kept")] if tumours_only else shown
 
 
 def _percent(value: object) -> str:
@@ -22,10 +28,11 @@ def _percent(value: object) -> str:
     return "" if value is None or pd.isna(value) else f"{value:.1%}"
 
 
-def recipe_table(rows: list[dict], recipe_name: str) -> pd.DataFrame:
+def recipe_table(rows: list[dict], recipe_name: str, frontier_source: str | None = None) -> pd.DataFrame:
     """Return one recipe's rows as a reader sees them: official accuracy over seeds, clean test, validation on the
     dataset's own images, two external figures (said to be trained on or held out), training minutes."""
     trained_on = RECIPES[recipe_name].external_training
+    sources = shown_sources(rows, frontier_source)
     shown = []
     for row in rows:
         if row["recipe"] != recipe_name:
@@ -36,7 +43,7 @@ def recipe_table(rows: list[dict], recipe_name: str) -> pd.DataFrame:
                                                         f"{row['official_accuracy_std']:.2%}",
                  "clean-test accuracy": f"{row['clean_test_accuracy']:.2%}",
                  "validation accuracy (the dataset's images)": f"{row['dataset_validation_accuracy']:.2%}"}
-        for source, figure, title in SHOWN_SOURCE_FIGURES:
+        for source, figure, title in sources:
             external_seeds, value = row.get("external_seeds", 0), row.get(f"{source}: {figure}")
             note = "" if value is None or external_seeds == seeds else f" ({external_seeds} of {seeds} seeds)"
             cells[f"{title} ({'trained on' if trained_on else 'never trained on'})"] = _percent(value) + note
@@ -56,7 +63,8 @@ def _markdown(table: pd.DataFrame) -> str:
 def recipe_tables(comparison: Comparison) -> list[tuple[str, str, pd.DataFrame]]:
     """Return, per recipe compared, its kind (the benchmark protocol first), its name and its table."""
     return [("The benchmark protocol" if number == 0 else "The external recipe", recipe_name,
-             recipe_table(comparison.factorial, recipe_name)) for number, recipe_name in enumerate(comparison.recipes)]
+             recipe_table(comparison.factorial, recipe_name, comparison.frontier_source))
+            for number, recipe_name in enumerate(comparison.recipes)]
 
 
 def factorial_markdown(metrics: dict) -> str:
@@ -68,6 +76,8 @@ def factorial_markdown(metrics: dict) -> str:
     blocks = []
     for kind, recipe_name, table in recipe_tables(comparison):
         blocks += [f"**{kind}**, {described(recipe_name)}:", "", _markdown(table), ""]
+    if comparison.factorial_cost:
+        blocks += [cost_sentence(comparison.factorial_cost), ""]
     if comparison.verdicts:
         blocks.append("Recurrent models against the cnn, within a recipe (McNemar's exact test on the "
                       "best-on-validation seeds): "
