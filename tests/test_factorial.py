@@ -91,8 +91,15 @@ def test_mcnemar_pairs_models_only_within_a_recipe():
     assert [(verdict["recipe"], verdict["model"], verdict["winner"]) for verdict in verdicts] == [
         ("dataset-only", "rnn", "rnn"), ("outlined", "rnn", "neither"), ("outlined", "hybrid", "neither")]
     assert verdicts[0]["difference_points"] == pytest.approx(30.0)
-    assert "**rnn** wins" in factorial.verdict_sentence(verdicts[0]) and "p = 0.031" in factorial.verdict_sentence(
-        verdicts[0])
+    assert (verdicts[0]["model_alone_right"], verdicts[0]["baseline_alone_right"]) == (6, 0)
+    # the test's seeds favour one model while the means over seeds favour the other: no winner is declared
+    split = {"dataset-only": {"rnn": [_run("rnn", 42, 0), _run("rnn", 43, 20)], "cnn": [_run("cnn", 42, 6)]}}
+    [mixed] = factorial.architecture_verdicts(factorial.factorial_rows(split, np.ones(20, bool), ()),
+                                              factorial.within_recipe_mcnemar(TEST_LABELS, split))
+    assert mixed["p_value"] < 0.05 and mixed["difference_points"] < 0 and mixed["winner"] == "neither"
+    assert factorial.verdict_sentence(verdicts[0]) == ("under `dataset-only`, **rnn** wins: rnn 100.00% against cnn "
+                                                       "70.00% (+30.0 points; McNemar p = 0.031, 6 against 0 images "
+                                                       "right alone)")
     assert "no significant difference" in factorial.verdict_sentence(verdicts[1])
 
 
@@ -197,7 +204,7 @@ def test_readme_and_the_index_show_one_table_per_recipe_never_a_row_beside_anoth
     assert "TCGA FLAIR balanced accuracy (never trained on)" in benchmark
     assert "TCGA FLAIR balanced accuracy (trained on)" in external
     assert "| 62.5% (1 of 2 seeds) |" in external, "an external figure says how many seeds it stands on"
-    assert "under `dataset-only`, **rnn** wins: rnn 100.00% against cnn 70.00%" in block
+    assert "`dataset-only`: rnn +30.0 (p = 0.031, rnn)." in block, "no verdict where the cnn did not train"
     assert "no other model and recipe beats rnn (`outlined`) on both" in block
     page = factorial_html(metrics)
     assert page.count("<table") == 2 and "<h3>The external recipe: `outlined`" in page

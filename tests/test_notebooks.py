@@ -125,7 +125,7 @@ def test_pipeline_publishes_every_report_with_index_and_metrics(real_data_root, 
     assert metrics["notebooks"]["01_explore_data"]["test_images"] == 1311
     index = (reports / INDEX_FILE).read_text()
     assert all(f'href="{name}.html"' in index for name in NOTEBOOKS) and "hybrid" in index
-    assert "<th>clean-test accuracy</th>" in index and "<h2>Targets</h2>" in index and "<th>index</th>" not in index
+    assert "<th>clean test</th>" in index and "<h2>Targets</h2>" in index and "<th>index</th>" not in index
     assert "The published default model" in index
     assert "on both sides of every source" in index and "<td>TCGA FLAIR</td>" in index, "every source, both sides"
     record = metrics["notebooks"]["06_external_validity"]

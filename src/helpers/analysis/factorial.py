@@ -229,7 +229,9 @@ def pareto_front(points: pd.DataFrame) -> list[tuple[str, str]]:
 def architecture_verdicts(rows: list[dict[str, Any]], mcnemar: pd.DataFrame, baseline: str = "cnn"
                           ) -> list[dict[str, Any]]:
     """Return, per recipe, how each recurrent model stands against the baseline on the official split: the mean
-    accuracies, the difference in points, McNemar's p-value of the pair and who wins at p < 0.05 (else a tie)."""
+    accuracies over seeds and their difference in points, McNemar's test of the pair's best-on-validation seeds (its
+    p-value, the images each alone got right) and the winner: the model McNemar favours at p < 0.05 when the means
+    agree with it, else neither."""
     verdicts = []
     for recipe_name in dict.fromkeys(row["recipe"] for row in rows):
         within = {row["model"]: row for row in rows if row["recipe"] == recipe_name}
@@ -238,16 +240,23 @@ def architecture_verdicts(rows: list[dict[str, Any]], mcnemar: pd.DataFrame, bas
         for model_name, row in within.items():
             if model_name == baseline:
                 continue
-            pair = mcnemar[(mcnemar["recipe"] == recipe_name)
-                           & (((mcnemar["first"] == model_name) & (mcnemar["second"] == baseline))
-                              | ((mcnemar["first"] == baseline) & (mcnemar["second"] == model_name)))]
-            p_value = float(pair["p_value"].iloc[0]) if len(pair) else float("nan")
+            pair = mcnemar[(mcnemar["recipe"] == recipe_name) & (mcnemar["first"].isin([model_name, baseline]))
+                           & (mcnemar["second"].isin([model_name, baseline]))]
+            if not len(pair):
+                continue
+            tested = pair.iloc[0]
+            alone = {tested["first"]: int(tested["only_first_correct"]),
+                     tested["second"]: int(tested["only_second_correct"])}
             difference = row["official_accuracy"] - within[baseline]["official_accuracy"]
-            winner = (model_name if difference > 0 else baseline) if p_value < 0.05 else "neither"
+            favoured = model_name if alone[model_name] > alone[baseline] else baseline
+            agrees = (difference > 0) == (favoured == model_name) and difference != 0
+            winner = favoured if float(tested["p_value"]) < 0.05 and agrees else "neither"
             verdicts.append({"recipe": recipe_name, "model": model_name, "baseline": baseline,
                              "model_accuracy": row["official_accuracy"],
                              "baseline_accuracy": within[baseline]["official_accuracy"],
-                             "difference_points": 100 * difference, "p_value": p_value, "winner": winner})
+                             "difference_points": 100 * difference, "p_value": float(tested["p_value"]),
+                             "model_alone_right": alone[model_name], "baseline_alone_right": alone[baseline],
+                             "winner": winner})
     return verdicts
 
 
@@ -255,10 +264,21 @@ def verdict_sentence(verdict: dict[str, Any]) -> str:
     """Return one verdict in words: who wins under which recipe, by how much, with the test that says so."""
     comparison = (f"{verdict['model']} {verdict['model_accuracy']:.2%} against {verdict['baseline']} "
                   f"{verdict['baseline_accuracy']:.2%} ({verdict['difference_points']:+.1f} points; McNemar "
-                  f"p = {verdict['p_value']:.2g})")
+                  f"p = {verdict['p_value']:.2g}, {verdict['model_alone_right']} against "
+                  f"{verdict['baseline_alone_right']} images right alone)")
     if verdict["winner"] == "neither":
         return f"under `{verdict['recipe']}`, {comparison}: no significant difference"
     return f"under `{verdict['recipe']}`, **{verdict['winner']}** wins: {comparison}"
+
+
+def compact_verdicts(verdicts: list[dict[str, Any]]) -> str:
+    """Return the verdicts in few words, grouped by recipe: each model's points against the baseline, McNemar's p and
+    the winner ("=" where neither wins)."""
+    recipes = dict.fromkeys(verdict["recipe"] for verdict in verdicts)
+    return "; ".join(f"`{recipe_name}`: " + ", ".join(
+        f"{verdict['model']} {verdict['difference_points']:+.1f} (p = {verdict['p_value']:.2g}, "
+        f"{'=' if verdict['winner'] == 'neither' else verdict['winner']})"
+        for verdict in verdicts if verdict["recipe"] == recipe_name) for recipe_name in recipes)
 
 
 def conclusion(summaries_by_recipe: dict[str, dict[str, dict]], verdicts: list[dict[str, Any]], effect: pd.DataFrame,

@@ -7,7 +7,7 @@ import html
 
 import pandas as pd
 
-from helpers.analysis.factorial import cost_sentence, verdict_sentence
+from helpers.analysis.factorial import compact_verdicts, cost_sentence, verdict_sentence
 from helpers.metrics_record import Comparison
 from helpers.modeling.recipes import RECIPES, described
 
@@ -39,15 +39,15 @@ def recipe_table(rows: list[dict], recipe_name: str, frontier_source: str | None
             continue
         seeds = len(row["seeds"])
         cells = {"model": row["model"], "parameters": f"{row['parameters']:,}", "seeds": seeds,
-                 "official test accuracy (mean ± std)": f"{row['official_accuracy']:.2%} ± "
+                 "official test (mean ± std)": f"{row['official_accuracy']:.2%} ± "
                                                         f"{row['official_accuracy_std']:.2%}",
-                 "clean-test accuracy": f"{row['clean_test_accuracy']:.2%}",
-                 "validation accuracy (the dataset's images)": f"{row['dataset_validation_accuracy']:.2%}"}
+                 "clean test": f"{row['clean_test_accuracy']:.2%}",
+                 "validation (the dataset's images)": f"{row['dataset_validation_accuracy']:.2%}"}
         for source, figure, title in sources:
             external_seeds, value = row.get("external_seeds", 0), row.get(f"{source}: {figure}")
             note = "" if value is None or external_seeds == seeds else f" ({external_seeds} of {seeds} seeds)"
             cells[f"{title} ({'trained on' if trained_on else 'never trained on'})"] = _percent(value) + note
-        cells["training minutes per run"] = f"{row['wall_minutes']:.1f}"
+        cells["minutes per run"] = f"{row['wall_minutes']:.1f}"
         shown.append(cells)
     return pd.DataFrame(shown)
 
@@ -79,9 +79,10 @@ def factorial_markdown(metrics: dict) -> str:
     if comparison.factorial_cost:
         blocks += [cost_sentence(comparison.factorial_cost), ""]
     if comparison.verdicts:
-        blocks.append("Recurrent models against the cnn, within a recipe (McNemar's exact test on the "
-                      "best-on-validation seeds): "
-                      + "; ".join(verdict_sentence(verdict) for verdict in comparison.verdicts) + ".")
+        baseline = comparison.verdicts[0]["baseline"]
+        blocks.append(f"Points of official test accuracy against the {baseline} within each recipe (McNemar's exact "
+                      f"test on the best-on-validation seeds; the winner at p < 0.05, = for none): "
+                      + compact_verdicts(comparison.verdicts) + ".")
     if comparison.front:
         blocks += ["", f"The frontier between the official split and {comparison.frontier_source} held out of training "
                    f"(`reports/{Comparison.NOTEBOOK}.html`): no other model and recipe beats "

@@ -100,7 +100,7 @@ def markdown_table(metrics: dict) -> str:
     loso_shown = loso_recipe(metrics, kind, config.FULL_PROFILE.recipe)
     loso = loso_markdown(metrics, columns=("tumour sensitivity", "specificity", "balanced accuracy"),
                          recipe=loso_shown, model_name=kind)
-    if loso:
+    if loso and not factorial:  # with a factorial, the frontier and the index page show it
         lines += ["", f"A source absent from training (leave-one-source-out: the {kind}, `{loso_shown}` recipe, one "
                   "seed, trained without the held-out sets; the other models, recipes and type accuracy in "
                   "`reports/index.html`):", "", loso]
