@@ -112,6 +112,11 @@ def test_the_recipe_effect_is_the_second_recipe_minus_the_first_in_points_for_mo
     assert effect.loc["rnn", "official accuracy"] == pytest.approx(-10.0)
     assert effect.loc["rnn", "TCGA FLAIR: specificity"] == pytest.approx(25.0)
     assert effect.loc["rnn", "TCGA FLAIR: sensitivity"] == pytest.approx(-50.0)
+    points = pd.DataFrame({"recipe": ["dataset-only", "outlined"], "model": ["rnn", "rnn"],
+                           "held_out_balanced_accuracy": [0.625, 0.8]})
+    held_out = factorial.recipe_effect(factorial.factorial_rows(runs, np.ones(20, bool), EXTERNAL_SETS),
+                                       "dataset-only", "outlined", points, "TCGA FLAIR")
+    assert held_out.loc["rnn", "TCGA FLAIR held out: balanced accuracy"] == pytest.approx(17.5)
 
 
 def test_the_frontier_takes_a_dataset_only_models_own_figure_and_an_external_recipes_loso_rows():

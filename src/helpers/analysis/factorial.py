@@ -157,10 +157,15 @@ def within_recipe_mcnemar(labels: np.ndarray, runs: dict[str, dict[str, list[Tra
     return table[["recipe", *[column for column in table.columns if column != "recipe"]]]
 
 
-def recipe_effect(rows: list[dict[str, Any]], first: str, second: str) -> pd.DataFrame:
+def recipe_effect(rows: list[dict[str, Any]], first: str, second: str, points: pd.DataFrame | None = None,
+                  source: str = FRONTIER_SOURCE) -> pd.DataFrame:
     """Return per model the change of every figure from one recipe to another (second minus first, in points of
-    percentage), for the models trained under both."""
+    percentage), for the models trained under both; with the frontier's points, the change of the balanced accuracy
+    on the source held out of training too (NaN where either side was not measured)."""
     table = pd.DataFrame(rows).set_index(["recipe", "model"])
+    if points is not None and len(points):
+        table[f"{source} held out: balanced_accuracy"] = points.set_index(["recipe", "model"])[
+            "held_out_balanced_accuracy"].reindex(table.index)
     figures = [column for column in table.columns if column in ("official_accuracy", "clean_test_accuracy",
                                                                 "dataset_validation_accuracy")
                or (":" in column and not column.endswith("per seed"))]
@@ -292,10 +297,10 @@ def conclusion(summaries_by_recipe: dict[str, dict[str, dict]], verdicts: list[d
                     for recipe_name, models in summaries_by_recipe.items() if models
                     for name in [max(models, key=lambda model: models[model]["test_accuracy"]["mean"])])
     against = "; ".join(verdict_sentence(verdict) for verdict in verdicts)
-    column = f"{source}: balanced accuracy"
+    column = f"{source} held out: balanced accuracy"
     moves = "; ".join(f"{model} moves {row['official accuracy']:+.1f} points on the official split"
-                      + (f" and {row[column]:+.1f} on {source}'s balanced accuracy" if pd.notna(row.get(column))
-                         else "") for model, row in effect.iterrows())
+                      + (f" and {row[column]:+.1f} on {source}'s balanced accuracy held out of training"
+                         if pd.notna(row.get(column)) else "") for model, row in effect.iterrows())
     front_text = ", ".join(f"{model} (`{recipe_name}`)" for recipe_name, model in front)
     return (best + (f" Each recurrent model against the cnn, within a recipe: {against}." if against else "")
             + (f" From the first recipe to the second, {moves}." if moves else "")
