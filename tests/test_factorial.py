@@ -264,3 +264,11 @@ def test_the_factorials_cost_sums_its_runs_own_records():
     expected = ("The factorial's 3 runs trained for 0.2 hours of wall clock (12 CPU-minutes over the 2 runs that "
                 "recorded them), on unknown CPU, ? cores.")
     assert factorial.cost_sentence(cost) == expected
+
+
+def test_the_seeds_average_holds_the_splits_every_seed_kept():
+    from helpers.analysis.run_summaries import mean_predictions
+
+    averaged = mean_predictions([_run("cnn", 42, 0, EXTERNAL_GUESSES), _run("cnn", 43, 20)])
+    assert set(averaged) == {"test", "validation"}, "one seed kept no external predictions: that split is left out"
+    assert averaged["test"]["probabilities"][0].max() == 0.5

@@ -22,8 +22,9 @@ from helpers.targets import ACCURACY_TARGETS, RECURRENT_MODELS, RECURRENT_PARAME
 
 
 def representative_run(runs: list[TrainingRun]) -> TrainingRun:
-    """Return the run with the best validation score (ties: the first seed); the test split plays no part."""
-    return runs[int(np.argmax([validation_score(run) for run in runs]))]
+    """Return the run with the best validation accuracy on the whole split (ties: the first seed); the test split
+    plays no part (docs/decisions.md, "Like with like": the seed within a recipe)."""
+    return runs[int(np.argmax([validation_accuracy(run) for run in runs]))]
 
 
 ENSEMBLE_SUFFIX = "-ensemble"
@@ -35,11 +36,12 @@ def ensemble_name(model_name: str) -> str:
 
 
 def mean_predictions(runs: list[TrainingRun]) -> dict[str, dict[str, np.ndarray]]:
-    """Return the stored predictions of a model's seeds with each split's probabilities averaged over the seeds."""
+    """Return the stored predictions of a model's seeds with each split's probabilities averaged over the seeds (the
+    splits every seed kept predictions of)."""
     first = runs[0]
     return {split: {**first.predictions[split],
                     "probabilities": np.mean([run.predictions[split]["probabilities"] for run in runs], axis=0)}
-            for split in first.predictions}
+            for split in first.predictions if all(split in run.predictions for run in runs)}
 
 
 def ensemble_run(model_name: str, runs: list[TrainingRun]) -> TrainingRun:

@@ -13,7 +13,7 @@ from helpers.modeling.training import dataset_rows
 # index page and docs/decisions.md, "Like with like").
 SELECTION_RULE = ("the best validation score: the mean of the accuracy on the dataset's own validation images and the "
                   "balanced accuracy on the external validation images (tumours kept, tumour-free slices called no "
-                  "tumour), over a model's seeds for its recipe and the default, a seed's own for the seed")
+                  "tumour), over a model's seeds, for its recipe and for the default")
 
 
 def selection_score(predictions: dict[str, np.ndarray]) -> float:
