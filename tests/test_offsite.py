@@ -65,5 +65,5 @@ def test_a_run_trained_from_a_bundle_is_the_one_the_study_reuses(bundle, tmp_pat
     study = offsite._study(42, epochs=1)
     data = offsite._study_data(study, dataset, external)
     directory = study.run_directory("rnn", 42)
-    assert directory == tmp_path / "runs" / "full" / "rnn-seed42"
+    assert directory == config.study_run(tmp_path / "runs" / "full", "rnn", 42)
     assert study.reusable(directory, "rnn", study.settings("rnn", 42), data)
