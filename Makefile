@@ -7,7 +7,9 @@ BIN := $(VENV)/bin
 .PHONY: help install lock lint test test-fast command-times bench bench-predict bench-folder reference-runs time-to-accuracy sizes repeatability mitigations levers factorial loso demo smoke study publish predict data-check download-data audit train-rnn clean-cache
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' \
+		'{name[NR] = $$1; text[NR] = $$2; if (length($$1) > width) width = length($$1)} \
+		END {for (i = 1; i <= NR; i++) printf "  make %-" width "s  %s\n", name[i], text[i]}'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
 import nbformat
@@ -22,6 +23,7 @@ from helpers.reporting.pipeline import (
     METRICS_FILE,
     NOTEBOOKS,
     PipelineError,
+    executed_directory,
     export_html,
     failed_directory,
     run_pipeline,
@@ -96,11 +98,16 @@ def test_pipeline_publishes_every_report_with_index_and_metrics(real_data_root, 
     (tmp_path / "reports" / "old.html").write_text("stale")
     reports = run_pipeline("smoke", real_data_root, tmp_path / "reports", tmp_path / "runs", progress=False)
     assert (reports / "benchmarks.json").read_text() == "{}" and not (reports / "old.html").exists()
+    assert not list(reports.glob("*.ipynb")), "one copy of each report: the HTML page"
     for name in NOTEBOOKS:
-        executed = nbformat.read(reports / f"{name}.ipynb", as_version=4)
+        executed = nbformat.read(executed_directory(tmp_path / "runs") / f"{name}.ipynb", as_version=4)
         assert not any(output.output_type == "error" for cell in executed.cells for output in cell.get("outputs", []))
+        warned = [output.text for cell in executed.cells for output in cell.get("outputs", [])
+                  if output.get("name") == "stderr" and re.search(r"Warning|absl|oneDNN|cuda", output.text)]
+        assert not warned, f"{name} shows library warnings or backend start-up lines: {warned}"
         page = (reports / f"{name}.html").read_text()
         assert page.startswith("<!DOCTYPE html>") and "data:image/png;base64" in page
+        assert not unmeasured_placeholders(page), name
         assert not re.search(r'<script[^>]*src="https?://', page), f"{name}.html loads a script from the network"
         assert not re.search(r"<script[^>]*>(?:(?!</script>).)*https?://", page, re.DOTALL), f"{name}.html imports one"
         if name in CHECKED_OUTPUTS:
@@ -189,6 +196,46 @@ def test_published_notebooks_hold_no_backend_noise_nor_machine_paths(tmp_path):
 MACHINE_PATH = re.compile(r"""(?:^|[\s"'(=])/(?:home|Users|tmp|work|root|mnt|private)/""", re.MULTILINE)
 PUBLISHED_LEAKS = (MACHINE_PATH, re.compile(r"\.partial\b"), re.compile(r"temporary record folder"),
                    re.compile(r"<script[^>]*\ssrc=[\"']https?://"), re.compile(r"import[^;\n]*[\"']https?://"))
+
+
+class _VisibleText(HTMLParser):
+    """Collect the text a reader of a page sees (no styles, scripts, attributes or embedded images)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[str] = []
+        self.hidden = 0
+
+    def handle_starttag(self, tag, attrs):
+        self.hidden += tag in ("style", "script")
+
+    def handle_endtag(self, tag):
+        self.hidden -= tag in ("style", "script")
+
+    def handle_data(self, data):
+        if not self.hidden:
+            self.parts.append(data)
+
+
+def unmeasured_placeholders(page: str) -> list[str]:
+    """Return each "nan", "NaN" or "{}" a reader of an HTML page would see, with a little of its context."""
+    parser = _VisibleText()
+    parser.feed(page)
+    text = " ".join(parser.parts)
+    return [" ".join(text[max(0, found.start() - 60):found.end()].split())
+            for found in re.finditer(r"\bnan\b|\{\}", text, re.IGNORECASE)]
+
+
+def test_the_placeholder_scan_finds_what_a_reader_would_see():
+    page = ("<style>p {}</style><p>accuracy nan%</p><td>NaN</td><img src='data:image/png;base64,NaN{}'>"
+            "<p>nanometre</p><p>near copies: {}</p>")
+    assert [found.split()[-1] for found in unmeasured_placeholders(page)] == ["nan", "NaN", "{}"]
+
+
+def test_no_published_report_shows_nan_or_an_empty_mapping():
+    pages = sorted((config.PROJECT_ROOT / "reports").glob("*.html")) + [config.PROJECT_ROOT / "models/MODEL_CARD.html"]
+    found = {path.name: unmeasured_placeholders(path.read_text(encoding="utf-8")) for path in pages}
+    assert not {name: places for name, places in found.items() if places}
 
 
 @pytest.mark.parametrize("folder", ["reports", "models"])

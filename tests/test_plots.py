@@ -3,6 +3,9 @@ panels."""
 
 from __future__ import annotations
 
+import base64
+import warnings
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -53,6 +56,11 @@ def test_every_figure_function_returns_a_drawn_figure(phantom_root):
             assert len(figure.axes) >= panels[name], name
         labels = [text for axis in figure.axes for text in (axis.get_xlabel(), axis.get_ylabel(), axis.get_title())]
         assert "None" not in labels, f"{name} has an axis labelled None"
+        shown, metadata = figure._repr_mimebundle_()  # what a notebook keeps: one image with its alt text
+        (mimetype,) = set(shown) - {"text/plain"}
+        assert mimetype == ("image/jpeg" if name in ("samples", "means", "sequence", "rows") else "image/png"), name
+        assert len(metadata[mimetype]["alt"]) > 20 and "(" not in metadata[mimetype]["alt"], name
+        assert base64.b64decode(shown[mimetype])[:3] in (b"\xff\xd8\xff", b"\x89PN"), name
     size_legend = [text.get_text() for text in figures["comparison"].axes[2].get_legend().get_texts()]
     assert size_legend == ["rnn", "cnn"], "the size plot names its points in a legend (labels beside them overlap)"
     overlap_labels = [label.get_text() for label in figures["overlap"].axes[0].get_yticklabels()]
@@ -75,6 +83,10 @@ def test_the_both_sides_figure_draws_every_interval_it_promises():
     drawn = [sum(len(container.lines[2][0].get_segments()) for container in axis.containers
                  if isinstance(container, ErrorbarContainer)) for axis in figure.axes[:3]]
     assert drawn == [6, 4, 4], "one interval per bar, none where a source has no such side"
+    alone = pd.DataFrame(rows)[lambda table: table["source"] == "official Testing"]  # no external set found
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a library's warning would print in the notebook
+        plots.source_sides(alone).canvas.draw()
 
 
 def test_figures_draw_in_the_study_style_without_changing_the_callers_settings():

@@ -9,13 +9,14 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import config
+from helpers import config, interrupts
 from helpers.inputs import images
 from helpers.inputs.images import CorruptImageError, decode_image, open_greyscale
 from helpers.modeling import predict, saved_models
@@ -196,9 +197,25 @@ def test_a_folder_that_cannot_be_listed_is_one_failed_input_named_with_the_reaso
 def test_folders_and_broken_links_are_named_as_such(saved_run, tmp_path):
     (tmp_path / "folder").mkdir()
     (tmp_path / "link.png").symlink_to(tmp_path / "gone.png")
-    folder, link = predict.predict_files([tmp_path / "folder", tmp_path / "link.png"], saved_run.directory)
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
+    os.mkfifo(tmp_path / "pipe.png")
+    inputs = [tmp_path / "folder", tmp_path / "link.png", tmp_path / "loop.png", tmp_path / "pipe.png", "/dev/zero",
+              tmp_path / "absent.png"]
+    folder, link, loop, pipe, device, absent = predict.predict_files(inputs, saved_run.directory)
     assert folder.error.endswith("folder: is a folder, not an image file")
     assert link.error.endswith("link.png: no such file (a broken link)")
+    assert loop.error.endswith("loop.png: a symbolic link loop")
+    assert pipe.error.endswith("pipe.png: not a regular file (a FIFO (named pipe))")
+    assert device.error == "/dev/zero: not a regular file (a device)"
+    assert absent.error.endswith("absent.png: no such file")
+
+
+def test_a_name_with_a_newline_stays_on_its_row(saved_run, phantom_root, tmp_path):
+    named = tmp_path / "two\nlines.png"
+    named.write_bytes(sorted((phantom_root / "Testing" / "glioma").iterdir())[0].read_bytes())
+    predictions = predict.predict_files([named, tmp_path / "gone\tfile.png"], saved_run.directory)
+    table = predict.format_table(predictions).splitlines()
+    assert len(table) == 3 and "two\\nlines.png" in table[1] and "gone\\tfile.png" in table[2]
 
 
 @pytest.mark.parametrize("labels, message", [
@@ -249,6 +266,37 @@ def test_ctrl_c_exits_130_with_one_line(saved_run, monkeypatch, capsys):
     assert capsys.readouterr().err.strip() == "interrupted: nothing was predicted"
 
 
+@pytest.mark.skipif(not (Path(sys.executable).parent / "brain-mri-predict").is_file(), reason="not installed")
+@pytest.mark.parametrize("after_seconds", [0.4, 1.0])
+def test_ctrl_c_while_the_prediction_command_starts_ends_it_in_one_line_with_status_130(tmp_path, after_seconds):
+    import signal
+    import time
+
+    process = subprocess.Popen([str(Path(sys.executable).parent / "brain-mri-predict"), "x.png"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    time.sleep(after_seconds)  # importing its libraries, or loading the model
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and not out
+    assert err.strip().splitlines() in (["interrupted while starting: nothing was written"],
+                                        ["interrupted: nothing was predicted"])
+
+
+def test_a_ctrl_c_a_library_swallowed_still_ends_the_command_with_130(saved_run, phantom_root, monkeypatch, capsys):
+    image = sorted((phantom_root / "Testing" / "glioma").iterdir())[0]
+    answered = predict.predict_files
+    monkeypatch.setattr(interrupts, "REQUESTED", threading.Event())  # this test's request, not the session's
+
+    def swallowed(*arguments, **options):
+        interrupts.REQUESTED.set()  # what the signal handler records before a library catches the KeyboardInterrupt
+        return answered(*arguments, **options)
+
+    monkeypatch.setattr(predict, "predict_files", swallowed)
+    assert predict.main([str(image), "--model", str(saved_run.directory), "--json"]) == 130
+    shown = capsys.readouterr()
+    assert shown.out == "" and shown.err.strip() == "interrupted: nothing was printed"
+
+
 @pytest.mark.parametrize("index, message", [
     ("{not json", "invalid JSON"), ('["rnn.keras"]', 'naming its "default" file'), ('{"models": {}}', '"default"')])
 def test_a_broken_model_index_is_a_model_problem_naming_the_file(tmp_path, monkeypatch, capsys, index, message):
@@ -261,9 +309,32 @@ def test_a_broken_model_index_is_a_model_problem_naming_the_file(tmp_path, monke
     assert error.startswith("error: ") and "models.json" in error and len(error.splitlines()) == 1
 
 
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any folder")
+def test_a_models_folder_that_cannot_be_read_ends_in_one_line_and_status_2(tmp_path, monkeypatch, capsys):
+    locked = tmp_path / "models"
+    locked.mkdir()
+    locked.chmod(0)
+    monkeypatch.setattr(config, "MODELS_DIR", locked)
+    try:
+        assert predict.main([str(tmp_path / "a.png")]) == 2
+    finally:
+        locked.chmod(0o755)
+    error = capsys.readouterr().err.strip()
+    assert error == f"error: {locked / saved_models.MODEL_INDEX_FILE}: cannot read the model index (Permission denied)"
+
+
+def test_a_models_folder_that_fails_to_answer_is_a_model_problem(tmp_path, monkeypatch, capsys):
+    def refused(self):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "is_file", refused)  # what a folder without the right to enter does, even for root
+    with pytest.raises(predict.ModelFileError, match=r"models.json: cannot read the model index \(Permission denied"):
+        saved_models.default_model_path(tmp_path)
+
+
 def test_one_path_given_as_a_string_is_one_file(saved_run, phantom_root):
     image = sorted((phantom_root / "Testing" / "glioma").iterdir())[0]
-    for given in (str(image), image):
+    for given in (str(image), image, os.fsencode(image)):
         predictions = predict.predict_files(given, saved_run.directory)
         assert [prediction.file for prediction in predictions] == [str(image)] and predictions[0].error is None
 

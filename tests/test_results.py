@@ -260,3 +260,11 @@ def test_the_index_of_a_demo_run_names_the_published_default_from_the_models_fol
     assert "The published default model (<code>brain-mri-predict</code>, <code>models/</code>) is" not in demo
     assert 'href="../models/MODEL_CARD.html"' in full and 'href="benchmarks.html"' in full
     assert "MODEL_CARD" not in demo  # a demo's reports are not beside models/
+
+
+def test_the_index_names_the_models_each_profile_trains_in_notebook_03():
+    from helpers.reporting.index_page import notebook_title
+
+    assert notebook_title("03_train_hybrid", "demo").endswith("recurrent models (hybrid)")
+    assert notebook_title("03_train_hybrid", "full").endswith("recurrent models (hybrid, crnn, sequencer)")
+    assert notebook_title("02_train_rnn", "demo") == notebook_title("02_train_rnn", "full")

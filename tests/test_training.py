@@ -107,6 +107,62 @@ def test_a_failed_run_leaves_no_folder_behind(tmp_path, phantom_splits, monkeypa
     assert list(tmp_path.iterdir()) == [resume], "only the epochs to resume from"
 
 
+class _DiskFull(keras.callbacks.Callback):
+    """Fail as a checkpoint write on a full disk does."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        raise OSError(28, "No space left on device", "model.keras")
+
+
+def test_a_full_disk_or_a_folder_not_writable_ends_in_one_line_with_nothing_half_written(
+        tmp_path, phantom_splits, monkeypatch, capsys, phantom_root):
+    kept, validation, _, _ = phantom_splits
+    small = data.take_per_class(kept, 4)
+    with pytest.raises(training.RunFolderWriteError, match=r"run: cannot write the run \(No space left on device: "
+                                                             r"model.keras\); nothing was kept"):
+        training.train_model("rnn", small, validation, None, tmp_path / "run", QUICK, callbacks=[_DiskFull()])
+    assert list(tmp_path.iterdir()) == [], "no run folder, no resume folder, no lock file"
+
+    def read_only(target):
+        raise PermissionError(13, "Permission denied", str(target))
+
+    monkeypatch.setattr(training, "staged_directory", read_only)  # a parent folder or run folder not writable
+    with pytest.raises(training.RunFolderWriteError, match=r"cannot write the run \(Permission denied: .*run\)"):
+        training.train_model("rnn", small, validation, None, tmp_path / "run", QUICK)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(training, "train_model", lambda *arguments, **options: read_only(tmp_path / "run"))
+    arguments = ["--data-dir", str(phantom_root), "--run-dir", str(tmp_path / "run"), "--epochs", "1"]
+    assert training._main(arguments) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: {tmp_path / 'run'}: cannot write the run (Permission denied)")
+
+
+def test_a_second_process_on_the_same_run_folder_is_refused_and_the_first_keeps_it(tmp_path, phantom_splits):
+    kept, validation, _, _ = phantom_splits
+    with run_folders.run_folder_lock(tmp_path / "run"):  # held as another process holds it (flock per open file)
+        with pytest.raises(run_folders.RunFolderInUseError, match=rf"run: run folder in use \(process {os.getpid()} "):
+            training.train_model("rnn", data.take_per_class(kept, 4), validation, None, tmp_path / "run", QUICK)
+        assert not run_folders.resume_directory(tmp_path / "run").exists()
+    run = training.train_model("rnn", data.take_per_class(kept, 4), validation, None, tmp_path / "run", QUICK)
+    assert run.directory.is_dir() and sorted(path.name for path in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_damaged_resume_history_is_named_discarded_and_training_starts_again(tmp_path, capsys):
+    resume = run_folders.resume_directory(tmp_path / "run")
+    identity = {"model": "rnn", "seed": 1}
+    assert run_folders.resumable_history(resume, identity) is None  # a fresh resume folder with its identity
+    (resume / "backup").mkdir()
+    (resume / run_folders.MODEL_FILE).write_bytes(b"weights")
+    (resume / run_folders.HISTORY_FILE).write_text("epoch,loss\n0,1.0\nepoch,loss\n1,0.9\n")  # two writers
+    assert run_folders.resumable_history(resume, identity) is None
+    assert "damaged resume state discarded" in capsys.readouterr().err
+    assert sorted(path.name for path in resume.iterdir()) == [run_folders.RUN_FILE]
+    (resume / "backup").mkdir()
+    (resume / run_folders.MODEL_FILE).write_bytes(b"weights")
+    (resume / run_folders.HISTORY_FILE).write_text("epoch,loss\n0,1.0\n1,0.9\n")
+    assert run_folders.resumable_history(resume, identity)["epoch"].tolist() == [0, 1]
+
+
 def test_a_recipe_with_its_own_image_size_refuses_images_of_another(tmp_path, phantom_splits):
     kept, validation, _, _ = phantom_splits
     settings = recipes.TrainingSettings(epochs=1, batch_size=16, image_size=32, verbose=0)

@@ -92,6 +92,38 @@ def test_unreadable_volumes_end_in_one_line_naming_the_file(tmp_path):
         volumes.read_slices(tmp_path / "four.nii")
 
 
+def test_empty_all_nan_and_damaged_nifti_volumes_are_refused_in_one_line(tmp_path):
+    nibabel.save(nibabel.Nifti1Image(np.zeros((64, 64, 0), np.float32), np.eye(4)), tmp_path / "empty.nii")
+    with pytest.raises(CorruptImageError, match=r"empty.nii: an empty NIfTI volume \(shape \(64, 64, 0\)\)"):
+        volumes.read_slices(tmp_path / "empty.nii")
+    nibabel.save(nibabel.Nifti1Image(np.full((8, 8, 3), np.nan, np.float32), np.eye(4)), tmp_path / "nan.nii")
+    with pytest.raises(CorruptImageError, match=r"nan.nii: a NIfTI volume with no finite values"):
+        volumes.read_slices(tmp_path / "nan.nii")
+    partly = np.arange(8 * 8 * 2, dtype=np.float32).reshape(8, 8, 2)
+    partly[0, 0, 0] = np.nan
+    nibabel.save(nibabel.Nifti1Image(partly, np.eye(4)), tmp_path / "partly.nii")
+    assert len(volumes.read_slices(tmp_path / "partly.nii")) == 2  # a few NaN voxels are read as background
+    nibabel.save(nibabel.Nifti1Image(np.ones((8, 8, 2), np.float32), np.eye(4)), tmp_path / "whole.nii.gz")
+    damaged = bytearray((tmp_path / "whole.nii.gz").read_bytes())
+    damaged[-8] ^= 0xFF  # the stored checksum no longer matches the data
+    (tmp_path / "damaged.nii.gz").write_bytes(bytes(damaged))
+    assert len(volumes.read_slices(tmp_path / "whole.nii.gz")) == 2
+    with pytest.raises(CorruptImageError, match=r"damaged.nii.gz: not a readable NIfTI volume"):
+        volumes.read_slices(tmp_path / "damaged.nii.gz")
+
+
+def test_a_volume_that_fails_is_one_error_entry_and_the_other_files_are_predicted(saved_run, phantom_root, tmp_path,
+                                                                                   monkeypatch):
+    image = sorted((phantom_root / "Testing" / "glioma").iterdir())[0]
+    nibabel.save(nibabel.Nifti1Image(np.zeros((64, 64, 0), np.float32), np.eye(4)), tmp_path / "empty.nii")
+    empty, predicted = predict.predict_files([tmp_path / "empty.nii", image], saved_run.directory)
+    assert "an empty NIfTI volume" in empty.error and predicted.error is None
+    monkeypatch.setattr(volumes, "to_eight_bits", lambda pixels: pixels[99])  # a reader's own unexpected failure
+    nibabel.save(nibabel.Nifti1Image(np.ones((8, 8, 2), np.float32), np.eye(4)), tmp_path / "ones.nii")
+    failed, predicted = predict.predict_files([tmp_path / "ones.nii", image], saved_run.directory)
+    assert failed.error.startswith(f"{tmp_path / 'ones.nii'}: cannot read (IndexError") and predicted.error is None
+
+
 def test_a_dicom_series_folder_is_predicted_in_instance_order_with_a_summary(saved_run, phantom_root, tmp_path,
                                                                               capsys):
     series = tmp_path / "series"

@@ -14,12 +14,16 @@ import threading
 
 REQUESTED = threading.Event()
 EXIT_INTERRUPTED = 130
+CONSOLE_SCRIPTS = ("brain-mri-predict",)  # pyproject.toml's [project.scripts]
 
 
 def _exit_at_start_up(signum, frame) -> None:
-    """End the process at once: it is still importing, so nothing is half-written."""
-    sys.stderr.write("interrupted while starting: nothing was written\n")
+    """End the process at once: it is still importing, so nothing is half-written (the line goes to the console even
+    while a backend's start-up lines are being filtered)."""
+    from helpers.backend_noise import console_descriptor
+
     sys.stderr.flush()
+    os.write(console_descriptor(), b"interrupted while starting: nothing was written\n")
     os._exit(EXIT_INTERRUPTED)
 
 
@@ -30,8 +34,10 @@ def _remember_and_raise(signum, frame) -> None:
 
 
 def guard_start_up() -> None:
-    """When this process runs a command (`python -m helpers.<command>`), end it at once on Ctrl-C until it starts."""
-    if sys.argv[:1] == ["-m"] and threading.current_thread() is threading.main_thread():
+    """When this process runs a command (`python -m helpers.<command>` or a console script), end it at once on Ctrl-C
+    until it starts."""
+    command = sys.argv[:1] == ["-m"] or os.path.basename(sys.argv[0] if sys.argv else "") in CONSOLE_SCRIPTS
+    if command and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, _exit_at_start_up)
 
 

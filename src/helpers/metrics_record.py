@@ -69,7 +69,7 @@ class HybridTraining(Section):
     """The hybrids' and the project's recurrent models' seeds (notebook 03)."""
 
     NOTEBOOK: ClassVar[str] = "03_train_hybrid"
-    TITLE: ClassVar[str] = "The hybrids and the project's recurrent models (specified hybrid, crnn, sequencer)"
+    TITLE: ClassVar[str] = "The specified hybrid and the project's other recurrent models"
     data_fingerprint: str | None = None
     summaries: dict = field(default_factory=dict)  # under the benchmark protocol
     summaries_by_recipe: dict = field(default_factory=dict)  # recipe -> model -> summary

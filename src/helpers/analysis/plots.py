@@ -15,6 +15,7 @@ from cycler import cycler
 from matplotlib.figure import Figure
 
 from helpers import config
+from helpers.analysis.shown_figures import StudyFigure, alt_text
 from helpers.inputs.data import ImageSplit
 
 # The study's look (seaborn's whitegrid at notebook scale), applied while a figure is drawn, never to the caller's
@@ -22,22 +23,22 @@ from helpers.inputs.data import ImageSplit
 STYLE = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook"),
          "axes.prop_cycle": cycler(color=sns.color_palette("deep"))}
 Plot = TypeVar("Plot", bound=Callable[..., Figure])
-
-
 def _styled(plot: Plot) -> Plot:
-    """Make a figure function draw in the study's style."""
+    """Make a figure function draw in the study's style, its figure carrying the function's description as alt text."""
 
     @functools.wraps(plot)
     def styled(*arguments, **options):
         with matplotlib.rc_context(STYLE):
-            return plot(*arguments, **options)
+            figure = plot(*arguments, **options)
+        figure.alt_text = alt_text(plot)
+        return figure
 
     return styled  # type: ignore[return-value]
 
 
 def _subplots(rows: int = 1, columns: int = 1, figsize: tuple[float, float] = (8, 4), **options):
     """Return a new figure (not registered with pyplot, so a notebook shows it once) and its axes."""
-    figure = Figure(figsize=figsize, layout="constrained")
+    figure = StudyFigure(figsize=figsize, layout="constrained")
     return figure, figure.subplots(rows, columns, **options)
 
 
@@ -55,7 +56,7 @@ def class_balance(split_table: pd.DataFrame) -> Figure:
 
 @_styled
 def image_sizes_and_modes(properties: pd.DataFrame, top: int = 10) -> Figure:
-    """Bars of the most common original image sizes, and of colour modes per split, from image_properties()."""
+    """Bars of the most common original image sizes, and of colour modes per split."""
     sizes = (properties["width"].astype(str) + "x" + properties["height"].astype(str)).value_counts()
     figure, (left, right) = _subplots(1, 2, figsize=(12, 4))
     shown = sizes.head(top)
@@ -220,7 +221,7 @@ def per_class_heatmap(tables: dict[str, pd.DataFrame]) -> Figure:
 
 @_styled
 def confidence_histograms(confidences: dict[str, tuple[np.ndarray, np.ndarray]]) -> Figure:
-    """Histograms of top-class confidence, correct versus wrong, per model: {name: (confidence, correct)}."""
+    """Histograms of top-class confidence, correct versus wrong, per model."""
     figure, axes = _subplots(1, len(confidences), figsize=(5 * len(confidences), 3.6), squeeze=False,
                                 sharey=True)
     for axis, (name, (confidence, correct)) in zip(axes[0], confidences.items()):
@@ -328,10 +329,10 @@ def source_sides(table: pd.DataFrame) -> Figure:
         for container, (_, group) in zip(axis.containers, shown.groupby("model", sort=False)):
             group = group.set_index("source").reindex([source for source in sources if source in set(group["source"])])
             centres = [patch.get_x() + patch.get_width() / 2 for patch in container.patches]
-            axis.errorbar(centres[:len(group)], group[figure_name],
-                          yerr=[group[figure_name] - group[f"{figure_name} low"],
-                                group[f"{figure_name} high"] - group[figure_name]],
-                          fmt="none", color="black", capsize=2)
+            middle, low, high = (group[column].to_numpy(dtype=float) for column in
+                                 (figure_name, f"{figure_name} low", f"{figure_name} high"))
+            axis.errorbar(centres[:len(group)], middle, yerr=[middle - low, high - middle], fmt="none", color="black",
+                          capsize=2)
         axis.set(ylim=(0, 1.05), title=figure_name, xlabel="", ylabel="share")
         axis.tick_params(axis="x", labelrotation=20)
         axis.get_legend().remove()
@@ -395,7 +396,7 @@ def flagged_shares(shares: pd.Series, allowed: float) -> Figure:
 
 @_styled
 def frontier(points: pd.DataFrame, front: list[tuple[str, str]] | None = None, source: str = "") -> Figure:
-    """Draw official-split accuracy (x) against balanced accuracy on a source held out of training (y): one point per
+    """Official-split accuracy (x) against balanced accuracy on a source held out of training (y): one point per
     model and recipe with its seeds' spread as error bars, marker area by training minutes, the front joined."""
     figure, axis = _subplots(figsize=(8, 5.5))
     measured = points.dropna(subset=["held_out_balanced_accuracy"])

@@ -29,6 +29,7 @@ from helpers.metrics_record import Section
 from helpers.modeling.recipes import TrainingSettings, recipe
 from helpers.modeling.run_folders import TrainingRun, load_run, run_differences
 from helpers.modeling.training import train_model
+from helpers.notebook_display import leave_missing_cells_empty
 
 # Per-class sizes of the generated dataset the `demo` profile trains on (and `smoke` when no real data is given).
 PHANTOM_TRAINING_PER_CLASS = 300
@@ -138,8 +139,10 @@ class Study:
                         epochs: int = 0, batch_size: int = 0, seeds: list[int] | tuple[int, ...] = (),
                         run_root: str = "", metrics_dir: str = "", external_dir: str = "") -> Study:
         """Resolve a notebook's parameters cell: empty or zero values take the profile's defaults. A notebook shows
-        the study's output: TensorFlow's advice on retracing (saliency makes many calls of different sizes) is muted."""
+        the study's output: TensorFlow's advice on retracing (saliency makes many calls of different sizes) is muted,
+        and a table's cells not measured are left empty."""
         logging.getLogger("tensorflow").setLevel(logging.ERROR)
+        leave_missing_cells_empty()
         chosen = config.get_profile(profile)
         if epochs < 0 or batch_size < 0:
             raise ValueError(f"epochs and batch_size must be >= 0 (0 = the profile's), not {epochs}, {batch_size}")

@@ -7,7 +7,9 @@ supported.
 
 from __future__ import annotations
 
+import gzip
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,6 +140,14 @@ def dicom_slices(path: str | os.PathLike) -> list[Slice]:
     return slices
 
 
+def check_gzip_stream(path: Path) -> None:
+    """Read a gzip file to its end, so that a damaged or truncated one fails (its checksum is at the end) before any
+    of it is used as data."""
+    with gzip.open(path, "rb") as stream:
+        while stream.read(1 << 22):
+            pass
+
+
 def nifti_slices(path: str | os.PathLike) -> list[Slice]:
     """Return a NIfTI volume's axial slices (reoriented to RAS, anterior at the top), windowed together at the
     WINDOW_PERCENTILES of the volume's nonzero voxels; a 2-D image is one slice."""
@@ -146,9 +156,11 @@ def nifti_slices(path: str | os.PathLike) -> list[Slice]:
 
     path = Path(path)
     try:
+        if str(path).lower().endswith(".gz"):
+            check_gzip_stream(path)
         volume = nibabel.as_closest_canonical(nibabel.load(path))
         data = np.asarray(volume.get_fdata(dtype=np.float32))
-    except (ImageFileError, OSError, ValueError, EOFError) as error:
+    except (ImageFileError, OSError, ValueError, EOFError, zlib.error) as error:
         raise CorruptImageError(f"{path}: not a readable NIfTI volume ({str(error) or type(error).__name__})") from None
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
@@ -156,7 +168,12 @@ def nifti_slices(path: str | os.PathLike) -> list[Slice]:
         data = data[..., np.newaxis]
     if data.ndim != 3:
         raise CorruptImageError(f"{path}: a {data.ndim}-D NIfTI image of shape {data.shape}; give one 3-D volume")
-    eight = to_eight_bits(data)
+    if 0 in data.shape:
+        raise CorruptImageError(f"{path}: an empty NIfTI volume (shape {data.shape}): no slice to classify")
+    finite = np.isfinite(data)
+    if not finite.any():
+        raise CorruptImageError(f"{path}: a NIfTI volume with no finite values (every voxel NaN or infinite)")
+    eight = to_eight_bits(np.where(finite, data, 0.0))
     return [Slice(f"{path}#{index}", str(path), Image.fromarray(np.ascontiguousarray(np.rot90(eight[:, :, index]))))
             for index in range(data.shape[2])]
 

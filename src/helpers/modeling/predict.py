@@ -8,9 +8,11 @@ standard output, full disk); 130 interrupted (Ctrl-C).
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.util
 import json
 import os
+import stat
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -132,6 +134,22 @@ def input_flags(width: int, height: int, pixels: np.ndarray) -> list[str]:
     return flags
 
 
+def why_not_a_file(path: Path) -> str:
+    """Return why a path that is neither a folder nor a regular file cannot be read: missing, a broken link, a link
+    loop, or a kind of file that is not an image (a FIFO, a device, a socket)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        if path.is_symlink():
+            return "no such file (a broken link)"
+        return "no such file" if error.errno == errno.ENOENT else f"cannot read ({error.strerror or error})"
+    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "a special file")
+    return f"not a regular file ({kind})"
+
+
 def _read_input(file: str | os.PathLike, saved: SavedModel) -> list[tuple[str, str | None, np.ndarray, list[str]]]:
     """Decode one file as in training: (name, series, model input, input flags) per slice; one for an image file,
     one per frame or slice for DICOM and NIfTI (helpers.inputs.volumes)."""
@@ -139,7 +157,7 @@ def _read_input(file: str | os.PathLike, saved: SavedModel) -> list[tuple[str, s
     if path.is_dir():
         raise CorruptImageError(f"{file}: is a folder, not an image file")
     if not path.is_file():
-        raise CorruptImageError(f"{file}: no such file" + (" (a broken link)" if path.is_symlink() else ""))
+        raise CorruptImageError(f"{file}: {why_not_a_file(path)}")
     slices = read_slices(path) if is_volume(path) else [Slice(str(file), None, open_greyscale(path))]
     return [(piece.name, piece.series, prepare_image(piece.image, saved.image_size, saved.preprocessing)[0],
              input_flags(piece.image.width, piece.image.height, np.asarray(piece.image))) for piece in slices]
@@ -186,6 +204,9 @@ def _read_or_error(file: str | os.PathLike, saved: SavedModel) -> list | Predict
         return _read_input(file, saved)
     except CorruptImageError as error:
         return Prediction(str(file), None, None, None, str(error))
+    except Exception as error:  # a reader's own failure on an unusual file ends that file only, never the others
+        reason = str(error).splitlines()[0] if str(error) else ""
+        return Prediction(str(file), None, None, None, f"{file}: cannot read ({type(error).__name__}: {reason})")
 
 
 def predict_files(files: Sequence[str | os.PathLike] | str | os.PathLike,
@@ -204,7 +225,7 @@ def predict_files(files: Sequence[str | os.PathLike] | str | os.PathLike,
 
     from tqdm.auto import tqdm
 
-    files = [files] if isinstance(files, (str, os.PathLike)) else list(files)
+    files = [os.fsdecode(files)] if isinstance(files, (str, bytes, os.PathLike)) else list(files)
     saved = model if isinstance(model, SavedModel) else load_saved_model(model)
     results: list[Prediction] = []
     threads = workers or min(8, os.cpu_count() or 1)
@@ -241,11 +262,17 @@ def series_table(predictions: list[Prediction], class_names: tuple[str, ...]) ->
     return series_summaries([asdict(prediction) for prediction in predictions], class_names, config.NO_TUMOUR_CLASS)
 
 
+def shown_name(text: str) -> str:
+    """Return a file name (or message) on one line: newlines, tabs and other control characters escaped."""
+    return "".join(character if character.isprintable() else repr(character)[1:-1] for character in text)
+
+
 def format_table(predictions: list[Prediction], model_name: str = "", level: float | None = None,
                  series: list[dict] | None = None) -> str:
     """Return the predictions as an aligned text table, one line per file or slice: file, class, confidence, the
     conformal set (when the model has one) and flags (or the error); then one line per series summary."""
-    width = max([len("file")] + [len(prediction.file) for prediction in predictions])
+    names = {id(prediction): shown_name(prediction.file) for prediction in predictions}
+    width = max([len("file")] + [len(name) for name in names.values()])
     with_sets = any(prediction.prediction_set is not None for prediction in predictions)
     sets = {id(prediction): describe_set(prediction.prediction_set)
             for prediction in predictions if prediction.prediction_set is not None}
@@ -257,17 +284,17 @@ def format_table(predictions: list[Prediction], model_name: str = "", level: flo
                  + "flags")
     for prediction in predictions:
         if prediction.error:
-            reason = prediction.error.removeprefix(f"{prediction.file}: ")
-            lines.append(f"{prediction.file:<{width}}  {'ERROR':<10}  {reason}")
+            reason = shown_name(prediction.error.removeprefix(f"{prediction.file}: "))
+            lines.append(f"{names[id(prediction)]:<{width}}  {'ERROR':<10}  {reason}")
         else:
             shown = f"{sets.get(id(prediction), ''):<{set_width}}  " if with_sets else ""
-            lines.append(f"{prediction.file:<{width}}  {prediction.predicted_class:<10}  {prediction.confidence:10.3f}"
-                         f"  {shown}{'; '.join(prediction.flags)}".rstrip())
+            lines.append(f"{names[id(prediction)]:<{width}}  {prediction.predicted_class:<10}  "
+                         f"{prediction.confidence:10.3f}  {shown}{'; '.join(prediction.flags)}".rstrip())
     for summary in series or []:
         counts = ", ".join(f"{name} {count}" for name, count in summary["slices_per_class"].items() if count)
         slices = f"{summary['slices']} slice{'' if summary['slices'] == 1 else 's'}"
-        lines.append(f"series {summary['series']}: {slices} ({counts}); highest tumour probability "
-                     f"{summary['highest_tumour_probability']:.3f} at {summary['at_slice']}")
+        lines.append(shown_name(f"series {summary['series']}: {slices} ({counts}); highest tumour probability "
+                                f"{summary['highest_tumour_probability']:.3f} at {summary['at_slice']}"))
     return "\n".join(lines)
 
 
@@ -323,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
         predictions = predict_files(files, saved, progress=None if len(files) > 1 else False, level=arguments.level)
     except KeyboardInterrupt:
         return commands.stopped("nothing was predicted")
+    if interrupts.REQUESTED.is_set():  # a Ctrl-C that a library swallowed still ends the command
+        return commands.stopped("nothing was printed")
     level = arguments.level or (saved.uncertainty.level if saved.uncertainty else None)
     series = series_table(predictions, saved.class_names)
     if arguments.json:

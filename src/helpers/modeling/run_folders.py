@@ -4,9 +4,13 @@ and where an unfinished run keeps what it needs to resume. Keras is imported onl
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -98,14 +102,56 @@ def resume_directory(run_directory: Path) -> Path:
     return run_directory.parent / f".{run_directory.name}.resume"
 
 
+class RunFolderInUseError(RuntimeError):
+    """Another process is training into the same run folder."""
+
+
+@contextmanager
+def run_folder_lock(run_directory: Path) -> Iterator[None]:
+    """Hold the run folder for this process while the block runs (a lock file beside it, released by the system when
+    the process ends however it ends); fail naming the folder when another process holds it."""
+    lock_path = run_directory.parent / f".{run_directory.name}.lock"
+    run_directory.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise RunFolderInUseError(f"{run_directory}: run folder in use (process {holder} is training into it); "
+                                      f"wait for it or choose another run folder") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        try:
+            yield
+        finally:
+            lock_path.unlink(missing_ok=True)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _readable_history(resume: Path) -> pd.DataFrame | None:
+    """Return a resume folder's history when it is whole (one header, numeric epochs); None, saying why on stderr,
+    when it is damaged."""
+    try:
+        history = pd.read_csv(resume / HISTORY_FILE)
+        history["epoch"] = pd.to_numeric(history["epoch"], errors="raise").astype(int)
+        return history
+    except (OSError, ValueError, KeyError) as error:
+        print(f"{resume}: damaged resume state discarded ({HISTORY_FILE}: {str(error).splitlines()[0]}); training "
+              f"starts again", file=sys.stderr)
+        return None
+
+
 def resumable_history(resume: Path, identity: dict) -> pd.DataFrame | None:
     """Return the epochs an interrupted run of exactly this identity finished (None: nothing to resume), and make
-    the resume folder ready; a backup of another model, recipe or data is discarded."""
+    the resume folder ready; a backup of another model, recipe or data, or a damaged one, is discarded."""
     try:
         same = json.loads((resume / RUN_FILE).read_text()) == json.loads(json.dumps(identity, default=str))
-        history = pd.read_csv(resume / HISTORY_FILE) if same else None
     except (OSError, ValueError):
-        history = None
+        same = False
+    history = _readable_history(resume) if same and (resume / HISTORY_FILE).is_file() else None
     if history is not None and len(history) and (resume / "backup").is_dir() and (resume / MODEL_FILE).is_file():
         return history.drop_duplicates("epoch", keep="last")
     shutil.rmtree(resume, ignore_errors=True)

@@ -56,7 +56,11 @@ def default_model_path(models_dir: Path | None = None) -> Path:
     """Return the published default model (named in models/models.json), failing with the path when there is none."""
     models_dir = models_dir or config.MODELS_DIR
     index = models_dir / MODEL_INDEX_FILE
-    if not index.is_file():
+    try:
+        published = index.is_file()
+    except OSError as error:  # e.g. a models folder this user may not enter
+        raise ModelFileError(f"{index}: cannot read the model index ({error.strerror or error})") from None
+    if not published:
         raise ModelNotFoundError(f"{index}: no published models; run the full study and `make publish` "
                                  f"or pass a model path")
     content = _read_model_json(index, "model index")

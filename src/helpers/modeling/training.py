@@ -40,9 +40,11 @@ from helpers.modeling.run_folders import (
     PREDICTION_FILES,
     RUN_FILE,
     TIMINGS_FILE,
+    RunFolderInUseError,
     TrainingRun,
     resumable_history,
     resume_directory,
+    run_folder_lock,
     write_json,
 )
 from helpers.modeling.seeded_batches import EpochSeeds, SeededBatches
@@ -246,6 +248,10 @@ def _skipped_record(skipped_files: tuple[tuple[str, str], ...]) -> dict[str, Any
                               "files": [{"path": path, "reason": reason} for path, reason in skipped_files]}}
 
 
+class RunFolderWriteError(OSError):
+    """A run could not be written (a read-only folder, a full disk); the message names the folder and the reason."""
+
+
 def train_model(model_name: str, training: ImageSplit, validation: ImageSplit, testing: ImageSplit | None,
                 run_directory: str | os.PathLike, settings: TrainingSettings = SPECIFIED_RECIPE,
                 class_names: tuple[str, ...] = config.CLASS_NAMES, data_fingerprint: str = "unknown",
@@ -265,14 +271,32 @@ def train_model(model_name: str, training: ImageSplit, validation: ImageSplit, t
     split_sizes = {"training": len(training), "validation": len(validation),
                    "test": len(testing) if testing is not None else 0}
     resume = resume_directory(run_directory)
-    earlier = resumable_history(resume, {"model": model_name, "settings": dataclasses.asdict(settings),
-                                          "data_fingerprint": data_fingerprint,
-                                          "external_fingerprint": external_fingerprint, "split_sizes": split_sizes})
-    if earlier is not None:
-        print(f"{run_directory.name}: resuming after epoch {int(earlier['epoch'].max()) + 1} of {settings.epochs} "
-              f"from {resume}")
-    if os.environ.get(DATA_PARALLEL_VARIABLE, "") not in ("", "0"):
-        enable_data_parallel()
+    with run_folder_lock(run_directory):
+        earlier = resumable_history(resume, {"model": model_name, "settings": dataclasses.asdict(settings),
+                                              "data_fingerprint": data_fingerprint,
+                                              "external_fingerprint": external_fingerprint, "split_sizes": split_sizes})
+        if earlier is not None:
+            print(f"{run_directory.name}: resuming after epoch {int(earlier['epoch'].max()) + 1} of {settings.epochs} "
+                  f"from {resume}")
+        if os.environ.get(DATA_PARALLEL_VARIABLE, "") not in ("", "0"):
+            enable_data_parallel()
+        try:
+            return _train_into(model_name, training, validation, testing, run_directory, settings, class_names,
+                               data_fingerprint, external_fingerprint, callbacks, external, skipped_files,
+                               external_test, image_size, split_sizes, resume, earlier)
+        except OSError as error:  # a folder not writable, a full disk: no half-written checkpoint is kept either
+            shutil.rmtree(resume, ignore_errors=True)
+            raise RunFolderWriteError(f"{run_directory}: cannot write the run ({error.strerror or error}"
+                                      f"{f': {error.filename}' if error.filename else ''}); nothing was kept") from None
+
+
+def _train_into(model_name: str, training: ImageSplit, validation: ImageSplit, testing: ImageSplit | None,
+                run_directory: Path, settings: TrainingSettings, class_names: tuple[str, ...], data_fingerprint: str,
+                external_fingerprint: str | None, callbacks: list[keras.callbacks.Callback] | None,
+                external: dict[str, ExternalImages] | None, skipped_files: tuple[tuple[str, str], ...],
+                external_test: ImageSplit | None, image_size: int, split_sizes: dict[str, int], resume: Path,
+                earlier: pd.DataFrame | None) -> TrainingRun:
+    """Fit, predict and write the run folder through a staging folder (train_model's work once the folder is held)."""
     with staged_directory(run_directory) as staging, precision_policy(settings.precision):
         classifier, fit_seconds = _fit(model_name, image_size, settings, training, validation, external, resume,
                                        earlier, callbacks or [])
@@ -363,8 +387,10 @@ def _main(argv: list[str] | None = None) -> int:
                           settings, data_fingerprint=loaded.dataset.fingerprint, overwrite=arguments.overwrite,
                           external_fingerprint=loaded.external_fingerprint if settings.external_training else None,
                           external=loaded.external, skipped_files=tuple(loaded.dataset.skipped))
-    except FileExistsError as error:
+    except (FileExistsError, RunFolderInUseError, RunFolderWriteError) as error:
         return commands.failed(error)
+    except OSError as error:  # before the run folder is held: its parent cannot be created or entered
+        return commands.failed(f"{run_directory}: cannot write the run ({error.strerror or error})")
     except KeyboardInterrupt:
         return commands.stopped(f"{run_directory} was not written")
     validation = run.predictions["validation"]

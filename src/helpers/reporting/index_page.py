@@ -10,7 +10,7 @@ import pandas as pd
 
 from helpers import config
 from helpers.files import PAGE_STYLE
-from helpers.metrics_record import NOTEBOOK_TITLES, Comparison, ErrorAnalysis
+from helpers.metrics_record import NOTEBOOK_TITLES, Comparison, ErrorAnalysis, HybridTraining
 from helpers.modeling.saved_models import ModelFileError, ModelNotFoundError, default_model_path
 from helpers.provenance import duration_sentence
 from helpers.reporting.factorial_report import factorial_html
@@ -54,6 +54,13 @@ def target_rows(metrics: dict) -> list[dict]:
     return rows
 
 
+# Why a generated source can read 0% or 100% on one side: the demo's phantom sources differ from its dataset on purpose.
+PHANTOM_SOURCES_NOTE = ("Generated data: each phantom source differs from the generated dataset on purpose (another "
+                        "scanner, another sequence, outlines only), and the demo trains for a few minutes; a figure "
+                        "such as 0.0% specificity means the model called every tumour-free slice of that source a "
+                        "tumour: the source shortcut the study measures on real data, shown on phantoms")
+
+
 def _sources_html(metrics: dict, default: str) -> str:
     """Return the index's external-validity section: the default on both sides of every source, and the
     leave-one-source-out table, or a line saying external validity was not evaluated."""
@@ -62,6 +69,8 @@ def _sources_html(metrics: dict, default: str) -> str:
         return "<p>External validity: <b>not evaluated</b> (no external sets were found).</p>"
     notes = "".join(f"<p>† {html.escape(note)}.</p>" for source, note in SHARED_NO_TUMOUR_NOTE.items()
                     if source in sources)
+    if config.get_profile(metrics["profile"]).synthetic:
+        notes += f"<p>{html.escape(PHANTOM_SOURCES_NOTE)}</p>"
     who = "The published default" if metrics["profile"] == config.FULL_PROFILE.name else "This run's pick"
     section = (f"<h2>{who} on both sides of every source (external test parts; 95% bootstrap CI)</h2>"
                f"{source_frame(metrics, default).to_html(index=False, border=0)}{notes}")
@@ -78,6 +87,15 @@ def published_default() -> str:
         return default_model_path().stem
     except (ModelNotFoundError, ModelFileError):
         return "none published yet"
+
+
+def notebook_title(name: str, profile: str) -> str:
+    """Return a notebook's title in the index; notebook 03's names the models the profile trains in it."""
+    title = NOTEBOOK_TITLES.get(name, name)
+    if name == HybridTraining.NOTEBOOK:
+        trained = [model for model in config.get_profile(profile).models if model not in ("rnn", "cnn")]
+        title += f" ({', '.join(trained)})"
+    return title
 
 
 def write_index(reports_dir: Path, metrics: dict) -> Path:
@@ -99,8 +117,8 @@ def write_index(reports_dir: Path, metrics: dict) -> Path:
     targets = "\n".join(f"<li>{html.escape(target_text(row))} ({html.escape(str(row['model']))})</li>"
                          for row in target_rows(metrics))
     links = "\n".join(
-        f'<li><a href="{name}.html">{html.escape(NOTEBOOK_TITLES.get(name, name))}</a> '
-        f'(<a href="{name}.ipynb">notebook</a>, {seconds:.0f} s)</li>'
+        f'<li><a href="{name}.html">{html.escape(notebook_title(name, metrics["profile"]))}</a> '
+        f'({seconds:.0f} s)</li>'
         for name, seconds in metrics["timings"]["notebook_seconds"].items())
     origin = metrics["provenance"]
     pages = ""

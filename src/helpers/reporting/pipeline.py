@@ -20,6 +20,7 @@ from nbconvert import HTMLExporter
 from tqdm.auto import tqdm
 
 from helpers import commands, config, interrupts
+from helpers.backend_noise import without_noise
 from helpers.files import staged_directory, write_atomically
 from helpers.metrics_record import NOTEBOOKS
 from helpers.modeling.run_folders import RUN_FILE, TIMINGS_FILE
@@ -40,6 +41,12 @@ class PipelineError(RuntimeError):
 def default_reports_directory(profile: str) -> Path:
     """Return where a profile publishes: reports/ for the full study, runs/<profile>/reports for the quick ones."""
     return config.REPORTS_DIR if profile == "full" else config.runs_dir() / profile / "reports"
+
+
+def executed_directory(run_root: Path) -> Path:
+    """Return where a run keeps the executed notebooks its HTML reports were exported from (beside its run folders:
+    the reports folder keeps one copy of each report, the HTML page)."""
+    return Path(run_root) / "executed-notebooks"
 
 
 def failed_directory(reports_dir: Path) -> Path:
@@ -82,12 +89,6 @@ def _execute(name: str, output: Path, parameters: dict) -> None:
                             f"{message[0] if message else ''}") from None
 
 
-# Lines the backends print on stderr while importing (absl/TensorFlow start-up, CUDA probing): not the study's output.
-BACKEND_NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)|[IWE]\d{4} \d\d:\d\d:\d\d|"
-                           r"To enable the following instructions|WARNING:tensorflow:.*retracing|"
-                           r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWE] tensorflow/)")
-
-
 def _replaced(value: object, paths: dict[str, str]) -> object:
     """Return a string (or the strings inside a list or dict) with each path replaced by its stand-in, longest first."""
     if isinstance(value, str):
@@ -114,10 +115,9 @@ def tidy_notebook(notebook_path: Path, paths: dict[str, str]) -> None:
         kept = []
         for output in cell.get("outputs", []):
             if output.get("output_type") == "stream" and output.get("name") == "stderr":
-                lines = [line for line in output["text"].splitlines(keepends=True) if not BACKEND_NOISE.match(line)]
-                if not "".join(lines).strip():
+                output["text"] = without_noise(output["text"])
+                if not output["text"].strip():
                     continue
-                output["text"] = "".join(lines)
             kept.append(output)
         cell["outputs"] = kept
         if "injected-parameters" in cell.metadata.get("tags", []):
@@ -210,6 +210,7 @@ def run_pipeline(profile: str = "full", data_dir: str | os.PathLike | None = Non
     started, started_cpu = time.perf_counter(), cpu_seconds()
     started_at, origin = datetime.now(UTC), provenance()
     notebook_seconds: dict[str, float] = {}
+    kept_notebooks = executed_directory(run_root)
     with staged_directory(reports_dir) as staging, ExitStack() as stack:
         metrics_dir = staging / ".metrics"
         parameters = {"profile": chosen.name, "data_dir": str(data_dir or ""), "run_root": str(run_root),
@@ -236,6 +237,8 @@ def run_pipeline(profile: str = "full", data_dir: str | os.PathLike | None = Non
             notebook_seconds[name] = time.perf_counter() - notebook_started
             tidy_notebook(output, published_paths(chosen, run_root, metrics_dir, staging, reports_dir))
             export_html(output)
+            kept_notebooks.mkdir(parents=True, exist_ok=True)
+            shutil.move(output, kept_notebooks / output.name)
         metrics = _collect_metrics(metrics_dir, chosen.name, notebook_seconds, time.perf_counter() - started, origin)
         metrics["timings"]["cpu_seconds"] = cpu_seconds() - started_cpu
         shutil.rmtree(metrics_dir)
