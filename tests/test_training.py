@@ -14,6 +14,7 @@ import pytest
 
 from helpers.evaluation import classification_summary
 from helpers.inputs import data
+from helpers.inputs.external import dataset_rows
 from helpers.modeling import callbacks, recipes, run_folders, training
 
 QUICK = recipes.TrainingSettings(epochs=2, batch_size=16, seed=11, verbose=0)
@@ -76,7 +77,7 @@ def test_validation_with_external_images_logs_the_datasets_own_accuracy_apart(tm
                               for name in ("images", "labels", "paths", "hashes")))
     settings = recipes.TrainingSettings(epochs=1, batch_size=16, seed=11, verbose=0)
     run = training.train_model("rnn", data.take_per_class(kept, 12), mixed, None, tmp_path / "mixed", settings)
-    own = training.dataset_rows(mixed.paths)
+    own = dataset_rows(mixed.paths)
     assert list(own) == list(range(len(validation)))
     stored = run.predictions["validation"]  # one epoch: the saved model is the one the epoch ended with
     expected = (stored["probabilities"][own].argmax(axis=1) == stored["labels"][own]).mean()

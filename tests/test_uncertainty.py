@@ -20,6 +20,8 @@ from helpers.uncertainty.fitting import (
     FAR_KINDS,
     OFFICIAL,
     Outputs,
+    chosen_temperature,
+    conformal_calibration,
     fit_record,
     halves,
     judged_targets,
@@ -49,6 +51,62 @@ def test_temperature_scaling_recovers_a_known_temperature_and_lowers_the_calibra
     np.testing.assert_allclose(scaled, truth, atol=0.03)
     assert evaluation.expected_calibration_error(labels, scaled) < 0.02 < evaluation.expected_calibration_error(
         labels, overconfident)
+
+
+def _labelled(logits: np.ndarray, temperature: float, generator) -> np.ndarray:
+    truth = _softmax(logits / temperature)
+    return np.array([generator.choice(4, p=row) for row in truth])
+
+
+def test_a_temperature_ships_only_when_it_lowers_the_calibration_error_on_other_validation_images():
+    generator = np.random.default_rng(1)
+    logits = generator.normal(0, 3, (8000, 4))
+    overconfident = _labelled(logits[:4000], 2.0, generator)  # these images need temperature 2
+    honest = _labelled(logits[4000:], 1.0, generator)  # these are calibrated as they are
+    same = chosen_temperature(_softmax(logits[:2000]), overconfident[:2000], _softmax(logits[2000:4000]),
+                              overconfident[2000:])
+    assert same["kept"] and same["temperature"] == same["fitted temperature"] == pytest.approx(2.0, rel=0.1)
+    assert same["validation ece after"] < same["validation ece before"]
+    other = chosen_temperature(_softmax(logits[:2000]), overconfident[:2000], _softmax(logits[4000:]), honest)
+    assert not other["kept"] and other["temperature"] == 1.0 and other["fitted temperature"] > 1.5
+    assert other["validation ece after"] > other["validation ece before"]
+
+
+def test_the_sets_are_calibrated_on_the_datasets_own_images_only():
+    generator = np.random.default_rng(2)
+    own_probabilities = _softmax(generator.normal(0, 3, (400, 4)))
+    own_labels = own_probabilities.argmax(axis=1)  # the model is right on its own source
+    foreign_probabilities = _softmax(generator.normal(0, 3, (400, 4)))
+    foreign_labels = (foreign_probabilities.argmax(axis=1) + 1) % 4  # and always wrong on another
+    probabilities = np.concatenate([own_probabilities, foreign_probabilities])
+    labels = np.concatenate([own_labels, foreign_labels])
+    own = np.r_[np.ones(400, bool), np.zeros(400, bool)]
+    scores, score_labels = conformal_calibration(probabilities, np.r_[labels[:-1], -1], own)
+    np.testing.assert_array_equal(scores, conformal.calibration_scores(own_probabilities, own_labels))
+    np.testing.assert_array_equal(score_labels, own_labels)
+    mixed_scores, mixed_labels = conformal_calibration(probabilities, labels, np.ones(800, bool))
+    own_sets = conformal.prediction_sets(own_probabilities, scores, score_labels, 0.9)
+    mixed_sets = conformal.prediction_sets(own_probabilities, mixed_scores, mixed_labels, 0.9)
+    assert own_sets.sum(axis=1).mean() < 1.2 < mixed_sets.sum(axis=1).mean(), "the other source widens every set"
+
+
+def test_a_shown_set_always_holds_the_answer_and_an_empty_one_is_reported():
+    generator = np.random.default_rng(4)
+    probabilities = _softmax(generator.normal(0, 2, (500, 4)))
+    sets = generator.random((500, 4)) < 0.3
+    shown, empty = conformal.with_answer(sets, probabilities)
+    assert conformal.holds_answer(shown, probabilities) == 1.0 > conformal.holds_answer(sets, probabilities)
+    np.testing.assert_array_equal(empty, sets.sum(axis=1) == 0)
+    assert (shown >= sets).all() and (shown.sum(axis=1) - sets.sum(axis=1) <= 1).all()
+
+
+def test_a_flagged_answer_reads_as_withheld_in_the_table_and_says_so_in_json():
+    flagged = predict.Prediction("photo.jpg", "meningioma", 0.985, {"meningioma": 0.985}, flags=[
+        "unlike the training images (mahalanobis 990 over 901)"], prediction_set=["meningioma"], answer_withheld=True)
+    answered = predict.Prediction("scan.jpg", "glioma", 0.91, {"glioma": 0.91}, prediction_set=["glioma"])
+    lines = predict.format_table([flagged, answered]).splitlines()
+    assert lines[1].split()[1:3] == ["(meningioma?)", "0.985"] and "ANSWER WITHHELD: unlike the training" in lines[1]
+    assert lines[2].split()[1] == "glioma" and "WITHHELD" not in lines[2]
 
 
 def test_calibration_error_has_known_values():
@@ -125,9 +183,9 @@ def recorded_run(phantom_root, tmp_path_factory):
     outputs = Outputs.predict(extractor, validation.images)
     selection = {kind: Outputs.predict(extractor, images)
                  for kind, images in outlier_sets(64, "resize", 10, seed=1).items()}
-    record, validation_auroc, _ = fit_record(run.model, Outputs.predict(extractor, kept.images), kept.labels,
-                                          outputs.take(first), validation.labels[first], outputs.take(second),
-                                          validation.labels[second], selection)
+    record, validation_auroc, _, _ = fit_record(run.model, Outputs.predict(extractor, kept.images), kept.labels,
+                                             outputs.take(first), validation.labels[first], outputs.take(second),
+                                             validation.labels[second], selection)
     record.save(record_path(run.directory / "labels.json"))
     return run, record, validation_auroc
 
@@ -197,10 +255,13 @@ def test_measured_figures_feed_the_tables_targets_and_the_model_card(recorded_ru
     table = model_table({"rnn": figures})
     assert table.loc["rnn", "ECE after"] == official["ece after"] and table.loc["rnn", "novelty score"] == record.method
     targets = judged_targets(figures)
-    assert len(targets) == 6 and all(isinstance(row["met"], bool) for row in targets)
+    assert len(targets) == 8 and all(isinstance(row["met"], bool) for row in targets)
+    assert official["holds answer"] == 1.0 and figures["calibration"]["temperature"] == record.temperature
+    assert 0.0 <= official["set keeps tumours"] <= 1.0 and official["reliability"]
     metrics = {"notebooks": {Uncertainty.NOTEBOOK: {"models": {"rnn": figures}}}}
     checks = input_checks_markdown(metrics, "rnn")
-    assert f"{official['flagged']:.1%} of the official Testing images flagged" in checks and "80% conformal" in checks
+    assert f"{official['unfamiliar']:.1%} of the official Testing images flagged" in checks
+    assert "80% conformal" in checks and "answer is then withheld" in checks
     assert f"{official['coverage']:.1%} of images" in readme_sentence(metrics, "rnn")
     assert "Uncertainty targets: ECE on official Testing" in checks
     assert readme_sentence({"notebooks": {}}, "rnn") == "" and "no uncertainty record" in input_checks_markdown(

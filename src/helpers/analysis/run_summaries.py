@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from helpers.analysis.selection import selection_score, validation_score
+from helpers.analysis.selection import own_images_accuracy, selection_score, validation_score
 from helpers.analysis.study import StudyData
 from helpers.evaluation import (
     classification_summary,
@@ -17,7 +17,6 @@ from helpers.evaluation import (
     partial_label_accuracy,
 )
 from helpers.modeling.run_folders import TrainingRun
-from helpers.modeling.training import dataset_rows
 from helpers.targets import ACCURACY_TARGETS, RECURRENT_MODELS, RECURRENT_PARAMETER_LIMIT
 
 
@@ -106,13 +105,6 @@ def validation_accuracy(run: TrainingRun) -> float:
     """Return a run's accuracy on the validation split (an external "some tumour" image counts right as any tumour)."""
     validation = run.predictions["validation"]
     return partial_label_accuracy(validation["labels"], validation["probabilities"])
-
-
-def own_images_accuracy(probabilities: np.ndarray, labels: np.ndarray, paths: np.ndarray) -> float:
-    """Return the accuracy of predicted probabilities on the dataset's own images (a validation split may also hold
-    external images, whose "some tumour" label no argmax matches)."""
-    own = dataset_rows(paths)
-    return float((probabilities[own].argmax(axis=1) == labels[own]).mean())
 
 
 def dataset_validation_accuracy(run: TrainingRun) -> float:

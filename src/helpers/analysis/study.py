@@ -156,6 +156,12 @@ class Study:
                    metrics_dir=Path(metrics_dir).expanduser().resolve() if metrics_dir else runs / "metrics")
 
     @property
+    def written_root(self) -> Path:
+        """Return where the notebooks write what they fit (uncertainty records): the run root, or runs/<profile> for
+        a profile that reads the published runs (models/ is written by `make publish` only)."""
+        return config.runs_dir() / self.profile.name if self.profile.reads_published else self.run_root
+
+    @property
     def preprocessing(self) -> str:
         """Return the preprocessing of the profile's recipe (every model of a study reads the same arrays)."""
         return recipe(self.profile.recipe).preprocessing

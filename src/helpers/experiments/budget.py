@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from helpers import config
-from helpers.analysis.run_summaries import own_images_accuracy
+from helpers.analysis.selection import own_images_accuracy
 from helpers.files import write_measurement
 from helpers.metrics_record import Comparison
 from helpers.modeling.callbacks import DATASET_VALIDATION_METRIC

@@ -269,7 +269,7 @@ def ensemble_sizes(runs_root: Path, models: tuple[str, ...] = config.STUDY_MODEL
     probabilities (mean, lowest and highest over every choice of that many seeds) and the training time they take."""
     from itertools import combinations
 
-    from helpers.analysis.run_summaries import own_images_accuracy
+    from helpers.analysis.selection import own_images_accuracy
 
     table = []
     for model_name in models:

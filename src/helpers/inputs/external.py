@@ -213,6 +213,11 @@ def join_splits(*splits: ImageSplit) -> ImageSplit:
                         for name in ("images", "labels", "paths", "hashes")))
 
 
+def dataset_rows(paths: np.ndarray) -> np.ndarray:
+    """Return the indices of the image paths that belong to the dataset itself, not to the external sets."""
+    return np.flatnonzero(~np.char.startswith(np.asarray(paths).astype(str), PATH_PREFIX))
+
+
 def add_external_training(training: ImageSplit, validation: ImageSplit, external: dict[str, ExternalImages],
                           seed: int = config.DEFAULT_SEED,
                           collections: tuple[str, ...] | None = None) -> tuple[ImageSplit, ImageSplit]:

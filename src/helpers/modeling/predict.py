@@ -61,6 +61,7 @@ class Prediction:
     prediction_set: list[str] | None = None  # the conformal set at the model's stated coverage level
     novelty_score: float | None = None  # how unlike the training images (higher: less alike)
     series: str | None = None  # the DICOM series or volume a slice belongs to (None for an image file)
+    answer_withheld: bool = False  # True when a flag says the class is not to be taken as an answer
 
 
 def use_inference_backend() -> str:
@@ -171,13 +172,13 @@ def _predict_batch(saved: SavedModel, batch: np.ndarray, batch_size: int, level:
     record = saved.uncertainty
     if record is None:
         raw = np.asarray(saved.model.predict(batch, batch_size=batch_size, verbose=0), dtype=np.float64)
-        calibrated, sets, novelty = raw, None, None
+        calibrated, sets, novelty, no_class_fits = raw, None, None, None
     else:
         saved.extractor = saved.extractor or feature_extractor(saved.model)
         raw, features = saved.extractor.predict(batch, batch_size=batch_size, verbose=0)
         raw = np.asarray(raw, dtype=np.float64)
         calibrated = record.calibrated(raw)
-        sets = record.sets(calibrated, level)
+        sets, no_class_fits = record.answer_sets(calibrated, level)
         novelty = record.novelty(raw, np.asarray(features, dtype=np.float64), logit_layers(saved.model))
     predictions = []
     for index, row in enumerate(calibrated):
@@ -189,6 +190,8 @@ def _predict_batch(saved: SavedModel, batch: np.ndarray, batch_size: int, level:
         elif record is None and saved.confidence_threshold is not None and row[best] < saved.confidence_threshold:
             found.append(f"unlike the training images (confidence {row[best]:.2f} under "
                          f"{saved.confidence_threshold:.2f})")
+        if record is not None and no_class_fits is not None and no_class_fits[index]:
+            found.append(f"no class fits at the {level or record.level:.0%} level (an empty conformal set)")
         predictions.append({"predicted_class": saved.class_names[best], "confidence": float(row[best]),
                             "probabilities": {name: float(value) for name, value in zip(saved.class_names, row)},
                             "prediction_set": (None if sets is None else
@@ -253,13 +256,17 @@ def predict_files(files: Sequence[str | os.PathLike] | str | os.PathLike,
                 name, series, found = entry
                 prediction = next(predicted)
                 model_flags = prediction.pop("flags")
-                results.append(Prediction(name, **prediction, flags=[*found, *model_flags], series=series))
+                flags = [*found, *model_flags]
+                results.append(Prediction(name, **prediction, flags=flags, series=series, answer_withheld=bool(flags)))
     return results
 
 
 def series_table(predictions: list[Prediction], class_names: tuple[str, ...]) -> list[dict]:
     """Return one summary per DICOM series or volume among the predictions (helpers.inputs.volumes.series_summaries)."""
     return series_summaries([asdict(prediction) for prediction in predictions], class_names, config.NO_TUMOUR_CLASS)
+
+
+CLASS_WIDTH = 13  # "(meningioma?)": a withheld answer
 
 
 def shown_name(text: str) -> str:
@@ -280,16 +287,19 @@ def format_table(predictions: list[Prediction], model_name: str = "", level: flo
     lines = [f"model: {model_name}"] if model_name else []
     if with_sets and level is not None:
         lines.append(f"set: the classes a {level:.0%} conformal prediction set holds")
-    lines.append(f"{'file':<{width}}  {'class':<10}  confidence  " + (f"{'set':<{set_width}}  " if with_sets else "")
-                 + "flags")
+    lines.append(f"{'file':<{width}}  {'class':<{CLASS_WIDTH}}  confidence  "
+                 + (f"{'set':<{set_width}}  " if with_sets else "") + "flags")
     for prediction in predictions:
         if prediction.error:
             reason = shown_name(prediction.error.removeprefix(f"{prediction.file}: "))
-            lines.append(f"{names[id(prediction)]:<{width}}  {'ERROR':<10}  {reason}")
+            lines.append(f"{names[id(prediction)]:<{width}}  {'ERROR':<{CLASS_WIDTH}}  {reason}")
         else:
             shown = f"{sets.get(id(prediction), ''):<{set_width}}  " if with_sets else ""
-            lines.append(f"{names[id(prediction)]:<{width}}  {prediction.predicted_class:<10}  "
-                         f"{prediction.confidence:10.3f}  {shown}{'; '.join(prediction.flags)}".rstrip())
+            answer, flags = prediction.predicted_class, "; ".join(prediction.flags)
+            if prediction.answer_withheld:
+                answer, flags = f"({answer}?)", f"ANSWER WITHHELD: {flags}"
+            lines.append(f"{names[id(prediction)]:<{width}}  {answer:<{CLASS_WIDTH}}  "
+                         f"{prediction.confidence:10.3f}  {shown}{flags}".rstrip())
     for summary in series or []:
         counts = ", ".join(f"{name} {count}" for name, count in summary["slices_per_class"].items() if count)
         slices = f"{summary['slices']} slice{'' if summary['slices'] == 1 else 's'}"

@@ -19,8 +19,7 @@ import pandas as pd
 from helpers import commands, config, interrupts
 from helpers.files import staged_directory
 from helpers.inputs.data import ImageSplit
-from helpers.inputs.external import PATH_PREFIX as EXTERNAL_PATH_PREFIX
-from helpers.inputs.external import ExternalImages
+from helpers.inputs.external import ExternalImages, dataset_rows
 from helpers.inputs.sources import source_balance_weights
 from helpers.modeling import invariance
 from helpers.modeling.callbacks import (
@@ -84,11 +83,6 @@ def set_seeds(seed: int) -> None:
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
-
-
-def dataset_rows(paths: np.ndarray) -> np.ndarray:
-    """Return the indices of the image paths that belong to the dataset itself, not to the external sets."""
-    return np.flatnonzero(~np.char.startswith(np.asarray(paths).astype(str), EXTERNAL_PATH_PREFIX))
 
 
 def training_callbacks(settings: TrainingSettings, checkpoint_path: Path,

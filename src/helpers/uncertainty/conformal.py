@@ -55,6 +55,20 @@ def crepes_prediction_sets(probabilities: np.ndarray, scores: np.ndarray, score_
     return np.stack(columns, axis=1).astype(bool)
 
 
+def with_answer(sets: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return the sets with each image's predicted class added (a set never leaves out the answer given beside it;
+    coverage can only rise), and which conformal sets were empty: no class fits that image, so it is flagged."""
+    sets = np.asarray(sets, dtype=bool)
+    answered = sets.copy()
+    answered[np.arange(len(sets)), np.asarray(probabilities).argmax(axis=1)] = True
+    return answered, np.logical_not(sets.any(axis=1))
+
+
+def holds_answer(sets: np.ndarray, probabilities: np.ndarray) -> float:
+    """Return the share of sets that hold the predicted class."""
+    return float(np.asarray(sets)[np.arange(len(sets)), np.asarray(probabilities).argmax(axis=1)].mean())
+
+
 def set_summary(sets: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...]) -> dict[str, Any]:
     """Return the coverage (share of sets holding the true class) overall and per class, and the mean set size;
     labels of -1 (type unknown) count in the set size only."""

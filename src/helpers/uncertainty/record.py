@@ -11,7 +11,7 @@ import numpy as np
 
 from helpers.files import write_atomically
 from helpers.uncertainty.calibration import scale_probabilities
-from helpers.uncertainty.conformal import DEFAULT_LEVEL, prediction_sets
+from helpers.uncertainty.conformal import DEFAULT_LEVEL, prediction_sets, with_answer
 from helpers.uncertainty.novelty import ClassGaussians, novelty_scores
 
 SUFFIX = ".uncertainty.npz"
@@ -76,3 +76,8 @@ class UncertaintyRecord:
     def sets(self, calibrated: np.ndarray, level: float | None = None) -> np.ndarray:
         """Return the conformal prediction sets (booleans per class) of calibrated probabilities at a level."""
         return prediction_sets(calibrated, self.scores, self.score_labels, level or self.level)
+
+    def answer_sets(self, calibrated: np.ndarray, level: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Return the sets a user is shown (the conformal set with the predicted class added) and which images no
+        class fits (an empty conformal set: flagged)."""
+        return with_answer(self.sets(calibrated, level), calibrated)

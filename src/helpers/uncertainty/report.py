@@ -21,30 +21,43 @@ def _far_and_near(measured: dict) -> tuple[str, str]:
     return every, outliers[0]["kind"]
 
 
+def calibration_sentence(measured: dict) -> str:
+    """Return how the shipped probabilities were calibrated: the temperature kept, or the identity and why."""
+    calibration = measured.get("calibration")
+    if calibration is None or calibration["kept"]:
+        return (f"Probabilities are temperature-scaled (temperature {measured['temperature']:.2f}, fitted on the "
+                f"dataset's own validation images).")
+    return (f"Probabilities ship uncalibrated: the temperature fitted on validation "
+            f"({calibration['fitted temperature']:.2f}) made the calibration error on the other validation half worse "
+            f"({calibration['validation ece before']:.1%} → {calibration['validation ece after']:.1%}).")
+
+
 def input_checks_markdown(metrics: dict, model_name: str) -> str:
     """Return the model card's "Input checks" section body for the default model, from measured figures."""
     measured = measured_figures(metrics, model_name)
     basic = ("`brain-mri-predict` flags an input (a `flags` field in its JSON, a column in its table; exit status 3 "
-             "with `--strict`) when it is smaller than 32 pixels on a side, nearly constant, or unlike the training "
-             "images. ")
+             "with `--strict`) when it is smaller than 32 pixels on a side, nearly constant, unlike the training "
+             "images, or fits no class of its prediction set; its answer is then withheld. ")
     if measured is None:
         return basic + FALLBACK_CHECKS
     official = measured["rows"][0]
-    external = "; ".join(f"{row['images']} {row['flagged']:.0%}" for row in measured["rows"][1:])
+    external = "; ".join(f"{row['images']} {row['unfamiliar']:.0%}" for row in measured["rows"][1:])
     every, least = _far_and_near(measured)
     sets = ", ".join(f"{key[len('coverage '):]} {value:.1%}" for key, value in official.items()
                      if key.startswith("coverage "))
     return (basic + f"\"Unlike the training images\" means a {measured['method']} novelty score (on the penultimate "
             f"features of `{model_name}`) over {measured['threshold']:.1f}, the threshold at which 2% of validation "
-            f"images are flagged. Measured: {official['flagged']:.1%} of the official Testing images flagged; "
+            f"images are flagged. Measured: {official['unfamiliar']:.1%} of the official Testing images flagged; "
             f"external test parts: {external or 'none'}; generated outliers: {every} (the least caught: {least}).\n\n"
-            f"Probabilities are temperature-scaled (temperature {measured['temperature']:.2f}, fitted on validation): "
-            f"the expected calibration error on official Testing goes from {official['ece before']:.1%} to "
-            f"{official['ece after']:.1%}. Each answer comes with a {measured['level']:.0%} conformal prediction set "
-            f"(class-conditional, calibrated on validation images used for nothing else; `--level` changes it): on "
-            f"official Testing it holds the true class for {official['coverage']:.1%} of the images (per class: "
-            f"{sets}), {official['mean set size']:.2f} classes on average. On other sources the images are not "
-            f"exchangeable with the calibration images and coverage falls (`reports/{Uncertainty.NOTEBOOK}.html`). "
+            f"{calibration_sentence(measured)} The expected calibration error on official Testing goes from "
+            f"{official['ece before']:.1%} to {official['ece after']:.1%}. Each answer comes with a "
+            f"{measured['level']:.0%} conformal prediction set (class-conditional, calibrated on the dataset's own "
+            f"validation images used for nothing else; `--level` changes it) that always holds the predicted class: "
+            f"on official Testing it holds the true class for {official['coverage']:.1%} of the images (per class: "
+            f"{sets}), {official['mean set size']:.2f} classes on average; an image no class fits "
+            f"({official['empty sets']:.1%}) is flagged. On other sources the images are not exchangeable with the "
+            f"calibration images and coverage falls (per source: `reports/{Uncertainty.NOTEBOOK}.html`). "
+            f"A flagged answer is shown withheld (`(class?)` in the table, `answer_withheld` in the JSON). "
             f"A flag means \"look twice\"; its absence proves nothing.\n\nUncertainty targets: "
             + "; ".join(f"{row['target']}: {row['measured']}, {'met' if row['met'] else 'missed'}"
                         for row in judged_targets(measured)) + ".")
@@ -58,9 +71,10 @@ def readme_sentence(metrics: dict, model_name: str) -> str:
     official = measured["rows"][0]
     curve = {round(point["coverage"], 2): point["accuracy"] for point in official["risk coverage"]}
     return (f"**Uncertainty** (`{model_name}`, official Testing; `reports/{Uncertainty.NOTEBOOK}.html`): calibrated "
-            f"probabilities (calibration error {official['ece before']:.1%} → {official['ece after']:.1%}); a "
+            f"probabilities{'' if measured.get('calibration', {}).get('kept', True) else ' (left uncalibrated)'} "
+            f"(calibration error {official['ece before']:.1%} → {official['ece after']:.1%}); a "
             f"{measured['level']:.0%} prediction set holds the true class for {official['coverage']:.1%} of images "
-            f"({official['mean set size']:.2f} classes on average, {official['empty sets']:.1%} empty: no class fits); "
-            f"{official['flagged']:.1%} are flagged as unlike "
-            f"the training images. Answering only the 90% most confident images raises accuracy from "
+            f"({official['mean set size']:.2f} classes on average, always holding the answer); "
+            f"{official['flagged']:.1%} are flagged (unlike the training images, or no class fits) and their answer "
+            f"withheld. Answering only the 90% most confident images raises accuracy from "
             f"{curve[1.0]:.1%} to {curve[0.9]:.1%}.")
