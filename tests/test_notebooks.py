@@ -217,10 +217,14 @@ class _VisibleText(HTMLParser):
             self.parts.append(data)
 
 
+CODE_BLOCK = re.compile(r'<div class="highlight[^"]*">.*?</pre>\s*</div>', re.DOTALL)
+
+
 def unmeasured_placeholders(page: str) -> list[str]:
-    """Return each "nan", "NaN" or "{}" a reader of an HTML page would see, with a little of its context."""
+    """Return each "nan", "NaN" or "{}" a reader of an HTML page would see outside the code, with a little of its
+    context."""
     parser = _VisibleText()
-    parser.feed(page)
+    parser.feed(CODE_BLOCK.sub("", page))
     text = " ".join(parser.parts)
     return [" ".join(text[max(0, found.start() - 60):found.end()].split())
             for found in re.finditer(r"\bnan\b|\{\}", text, re.IGNORECASE)]
@@ -228,7 +232,7 @@ def unmeasured_placeholders(page: str) -> list[str]:
 
 def test_the_placeholder_scan_finds_what_a_reader_would_see():
     page = ("<style>p {}</style><p>accuracy nan%</p><td>NaN</td><img src='data:image/png;base64,NaN{}'>"
-            "<p>nanometre</p><p>near copies: {}</p>")
+            "<p>nanometre</p><div class=\"highlight hl-ipython3\"><pre>seen = {}</pre></div><p>near copies: {}</p>")
     assert [found.split()[-1] for found in unmeasured_placeholders(page)] == ["nan", "NaN", "{}"]
 
 
