@@ -66,12 +66,12 @@ def test_readme_block_is_written_from_metrics_and_a_stale_one_is_detected():
     assert "from scratch" not in table and "rnn as specified (rnn) >= 90%: 91.23%, met." in table
     metrics["timings"].update({"trained_runs": ["cnn-seed42"], "reused_runs": ["rnn-seed42", "rnn-seed43"],
                                "reused_training_seconds": 600.0, "from_scratch_seconds": 2400.0})
-    assert "reused 2 of its 3 training runs" in results.markdown_table(metrics)
+    assert "reusing 2 of its 3 training runs" in results.markdown_table(metrics)
     assert "The profile takes about 40.0 minutes from scratch on 2 CPU cores" in results.markdown_table(metrics)
     assert "rnn-seed42" not in results.markdown_table(metrics)  # no list of run names in the lead sentence
     metrics["provenance"]["device"]["cpu_model"] = "Test CPU"
     metrics["timings"]["cpu_seconds"] = 3000.0
-    assert "this run took 30.0 minutes (50.0 CPU-minutes), as it reused" in results.markdown_table(metrics)
+    assert "this run took 30.0 minutes (50.0 CPU-minutes), reusing" in results.markdown_table(metrics)
     machine = "from scratch on 2 CPU cores (Test CPU, tensorflow backend, no accelerator)"
     assert machine in results.markdown_table(metrics)
     metrics = _metrics("f" * 64, 42)

@@ -151,9 +151,8 @@ def duration_sentence(metrics: dict) -> str:
     total = len(reused) + len(timings["trained_runs"])
     which = f"all its {total} training runs" if len(reused) == total else f"{len(reused)} of its {total} training runs"
     return (f"The profile takes about {timings['from_scratch_seconds'] / 60:.1f} minutes from scratch on {machine}; "
-            f"this run took {timings['total_seconds'] / 60:.1f} minutes{cpu_minutes}, as it reused {which} "
-            f"({timings['reused_training_seconds'] / 60:.1f} minutes of training and prediction) from an earlier run "
-            f"with the same recipe and data.")
+            f"this run took {timings['total_seconds'] / 60:.1f} minutes{cpu_minutes}, reusing {which} "
+            f"({timings['reused_training_seconds'] / 60:.1f} minutes) of an earlier run.")
 
 
 def machine_key(details: dict) -> str:
