@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -234,6 +235,24 @@ def test_the_placeholder_scan_finds_what_a_reader_would_see():
     page = ("<style>p {}</style><p>accuracy nan%</p><td>NaN</td><img src='data:image/png;base64,NaN{}'>"
             "<p>nanometre</p><div class=\"highlight hl-ipython3\"><pre>seen = {}</pre></div><p>near copies: {}</p>")
     assert [found.split()[-1] for found in unmeasured_placeholders(page)] == ["nan", "NaN", "{}"]
+
+
+def test_a_report_keeps_one_image_per_figure_with_its_alt_text(tmp_path):
+    from helpers.reporting.pipeline import tidy_notebook
+
+    pixel = base64.b64encode(b"\x89PNG\r\n\x1a\n").decode()
+    figure = nbformat.v4.new_output("display_data", data={"image/jpeg": "/9j/4AAQ", "image/png": pixel},
+                                    metadata={"image/jpeg": {"alt": "One row of random images per source."}})
+    chart = nbformat.v4.new_output("display_data", data={"image/png": pixel},
+                                   metadata={"image/png": {"alt": "Bars of <images> per class."}})
+    cell = nbformat.v4.new_code_cell("plots.figure()", outputs=[figure, chart])
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), tmp_path / "report.ipynb")
+    tidy_notebook(tmp_path / "report.ipynb", {})
+    page = export_html(tmp_path / "report.ipynb").read_text()
+    images = re.findall(r"<img [^>]*>", page)
+    assert len(images) == 2 and 'data:image/jpeg' in images[0] and 'data:image/png' in images[1]
+    assert 'alt="One row of random images per source."' in images[0]
+    assert 'alt="Bars of &lt;images&gt; per class."' in images[1]
 
 
 def test_no_published_report_shows_nan_or_an_empty_mapping():

@@ -103,7 +103,8 @@ def _replaced(value: object, paths: dict[str, str]) -> object:
 
 
 def tidy_notebook(notebook_path: Path, paths: dict[str, str]) -> None:
-    """Remove backend start-up noise from an executed notebook's stderr outputs and replace machine-specific paths
+    """Remove backend start-up noise from an executed notebook's stderr outputs, keep one image per figure (the JPEG
+    a figure of scans chose over the PNG the inline backend adds), and replace machine-specific paths
     (e.g. the author's folders, the pipeline's temporary folder) with the given stand-ins in its parameters cell and
     in papermill's record of the run, in place."""
     notebook = nbformat.read(notebook_path, as_version=4)
@@ -114,6 +115,8 @@ def tidy_notebook(notebook_path: Path, paths: dict[str, str]) -> None:
             continue
         kept = []
         for output in cell.get("outputs", []):
+            if {"image/jpeg", "image/png"} <= set(output.get("data", {})):  # the figure chose JPEG (scans)
+                del output["data"]["image/png"]
             if output.get("output_type") == "stream" and output.get("name") == "stderr":
                 output["text"] = without_noise(output["text"])
                 if not output["text"].strip():
@@ -133,9 +136,15 @@ REMOTE_MODULE = re.compile(r'<script type="module">(?:(?!</script>).)*?https?://
                            re.DOTALL)
 
 
+# nbconvert's lab page with each figure's alt text (report_template/index.html.j2).
+REPORT_TEMPLATE = Path(__file__).parent / "report_template"
+
+
 def export_html(notebook_path: Path) -> Path:
-    """Write a self-contained HTML copy of an executed notebook beside it (no script from a CDN); return its path."""
-    body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook_path, as_version=4))
+    """Write a self-contained HTML copy of an executed notebook beside it (no script from a CDN, every figure with
+    its alt text); return its path."""
+    exporter = HTMLExporter(extra_template_basedirs=[str(REPORT_TEMPLATE.parent)], template_name=REPORT_TEMPLATE.name)
+    body, _ = exporter.from_notebook_node(nbformat.read(notebook_path, as_version=4))
     body = REMOTE_MODULE.sub("", MATHJAX_CONFIGURATION.sub("", REMOTE_SCRIPT.sub("", body)))
     target = notebook_path.with_suffix(".html")
     target.write_text(body, encoding="utf-8")
