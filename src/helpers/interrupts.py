@@ -17,14 +17,19 @@ EXIT_INTERRUPTED = 130
 CONSOLE_SCRIPTS = ("brain-mri-predict",)  # pyproject.toml's [project.scripts]
 
 
-def _exit_at_start_up(signum, frame) -> None:
-    """End the process at once: it is still importing, so nothing is half-written (the line goes to the console even
-    while a backend's start-up lines are being filtered)."""
+def _exit_at_once(line: str) -> None:
+    """Write the line to the console (even while a backend's start-up lines are being filtered) and end the process
+    with EXIT_INTERRUPTED without running any library's clean-up."""
     from helpers.backend_noise import console_descriptor
 
     sys.stderr.flush()
-    os.write(console_descriptor(), b"interrupted while starting: nothing was written\n")
+    os.write(console_descriptor(), f"{line}\n".encode())
     os._exit(EXIT_INTERRUPTED)
+
+
+def _exit_at_start_up(signum, frame) -> None:
+    """End the process at once: it is still importing, so nothing is half-written."""
+    _exit_at_once("interrupted while starting: nothing was written")
 
 
 def _remember_and_raise(signum, frame) -> None:
@@ -46,3 +51,12 @@ def command_started() -> None:
     REQUESTED.clear()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, _remember_and_raise)
+
+
+def until_output(nothing_written: str) -> None:
+    """For a command that writes nothing until its results: from now until command_started() is called again, Ctrl-C
+    ends it at once with one line (a KeyboardInterrupt raised inside a library's callback would be printed and
+    swallowed)."""
+    REQUESTED.clear()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, lambda signum, frame: _exit_at_once(f"interrupted: {nothing_written}"))

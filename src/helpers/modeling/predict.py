@@ -328,9 +328,17 @@ def _write_output(text: str) -> bool:
 def main(argv: list[str] | None = None) -> int:
     """Print the class and confidence of each image file. Exit 0 when all were predicted, 1 if a file failed, 2 if no
     model could be loaded, 3 with --strict when an input was flagged, 130 when interrupted."""
+    interrupts.until_output("nothing was predicted")
+    try:
+        return _predict_command(argv)
+    finally:
+        interrupts.command_started()
+
+
+def _predict_command(argv: list[str] | None) -> int:
+    """Run brain-mri-predict (main's body, while Ctrl-C ends it at once until the results are printed)."""
     import argparse
 
-    interrupts.command_started()
     parser = argparse.ArgumentParser(prog="brain-mri-predict", description=main.__doc__)
     parser.add_argument("files", nargs="+", help="image files (any size, greyscale or colour), DICOM files, NIfTI "
                                                    "volumes (.nii, .nii.gz), or folders of them (a DICOM series)")
@@ -362,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         return commands.stopped("nothing was predicted")
     if interrupts.REQUESTED.is_set():  # a Ctrl-C that a library swallowed still ends the command
         return commands.stopped("nothing was printed")
+    interrupts.command_started()
     level = arguments.level or (saved.uncertainty.level if saved.uncertainty else None)
     series = series_table(predictions, saved.class_names)
     if arguments.json:
