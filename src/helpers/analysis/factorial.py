@@ -9,7 +9,12 @@ import numpy as np
 import pandas as pd
 
 from helpers import config
-from helpers.analysis.run_summaries import dataset_validation_accuracy, representative_run, validation_accuracy
+from helpers.analysis.run_summaries import (
+    dataset_validation_accuracy,
+    representative_run,
+    test_accuracy_per_seed,
+    validation_accuracy,
+)
 from helpers.evaluation import both_sides_summary, mcnemar_table
 from helpers.inputs.external import PATH_PREFIX as EXTERNAL_PATH_PREFIX
 from helpers.modeling.recipes import RECIPES
@@ -98,10 +103,8 @@ def factorial_rows(runs: dict[str, dict[str, list[TrainingRun]]], clean: np.ndar
         for model_name, model_runs in models.items():
             if not model_runs:
                 continue
-            labels = model_runs[0].predictions["test"]["labels"]
-            predicted = [run.predictions["test"]["probabilities"].argmax(axis=1) for run in model_runs]
-            official = [float((guess == labels).mean()) for guess in predicted]
-            clean_accuracy = [float((guess[clean] == labels[clean]).mean()) for guess in predicted]
+            official = list(test_accuracy_per_seed(model_runs, np.ones(len(clean), dtype=bool)).values())
+            clean_accuracy = list(test_accuracy_per_seed(model_runs, clean).values())
             minutes = [run_minutes(run) for run in model_runs]
             cpu = [cpu for _, cpu in minutes if cpu is not None]
             row: dict[str, Any] = {
