@@ -1,4 +1,5 @@
-"""The lines TensorFlow prints while it loads (absl start-up, CPU features, CUDA probing): kept off the console.
+"""The lines TensorFlow prints while it loads and first lists its devices (absl start-up, CPU features, CUDA probing):
+kept off the console.
 
 TensorFlow 2.19 and later print them whatever $TF_CPP_MIN_LOG_LEVEL says once Python has started, and a notebook's
 kernel shows them in its first cell. So the first `import tensorflow` runs with the process's standard error sent to a
@@ -7,6 +8,7 @@ temporary file, and every line of it that is not start-up noise is written back 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.abc
 import importlib.util
 import os
@@ -72,9 +74,12 @@ class _QuietLoader(importlib.abc.Loader):
         return self.loader.create_module(spec)
 
     def exec_module(self, module) -> None:
-        """Run the module's code with its start-up lines filtered out."""
+        """Run the module's code, then list its physical devices (the CUDA probe prints its own lines), with the
+        start-up lines filtered out."""
         with standard_error_filtered():
             self.loader.exec_module(module)
+            with contextlib.suppress(Exception):  # a build without device listing simply skips the probe
+                module.config.list_physical_devices()
 
 
 class _QuietFinder(importlib.abc.MetaPathFinder):
