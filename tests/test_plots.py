@@ -98,3 +98,20 @@ def test_figures_draw_in_the_study_style_without_changing_the_callers_settings()
     assert dict(matplotlib.rcParams) == before
     assert all(line.get_visible() for line in axis.yaxis.get_gridlines()), "seaborn's whitegrid"
     assert axis.yaxis.label.get_fontsize() == plots.STYLE["axes.labelsize"]
+
+
+def test_a_notebook_draws_each_study_figure_once_as_its_own_image():
+    from IPython.core.formatters import DisplayFormatter
+
+    from helpers.analysis.shown_figures import draw_each_figure_once
+
+    formatter = DisplayFormatter()
+    drawn_by_backend = []
+    formatter.formatters["image/png"].for_type(Figure, lambda figure: drawn_by_backend.append(figure) or b"\x89PNG")
+    draw_each_figure_once(formatter)  # what Study.from_parameters does in a notebook
+    chart, _ = formatter.format(plots.class_balance(pd.DataFrame({"training": [3, 4]}, index=["a", "b"])))
+    scans, metadata = formatter.format(plots.image_gallery(np.zeros((2, 8, 8), np.uint8), ["a", "b"]))
+    assert not drawn_by_backend, "the inline backend's PNG would draw the figure a second time"
+    assert base64.b64decode(chart["image/png"])[:4] == b"\x89PNG"
+    assert "image/png" not in scans
+    assert metadata["image/jpeg"]["alt"] == "Grid of greyscale images, each with its caption."

@@ -34,15 +34,18 @@ def _text_table(frame: pd.DataFrame, printer, cycle: bool) -> None:
     printer.text(frame.to_string(na_rep=""))
 
 
-def leave_missing_cells_empty() -> bool:
-    """Make this notebook's kernel show every data frame with its missing cells empty; False outside a notebook."""
+def display_formatter():
+    """Return this notebook kernel's display formatter (what turns a cell's value into its output), or None outside
+    IPython."""
     try:
         from IPython import get_ipython
     except ImportError:
-        return False
+        return None
     shell = get_ipython()
-    if shell is None:
-        return False
-    shell.display_formatter.formatters["text/html"].for_type(pd.DataFrame, _html_table)
-    shell.display_formatter.formatters["text/plain"].for_type(pd.DataFrame, _text_table)
-    return True
+    return None if shell is None else shell.display_formatter
+
+
+def leave_missing_cells_empty(formatter) -> None:
+    """Have an IPython display formatter show every data frame with its missing cells empty."""
+    formatter.formatters["text/html"].for_type(pd.DataFrame, _html_table)
+    formatter.formatters["text/plain"].for_type(pd.DataFrame, _text_table)

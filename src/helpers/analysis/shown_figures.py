@@ -35,3 +35,9 @@ def alt_text(plot: Callable) -> str:
     the parenthesised argument names."""
     paragraph = (plot.__doc__ or plot.__name__.replace("_", " ")).strip().split("\n\n")[0]
     return re.sub(r"\s*\([^()]*\)", "", " ".join(paragraph.split()))
+
+
+def draw_each_figure_once(formatter) -> None:
+    """Have an IPython display formatter show a study figure as its own image only: the inline backend's PNG printer
+    (registered for every matplotlib figure) is replaced, for study figures, by one that adds nothing."""
+    formatter.formatters["image/png"].for_type(StudyFigure, lambda figure: None)

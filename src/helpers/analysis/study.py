@@ -14,6 +14,7 @@ import pandas as pd
 
 from helpers import config
 from helpers.analysis.selection import chosen_recipe
+from helpers.analysis.shown_figures import draw_each_figure_once
 from helpers.files import write_atomically
 from helpers.inputs.data import ImageSplit, MRIDataset, load_dataset, split_validation, take_per_class
 from helpers.inputs.duplicates import DuplicateAudit, audit_duplicates
@@ -29,7 +30,7 @@ from helpers.metrics_record import Section
 from helpers.modeling.recipes import TrainingSettings, recipe
 from helpers.modeling.run_folders import TrainingRun, load_run, run_differences
 from helpers.modeling.training import train_model
-from helpers.notebook_display import leave_missing_cells_empty
+from helpers.notebook_display import display_formatter, leave_missing_cells_empty
 
 # Per-class sizes of the generated dataset the `demo` profile trains on (and `smoke` when no real data is given).
 PHANTOM_TRAINING_PER_CLASS = 300
@@ -140,9 +141,12 @@ class Study:
                         run_root: str = "", metrics_dir: str = "", external_dir: str = "") -> Study:
         """Resolve a notebook's parameters cell: empty or zero values take the profile's defaults. A notebook shows
         the study's output: TensorFlow's advice on retracing (saliency makes many calls of different sizes) is muted,
-        and a table's cells not measured are left empty."""
+        a table's cells not measured are left empty, and each figure is drawn once (as its own image)."""
         logging.getLogger("tensorflow").setLevel(logging.ERROR)
-        leave_missing_cells_empty()
+        formatter = display_formatter()
+        if formatter is not None:  # in a notebook
+            leave_missing_cells_empty(formatter)
+            draw_each_figure_once(formatter)
         chosen = config.get_profile(profile)
         if epochs < 0 or batch_size < 0:
             raise ValueError(f"epochs and batch_size must be >= 0 (0 = the profile's), not {epochs}, {batch_size}")
