@@ -194,7 +194,7 @@ def test_published_notebooks_hold_no_backend_noise_nor_machine_paths(tmp_path):
 
 # What no published file may hold: a machine's folders, the pipeline's temporary folders, a placeholder parameter, or
 # a script fetched from the network.
-MACHINE_PATH = re.compile(r"""(?:^|[\s"'(=])/(?:home|Users|tmp|work|root|mnt|private)/""", re.MULTILINE)
+MACHINE_PATH = re.compile(r"""(?:^|[\s"'(=>])/(?:home|Users|tmp|work|root|mnt|private)/""", re.MULTILINE)
 PUBLISHED_LEAKS = (MACHINE_PATH, re.compile(r"\.partial\b"), re.compile(r"temporary record folder"),
                    re.compile(r"<script[^>]*\ssrc=[\"']https?://"), re.compile(r"import[^;\n]*[\"']https?://"))
 

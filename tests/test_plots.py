@@ -67,6 +67,18 @@ def test_every_figure_function_returns_a_drawn_figure(phantom_root):
     assert overlap_labels[0] == "all models" and "rnn and hybrid only" in overlap_labels
 
 
+def test_training_curves_of_many_runs_keep_their_panels_and_draw_without_warnings():
+    history = pd.DataFrame({"epoch": [1, 2], "loss": [1.2, 0.9], "val_loss": [1.3, 1.0], "accuracy": [0.4, 0.6],
+                            "val_accuracy": [0.35, 0.5]})
+    runs = {f"crnn (dataset-only) seed {seed} {index}": history for index in range(5) for seed in (42, 43, 44)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "constrained_layout not applied": the legend squeezed the axes to nothing
+        figure = plots.training_curves(runs)
+        figure._repr_mimebundle_()
+    assert all(axis.get_position().height > 0.3 for axis in figure.axes)
+    assert len(figure.legends[0].get_texts()) == 2 * len(runs)
+
+
 def test_the_both_sides_figure_draws_every_interval_it_promises():
     from matplotlib.container import ErrorbarContainer
 

@@ -147,17 +147,23 @@ def rows_as_sequence(image: np.ndarray, caption: str = "", rows: tuple[int, ...]
     return figure
 
 
+# The training curves' legend sits below both panels, and the figure grows by a row of it per LEGEND_COLUMNS entries.
+LEGEND_COLUMNS = 3
+LEGEND_ROW_INCHES = 0.2
+
+
 @_styled
 def training_curves(histories: dict[str, pd.DataFrame]) -> Figure:
     """Loss and accuracy per epoch, training (dashed) and validation (solid), for each labelled run."""
-    figure, (loss, accuracy) = _subplots(1, 2, figsize=(12, 4))
+    legend_rows = -(-2 * len(histories) // LEGEND_COLUMNS)
+    figure, (loss, accuracy) = _subplots(1, 2, figsize=(12, 4 + LEGEND_ROW_INCHES * legend_rows))
     for (label, history), colour in zip(histories.items(), sns.color_palette(n_colors=len(histories))):
         for axis, metric in ((loss, "loss"), (accuracy, "accuracy")):
             axis.plot(history["epoch"], history[metric], linestyle="--", color=colour, label=f"{label} training")
             axis.plot(history["epoch"], history[f"val_{metric}"], color=colour, label=f"{label} validation")
     loss.set(title="Loss", xlabel="epoch", ylabel="cross-entropy")
     accuracy.set(title="Accuracy", xlabel="epoch", ylabel="accuracy")
-    accuracy.legend(fontsize=8)
+    figure.legend(*accuracy.get_legend_handles_labels(), loc="outside lower center", ncols=LEGEND_COLUMNS, fontsize=8)
     return figure
 
 
