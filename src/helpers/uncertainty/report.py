@@ -21,12 +21,17 @@ def _far_and_near(measured: dict) -> tuple[str, str]:
     return every, outliers[0]["kind"]
 
 
+def temperature_kept(measured: dict) -> bool:
+    """Tell whether a model ships its fitted temperature (a record written before the check always did)."""
+    return measured.get("calibration", {}).get("kept", True)
+
+
 def calibration_sentence(measured: dict) -> str:
     """Return how the shipped probabilities were calibrated: the temperature kept, or the identity and why."""
-    calibration = measured.get("calibration")
-    if calibration is None or calibration["kept"]:
+    if temperature_kept(measured):
         return (f"Probabilities are temperature-scaled (temperature {measured['temperature']:.2f}, fitted on the "
                 f"dataset's own validation images).")
+    calibration = measured["calibration"]
     return (f"Probabilities ship uncalibrated: the temperature fitted on validation "
             f"({calibration['fitted temperature']:.2f}) made the calibration error on the other validation half worse "
             f"({calibration['validation ece before']:.1%} → {calibration['validation ece after']:.1%}).")
@@ -71,7 +76,7 @@ def readme_sentence(metrics: dict, model_name: str) -> str:
     official = measured["rows"][0]
     curve = {round(point["coverage"], 2): point["accuracy"] for point in official["risk coverage"]}
     return (f"**Uncertainty** (`{model_name}`, official Testing; `reports/{Uncertainty.NOTEBOOK}.html`): calibrated "
-            f"probabilities{'' if measured.get('calibration', {}).get('kept', True) else ' (left uncalibrated)'} "
+            f"probabilities{'' if temperature_kept(measured) else ' (left uncalibrated)'} "
             f"(calibration error {official['ece before']:.1%} → {official['ece after']:.1%}); a "
             f"{measured['level']:.0%} prediction set holds the true class for {official['coverage']:.1%} of images "
             f"({official['mean set size']:.2f} classes on average, always holding the answer); "
