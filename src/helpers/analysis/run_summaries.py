@@ -21,9 +21,9 @@ from helpers.targets import ACCURACY_TARGETS, RECURRENT_MODELS, RECURRENT_PARAME
 
 
 def representative_run(runs: list[TrainingRun]) -> TrainingRun:
-    """Return the run with the best validation accuracy on the whole split (ties: the first seed); the test split
-    plays no part (docs/decisions.md, "Like with like": the seed within a recipe)."""
-    return runs[int(np.argmax([validation_accuracy(run) for run in runs]))]
+    """Return the run with the best validation score (selection_score, the rule that also picks the recipe and the
+    default; ties: the first seed); the test split plays no part (docs/decisions.md, "Like with like")."""
+    return runs[int(np.argmax([validation_score(run) for run in runs]))]
 
 
 ENSEMBLE_SUFFIX = "-ensemble"

@@ -95,16 +95,16 @@ def _card_models(metrics: dict, index: dict, default: str) -> tuple[str, str, st
     rows = "\n".join(
         f"| `{entry['file']}` | `{published_recipe(metrics, name)}` | "
         f"{entry.get('parameters') or int(table.loc[name, 'parameters']):,} | "
-        f"{', '.join(map(str, entry.get('seeds', [entry.get('seed')])))} | {entry['validation_accuracy']:.2%} | "
+        f"{', '.join(map(str, entry.get('seeds', [entry.get('seed')])))} | {entry['validation_score']:.2%} | "
         + " | ".join(ensemble_cells(metrics, name.removesuffix(ENSEMBLE_SUFFIX)) if "members" in entry
                      else shipped_cells(metrics, name, entry["seed"])) + " |"
         for name, entry in index["models"].items())
     ensembles = [name for name, entry in index["models"].items() if "members" in entry]
     ensemble_sentence = "" if not ensembles else (
-        f"\n`{ensembles[0]}.json` is the ensemble of `{ensembles[0].removesuffix(ENSEMBLE_SUFFIX)}`: it names the "
+        f"`{ensembles[0]}.json` is the ensemble of `{ensembles[0].removesuffix(ENSEMBLE_SUFFIX)}`: it names the "
         f"seeds' models in `runs/`, and `brain-mri-predict` averages their probabilities "
-        f"({len(index['models'][ensembles[0]]['seeds'])} network passes per image); its figures are its own.")
-    header = ("| file | recipe | parameters | seed | validation accuracy | official test accuracy | "
+        f"({len(index['models'][ensembles[0]]['seeds'])} network passes per image); its figures are its own.\n")
+    header = ("| file | recipe | parameters | seed | validation score | official test accuracy | "
               f"clean-test accuracy | tumour sensitivity (official test) | {' | '.join(external_headers)} |\n"
               "|---|---|---:|---:|---:|---:|"
               "---:|---:|" + "---:|" * len(external_headers))
@@ -129,12 +129,12 @@ Research and teaching only: comparing recurrent and convolutional classifiers of
 device**; not validated for diagnosis, screening or any clinical decision.
 
 ## Models
-Each `.keras` file is the best-on-validation seed of its kind under the recipe its row names (`dataset-only`: the
-dataset's images; `outlined`: external train parts too). Each figure is the file's own, the mean over the study's seeds
-in brackets (± the seeds' std for official test accuracy); external columns: independent sources' test parts (tumours
-kept / tumour-free called no tumour; — where a source gives one side only).{ensemble_sentence}
-Inputs are 64x64 greyscale images: `brain-mri-predict` turns any image
-into one with the function used in training (greyscale, cropped to the head, intensities standardised, resized); the
+Each `.keras` file is the seed of its kind with the best validation score (the rule below) under the recipe its row
+names (`dataset-only`: the dataset's images; `outlined`: external train parts too). Each figure is the file's own, the
+mean over the study's seeds in brackets (± the seeds' std for official test accuracy); external columns: independent
+sources' test parts (tumours kept / tumour-free called no tumour; — where a source gives one side only).
+{ensemble_sentence}Inputs are 64x64 greyscale images: `brain-mri-predict` turns any image into one with the function
+used in training (greyscale, cropped to the head, intensities standardised, resized); the
 model rescales to [0, 1] itself. Outputs are probabilities in the label order saved beside each model:
 {", ".join(index["class_names"])}. The default model of `brain-mri-predict` is `{default}`: {DEFAULT_RULE}.
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 from helpers import commands, config, interrupts
 from helpers.analysis.run_summaries import ENSEMBLE_SUFFIX, ensemble_name, mean_predictions, validation_accuracy
+from helpers.analysis.selection import selection_score, validation_score
 from helpers.evaluation import mean_with_spread, partial_label_accuracy
 from helpers.files import with_marked_block, write_markdown_page, write_marked_block
 from helpers.metrics_record import Comparison, ErrorAnalysis, Uncertainty
@@ -201,6 +202,7 @@ def _stage_models(metrics: dict, seeds: dict[str, int], run_root: Path, staging:
         if labels["class_names"] != index["class_names"]:
             raise ValueError(f"{run.directory}: label order {labels['class_names']} differs from the other models'")
         labels.update({"model": name, "seed": seed, "validation_accuracy": validation_accuracy(run),
+                       "validation_score": validation_score(run),
                        "parameters": int(model.count_params()), "settings": run.details["settings"],
                        **confidence_threshold(run.predictions)})
         (staging / f"{name}.json").write_text(json.dumps(labels, indent=2) + "\n")
@@ -208,6 +210,7 @@ def _stage_models(metrics: dict, seeds: dict[str, int], run_root: Path, staging:
         _stage_runs(metrics, run_root, name, summaries[name]["seeds"], seed, staging, models_dir, every_model=ensemble)
         index["models"][name] = {"file": f"{name}.keras", "seed": seed,
                                  "validation_accuracy": labels["validation_accuracy"],
+                                 "validation_score": labels["validation_score"],
                                  **{key: value for key, value in labels.items() if key.startswith("confidence")}}
         if ensemble:
             index["models"][ensemble_name(name)] = _stage_ensemble(metrics, name, summaries[name]["seeds"], run_root,
@@ -238,7 +241,7 @@ def _stage_models(metrics: dict, seeds: dict[str, int], run_root: Path, staging:
 
 def _stage_ensemble(metrics: dict, name: str, seeds: list[int], run_root: Path, staging: Path) -> dict:
     """Write the label file of a model's ensemble of seeds (its members: the seeds' models in runs/) and return its
-    index entry: validation accuracy and confidence threshold of the averaged probabilities."""
+    index entry: validation accuracy and score, and confidence threshold of the averaged probabilities."""
     averaged = mean_predictions([load_run(published_run(metrics, run_root, name, seed), with_model=False)
                                  for seed in seeds])
     base = json.loads((staging / f"{name}.json").read_text())
@@ -247,6 +250,7 @@ def _stage_ensemble(metrics: dict, name: str, seeds: list[int], run_root: Path, 
              "parameters": len(seeds) * base["parameters"],
              "validation_accuracy": partial_label_accuracy(averaged["validation"]["labels"],
                                                            averaged["validation"]["probabilities"]),
+             "validation_score": selection_score(averaged["validation"]),
              **confidence_threshold(averaged)}
     labels = {key: base[key] for key in ("class_names", "image_size", "preprocessing", "input")}
     labels.update({"model": ensemble_name(name), "settings": base["settings"],
