@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock lint test test-fast command-times bench bench-predict bench-folder reference-runs time-to-accuracy sizes repeatability mitigations levers factorial loso demo smoke study publish predict data-check download-data audit train-rnn clean-cache
+.PHONY: help install lock lint test test-fast command-times bench bench-predict bench-folder reference-runs time-to-accuracy sizes repeatability mitigations levers factorial loso adaptation demo smoke study publish predict data-check download-data audit train-rnn clean-cache
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' \
@@ -100,6 +100,9 @@ factorial: $(INSTALLED) ## train every model under each recipe (dataset-only, ou
 
 loso: $(INSTALLED) ## train sequencer and rnn without each external source (seed 42; finished runs and rows measured on the same settings and data kept) -> reports/loso.json
 	$(BIN)/python -m helpers.experiments.loso
+
+adaptation: $(INSTALLED) ## predict each external source with batch normalisation re-estimated on its images (whole, groups of 32), on the kept models of runs/full and runs/loso -> reports/adaptation.json
+	$(BIN)/python -m helpers.experiments.adaptation
 
 demo: $(INSTALLED) ## set up, then run the notebooks on generated data (offline) into runs/demo/reports
 	$(BIN)/python -m helpers.reporting.pipeline --profile demo

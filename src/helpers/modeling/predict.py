@@ -23,6 +23,7 @@ import numpy as np
 from helpers import commands, config, interrupts
 from helpers.inputs.images import CorruptImageError, open_greyscale, prepare_image
 from helpers.inputs.volumes import Slice, instance_order, is_dicom, is_nifti, is_volume, read_slices, series_summaries
+from helpers.modeling.adaptation import MINIMUM_IMAGES, AdaptationError
 from helpers.modeling.saved_models import (
     ModelFileError,
     ModelNotFoundError,
@@ -164,22 +165,26 @@ def _read_input(file: str | os.PathLike, saved: SavedModel) -> list[tuple[str, s
              input_flags(piece.image.width, piece.image.height, np.asarray(piece.image))) for piece in slices]
 
 
-def _predict_batch(saved: SavedModel, batch: np.ndarray, batch_size: int, level: float | None) -> list[dict]:
+def _predict_batch(saved: SavedModel, batch: np.ndarray, batch_size: int, level: float | None,
+                   adapted=None) -> list[dict]:
     """Return per image its class, confidence, probabilities and flags; with an uncertainty record the probabilities
-    are calibrated and each image gets its conformal set and novelty score."""
+    are calibrated and each image gets its conformal set and novelty score. adapted: the model adapted to the series
+    (helpers.modeling.adaptation), which gives the probabilities; novelty stays the trained model's."""
     from helpers.uncertainty.novelty import feature_extractor, logit_layers
 
     record = saved.uncertainty
     if record is None:
-        raw = np.asarray(saved.model.predict(batch, batch_size=batch_size, verbose=0), dtype=np.float64)
+        raw = np.asarray((adapted or saved.model).predict(batch, batch_size=batch_size, verbose=0), dtype=np.float64)
         calibrated, sets, novelty, no_class_fits = raw, None, None, None
     else:
         saved.extractor = saved.extractor or feature_extractor(saved.model)
         raw, features = saved.extractor.predict(batch, batch_size=batch_size, verbose=0)
         raw = np.asarray(raw, dtype=np.float64)
+        novelty = record.novelty(raw, np.asarray(features, dtype=np.float64), logit_layers(saved.model))
+        if adapted is not None:
+            raw = np.asarray(adapted.predict(batch, batch_size=batch_size, verbose=0), dtype=np.float64)
         calibrated = record.calibrated(raw)
         sets, no_class_fits = record.answer_sets(calibrated, level)
-        novelty = record.novelty(raw, np.asarray(features, dtype=np.float64), logit_layers(saved.model))
     predictions = []
     for index, row in enumerate(calibrated):
         best = int(row.argmax())
@@ -215,7 +220,7 @@ def _read_or_error(file: str | os.PathLike, saved: SavedModel) -> list | Predict
 def predict_files(files: Sequence[str | os.PathLike] | str | os.PathLike,
                   model: SavedModel | str | os.PathLike | None = None, batch_size: int = 64,
                   progress: bool | None = False, level: float | None = None,
-                  workers: int | None = None) -> list[Prediction]:
+                  workers: int | None = None, adapt: bool = False) -> list[Prediction]:
     """Predict the class of every image file (one path, or a list of them), and of every slice of a DICOM file or NIfTI
     volume (named "file#index"); unreadable files get an error entry and the others are still predicted. A model with
     an uncertainty record gives calibrated probabilities, a conformal set at `level` (default: the record's, 0.9) and
@@ -223,7 +228,9 @@ def predict_files(files: Sequence[str | os.PathLike] | str | os.PathLike,
 
     Files are decoded on `workers` threads (default: one per CPU core, at most 8) and predicted FILES_PER_CHUNK at a
     time, so memory stays bounded for any number of files. progress: a progress bar over the files on stderr (None:
-    only when stderr is a terminal)."""
+    only when stderr is a terminal). adapt: predict with the model's batch-normalisation statistics re-estimated on
+    every image of the call (one series, folder or source; helpers.modeling.adaptation raises AdaptationError for too
+    few images or a model without batch normalisation)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm.auto import tqdm
@@ -231,6 +238,7 @@ def predict_files(files: Sequence[str | os.PathLike] | str | os.PathLike,
     files = [os.fsdecode(files)] if isinstance(files, (str, bytes, os.PathLike)) else list(files)
     saved = model if isinstance(model, SavedModel) else load_saved_model(model)
     results: list[Prediction] = []
+    read_chunks: list[tuple[list, list]] = []  # with adapt, every chunk is read before any is predicted
     threads = workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=threads) as pool, \
             tqdm(total=len(files), desc="reading images", unit="file", leave=False,
@@ -247,17 +255,34 @@ def predict_files(files: Sequence[str | os.PathLike] | str | os.PathLike,
                 for name, series, image, found in read:
                     entries.append((name, series, found))
                     images.append(image)
-            predicted = iter(_predict_batch(saved, np.stack(images)[..., np.newaxis], batch_size, level)
-                             if images else [])
-            for entry in entries:
-                if isinstance(entry, Prediction):
-                    results.append(entry)
-                    continue
-                name, series, found = entry
-                prediction = next(predicted)
-                model_flags = prediction.pop("flags")
-                flags = [*found, *model_flags]
-                results.append(Prediction(name, **prediction, flags=flags, series=series, answer_withheld=bool(flags)))
+            read_chunks.append((entries, images))
+            if not adapt:
+                results.extend(_chunk_results(saved, *read_chunks.pop(), batch_size, level))
+    if adapt:
+        from helpers.modeling.adaptation import adapted_model
+
+        every = [image for _, images in read_chunks for image in images]
+        adapted = adapted_model(saved.model, np.stack(every)[..., np.newaxis] if every else np.zeros((0,)), batch_size,
+                                name=str(saved.path))
+        for entries, images in read_chunks:
+            results.extend(_chunk_results(saved, entries, images, batch_size, level, adapted))
+    return results
+
+
+def _chunk_results(saved: SavedModel, entries: list, images: list, batch_size: int, level: float | None,
+                   adapted=None) -> list[Prediction]:
+    """Return the predictions of one chunk of read files: its error entries as they are, its slices predicted."""
+    predicted = iter(_predict_batch(saved, np.stack(images)[..., np.newaxis], batch_size, level, adapted)
+                     if images else [])
+    results = []
+    for entry in entries:
+        if isinstance(entry, Prediction):
+            results.append(entry)
+            continue
+        name, series, found = entry
+        prediction = next(predicted)
+        flags = [*found, *prediction.pop("flags")]
+        results.append(Prediction(name, **prediction, flags=flags, series=series, answer_withheld=bool(flags)))
     return results
 
 
@@ -351,6 +376,9 @@ def _predict_command(argv: list[str] | None) -> int:
                              "training images)")
     parser.add_argument("--level", type=float, default=None,
                         help="coverage level of the prediction sets, between 0 and 1 (default: the model's, 0.9)")
+    parser.add_argument("--adapt", action="store_true",
+                        help=f"re-estimate the model's batch-normalisation statistics on the images of this call "
+                             f"before predicting (one series, folder or source; at least {MINIMUM_IMAGES} images)")
     arguments = parser.parse_args(argv)
     if arguments.level is not None and not 0.0 < arguments.level < 1.0:
         parser.error(f"--level must lie between 0 and 1 (for example 0.9), not {arguments.level}")
@@ -365,7 +393,11 @@ def _predict_command(argv: list[str] | None) -> int:
         except (ModelNotFoundError, ModelFileError) as error:
             commands.failed(error)
             return EXIT_NO_MODEL
-        predictions = predict_files(files, saved, progress=None if len(files) > 1 else False, level=arguments.level)
+        predictions = predict_files(files, saved, progress=None if len(files) > 1 else False, level=arguments.level,
+                                    adapt=arguments.adapt)
+    except AdaptationError as error:
+        commands.failed(error)
+        return commands.EXIT_FAILED
     except KeyboardInterrupt:
         return commands.stopped("nothing was predicted")
     if interrupts.REQUESTED.is_set():  # a Ctrl-C that a library swallowed still ends the command
@@ -373,12 +405,15 @@ def _predict_command(argv: list[str] | None) -> int:
     interrupts.command_started()
     level = arguments.level or (saved.uncertainty.level if saved.uncertainty else None)
     series = series_table(predictions, saved.class_names)
+    adapted_to = sum(1 for item in predictions if not item.error) if arguments.adapt else None
     if arguments.json:
         text = json.dumps({"model": str(saved.path), "model_name": saved.name, "backend": backend,
                            "calibrated": saved.uncertainty is not None, "set_level": level,
+                           "adapted_to_images": adapted_to,
                            "predictions": [asdict(item) for item in predictions], "series": series}, indent=2)
     else:
-        text = format_table(predictions, f"{saved.name} ({saved.path})", level, series)
+        text = format_table(predictions, f"{saved.name} ({saved.path})" + (
+            f", adapted to these {adapted_to} images" if adapted_to else ""), level, series)
     if not _write_output(text):
         return EXIT_NO_OUTPUT
     failed = [prediction for prediction in predictions if prediction.error]
