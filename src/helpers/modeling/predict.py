@@ -360,8 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         interrupts.command_started()
 
 
-def _predict_command(argv: list[str] | None) -> int:
-    """Run brain-mri-predict (main's body, while Ctrl-C ends it at once until the results are printed)."""
+def _parser():
+    """Return the command line parser of brain-mri-predict."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="brain-mri-predict", description=main.__doc__)
@@ -379,6 +379,12 @@ def _predict_command(argv: list[str] | None) -> int:
     parser.add_argument("--adapt", action="store_true",
                         help=f"re-estimate the model's batch-normalisation statistics on the images of this call "
                              f"before predicting (one series, folder or source; at least {MINIMUM_IMAGES} images)")
+    return parser
+
+
+def _predict_command(argv: list[str] | None) -> int:
+    """Run brain-mri-predict (main's body, while Ctrl-C ends it at once until the results are printed)."""
+    parser = _parser()
     arguments = parser.parse_args(argv)
     if arguments.level is not None and not 0.0 < arguments.level < 1.0:
         parser.error(f"--level must lie between 0 and 1 (for example 0.9), not {arguments.level}")
