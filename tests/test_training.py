@@ -162,6 +162,9 @@ def test_a_damaged_resume_history_is_named_discarded_and_training_starts_again(t
     (resume / run_folders.MODEL_FILE).write_bytes(b"weights")
     (resume / run_folders.HISTORY_FILE).write_text("epoch,loss\n0,1.0\n1,0.9\n")
     assert run_folders.resumable_history(resume, identity)["epoch"].tolist() == [0, 1]
+    (resume / run_folders.HISTORY_FILE).write_text("")  # stopped before its first epoch ended
+    assert run_folders.resumable_history(resume, identity) is None
+    assert capsys.readouterr().err == "", "nothing was damaged, so nothing is said"
 
 
 def test_a_recipe_with_its_own_image_size_refuses_images_of_another(tmp_path, phantom_splits):

@@ -99,7 +99,7 @@ def planned_runs(run_root: Path) -> list[tuple[str, str, str, Path, tuple[str, .
     with batch normalisation: the study's runs of both recipes, then the leave-one-source-out runs."""
     from helpers.experiments.loso import hold_outs
 
-    found = []
+    found: list[tuple[str, str, str, Path, tuple[str, ...] | None]] = []
     for recipe_name, held_out in (("dataset-only", "every external source"), ("outlined", "none")):
         for directory in sorted((run_root / "full" / recipe_name).glob("*-seed*")):
             found.append((directory.name.rsplit("-seed", 1)[0], recipe_name, held_out, directory, None))

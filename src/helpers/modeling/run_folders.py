@@ -133,8 +133,10 @@ def run_folder_lock(run_directory: Path) -> Iterator[None]:
 
 def _readable_history(resume: Path) -> pd.DataFrame | None:
     """Return a resume folder's history when it is whole (one header, numeric epochs); None, saying why on stderr,
-    when it is damaged."""
+    when it is damaged, and quietly when it is empty (stopped before the first epoch ended: nothing to resume)."""
     try:
+        if (resume / HISTORY_FILE).stat().st_size == 0:
+            return None
         history = pd.read_csv(resume / HISTORY_FILE)
         history["epoch"] = pd.to_numeric(history["epoch"], errors="raise").astype(int)
         return history
