@@ -13,10 +13,9 @@ from helpers.metrics_record import Comparison
 from helpers.reporting.source_report import judged_targets
 
 # How the published default is chosen: the same words in README, the model card and index.html.
-DEFAULT_RULE = ("the model with the best validation score (the mean of its accuracy on the dataset's own validation "
-                "images and its balanced accuracy on the external ones, over its seeds under the recipe it is "
-                "published with), shipped as the average of its seeds' probabilities (an ensemble) when that scores "
-                "higher than its best seed alone, else as that seed")
+DEFAULT_RULE = ("the model with the best validation score (the mean of the accuracy on the dataset's own validation "
+                "images and the balanced accuracy on the external ones, over its seeds), shipped as its seeds' "
+                "average (an ensemble) when that scores higher than its best seed")
 
 
 def published_recipe(metrics: dict, name: str) -> str:
