@@ -212,6 +212,8 @@ def test_readme_and_the_index_show_one_table_per_recipe_never_a_row_beside_anoth
     assert "**The benchmark protocol**, `dataset-only` (the dataset's images only)" in benchmark
     assert benchmark.count("| rnn |") == benchmark.count("| cnn |") == 1 and "| cnn |" not in external
     assert "TCGA FLAIR balanced accuracy (never trained on)" in benchmark
+    assert "(one seed)" in benchmark and "% ± " not in benchmark, "one seed has no spread to show"
+    assert "% ± " in external, "two seeds show their spread"
     assert "TCGA FLAIR balanced accuracy (trained on)" in external
     assert "| 62.5% (1 of 2 seeds) |" in external, "an external figure says how many seeds it stands on"
     assert "`dataset-only`: rnn +30.0 (p = 0.031, rnn)." in block, "no verdict where the cnn did not train"

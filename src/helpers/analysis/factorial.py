@@ -15,7 +15,7 @@ from helpers.analysis.run_summaries import (
     test_accuracy_per_seed,
     validation_accuracy,
 )
-from helpers.evaluation import both_sides_summary, mcnemar_table
+from helpers.evaluation import both_sides_summary, mcnemar_table, mean_with_spread
 from helpers.inputs.external import PATH_PREFIX as EXTERNAL_PATH_PREFIX
 from helpers.modeling.recipes import RECIPES
 from helpers.modeling.run_folders import TrainingRun
@@ -136,8 +136,8 @@ def readable_factorial(rows: list[dict[str, Any]]) -> pd.DataFrame:
     readable = table[shown].map(lambda value: "" if value is None or (isinstance(value, float) and np.isnan(value))
                                 else f"{value:.1%}" if isinstance(value, float) else value)
     readable.insert(0, "seeds", table["seeds"].map(len))
-    readable["official_accuracy"] = [f"{row.official_accuracy:.2%} ± {row.official_accuracy_std:.2%}"
-                                     for row in table.itertuples()]
+    readable["official_accuracy"] = [mean_with_spread(row.official_accuracy, row.official_accuracy_std,
+                                                      len(row.seeds)) for row in table.itertuples()]
     readable["wall_minutes"] = table["wall_minutes"].map("{:.1f}".format)
     readable["cpu_minutes"] = table["cpu_minutes"].map(lambda value: "" if value is None or np.isnan(value)
                                                        else f"{value:.1f}")

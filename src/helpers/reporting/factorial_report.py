@@ -8,6 +8,7 @@ import html
 import pandas as pd
 
 from helpers.analysis.factorial import compact_verdicts, cost_sentence, verdict_sentence
+from helpers.evaluation import mean_with_spread
 from helpers.metrics_record import Comparison
 from helpers.modeling.recipes import RECIPES, described
 
@@ -39,8 +40,8 @@ def recipe_table(rows: list[dict], recipe_name: str, frontier_source: str | None
             continue
         seeds = len(row["seeds"])
         cells = {"model": row["model"], "parameters": f"{row['parameters']:,}", "seeds": seeds,
-                 "official test (mean ± std)": f"{row['official_accuracy']:.2%} ± "
-                                                        f"{row['official_accuracy_std']:.2%}",
+                 "official test (mean ± std)": mean_with_spread(row["official_accuracy"],
+                                                                row["official_accuracy_std"], seeds),
                  "clean test": f"{row['clean_test_accuracy']:.2%}",
                  "validation (the dataset's images)": f"{row['dataset_validation_accuracy']:.2%}"}
         for source, figure, title in sources:
