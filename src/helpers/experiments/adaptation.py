@@ -23,6 +23,7 @@ import numpy as np
 from helpers import commands, config, interrupts
 from helpers.files import write_measured_rows
 from helpers.modeling.adaptation import MINIMUM_IMAGES, adapt_in_place, copy_model, normalisation_layers
+from helpers.modeling.run_folders import MODEL_FILE
 
 ADAPTATION_FILE = "adaptation.json"
 STEP = "at prediction"
@@ -30,8 +31,6 @@ STEP = "at prediction"
 # of a source's images, or on random groups of MINIMUM_IMAGES of them.
 STEPS = ("none", "flip averaging", "adapted to the whole source", f"adapted to groups of {MINIMUM_IMAGES}")
 SEED = config.DEFAULT_SEED
-FIGURES = ("sensitivity", "specificity", "type_accuracy", "balanced_accuracy")
-OFFICIAL = "official Testing"
 
 
 def grouped(count: int, size: int, seed: int = SEED) -> list[np.ndarray]:
@@ -41,9 +40,10 @@ def grouped(count: int, size: int, seed: int = SEED) -> list[np.ndarray]:
     return [np.sort(group) for group in np.array_split(order, max(1, count // size))]
 
 
-def adapted_predictions(model, images: np.ndarray, step: str, batch_size: int = 64) -> np.ndarray:
+def adapted_predictions(model, images: np.ndarray, step: str, batch_size: int = 64, copy=None) -> np.ndarray:
     """Return a model's probabilities on images (N, size, size) with a step at prediction time (STEPS): none, flip
-    averaging, adapted on all of them, or adapted group by group."""
+    averaging, adapted on all of them, or adapted group by group. copy: a copy of the model to adapt (adapt_in_place
+    adapts it afresh each time; default: a new one)."""
     inputs = images[..., np.newaxis]
     if step == STEPS[0]:
         return np.asarray(model.predict(inputs, batch_size=batch_size, verbose=0))
@@ -51,7 +51,7 @@ def adapted_predictions(model, images: np.ndarray, step: str, batch_size: int = 
         from helpers.analysis.run_summaries import flip_averaged_probabilities
 
         return flip_averaged_probabilities(model, images)
-    copy = copy_model(model)
+    copy = copy if copy is not None else copy_model(model)
     groups = [np.arange(len(images))] if step == STEPS[2] else grouped(len(images), MINIMUM_IMAGES)
     probabilities = np.zeros((len(images), model.outputs[0].shape[-1]), np.float32)
     for group in groups:
@@ -62,52 +62,62 @@ def adapted_predictions(model, images: np.ndarray, step: str, batch_size: int = 
 
 def _figures(summary: dict[str, Any]) -> dict[str, float | None]:
     """Return the mean of each figure of a both-sides summary (None where a source lacks its side)."""
+    from helpers.inputs.sources import FIGURES
+
     return {name.replace("_", " "): (summary[name]["mean"] if name in summary else None) for name in FIGURES}
 
 
-def measure_run(name: str, recipe_name: str, held_out: str, directory: Path, model, external: dict, testing,
-                sources: tuple[str, ...] | None = None) -> list[dict]:
+def measure_run(name: str, seed: int, recipe_name: str, held_out: str, directory: Path, model, external: dict,
+                testing, sources: tuple[str, ...] | None = None) -> list[dict]:
     """Return the rows of one run: each source's figures (only `sources` where given) and the official Testing
     accuracy, with each step at prediction time."""
     from helpers.evaluation import both_sides_summary
     from helpers.inputs.sources import source_sides
 
     rows = []
-    seed = directory.name.rsplit("seed", 1)[-1]
+    copy = copy_model(model)
     for step in STEPS:
-        official = adapted_predictions(model, testing.images, step)
+        official = adapted_predictions(model, testing.images, step, copy=copy)
         accuracy = float((official.argmax(axis=1) == np.asarray(testing.labels)).mean())
         for source, sides in source_sides(external).items():
             if sources is not None and source not in sources:
                 continue
             members = [side for side in (sides.tumour, sides.tumour_free) if side is not None]
             images = np.concatenate([side.images for side in members])
-            probabilities = adapted_predictions(model, images, step)
+            probabilities = adapted_predictions(model, images, step, copy=copy)
             split = len(members[0].images)
             tumour = [probabilities[:split]] if sides.tumour is not None else None
             free = ([probabilities[split:] if sides.tumour is not None else probabilities]
                     if sides.tumour_free is not None else None)
             summary = both_sides_summary(tumour, free, truth=sides.truth, resamples=1)
-            rows.append({"model": name, "recipe": recipe_name, "held out": held_out, "seed": int(seed),
+            rows.append({"model": name, "recipe": recipe_name, "held out": held_out, "seed": seed,
                          "run": str(directory), "source": source, STEP: step,
                          "images": int(len(images)), "official test accuracy": accuracy, **_figures(summary)})
     return rows
 
 
-def planned_runs(run_root: Path) -> list[tuple[str, str, str, Path, tuple[str, ...] | None]]:
-    """Return (model, recipe, what was held out, run folder, sources measured or None for all) for every kept model
-    with batch normalisation: the study's runs of both recipes, then the leave-one-source-out runs."""
+Planned = tuple[str, int, str, str, Path, tuple[str, ...] | None]
+
+
+def planned_runs(run_root: Path) -> list[Planned]:
+    """Return (model, seed, recipe, what was held out, run folder, sources measured or None for all) for every run
+    folder that keeps its model (config.run_folder names them <model>-seed<seed>): the study's runs of both recipes,
+    then the leave-one-source-out runs."""
     from helpers.experiments.loso import hold_outs
 
-    found: list[tuple[str, str, str, Path, tuple[str, ...] | None]] = []
+    found: list[tuple[str, str, Path, tuple[str, ...] | None]] = []
     for recipe_name, held_out in (("dataset-only", "every external source"), ("outlined", "none")):
-        for directory in sorted((run_root / "full" / recipe_name).glob("*-seed*")):
-            found.append((directory.name.rsplit("-seed", 1)[0], recipe_name, held_out, directory, None))
+        found += [(recipe_name, held_out, directory, None)
+                  for directory in sorted((run_root / "full" / recipe_name).glob("*-seed*"))]
     for hold_out in hold_outs():
-        for directory in sorted((run_root / "loso").glob(f"*/{hold_out.slug}/*-seed*")):
-            found.append((directory.name.rsplit("-seed", 1)[0], f"{directory.parent.parent.name} (LOSO)",
-                          hold_out.name, directory, hold_out.sources))
-    return [entry for entry in found if (entry[3] / "model.keras").is_file()]
+        found += [(f"{directory.parent.parent.name} (LOSO)", hold_out.name, directory, hold_out.sources)
+                  for directory in sorted((run_root / "loso").glob(f"*/{hold_out.slug}/*-seed*"))]
+    planned = []
+    for recipe_name, held_out, directory, sources in found:
+        model_name, seed = directory.name.rsplit("-seed", 1)
+        if (directory / MODEL_FILE).is_file():
+            planned.append((model_name, int(seed), recipe_name, held_out, directory, sources))
+    return planned
 
 
 def build_table(models: tuple[str, ...], run_root: Path | None = None,
@@ -121,15 +131,16 @@ def build_table(models: tuple[str, ...], run_root: Path | None = None,
     data = study.load_data()
     external = {name: images for name, images in data.external.items() if images.spec.part == "test"}
     rows: list[dict] = []
-    for name, recipe_name, held_out, directory, sources in planned_runs(run_root or config.runs_dir()):
+    for name, seed, recipe_name, held_out, directory, sources in planned_runs(run_root or config.runs_dir()):
         if name not in models:
             continue
-        model = keras.saving.load_model(directory / "model.keras", compile=False)
+        model = keras.saving.load_model(directory / MODEL_FILE, compile=False)
         if not normalisation_layers(model):
             progress(f"{config.shown_path(directory)}: no batch normalisation, nothing to adapt")
             continue
         progress(f"{config.shown_path(directory)}: measuring ({recipe_name}, held out: {held_out})")
-        rows.extend(measure_run(name, recipe_name, held_out, directory, model, external, data.testing, sources))
+        rows.extend(measure_run(name, seed, recipe_name, held_out, directory, model, external, data.testing,
+                                sources))
     return rows
 
 
@@ -162,7 +173,7 @@ def summary_table(table):
     import pandas as pd
 
     keys = ["model", "recipe", "source"]
-    official = (table.drop_duplicates(["run", STEP]).assign(source=OFFICIAL)
+    official = (table.drop_duplicates(["run", STEP]).assign(source=config.OFFICIAL_TESTING)
                 .rename(columns={"official test accuracy": "accuracy"}))
     figures = pd.concat([table, official[[*keys, "run", STEP, "accuracy"]]])
     wide = figures.pivot_table(index=keys, columns=STEP, values=[*SHOWN, "accuracy"], aggfunc="mean")

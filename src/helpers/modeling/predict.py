@@ -23,7 +23,7 @@ import numpy as np
 from helpers import commands, config, interrupts
 from helpers.inputs.images import CorruptImageError, open_greyscale, prepare_image
 from helpers.inputs.volumes import Slice, instance_order, is_dicom, is_nifti, is_volume, read_slices, series_summaries
-from helpers.modeling.adaptation import MINIMUM_IMAGES, AdaptationError
+from helpers.modeling.adaptation import MINIMUM_IMAGES, AdaptationError, adapted_model
 from helpers.modeling.saved_models import (
     ModelFileError,
     ModelNotFoundError,
@@ -259,11 +259,8 @@ def predict_files(files: Sequence[str | os.PathLike] | str | os.PathLike,
             if not adapt:
                 results.extend(_chunk_results(saved, *read_chunks.pop(), batch_size, level))
     if adapt:
-        from helpers.modeling.adaptation import adapted_model
-
-        every = [image for _, images in read_chunks for image in images]
-        adapted = adapted_model(saved.model, np.stack(every)[..., np.newaxis] if every else np.zeros((0,)), batch_size,
-                                name=str(saved.path))
+        every = np.asarray([image for _, images in read_chunks for image in images])
+        adapted = adapted_model(saved.model, every[..., np.newaxis], batch_size, name=str(saved.path))
         for entries, images in read_chunks:
             results.extend(_chunk_results(saved, entries, images, batch_size, level, adapted))
     return results
