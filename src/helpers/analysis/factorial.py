@@ -17,11 +17,12 @@ from helpers.analysis.run_summaries import (
 )
 from helpers.evaluation import both_sides_summary, mcnemar_table, mean_with_spread
 from helpers.inputs.external import PATH_PREFIX as EXTERNAL_PATH_PREFIX
+from helpers.inputs.sources import FIGURES
 from helpers.modeling.recipes import RECIPES
 from helpers.modeling.run_folders import TrainingRun
 
 # The figures per source of the recipe-effect table, as both_sides_summary names them.
-SOURCE_FIGURES = ("sensitivity", "specificity", "type_accuracy", "balanced_accuracy")
+SOURCE_FIGURES = tuple(FIGURES)
 # The frontier's vertical axis: balanced accuracy on this source while it is held out of training.
 FRONTIER_SOURCE = "TCGA FLAIR"
 

@@ -43,7 +43,7 @@ from helpers.uncertainty.record import UncertaintyRecord
 SEED = config.DEFAULT_SEED
 OUTLIERS_PER_KIND = 40
 RISK_COVERAGES = (1.0, 0.95, 0.9, 0.8, 0.7, 0.5)
-OFFICIAL = "official Testing"
+OFFICIAL = config.OFFICIAL_TESTING
 
 
 def halves(labels: np.ndarray, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
