@@ -1,7 +1,8 @@
 """Training for invariance: a source adversary behind gradient reversal, and outline supervision (training only).
 
-train_model wraps a model in a training model when a recipe asks for either: the wrapper augments each image and its
-tumour outline together, feeds the image to the model (built without its own augmentation), and adds two losses:
+train_model wraps a model in a training model when a recipe asks for either: the wrapper takes each image with its
+tumour outline (the input pipeline augments the two together), feeds the image to the model (built without its own
+augmentation), and adds two losses:
 - a class-conditional source adversary: from the features the classifier reads, a head guesses each image's source
   among the images of the same training label; the features receive its gradient reversed (Ganin & Lempitsky 2015),
   so that within a class no source can be told apart;
@@ -20,7 +21,8 @@ from keras import layers, ops
 from helpers import config
 from helpers.inputs.external import PATH_PREFIX, ExternalImages
 from helpers.inputs.sources import image_sources
-from helpers.modeling.models import AUGMENTATIONS, RandomAcquisition, build_model
+from helpers.modeling import models
+from helpers.modeling.models import build_model
 
 # Training labels the adversary conditions on: the classes, then ANY_TUMOUR_LABEL.
 CONDITIONS = len(config.CLASS_NAMES) + 1
@@ -100,24 +102,6 @@ class AuxiliaryLoss(layers.Layer):
         return {**super().get_config(), "kind": self.kind, "weight": self.weight}
 
 
-@keras.saving.register_keras_serializable(package="helpers")
-class ChannelSlice(layers.Layer):
-    """Return one channel of an image tensor, keeping the channel axis."""
-
-    def __init__(self, channel: int, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.channel = channel
-
-    def call(self, images):
-        return images[..., self.channel:self.channel + 1]
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], 1)
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "channel": self.channel}
-
-
 def spatial_features(model: keras.Model) -> keras.KerasTensor:
     """Return the last spatial map of a model: the input of the first layer that summarises it to one vector."""
     for layer in model.layers:
@@ -126,22 +110,10 @@ def spatial_features(model: keras.Model) -> keras.KerasTensor:
     raise ValueError(f"{model.name}: no layer summarises a spatial map")
 
 
-def augmentation_parts(augmentation: str, seed: int | None) -> tuple[list[layers.Layer], list[layers.Layer]]:
-    """Return a named augmentation split into its geometric layers (applied to image and outline together) and its
-    acquisition layers (applied to the image only)."""
-    builder = AUGMENTATIONS[augmentation]
-    if builder is None:
-        return [], []
-    block = builder(seed)
-    members = block.layers if isinstance(block, keras.Sequential) else [block]
-    return ([layer for layer in members if not isinstance(layer, RandomAcquisition)],
-            [layer for layer in members if isinstance(layer, RandomAcquisition)])
-
-
-def build_training_model(model_name: str, image_size: int, augmentation: str, seed: int | None, sources: int,
-                         source_adversary: float, outline_supervision: float) -> tuple[keras.Model, keras.Model]:
+def build_training_model(model_name: str, image_size: int, seed: int | None, sources: int, source_adversary: float,
+                         outline_supervision: float) -> tuple[keras.Model, keras.Model]:
     """Return the training model (inputs INPUT_NAMES, output the class probabilities, the auxiliary losses added) and
-    the model it trains, built without augmentation (the wrapper augments)."""
+    the model it trains, built without augmentation (the input pipeline augments)."""
     core = build_model(model_name, image_size=image_size, augmentation="none", seed=seed)
     tapped = keras.Model(core.inputs, [core.output, core.get_layer("class_probabilities").input,
                                        spatial_features(core)], name=f"{model_name}_tapped")
@@ -150,14 +122,7 @@ def build_training_model(model_name: str, image_size: int, augmentation: str, se
               "condition": keras.Input((), dtype="int32", name="condition"),
               "outline": keras.Input((image_size, image_size, 1), name="outline"),
               "outline_known": keras.Input((), name="outline_known")}
-    geometric, acquisition = augmentation_parts(augmentation, seed)
-    both = layers.Concatenate(name="image_and_outline")([inputs["image"], inputs["outline"]])
-    for layer in geometric:
-        both = layer(both)
-    image = ChannelSlice(0, name="augmented_image")(both)
-    outline = ChannelSlice(1, name="augmented_outline")(both)
-    for layer in acquisition:
-        image = layer(image)
+    image, outline = inputs["image"], inputs["outline"]
     probabilities, features, spatial = tapped(image)
     if source_adversary > 0:
         reversed_features = GradientReversal(source_adversary, name="gradient_reversal")(features)
@@ -207,9 +172,4 @@ def training_inputs(split, external: dict[str, ExternalImages], sources: tuple[s
 def shipped_model(trained: keras.Model, model_name: str, image_size: int, augmentation: str,
                   seed: int | None) -> keras.Model:
     """Return the plain architecture (with its augmentation) holding the weights the training model trained."""
-    inner = trained.get_layer(f"{model_name}_tapped")
-    model = build_model(model_name, image_size=image_size, augmentation=augmentation, seed=seed)
-    for layer in model.layers:
-        if layer.weights:
-            layer.set_weights(inner.get_layer(layer.name).get_weights())
-    return model
+    return models.shipped_model(trained.get_layer(f"{model_name}_tapped"), model_name, image_size, augmentation, seed)

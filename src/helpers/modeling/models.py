@@ -401,6 +401,18 @@ def build_model(name: str, image_size: int = config.DEFAULT_IMAGE_SIZE, augmenta
     return MODEL_BUILDERS[name](image_size=image_size, augmentation=augmentation, seed=seed)
 
 
+def shipped_model(trained: keras.Model, name: str, image_size: int, augmentation: str,
+                  seed: int | None) -> keras.Model:
+    """Return the registered architecture with its augmentation layers, holding the weights of a model trained
+    without them (the input pipeline augmented its batches): each layer takes the weights of the trained layer of the
+    same name."""
+    model = build_model(name, image_size=image_size, augmentation=augmentation, seed=seed)
+    for layer in model.layers:
+        if layer.weights:
+            layer.set_weights(trained.get_layer(layer.name).get_weights())
+    return model
+
+
 def build_ensemble(members: list[keras.Model], name: str = "ensemble") -> keras.Model:
     """Return one model whose output is the mean of its members' class probabilities (an ensemble of seeds)."""
     if not members:

@@ -30,7 +30,7 @@ from helpers.modeling.callbacks import (
     RaiseWhenInterrupted,
 )
 from helpers.modeling.losses import PartialLabelCrossentropy, partial_label_metric
-from helpers.modeling.models import AUGMENTATIONS, MODEL_BUILDERS, build_model
+from helpers.modeling.models import AUGMENTATIONS, MODEL_BUILDERS, build_model, shipped_model
 from helpers.modeling.recipes import PRECISIONS, RECIPES, SPECIFIED_RECIPE, TrainingSettings, check_precision, recipe
 from helpers.modeling.run_folders import (
     HISTORY_FILE,
@@ -46,7 +46,7 @@ from helpers.modeling.run_folders import (
     run_folder_lock,
     write_json,
 )
-from helpers.modeling.seeded_batches import EpochSeeds, SeededBatches
+from helpers.modeling.seeded_batches import BatchAugmentation, EpochSeeds, SeededBatches
 from helpers.provenance import provenance
 
 
@@ -63,6 +63,9 @@ def precision_policy(precision: str) -> Iterator[None]:
 
 
 DATA_PARALLEL_VARIABLE = "BRAIN_MRI_DATA_PARALLEL"
+# Where a run's training images are augmented; a resume state saved by a run that augmented inside the model (before
+# session 28) holds another model and starts again.
+AUGMENTED_BY = "input pipeline"
 
 
 def enable_data_parallel() -> int:
@@ -140,15 +143,15 @@ def _as_model_input(split: ImageSplit) -> np.ndarray:
 def _training_model(model_name: str, image_size: int, settings: TrainingSettings, training: ImageSplit,
                     validation: ImageSplit, external: dict[str, ExternalImages] | None
                     ) -> tuple[keras.Model, keras.Model | None, tuple[Any, Any]]:
-    """Return the model to fit, the classifier inside it (None: the model itself) and the fit's training and
-    validation inputs: the plain model on images, or helpers.modeling.invariance's wrapper on its named inputs."""
+    """Return the model to fit (built without augmentation: the input pipeline augments), the classifier inside it
+    (None: the model itself) and the fit's training and validation inputs: the plain model on images, or
+    helpers.modeling.invariance's wrapper on its named inputs."""
     if not (settings.source_adversary or settings.outline_supervision):
-        model = build_model(model_name, image_size=image_size, augmentation=settings.augmentation, seed=settings.seed)
+        model = build_model(model_name, image_size=image_size, augmentation="none", seed=settings.seed)
         return model, None, (_as_model_input(training), _as_model_input(validation))
     sources = invariance.training_sources(training.paths)
     model, classifier = invariance.build_training_model(
-        model_name, image_size, settings.augmentation, settings.seed, len(sources), settings.source_adversary,
-        settings.outline_supervision)
+        model_name, image_size, settings.seed, len(sources), settings.source_adversary, settings.outline_supervision)
     return model, classifier, (invariance.training_inputs(training, external or {}, sources),
                                invariance.training_inputs(validation, external or {}, sources))
 
@@ -186,7 +189,8 @@ def _fit(model_name: str, image_size: int, settings: TrainingSettings, training:
     started = time.perf_counter()
     weights = source_balance_weights(training.paths, training.labels) if settings.source_balance else None
     batches = SeededBatches(inputs[0], training.labels, weights, settings.batch_size, settings.seed,
-                            first_epoch=0 if earlier is None else int(earlier["epoch"].max()) + 1)
+                            first_epoch=0 if earlier is None else int(earlier["epoch"].max()) + 1,
+                            augmentation=BatchAugmentation(settings.augmentation, settings.seed))
     averaged = [AveragedWeights()] if settings.ema_momentum else []
     model.fit(batches, epochs=settings.epochs, validation_data=(inputs[1], validation.labels),
               callbacks=[RaiseWhenInterrupted(), EpochSeeds(batches), EpochTimer(), *averaged, *dataset_validation,
@@ -268,7 +272,8 @@ def train_model(model_name: str, training: ImageSplit, validation: ImageSplit, t
     with run_folder_lock(run_directory):
         earlier = resumable_history(resume, {"model": model_name, "settings": dataclasses.asdict(settings),
                                               "data_fingerprint": data_fingerprint,
-                                              "external_fingerprint": external_fingerprint, "split_sizes": split_sizes})
+                                              "external_fingerprint": external_fingerprint, "split_sizes": split_sizes,
+                                              "augmented_by": AUGMENTED_BY})
         if earlier is not None:
             print(f"{run_directory.name}: resuming after epoch {int(earlier['epoch'].max()) + 1} of {settings.epochs} "
                   f"from {resume}")
@@ -294,11 +299,9 @@ def _train_into(model_name: str, training: ImageSplit, validation: ImageSplit, t
     with staged_directory(run_directory) as staging, precision_policy(settings.precision):
         classifier, fit_seconds = _fit(model_name, image_size, settings, training, validation, external, resume,
                                        earlier, callbacks or [])
-        if classifier is None:
-            shutil.copy2(resume / MODEL_FILE, staging / MODEL_FILE)
-        else:
-            invariance.shipped_model(keras.saving.load_model(resume / MODEL_FILE), model_name, image_size,
-                                     settings.augmentation, settings.seed).save(staging / MODEL_FILE)
+        shipping = invariance.shipped_model if classifier is not None else shipped_model
+        shipping(keras.saving.load_model(resume / MODEL_FILE), model_name, image_size, settings.augmentation,
+                 settings.seed).save(staging / MODEL_FILE)
         best_model = keras.saving.load_model(staging / MODEL_FILE)
         predictions, prediction_seconds, milliseconds_per_image = _predict_splits(
             best_model, {"validation": validation, "test": testing, "external_test": external_test}, staging)
@@ -315,7 +318,8 @@ def _train_into(model_name: str, training: ImageSplit, validation: ImageSplit, t
                    "prediction_milliseconds_per_image": milliseconds_per_image}
         details = {"model": model_name, "parameters": int(best_model.count_params()),
                    "settings": dataclasses.asdict(settings), "data_fingerprint": data_fingerprint,
-                   "external_fingerprint": external_fingerprint, "split_sizes": split_sizes, **provenance(),
+                   "external_fingerprint": external_fingerprint, "split_sizes": split_sizes,
+                   "augmented_by": AUGMENTED_BY, **provenance(),
                    **_skipped_record(skipped_files)}
         for name, content in ((LABELS_FILE, _label_file(class_names, image_size, settings)),
                               (TIMINGS_FILE, timings), (RUN_FILE, details)):
