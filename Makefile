@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock lint test test-fast command-times bench bench-predict bench-folder reference-runs time-to-accuracy sizes repeatability mitigations levers factorial loso adaptation demo smoke study publish predict data-check download-data audit train-rnn clean-cache
+.PHONY: help install lock lint test test-fast command-times bench bench-backends gpu-check gpu-check-bundle bench-predict bench-folder reference-runs time-to-accuracy sizes repeatability mitigations levers factorial loso adaptation demo smoke study publish predict data-check download-data audit train-rnn clean-cache
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' \
@@ -45,8 +45,24 @@ test: $(INSTALLED) ## run every test (the real-data tests need BRAIN_MRI_DATA_DI
 test-fast: $(INSTALLED) ## run the tests that need neither real data nor several epochs of training
 	$(PYTEST) -m "not realdata and not slow"
 
-bench: $(INSTALLED) ## time loading, training epochs and inference against the specified pipeline -> reports/benchmarks.json
+bench: $(INSTALLED) ## time loading, training epochs and inference against the specified pipeline, then the backends -> reports/benchmarks.json, reports/backends.json
 	$(BIN)/python -m helpers.experiments.benchmark run --other-augmentations fused --other-precisions float32 mixed_bfloat16
+	$(BIN)/python -m helpers.experiments.backends run
+
+bench-backends: $(INSTALLED) ## every model on TensorFlow and JAX, taking turns epoch by epoch (EPOCHS=3) -> reports/backends.json
+	$(BIN)/python -m helpers.experiments.backends run --epochs $(or $(EPOCHS),3)
+
+# The GPU check's folder: the exported arrays and, for a machine that cannot reach a package index, the wheels.
+GPU_CHECK_DIR ?= gpu-check
+
+gpu-check: $(INSTALLED) ## train rnn, hybrid and the default's kind 3 epochs on JAX (a GPU where there is one) -> gpu-check/gpu-check.json
+	$(BIN)/python -m helpers.experiments.gpu_check export --to $(GPU_CHECK_DIR)/arrays.npz
+	KERAS_BACKEND=jax $(BIN)/python -m helpers.experiments.gpu_check run --arrays $(GPU_CHECK_DIR)/arrays.npz --output $(GPU_CHECK_DIR)
+
+gpu-check-bundle: $(INSTALLED) ## the arrays and the Keras wheels an offline GPU machine needs, in gpu-check/ (docs/decisions.md, "Augmentation in the input pipeline")
+	$(BIN)/python -m helpers.experiments.gpu_check export --to $(GPU_CHECK_DIR)/arrays.npz
+	$(BIN)/python -m pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
+		-d $(GPU_CHECK_DIR)/wheels keras==$$($(BIN)/python -c "import keras; print(keras.__version__)") namex optree
 
 command-times: $(INSTALLED) ## time make test-fast, make demo and make test from scratch -> reports/command_times.json, README's measured times
 	$(BIN)/python -m helpers.experiments.command_times

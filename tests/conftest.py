@@ -3,7 +3,10 @@ dataset, and the real dataset when configured."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,3 +72,19 @@ def real_data_root() -> Path:
             pytest.fail(message + "; CI must run the real-data tests")
         pytest.skip(message)
     return Path(location)
+
+
+@pytest.fixture
+def on_jax():
+    """Return a runner of a Python script in a fresh process on the JAX backend (CPU, further variables given) that
+    returns the JSON the script's last line prints."""
+    pytest.importorskip("jax")
+
+    def run(script: str, **variables: str) -> dict:
+        environment = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", **variables}
+        result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
+                                timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    return run

@@ -213,30 +213,6 @@ def test_rnn_learns_the_phantoms_well_above_chance(tmp_path, phantom_splits):
     assert summary["accuracy"] >= 0.6, summary["per_class"]  # chance is 0.25
 
 
-@pytest.mark.slow
-def test_training_runs_unchanged_on_the_jax_backend(tmp_path, small_phantom_root):
-    pytest.importorskip("jax")
-    script = f"""
-import json, keras
-from helpers.inputs import data
-from helpers.modeling import recipes, run_folders, training
-dataset = data.load_dataset({str(small_phantom_root)!r}, progress=False)
-kept, validation = data.split_validation(dataset.training, fraction=0.25, seed=0)
-run = training.train_model("rnn", kept, validation, dataset.testing, {str(tmp_path / "run")!r},
-                           recipes.TrainingSettings(epochs=2, batch_size=4, verbose=0))
-loaded = run_folders.load_run(run.directory)
-print(json.dumps({{"backend": keras.backend.backend(), "epochs": int(loaded.timings["epochs_run"]),
-                  "test_rows": len(loaded.predictions["test"]["probabilities"]),
-                  "recorded_backend": loaded.details["device"]["backend"]}}))
-"""
-    environment = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
-    result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
-                            timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    reported = json.loads(result.stdout.strip().splitlines()[-1])
-    assert reported == {"backend": "jax", "epochs": 2, "test_rows": 8, "recorded_backend": "jax"}
-
-
 class _StopAfter(keras.callbacks.Callback):
     """Interrupt training (as Ctrl-C would) once the given number of epochs has finished."""
 
@@ -377,8 +353,7 @@ def test_command_line_training_stops_at_a_corrupt_image_unless_told_to_skip_it(t
 
 
 @pytest.mark.slow
-def test_data_parallel_training_is_one_setting_on_two_virtual_devices(tmp_path, small_phantom_root):
-    pytest.importorskip("jax")
+def test_data_parallel_training_is_one_setting_on_two_virtual_devices(tmp_path, small_phantom_root, on_jax):
     script = f"""
 import json, keras
 from helpers.inputs import data
@@ -391,12 +366,8 @@ distribution = keras.distribution.distribution()
 print(json.dumps({{"kind": type(distribution).__name__, "devices": len(distribution.device_mesh.devices.ravel()),
                   "epochs": int(run.timings["epochs_run"])}}))
 """
-    environment = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "BRAIN_MRI_DATA_PARALLEL": "1",
-                   "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-    result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
-                            timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"kind": "DataParallel", "devices": 2, "epochs": 1}
+    reported = on_jax(script, BRAIN_MRI_DATA_PARALLEL="1", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    assert reported == {"kind": "DataParallel", "devices": 2, "epochs": 1}
 
 
 def test_ctrl_c_while_a_command_starts_ends_it_in_one_line_with_status_130(tmp_path):
