@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock lint test test-fast command-times bench bench-backends gpu-check gpu-check-bundle bench-predict bench-folder reference-runs time-to-accuracy sizes repeatability mitigations levers factorial loso adaptation demo smoke study publish predict data-check download-data audit train-rnn clean-cache
+.PHONY: help install lock lint test test-fast command-times bench bench-backends gpu-check gpu-check-bundle study-ray bench-predict bench-folder reference-runs time-to-accuracy sizes repeatability mitigations levers factorial loso adaptation demo smoke study publish predict data-check download-data audit train-rnn clean-cache
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' \
@@ -129,6 +129,10 @@ smoke: $(INSTALLED) ## run the notebooks on 40 real images per class, 1 epoch, i
 study: loso factorial ## leave-one-source-out, every model under each recipe, then the full study's notebooks on the real data into reports/, then make publish
 	$(BIN)/python -m helpers.reporting.pipeline --profile full
 	$(MAKE) publish
+
+study-ray: $(INSTALLED) ## train every unfinished study and leave-one-source-out run as Ray tasks (a cluster: ray start; else this machine), then make study
+	$(BIN)/python -m helpers.experiments.cluster
+	$(MAKE) study
 
 publish: $(INSTALLED) ## write README's results table and models/ (best seed per model, model card) from reports/
 	$(BIN)/python -m helpers.reporting.results

@@ -17,8 +17,7 @@ from helpers import commands
     ("experiments.mitigations", ["--models", "rnn", "--data-dir", "{nowhere}"]),
     ("experiments.benchmark", ["run", "--models", "rnn", "--data-dir", "{nowhere}"]),
     ("experiments.throughput", ["--folder", "{nowhere}"]),
-    ("experiments.offsite", ["export", "--data-dir", "{nowhere}", "--output", "{tmp}/arrays.pkl.gz"]),
-    ("experiments.offsite", ["train", "--bundle", "{nowhere}"]),
+    ("experiments.cluster", ["--data-dir", "{nowhere}"]),
 ])
 def test_a_missing_folder_is_one_line_on_standard_error_and_exit_status_one(module, arguments, tmp_path, capsys):
     nowhere = tmp_path / "no-such-dataset"

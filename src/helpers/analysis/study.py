@@ -185,7 +185,7 @@ class Study:
 
     def assemble(self, dataset: MRIDataset, external: dict[str, ExternalImages]) -> StudyData:
         """Return the study's splits of a loaded dataset and the profile's loaded external sets (load_data's second
-        half: helpers.experiments.offsite trains from arrays carried to another machine)."""
+        half: helpers.experiments.cluster trains from arrays sent to Ray tasks)."""
         training, validation = split_validation(dataset.training, seed=config.DEFAULT_SEED)
         testing = dataset.testing
         if self.profile.images_per_class:
