@@ -165,3 +165,26 @@ def test_a_resume_state_saved_by_a_model_that_augmented_itself_starts_again(tmp_
     (resume / run_folders.MODEL_FILE).write_text("a model with its augmentation layers")
     run = training.train_model("rnn", small, validation, None, tmp_path / "run", settings)
     assert not run.timings["resumed"] and run.details["augmented_by"] == training.AUGMENTED_BY
+
+
+def test_the_speed_page_shows_each_backend_as_a_multiple_of_tensorflow_and_a_gpu_check(tmp_path):
+    from helpers import config
+    from helpers.experiments import backends, gpu_check
+    from helpers.files import write_measured_rows
+
+    measured = {"model": "rnn", "recipe": "dataset-only", "seed": 42, "epochs": 3, "first_epoch_seconds": 30.0,
+                "cpu_seconds_per_epoch": 15.0, "validation_accuracy": 0.9}
+    rows = [{**measured, "backend": "tensorflow", "seconds_per_epoch": 10.0},
+            {**measured, "backend": "jax", "seconds_per_epoch": 5.0}]
+    device = {"backend": "tensorflow", "accelerators": [], "cpu_count": 2, "cpu_model": "Test CPU"}
+    write_measured_rows(tmp_path / backends.BACKENDS_FILE, rows, ("model", "backend", "recipe", "epochs"),
+                        config.PROJECT_ROOT, provenance={"device": device})
+    section = backends.stored_section(tmp_path)
+    assert "| rnn | jax | 3 | 30.0 | 5.0 | 15.0 | 0.50 | 90.00% | Test CPU, 2 cores |" in section
+    assert "GPU check" not in section
+    check = {"backend": "jax", "devices": [{"platform": "gpu", "kind": "NVIDIA H200"}],
+             "rows": [{"model": "rnn", "batch_size": 64, "epochs": 3, "first_epoch_seconds": 20.0,
+                       "seconds_per_epoch": 1.25, "validation_accuracy": 0.5}]}
+    (tmp_path / gpu_check.CHECK_FILE).write_text(json.dumps(check))
+    assert "### GPU check (jax on NVIDIA H200" in backends.stored_section(tmp_path)
+    assert "| rnn | 64 | 3 | 20.0 | 1.25 | 50.00% |" in backends.stored_section(tmp_path)

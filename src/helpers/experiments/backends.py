@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from helpers import config
-from helpers.files import write_atomically, write_measured_rows
+from helpers.files import read_measured_rows, write_atomically, write_measured_rows
 
 BACKENDS = ("tensorflow", "jax")
 BACKENDS_FILE = "backends.json"
@@ -176,15 +176,35 @@ def backend_table(rows: list[dict[str, Any]]) -> str:
     reference = {(row["model"], row["recipe"], row["epochs"]): row["seconds_per_epoch"] for row in rows
                  if row["backend"] == "tensorflow"}
     lines = ["| model | backend | epochs | first epoch (s) | s/epoch | CPU s/epoch | x TensorFlow "
-             "| validation accuracy |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+             "| validation accuracy | machine |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for row in rows:
         tensorflow = reference.get((row["model"], row["recipe"], row["epochs"]))
         ratio = f"{row['seconds_per_epoch'] / tensorflow:.2f}" if tensorflow else ""
         lines.append(f"| {row['model']} | {row['backend']} | {row['epochs']} | {row['first_epoch_seconds']:.1f} | "
                      f"{row['seconds_per_epoch']:.1f} | {row['cpu_seconds_per_epoch']:.1f} | {ratio} | "
-                     f"{row['validation_accuracy']:.2%} |")
+                     f"{row['validation_accuracy']:.2%} | {row.get('machine', '')} |")
     return "\n".join(lines)
+
+
+def stored_section(folder: Path = config.REPORTS_DIR) -> str:
+    """Return the backends section of reports/benchmarks.md ('' before the first measurement), with a GPU machine's
+    check (gpu-check.json, helpers.experiments.gpu_check) when one was recorded."""
+    from helpers.experiments.gpu_check import CHECK_FILE, check_table
+    from helpers.provenance import machine_name
+
+    path = folder / BACKENDS_FILE
+    rows = read_measured_rows(path)
+    if rows:  # rows written before each recorded its machine: the file's own record of it
+        machine = machine_name(json.loads(path.read_text())["provenance"]["device"])
+        rows = [{"machine": machine, **row} for row in rows]
+    section = ("## Backends\n\nEvery model on TensorFlow and on JAX (`make bench-backends`, `reports/backends.json`): "
+               "two worker processes take turns epoch by epoch, the recipe's augmentation in the input pipeline; "
+               "s/epoch is the median of the epochs after the first, which traces.\n\n" + backend_table(rows)
+               if rows else "")
+    if (folder / CHECK_FILE).is_file():
+        section += "\n\n" + check_table(json.loads((folder / CHECK_FILE).read_text()))
+    return section.strip()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -211,15 +231,17 @@ def _main(argv: list[str] | None = None) -> int:
         return _worker(arguments)
     import tempfile
 
-    from helpers.provenance import provenance
+    from helpers.provenance import machine_name, provenance
 
     output = arguments.output or config.REPORTS_DIR / BACKENDS_FILE
+    record = provenance()
     with tempfile.TemporaryDirectory() as folder:
         arrays = export_arrays(Path(folder) / "arrays.npz", arguments.data_dir, arguments.recipe)
         rows = [row for model_name in arguments.models
                 for row in compare_backends(model_name, arrays, arguments.epochs, arguments.recipe)]
+    rows = [{**row, "machine": machine_name(record["device"])} for row in rows]
     write_measured_rows(output, rows, ("model", "backend", "recipe", "epochs"), config.PROJECT_ROOT,
-                        provenance=provenance(),
+                        provenance=record,
                         note="the backends take turns epoch by epoch in two worker processes; seconds_per_epoch: "
                              "median of the epochs after the first (which traces)")
     print(backend_table(json.loads(output.read_text())["rows"]))

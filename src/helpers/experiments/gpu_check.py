@@ -78,6 +78,17 @@ def check(arrays_path: Path, models: tuple[str, ...], epochs: int = EPOCHS, batc
             "rows": rows, "skipped_for_time": skipped, "seconds": time.perf_counter() - started}
 
 
+def check_table(result: dict[str, Any]) -> str:
+    """Return a GPU check's figures as a Markdown section (reports/benchmarks.md)."""
+    device = ", ".join(sorted({entry["kind"] for entry in result["devices"]}))
+    lines = [f"### GPU check ({result['backend']} on {device}; `make gpu-check`, `reports/{CHECK_FILE}`)", "",
+             "| model | batch | epochs | first epoch (s) | s/epoch | validation accuracy |",
+             "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {row['model']} | {row['batch_size']} | {row['epochs']} | {row['first_epoch_seconds']:.1f} | "
+              f"{row['seconds_per_epoch']:.2f} | {row['validation_accuracy']:.2%} |" for row in result["rows"]]
+    return "\n".join(lines)
+
+
 def _parser() -> argparse.ArgumentParser:
     """Return the command's parser: export (here) and run (on the GPU machine)."""
     parser = argparse.ArgumentParser(prog="python -m helpers.experiments.gpu_check", description=__doc__,
