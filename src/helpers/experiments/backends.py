@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from helpers import config
+from helpers import commands, config, interrupts
 from helpers.files import read_measured_rows, write_atomically, write_measured_rows
 
 BACKENDS = ("tensorflow", "jax")
@@ -188,9 +188,7 @@ def backend_table(rows: list[dict[str, Any]]) -> str:
 
 
 def stored_section(folder: Path = config.REPORTS_DIR) -> str:
-    """Return the backends section of reports/benchmarks.md ('' before the first measurement), with a GPU machine's
-    check (gpu-check.json, helpers.experiments.gpu_check) when one was recorded."""
-    from helpers.experiments.gpu_check import CHECK_FILE, check_table
+    """Return the backends section of reports/benchmarks.md ('' before the first measurement)."""
     from helpers.provenance import machine_name
 
     path = folder / BACKENDS_FILE
@@ -202,9 +200,7 @@ def stored_section(folder: Path = config.REPORTS_DIR) -> str:
                "two worker processes take turns epoch by epoch, the recipe's augmentation in the input pipeline; "
                "s/epoch is the median of the epochs after the first, which traces.\n\n" + backend_table(rows)
                if rows else "")
-    if (folder / CHECK_FILE).is_file():
-        section += "\n\n" + check_table(json.loads((folder / CHECK_FILE).read_text()))
-    return section.strip()
+    return section
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -226,9 +222,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _main(argv: list[str] | None = None) -> int:
+    """Command line: compare the backends (run), or serve one backend's trainer (worker)."""
+    interrupts.command_started()
     arguments = _parser().parse_args(argv)
     if arguments.verb == "worker":
         return _worker(arguments)
+    try:
+        return _compare(arguments)
+    except KeyboardInterrupt:
+        return commands.stopped("reports/backends.json is as it was")
+
+
+def _compare(arguments: argparse.Namespace) -> int:
+    """Compare the backends for the models asked and merge the rows into reports/backends.json."""
     import tempfile
 
     from helpers.provenance import machine_name, provenance

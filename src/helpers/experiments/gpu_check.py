@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from helpers import config
+from helpers import commands, config, interrupts
 from helpers.experiments.backends import RECIPE, EpochTrainer, export_arrays
 from helpers.files import write_measurement
 
@@ -89,6 +89,12 @@ def check_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def stored_section(folder: Path = config.REPORTS_DIR) -> str:
+    """Return a GPU machine's check for reports/benchmarks.md, copied into reports/ ('' where none was recorded)."""
+    path = folder / CHECK_FILE
+    return check_table(json.loads(path.read_text())) if path.is_file() else ""
+
+
 def _parser() -> argparse.ArgumentParser:
     """Return the command's parser: export (here) and run (on the GPU machine)."""
     parser = argparse.ArgumentParser(prog="python -m helpers.experiments.gpu_check", description=__doc__,
@@ -107,6 +113,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _main(argv: list[str] | None = None) -> int:
+    """Command line: export the arrays (here), or run the check (on the GPU machine)."""
+    interrupts.command_started()
     arguments = _parser().parse_args(argv)
     if arguments.verb == "export":
         print(f"wrote {export_arrays(arguments.to, arguments.data_dir)}")
@@ -115,7 +123,10 @@ def _main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{arguments.arrays}: no such arrays file (make one with `... gpu_check export --to FILE`)")
     kind = default_kind()
     models = tuple(arguments.models or dict.fromkeys([*SPECIFIED_MODELS, *([kind] if kind else [])]))
-    result = check(arguments.arrays, models, arguments.epochs, arguments.batch_size)
+    try:
+        result = check(arguments.arrays, models, arguments.epochs, arguments.batch_size)
+    except KeyboardInterrupt:
+        return commands.stopped("nothing was written")
     path = arguments.output / CHECK_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     write_measurement(path, result)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from helpers import config
-from helpers.experiments import backends, budget, levers, repeatability
+from helpers.experiments import backends, budget, gpu_check, levers, repeatability
 from helpers.files import write_atomically, write_markdown_page
 from helpers.modeling.recipes import SPECIFIED_RECIPE
 from helpers.provenance import machine_name
@@ -214,7 +214,7 @@ def stored_speed_page(benchmark_file: Path) -> str:
     """Return reports/benchmarks.md as the JSON files beside the benchmark file make it."""
     folder = benchmark_file.parent
     sections = [budget.stored_sections(folder), levers.stored_section(folder), repeatability.stored_section(folder),
-                backends.stored_section(folder)]
+                backends.stored_section(folder), gpu_check.stored_section(folder)]
     return speed_page(json.loads(benchmark_file.read_text()), stored_command_timings(folder),
                       "\n\n".join(section for section in sections if section))
 

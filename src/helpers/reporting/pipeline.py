@@ -30,7 +30,8 @@ from helpers.reporting.index_page import INDEX_FILE, METRICS_FILE, write_index
 # Files other commands publish into the reports folder; a pipeline run carries them over unchanged.
 CARRIED_FILES = ("benchmarks.json", "benchmarks.md", "benchmarks.html", "prediction_command.json", "mitigations.json",
                  "loso.json", "time_to_accuracy.json", "input_sizes.json", "repeatability.json",
-                 "prediction_throughput.json", "levers.json", "command_times.json", "adaptation.json")
+                 "prediction_throughput.json", "levers.json", "command_times.json", "adaptation.json",
+                 "backends.json", "gpu-check.json")
 CELL_TIMEOUT_SECONDS = 3600
 
 
