@@ -95,7 +95,7 @@ def test_both_backends_train_in_turns_and_report_seconds_and_accuracy(phantom_ar
     for row in rows:
         assert row["seconds_per_epoch"] > 0 and row["first_epoch_seconds"] > 0 and row["epochs"] == 2
         assert 0.0 <= row["validation_accuracy"] <= 1.0
-    assert "| rnn | jax | 2 |" in backend_table(rows)
+    assert "| rnn | layers | jax | 2 |" in backend_table(rows)
 
 
 @pytest.mark.slow
@@ -180,7 +180,7 @@ def test_the_speed_page_shows_each_backend_as_a_multiple_of_tensorflow_and_a_gpu
     write_measured_rows(tmp_path / backends.BACKENDS_FILE, rows, ("model", "backend", "recipe", "epochs"),
                         config.PROJECT_ROOT, provenance={"device": device})
     section = backends.stored_section(tmp_path)
-    assert "| rnn | jax | 3 | 30.0 | 5.0 | 15.0 | 0.50 | 90.00% | Test CPU, 2 cores |" in section
+    assert "| rnn | layers | jax | 3 | 30.0 | 5.0 | 15.0 | 0.50 | 90.00% | Test CPU, 2 cores |" in section
     assert gpu_check.stored_section(tmp_path) == ""
     check = {"backend": "jax", "devices": [{"platform": "gpu", "kind": "NVIDIA H200"}],
              "rows": [{"model": "rnn", "batch_size": 64, "epochs": 3, "first_epoch_seconds": 20.0,

@@ -54,13 +54,14 @@ class EpochTrainer:
     each epoch timed (wall and CPU seconds)."""
 
     def __init__(self, model_name: str, arrays: dict[str, np.ndarray], recipe_name: str = RECIPE,
-                 seed: int = SEED, batch_size: int | None = None) -> None:
+                 seed: int = SEED, batch_size: int | None = None, augmentation: str | None = None) -> None:
         from helpers.modeling.models import build_model
         from helpers.modeling.recipes import recipe
         from helpers.modeling.seeded_batches import BatchAugmentation, EpochSeeds, SeededBatches
         from helpers.modeling.training import compile_model, set_seeds
 
-        changes = {"seed": seed, **({"batch_size": batch_size} if batch_size else {})}
+        changes = {"seed": seed, **({"batch_size": batch_size} if batch_size else {}),
+                   **({"augmentation": augmentation} if augmentation else {})}
         self.settings = recipe(recipe_name, model_name, **changes)
         self.validation = (arrays["validation_images"][..., np.newaxis], np.asarray(arrays["validation_labels"]))
         images, labels = arrays["training_images"][..., np.newaxis], np.asarray(arrays["training_labels"])
@@ -92,7 +93,8 @@ def _worker(arguments: argparse.Namespace) -> int:
 
     with np.load(arguments.arrays, allow_pickle=False) as stored:
         arrays = {name: stored[name] for name in stored.files}
-    trainer = EpochTrainer(arguments.model, arrays, arguments.recipe, arguments.seed)
+    trainer = EpochTrainer(arguments.model, arrays, arguments.recipe, arguments.seed,
+                           augmentation=arguments.augmentation)
     print(RESULT_PREFIX + json.dumps({"backend": keras.backend.backend()}), flush=True)
     for line in sys.stdin:
         command = line.strip()
@@ -107,13 +109,14 @@ def _worker(arguments: argparse.Namespace) -> int:
 class _Worker:
     """A worker process on one backend, driven line by line."""
 
-    def __init__(self, backend: str, model_name: str, arrays: Path, recipe_name: str, seed: int) -> None:
+    def __init__(self, backend: str, model_name: str, arrays: Path, recipe_name: str, seed: int,
+                 augmentation: str) -> None:
         environment = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu"),
                        "TF_CPP_MIN_LOG_LEVEL": "3"}
         self.backend = backend
         self.process = subprocess.Popen(
             [sys.executable, "-m", "helpers.experiments.backends", "worker", "--model", model_name, "--arrays",
-             str(arrays), "--recipe", recipe_name, "--seed", str(seed)],
+             str(arrays), "--recipe", recipe_name, "--seed", str(seed), "--augmentation", augmentation],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=environment)
         started = self._answer()
         if started.get("backend") != backend:
@@ -143,11 +146,14 @@ class _Worker:
 
 
 def compare_backends(model_name: str, arrays: Path, epochs: int, recipe_name: str = RECIPE, seed: int = SEED,
-                     backends: tuple[str, ...] = BACKENDS) -> list[dict[str, Any]]:
+                     backends: tuple[str, ...] = BACKENDS, augmentation: str | None = None) -> list[dict[str, Any]]:
     """Train one model on each backend, the backends taking turns epoch by epoch (the order alternating); return one
     row per backend: the first epoch's seconds (tracing included), the later epochs' median, CPU seconds and the
     validation accuracy after the epochs."""
-    workers = [_Worker(backend, model_name, arrays, recipe_name, seed) for backend in backends]
+    from helpers.modeling.recipes import recipe
+
+    augmentation = augmentation or recipe(recipe_name, model_name).augmentation
+    workers = [_Worker(backend, model_name, arrays, recipe_name, seed, augmentation) for backend in backends]
     timed: dict[str, list[dict[str, float]]] = {backend: [] for backend in backends}
     try:
         for epoch in range(epochs):
@@ -162,7 +168,8 @@ def compare_backends(model_name: str, arrays: Path, epochs: int, recipe_name: st
     rows = []
     for backend in backends:
         later = timed[backend][1:] or timed[backend]
-        rows.append({"model": model_name, "backend": backend, "recipe": recipe_name, "seed": seed, "epochs": epochs,
+        rows.append({"model": model_name, "backend": backend, "recipe": recipe_name, "augmentation": augmentation,
+                     "seed": seed, "epochs": epochs,
                      "first_epoch_seconds": timed[backend][0]["seconds"],
                      "seconds_per_epoch": statistics.median(row["seconds"] for row in later),
                      "cpu_seconds_per_epoch": statistics.median(row["cpu_seconds"] for row in later),
@@ -170,18 +177,31 @@ def compare_backends(model_name: str, arrays: Path, epochs: int, recipe_name: st
     return rows
 
 
+def _with_augmentation(row: dict[str, Any]) -> dict[str, Any]:
+    """Return a row with its augmentation named (rows measured before it was recorded trained with the recipe's)."""
+    from helpers.modeling.recipes import recipe
+
+    return row if "augmentation" in row else {**row, "augmentation": recipe(row["recipe"], row["model"]).augmentation}
+
+
+def _compared(row: dict[str, Any]) -> tuple:
+    """Return what the backends of one comparison share: model, recipe, augmentation and epochs."""
+    return row["model"], row["recipe"], row["augmentation"], row["epochs"]
+
+
 def backend_table(rows: list[dict[str, Any]]) -> str:
     """Return the rows as a Markdown table, each model's JAX epoch also as a multiple of its TensorFlow epoch
     measured in the same comparison."""
-    reference = {(row["model"], row["recipe"], row["epochs"]): row["seconds_per_epoch"] for row in rows
-                 if row["backend"] == "tensorflow"}
-    lines = ["| model | backend | epochs | first epoch (s) | s/epoch | CPU s/epoch | x TensorFlow "
+    rows = [_with_augmentation(row) for row in rows]
+    reference = {_compared(row): row["seconds_per_epoch"] for row in rows if row["backend"] == "tensorflow"}
+    lines = ["| model | augmentation | backend | epochs | first epoch (s) | s/epoch | CPU s/epoch | x TensorFlow "
              "| validation accuracy | machine |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for row in rows:
-        tensorflow = reference.get((row["model"], row["recipe"], row["epochs"]))
+        tensorflow = reference.get(_compared(row))
         ratio = f"{row['seconds_per_epoch'] / tensorflow:.2f}" if tensorflow else ""
-        lines.append(f"| {row['model']} | {row['backend']} | {row['epochs']} | {row['first_epoch_seconds']:.1f} | "
+        lines.append(f"| {row['model']} | {row['augmentation']} | {row['backend']} | {row['epochs']} | "
+                     f"{row['first_epoch_seconds']:.1f} | "
                      f"{row['seconds_per_epoch']:.1f} | {row['cpu_seconds_per_epoch']:.1f} | {ratio} | "
                      f"{row['validation_accuracy']:.2%} | {row.get('machine', '')} |")
     return "\n".join(lines)
@@ -212,12 +232,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     run.add_argument("--epochs", type=int, default=3, help="epochs per model and backend (the first traces)")
     run.add_argument("--recipe", default=RECIPE)
+    run.add_argument("--augmentation", default=None, help="another augmentation than the recipe's (e.g. none)")
     run.add_argument("--output", type=Path, default=None, help="default: reports/backends.json")
     worker = verbs.add_parser("worker", help="(internal) one backend's trainer, driven over stdin")
     worker.add_argument("--model", required=True)
     worker.add_argument("--arrays", type=Path, required=True)
     worker.add_argument("--recipe", default=RECIPE)
     worker.add_argument("--seed", type=int, default=SEED)
+    worker.add_argument("--augmentation", default=None)
     return parser
 
 
@@ -244,10 +266,14 @@ def _compare(arguments: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as folder:
         arrays = export_arrays(Path(folder) / "arrays.npz", arguments.data_dir, arguments.recipe)
         rows = [row for model_name in arguments.models
-                for row in compare_backends(model_name, arrays, arguments.epochs, arguments.recipe)]
+                for row in compare_backends(model_name, arrays, arguments.epochs, arguments.recipe,
+                                            augmentation=arguments.augmentation)]
     rows = [{**row, "machine": machine_name(record["device"])} for row in rows]
-    write_measured_rows(output, rows, ("model", "backend", "recipe", "epochs"), config.PROJECT_ROOT,
-                        provenance=record,
+    remeasured = {(_compared(row), row["backend"]) for row in rows}
+    earlier = [_with_augmentation(row) for row in read_measured_rows(output) or [] if "augmentation" not in row]
+    earlier = [row for row in earlier if (_compared(row), row["backend"]) not in remeasured]
+    write_measured_rows(output, earlier + rows, ("model", "backend", "recipe", "augmentation", "epochs"),
+                        config.PROJECT_ROOT, keep=lambda row: "augmentation" in row, provenance=record,
                         note="the backends take turns epoch by epoch in two worker processes; seconds_per_epoch: "
                              "median of the epochs after the first (which traces)")
     print(backend_table(json.loads(output.read_text())["rows"]))
