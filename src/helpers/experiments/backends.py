@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from helpers import commands, config, interrupts
-from helpers.files import read_measured_rows, write_atomically, write_measured_rows
+from helpers.files import write_atomically, write_measured_rows
 
 BACKENDS = ("tensorflow", "jax")
 BACKENDS_FILE = "backends.json"
@@ -39,6 +39,7 @@ def export_arrays(path: Path, data_dir: str | os.PathLike | None = None, recipe_
     dataset = load_dataset(data_dir, image_size=image_size, preprocessing=recipe(recipe_name).preprocessing,
                            progress=False)
     training, validation = split_validation(dataset.training, seed=config.DEFAULT_SEED)
+
     def write(temporary: Path) -> None:
         with open(temporary, "wb") as handle:
             np.savez(handle, training_images=training.images, training_labels=training.labels,
@@ -47,6 +48,12 @@ def export_arrays(path: Path, data_dir: str | os.PathLike | None = None, recipe_
 
     write_atomically(path, write)
     return path
+
+
+def load_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Return the arrays export_arrays wrote, by name."""
+    with np.load(path, allow_pickle=False) as stored:
+        return {name: stored[name] for name in stored.files}
 
 
 class EpochTrainer:
@@ -91,9 +98,7 @@ def _worker(arguments: argparse.Namespace) -> int:
     """Serve one trainer over stdin/stdout: 'epoch' trains one epoch, 'accuracy' measures, 'quit' ends."""
     import keras
 
-    with np.load(arguments.arrays, allow_pickle=False) as stored:
-        arrays = {name: stored[name] for name in stored.files}
-    trainer = EpochTrainer(arguments.model, arrays, arguments.recipe, arguments.seed,
+    trainer = EpochTrainer(arguments.model, load_arrays(arguments.arrays), arguments.recipe, arguments.seed,
                            augmentation=arguments.augmentation)
     print(RESULT_PREFIX + json.dumps({"backend": keras.backend.backend()}), flush=True)
     for line in sys.stdin:
@@ -177,13 +182,6 @@ def compare_backends(model_name: str, arrays: Path, epochs: int, recipe_name: st
     return rows
 
 
-def _with_augmentation(row: dict[str, Any]) -> dict[str, Any]:
-    """Return a row with its augmentation named (rows measured before it was recorded trained with the recipe's)."""
-    from helpers.modeling.recipes import recipe
-
-    return row if "augmentation" in row else {**row, "augmentation": recipe(row["recipe"], row["model"]).augmentation}
-
-
 def _compared(row: dict[str, Any]) -> tuple:
     """Return what the backends of one comparison share: model, recipe, augmentation and epochs."""
     return row["model"], row["recipe"], row["augmentation"], row["epochs"]
@@ -192,7 +190,6 @@ def _compared(row: dict[str, Any]) -> tuple:
 def backend_table(rows: list[dict[str, Any]]) -> str:
     """Return the rows as a Markdown table, each model's JAX epoch also as a multiple of its TensorFlow epoch
     measured in the same comparison."""
-    rows = [_with_augmentation(row) for row in rows]
     reference = {_compared(row): row["seconds_per_epoch"] for row in rows if row["backend"] == "tensorflow"}
     lines = ["| model | augmentation | backend | epochs | first epoch (s) | s/epoch | CPU s/epoch | x TensorFlow "
              "| validation accuracy | machine |",
@@ -212,10 +209,9 @@ def stored_section(folder: Path = config.REPORTS_DIR) -> str:
     from helpers.provenance import machine_name
 
     path = folder / BACKENDS_FILE
-    rows = read_measured_rows(path)
-    if rows:  # rows written before each recorded its machine: the file's own record of it
-        machine = machine_name(json.loads(path.read_text())["provenance"]["device"])
-        rows = [{"machine": machine, **row} for row in rows]
+    document = json.loads(path.read_text()) if path.is_file() else {"rows": []}
+    # rows written before each recorded its machine: the file's own record of it
+    rows = [{"machine": machine_name(document["provenance"]["device"]), **row} for row in document["rows"]]
     section = ("## Backends\n\nEvery model on TensorFlow and on JAX (`make bench-backends`, `reports/backends.json`): "
                "two worker processes take turns epoch by epoch, the recipe's augmentation in the input pipeline; "
                "s/epoch is the median of the epochs after the first, which traces.\n\n" + backend_table(rows)
@@ -269,11 +265,8 @@ def _compare(arguments: argparse.Namespace) -> int:
                 for row in compare_backends(model_name, arrays, arguments.epochs, arguments.recipe,
                                             augmentation=arguments.augmentation)]
     rows = [{**row, "machine": machine_name(record["device"])} for row in rows]
-    remeasured = {(_compared(row), row["backend"]) for row in rows}
-    earlier = [_with_augmentation(row) for row in read_measured_rows(output) or [] if "augmentation" not in row]
-    earlier = [row for row in earlier if (_compared(row), row["backend"]) not in remeasured]
-    write_measured_rows(output, earlier + rows, ("model", "backend", "recipe", "augmentation", "epochs"),
-                        config.PROJECT_ROOT, keep=lambda row: "augmentation" in row, provenance=record,
+    write_measured_rows(output, rows, ("model", "backend", "recipe", "augmentation", "epochs"), config.PROJECT_ROOT,
+                        provenance=record,
                         note="the backends take turns epoch by epoch in two worker processes; seconds_per_epoch: "
                              "median of the epochs after the first (which traces)")
     print(backend_table(json.loads(output.read_text())["rows"]))

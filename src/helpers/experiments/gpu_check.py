@@ -12,17 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from helpers import commands, config, interrupts
-from helpers.experiments.backends import RECIPE, EpochTrainer, export_arrays
+from helpers.experiments.backends import RECIPE, EpochTrainer, export_arrays, load_arrays
 from helpers.files import write_measurement
+from helpers.provenance import cpu_model, machine_name
 
 CHECK_FILE = "gpu-check.json"
 SPECIFIED_MODELS = ("rnn", "hybrid")
@@ -57,8 +55,7 @@ def check(arrays_path: Path, models: tuple[str, ...], epochs: int = EPOCHS, batc
     import keras
 
     started = time.perf_counter()
-    with np.load(arrays_path, allow_pickle=False) as stored:
-        arrays = {name: stored[name] for name in stored.files}
+    arrays = load_arrays(arrays_path)
     rows, skipped = [], []
     for model_name in models:
         if time.perf_counter() - started > deadline_seconds:
@@ -72,8 +69,8 @@ def check(arrays_path: Path, models: tuple[str, ...], epochs: int = EPOCHS, batc
                      "validation_accuracy": trainer.validation_accuracy()})
         print(f"{model_name}: {rows[-1]['seconds_per_epoch']:.2f} s an epoch, validation accuracy "
               f"{rows[-1]['validation_accuracy']:.1%}", flush=True)
-    return {"backend": keras.backend.backend(), "devices": devices(), "machine": platform.node(),
-            "processor": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+    return {"backend": keras.backend.backend(), "devices": devices(),
+            "cpu": machine_name({"cpu_model": cpu_model(), "cpu_count": os.cpu_count()}),
             "data_fingerprint": str(arrays.get("fingerprint", "")), "training_images": len(arrays["training_labels"]),
             "rows": rows, "skipped_for_time": skipped, "seconds": time.perf_counter() - started}
 

@@ -55,7 +55,6 @@ class BatchAugmentation:
     batch). The layers that share a seed draw the same numbers, as they do inside a model."""
 
     def __init__(self, augmentation: str, seed: int | None) -> None:
-        self.name = augmentation
         self.geometric, self.acquisition = augmentation_parts(augmentation, seed)
         self.generators = _generators_of([*self.geometric, *self.acquisition])
 
