@@ -29,7 +29,7 @@ from helpers.uncertainty.fitting import (
     model_table,
     risk_coverage,
 )
-from helpers.uncertainty.outliers import outlier_sets
+from helpers.uncertainty.outliers import outlier_images, outlier_sets
 from helpers.uncertainty.record import UncertaintyRecord, record_path
 from helpers.uncertainty.report import input_checks_markdown, readme_sentence
 
@@ -98,6 +98,79 @@ def test_a_shown_set_always_holds_the_answer_and_an_empty_one_is_reported():
     assert conformal.holds_answer(shown, probabilities) == 1.0 > conformal.holds_answer(sets, probabilities)
     np.testing.assert_array_equal(empty, sets.sum(axis=1) == 0)
     assert (shown >= sets).all() and (shown.sum(axis=1) - sets.sum(axis=1) <= 1).all()
+
+
+def _record(scores: np.ndarray, score_labels: np.ndarray, **statistics) -> UncertaintyRecord:
+    """A record with the identity temperature, given conformal scores, and no feature detector to speak of."""
+    return UncertaintyRecord(temperature=1.0, scores=scores, score_labels=score_labels, method="confidence",
+                             threshold=1.0, means=np.zeros((4, 1), np.float32),
+                             precision=np.eye(1, dtype=np.float32), **statistics)
+
+
+def test_an_image_no_class_fits_is_one_whose_set_is_empty_even_at_the_wide_level():
+    # 200 calibration images per class, non-conformity spread evenly over [0, 0.5): a class enters the 90% set from a
+    # probability of about 0.55, the 99% set from about 0.505; no image's probability reaches either in all classes.
+    scores = np.tile(np.linspace(0.0, 0.5, 200, endpoint=False), 4)
+    record = _record(scores, np.repeat(np.arange(4), 200))
+    probabilities = np.array([[0.52, 0.16, 0.16, 0.16],   # empty at 90%, holds class 0 at 99%: answered
+                              [0.40, 0.30, 0.20, 0.10],   # empty at 99%: no class fits
+                              [0.90, 0.04, 0.03, 0.03]])  # a confident answer
+    assert not record.sets(probabilities).any(axis=1)[:2].any()
+    shown, no_class_fits = record.answer_sets(probabilities)
+    np.testing.assert_array_equal(no_class_fits, [False, True, False])
+    np.testing.assert_array_equal(shown.argmax(axis=1), [0, 0, 0])
+    assert (shown.sum(axis=1) == 1).all()
+
+
+def test_two_scores_share_the_flag_budget_equally_and_together_stay_within_it():
+    generator = np.random.default_rng(5)
+    first, second = generator.random(5000), generator.random(5000)
+    first_threshold, second_threshold = novelty.union_thresholds(first, second, 0.02)
+    first_share, second_share = (first > first_threshold).mean(), (second > second_threshold).mean()
+    together = ((first > first_threshold) | (second > second_threshold)).mean()
+    assert 0.01 <= first_share == pytest.approx(second_share, abs=0.001) and 0.019 <= together <= 0.02
+    same_first, same_second = novelty.union_thresholds(first, first, 0.02)  # one score twice: each may take it all
+    assert (first > same_first).mean() == pytest.approx(0.02, abs=0.001)
+
+
+def test_image_statistics_describe_a_half_dark_half_bright_image_as_such():
+    image = np.zeros((1, 64, 64), np.uint8)
+    image[:, :, 32:] = 255
+    statistics = novelty.image_statistics(image)[0]
+    histogram = statistics[:novelty.HISTOGRAM_BINS] ** 2
+    np.testing.assert_allclose(histogram, [0.5, *[0.0] * (novelty.HISTOGRAM_BINS - 2), 0.5], atol=1e-12)
+    thumbnail = statistics[-novelty.THUMBNAIL_SIDE ** 2:].reshape(novelty.THUMBNAIL_SIDE, novelty.THUMBNAIL_SIDE)
+    np.testing.assert_array_equal(thumbnail[:, :4], 0.0)
+    np.testing.assert_array_equal(thumbnail[:, 4:], 1.0)
+    flat = statistics[-novelty.THUMBNAIL_SIDE ** 2 - 1]
+    assert flat == pytest.approx(31 * 63 / 63 ** 2)  # the bright half's flat pixels, the edge column excluded
+
+
+def test_image_statistics_flag_ct_like_and_drawn_images_and_keep_the_datasets_own(phantom_root):
+    dataset = data.load_dataset(phantom_root, image_size=64, progress=False)
+    kept, validation = data.split_validation(dataset.training, fraction=0.3, seed=0)
+    gaussian = novelty.ClassGaussians.fit(novelty.image_statistics(kept.images), np.zeros(len(kept), np.int64))
+    threshold = novelty.threshold_for(gaussian.distances(novelty.image_statistics(validation.images)), 0.01)
+    record = _record(np.zeros(4), np.arange(4), statistics_mean=gaussian.means,
+                     statistics_precision=gaussian.precision, statistics_threshold=threshold)
+    assert (record.statistics_novelty(dataset.testing.images) > threshold).mean() <= 0.1
+    for kind, images in outlier_sets(64, "resize", 10, seed=2).items():
+        assert (record.statistics_novelty(images[..., np.newaxis]) > threshold).all(), kind
+    assert _record(np.zeros(4), np.arange(4)).statistics_novelty(dataset.testing.images) is None
+
+
+def test_a_record_written_before_the_image_statistics_loads_without_them(tmp_path):
+    path = tmp_path / "old.uncertainty.npz"
+    _record(np.linspace(0, 1, 8), np.repeat(np.arange(4), 2)).save(path)
+    with np.load(path) as stored:
+        assert "statistics_mean" not in stored.files
+    loaded = UncertaintyRecord.load(path)
+    assert loaded.statistics_mean is None and loaded.statistics_threshold == float("inf")
+    with_statistics = _record(np.linspace(0, 1, 8), np.repeat(np.arange(4), 2), statistics_mean=np.ones((1, 3)),
+                              statistics_precision=np.eye(3), statistics_threshold=7.5)
+    reloaded = UncertaintyRecord.load(with_statistics.save(tmp_path / "new.uncertainty.npz"))
+    assert reloaded.statistics_threshold == 7.5
+    np.testing.assert_array_equal(reloaded.statistics_distances(np.ones((2, 3))), [0.0, 0.0])
 
 
 def test_a_flagged_answer_reads_as_withheld_in_the_table_and_says_so_in_json():
@@ -196,7 +269,9 @@ def test_a_record_survives_saving(recorded_run):
     loaded = UncertaintyRecord.load(record_path(run.directory / "labels.json"))
     assert loaded.method == record.method == max(validation_auroc, key=validation_auroc.get)
     assert loaded.temperature == record.temperature and loaded.threshold == record.threshold
+    assert loaded.statistics_threshold == record.statistics_threshold < float("inf")
     np.testing.assert_array_equal(loaded.scores, record.scores)
+    np.testing.assert_array_equal(loaded.statistics_precision, record.statistics_precision)
 
 
 @pytest.mark.slow
@@ -221,6 +296,15 @@ def test_the_command_flags_noise_keeps_phantoms_and_prints_sets(recorded_run, ph
     printed = json.loads(capsys.readouterr().out)
     assert printed["calibrated"] and printed["set_level"] == 0.5
     assert isinstance(printed["predictions"][0]["prediction_set"], list)
+
+
+@pytest.mark.slow
+def test_the_command_flags_a_ct_like_head_by_its_image_statistics(recorded_run, tmp_path):
+    run, _, _ = recorded_run
+    head = outlier_images(1, seed=0)["CT-like head phantom"][0]
+    head.save(tmp_path / "head.png")
+    flags = predict.predict_files(str(tmp_path / "head.png"), run.directory)[0].flags
+    assert any(flag.startswith("unlike the training images (image statistics") for flag in flags), flags
 
 
 @pytest.mark.slow

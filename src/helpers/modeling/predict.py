@@ -170,17 +170,19 @@ def _predict_batch(saved: SavedModel, batch: np.ndarray, batch_size: int, level:
     """Return per image its class, confidence, probabilities and flags; with an uncertainty record the probabilities
     are calibrated and each image gets its conformal set and novelty score. adapted: the model adapted to the series
     (helpers.modeling.adaptation), which gives the probabilities; novelty stays the trained model's."""
+    from helpers.uncertainty.conformal import NO_FIT_LEVEL
     from helpers.uncertainty.novelty import feature_extractor, logit_layers
 
     record = saved.uncertainty
     if record is None:
         raw = np.asarray((adapted or saved.model).predict(batch, batch_size=batch_size, verbose=0), dtype=np.float64)
-        calibrated, sets, novelty, no_class_fits = raw, None, None, None
+        calibrated, sets, novelty, statistics, no_class_fits = raw, None, None, None, None
     else:
         saved.extractor = saved.extractor or feature_extractor(saved.model)
         raw, features = saved.extractor.predict(batch, batch_size=batch_size, verbose=0)
         raw = np.asarray(raw, dtype=np.float64)
         novelty = record.novelty(raw, np.asarray(features, dtype=np.float64), logit_layers(saved.model))
+        statistics = record.statistics_novelty(batch)
         if adapted is not None:
             raw = np.asarray(adapted.predict(batch, batch_size=batch_size, verbose=0), dtype=np.float64)
         calibrated = record.calibrated(raw)
@@ -192,11 +194,14 @@ def _predict_batch(saved: SavedModel, batch: np.ndarray, batch_size: int, level:
         if record is not None and novelty is not None and novelty[index] > record.threshold:
             found.append(f"unlike the training images ({record.method} {novelty[index]:.0f} over "
                          f"{record.threshold:.0f})")
-        elif record is None and saved.confidence_threshold is not None and row[best] < saved.confidence_threshold:
+        if record is not None and statistics is not None and statistics[index] > record.statistics_threshold:
+            found.append(f"unlike the training images (image statistics {statistics[index]:.0f} over "
+                         f"{record.statistics_threshold:.0f})")
+        if record is None and saved.confidence_threshold is not None and row[best] < saved.confidence_threshold:
             found.append(f"unlike the training images (confidence {row[best]:.2f} under "
                          f"{saved.confidence_threshold:.2f})")
         if record is not None and no_class_fits is not None and no_class_fits[index]:
-            found.append(f"no class fits at the {level or record.level:.0%} level (an empty conformal set)")
+            found.append(f"no class fits (an empty conformal set at the {NO_FIT_LEVEL:.0%} level)")
         predictions.append({"predicted_class": saved.class_names[best], "confidence": float(row[best]),
                             "probabilities": {name: float(value) for name, value in zip(saved.class_names, row)},
                             "prediction_set": (None if sets is None else

@@ -13,8 +13,11 @@ from helpers import config
 # class mean under the classes' shared covariance (Lee et al. 2018); "energy": minus the log-sum-exp of the logits
 # (Liu et al. 2020); "confidence": one minus the top-class probability, the cut the command used before.
 METHODS = ("mahalanobis", "energy", "confidence")
-# The share of validation images the flag may catch.
+# The share of validation images the flag may catch (the feature score and the image statistics together).
 VALIDATION_FLAG_RATE = 0.02
+# The image statistics: intensity histogram bins, rings of the radial profile, gradient histogram bins, and the side
+# of the thumbnail that keeps the layout.
+HISTOGRAM_BINS, RINGS, GRADIENT_BINS, THUMBNAIL_SIDE = 16, 6, 8, 8
 
 
 def _heads(model) -> list:
@@ -101,6 +104,28 @@ def novelty_scores(method: str, probabilities: np.ndarray, features: np.ndarray,
     return 1.0 - np.asarray(probabilities).max(axis=1)
 
 
+def image_statistics(images: np.ndarray) -> np.ndarray:
+    """Return a model-independent description of each (N, size, size) uint8 model input: its intensity histogram,
+    its mean intensity in rings around the centre, its gradient histogram, its share of flat non-dark pixels and a
+    THUMBNAIL_SIDE x THUMBNAIL_SIDE thumbnail (block means)."""
+    pixels = np.asarray(images, dtype=np.float32).reshape(len(images), *np.shape(images)[1:3]) / 255.0
+    size = pixels.shape[1]
+    rows, columns = np.mgrid[0:size, 0:size]
+    radius = np.hypot(rows - (size - 1) / 2, columns - (size - 1) / 2) / (size / 2)
+    rings = np.minimum((radius * 4).astype(int), RINGS - 1)
+    gradients = (np.abs(np.diff(pixels, axis=1))[:, :, :-1] + np.abs(np.diff(pixels, axis=2))[:, :-1, :])
+    histogram = np.stack([np.histogram(image, bins=HISTOGRAM_BINS, range=(0, 1))[0] for image in pixels])
+    gradient_histogram = np.stack([np.histogram(image, bins=GRADIENT_BINS, range=(0, 0.5))[0]
+                                   for image in gradients])
+    radial = np.stack([pixels[:, rings == ring].mean(axis=1) for ring in range(RINGS)], axis=1)
+    flat = ((gradients == 0) & (pixels[:, :-1, :-1] > 0.05)).mean(axis=(1, 2))[:, np.newaxis]
+    edges = np.linspace(0, size, THUMBNAIL_SIDE + 1).astype(int)
+    blocks = np.add.reduceat(np.add.reduceat(pixels, edges[:-1], axis=1), edges[:-1], axis=2)
+    thumbnail = blocks / np.outer(np.diff(edges), np.diff(edges))
+    return np.concatenate([np.sqrt(histogram / size ** 2), radial, np.sqrt(gradient_histogram / gradients[0].size),
+                           flat, thumbnail.reshape(len(pixels), -1)], axis=1)
+
+
 def threshold_for(validation_scores: np.ndarray, rate: float = VALIDATION_FLAG_RATE) -> float:
     """Return the score above which at most `rate` of the validation images lie."""
     return float(np.quantile(np.asarray(validation_scores), 1.0 - rate, method="higher"))
@@ -112,3 +137,17 @@ def auroc(inside_scores: np.ndarray, outside_scores: np.ndarray) -> float:
 
     truth = np.r_[np.zeros(len(inside_scores)), np.ones(len(outside_scores))]
     return float(roc_auc_score(truth, np.r_[inside_scores, outside_scores]))
+
+
+def union_thresholds(first_scores: np.ndarray, second_scores: np.ndarray,
+                     rate: float = VALIDATION_FLAG_RATE) -> tuple[float, float]:
+    """Return a threshold for each of two scores of the same validation images, each flagging the same share of them,
+    the largest share for which either score together flags at most `rate` of them."""
+    first_scores, second_scores = np.asarray(first_scores), np.asarray(second_scores)
+    low, high = rate / 2, rate
+    for _ in range(30):
+        middle = (low + high) / 2
+        flagged = ((first_scores > threshold_for(first_scores, middle))
+                   | (second_scores > threshold_for(second_scores, middle))).mean()
+        low, high = (middle, high) if flagged <= rate else (low, middle)
+    return threshold_for(first_scores, low), threshold_for(second_scores, low)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from helpers.metrics_record import Uncertainty
+from helpers.uncertainty.conformal import NO_FIT_LEVEL
 from helpers.uncertainty.fitting import judged_targets
 
 FALLBACK_CHECKS = ("a flag means \"look twice\", its absence proves nothing: this model ships no uncertainty record "
@@ -19,6 +20,13 @@ def _far_and_near(measured: dict) -> tuple[str, str]:
     outliers = sorted(measured["outliers"], key=lambda row: row["flagged"])
     every = ", ".join(f"{row['kind']} {row['flagged']:.0%}" for row in measured["outliers"])
     return every, outliers[0]["kind"]
+
+
+def _statistics_clause(measured: dict) -> str:
+    """Return the image-statistics detector's part of the flag's definition ("" for figures measured without it)."""
+    threshold = measured.get("statistics threshold")
+    return "" if threshold is None else (f", or a distance of the input's image statistics (intensity histogram, "
+                                         f"radial profile, gradients) to the training images' over {threshold:.1f}")
 
 
 def temperature_kept(measured: dict) -> bool:
@@ -51,8 +59,9 @@ def input_checks_markdown(metrics: dict, model_name: str) -> str:
     sets = ", ".join(f"{key[len('coverage '):]} {value:.1%}" for key, value in official.items()
                      if key.startswith("coverage "))
     return (basic + f"\"Unlike the training images\" means a {measured['method']} novelty score (on the penultimate "
-            f"features of `{model_name}`) over {measured['threshold']:.1f}, the threshold at which 2% of validation "
-            f"images are flagged. Measured: {official['unfamiliar']:.1%} of the official Testing images flagged; "
+            f"features of `{model_name}`) over {measured['threshold']:.1f}{_statistics_clause(measured)}, "
+            f"thresholds at which together 2% of validation images are flagged. Measured: "
+            f"{official['unfamiliar']:.1%} of the official Testing images flagged as unlike the training images; "
             f"external test parts: {external or 'none'}; generated outliers: {every} (the least caught: {least}).\n\n"
             f"{calibration_sentence(measured)} The expected calibration error on official Testing goes from "
             f"{official['ece before']:.1%} to {official['ece after']:.1%}. Each answer comes with a "
@@ -60,8 +69,9 @@ def input_checks_markdown(metrics: dict, model_name: str) -> str:
             f"validation images used for nothing else; `--level` changes it) that always holds the predicted class: "
             f"on official Testing it holds the true class for {official['coverage']:.1%} of the images (per class: "
             f"{sets}), {official['mean set size']:.2f} classes on average; an image no class fits "
-            f"({official['empty sets']:.1%}) is flagged. On other sources the images are not exchangeable with the "
-            f"calibration images and coverage falls (per source: `reports/{Uncertainty.NOTEBOOK}.html`). "
+            f"(an empty set even at the {NO_FIT_LEVEL:.0%} level: {official['empty sets']:.1%}) is flagged. On other "
+            f"sources the images are not exchangeable with the calibration images and coverage falls (per source: "
+            f"`reports/{Uncertainty.NOTEBOOK}.html`). "
             f"A flagged answer is shown withheld (`(class?)` in the table, `answer_withheld` in the JSON). "
             f"A flag means \"look twice\"; its absence proves nothing.\n\nUncertainty targets: "
             + "; ".join(f"{row['target']}: {row['measured']}, {'met' if row['met'] else 'missed'}"
