@@ -317,6 +317,26 @@ def test_the_metrics_record_the_commit_the_run_began_at_and_the_one_it_ended_at_
     assert "the code changed while the notebooks ran (aaaaaaaaaa -> bbbbbbbbbb)" in capsys.readouterr().err
 
 
+def test_the_training_accounting_passes_over_a_run_still_training(tmp_path):
+    from datetime import datetime, timedelta
+
+    from helpers.modeling.run_folders import RUN_FILE, TIMINGS_FILE
+    from helpers.reporting import pipeline
+
+    started = datetime.now()
+    for folder, created in (("old-seed42", started - timedelta(days=1)), ("new-seed42", started)):
+        (tmp_path / "recipe" / folder).mkdir(parents=True)
+        (tmp_path / "recipe" / folder / RUN_FILE).write_text(json.dumps({"created": created.isoformat()}))
+        (tmp_path / "recipe" / folder / TIMINGS_FILE).write_text(json.dumps(
+            {"fit_seconds": 10.0, "prediction_seconds": {"test": 2.0}}))
+    resume = tmp_path / "recipe" / ".rnn-seed44.resume"  # a run still training: its resume state, no "created"
+    resume.mkdir()
+    (resume / RUN_FILE).write_text(json.dumps({"epochs": 100}))
+    counted = pipeline.training_accounting({"timings": {"total_seconds": 5.0}}, tmp_path, started)
+    assert counted == {"trained_runs": ["recipe/new-seed42"], "reused_runs": ["recipe/old-seed42"],
+                       "reused_training_seconds": 12.0, "from_scratch_seconds": 17.0}
+
+
 def test_a_pipeline_run_carries_over_every_file_the_other_commands_write_into_reports():
     import importlib
     import pkgutil

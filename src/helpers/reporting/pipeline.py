@@ -190,10 +190,12 @@ def _collect_metrics(metrics_dir: Path, profile: str, notebook_seconds: dict[str
 
 def training_accounting(metrics: dict, run_root: Path, started: datetime) -> dict:
     """Return which of the study's run folders (every recipe, model and seed) this run trained and which it reused,
-    with the reused runs' seconds."""
+    with the reused runs' seconds; the hidden folders of a run still training (its resume state) are neither."""
     trained, reused, reused_seconds = [], [], 0.0
     for record in sorted(run_root.glob(f"*/*/{RUN_FILE}")):
         directory = record.parent
+        if directory.name.startswith("."):
+            continue
         name = f"{directory.parent.name}/{directory.name}"
         if datetime.fromisoformat(json.loads(record.read_text())["created"]) >= started.replace(microsecond=0):
             trained.append(name)
