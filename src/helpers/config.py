@@ -199,7 +199,7 @@ class Profile:
 FULL_PROFILE = Profile("full", epochs=40, images_per_class=None, synthetic=False, seeds=(42, 43, 44),
                        description="real data, full training, three seeds", model_recipes=(("rnn", "dataset-only"),),
                        recipes=("dataset-only", "outlined"),
-                       fewer_seeds=(("sequencer", "dataset-only", (42,)),))
+                       fewer_seeds=(("sequencer", "dataset-only", (42, 43)),))
 PROFILES: dict[str, Profile] = {
     "full": FULL_PROFILE,
     # What a notebook opened without parameters shows: the published study's runs, read from models/runs (the

@@ -15,9 +15,8 @@ from helpers import config
 METHODS = ("mahalanobis", "energy", "confidence")
 # The share of validation images the flag may catch (the feature score and the image statistics together).
 VALIDATION_FLAG_RATE = 0.02
-# The image statistics: intensity histogram bins, rings of the radial profile, gradient histogram bins, and the side
-# of the thumbnail that keeps the layout.
-HISTOGRAM_BINS, RINGS, GRADIENT_BINS, THUMBNAIL_SIDE = 16, 6, 8, 8
+# The image statistics: intensity histogram bins, rings of the radial profile, gradient histogram bins.
+HISTOGRAM_BINS, RINGS, GRADIENT_BINS = 16, 6, 8
 
 
 def _heads(model) -> list:
@@ -106,8 +105,7 @@ def novelty_scores(method: str, probabilities: np.ndarray, features: np.ndarray,
 
 def image_statistics(images: np.ndarray) -> np.ndarray:
     """Return a model-independent description of each (N, size, size) uint8 model input: its intensity histogram,
-    its mean intensity in rings around the centre, its gradient histogram, its share of flat non-dark pixels and a
-    THUMBNAIL_SIDE x THUMBNAIL_SIDE thumbnail (block means)."""
+    its mean intensity in rings around the centre, its gradient histogram and its share of flat non-dark pixels."""
     pixels = np.asarray(images, dtype=np.float32).reshape(len(images), *np.shape(images)[1:3]) / 255.0
     size = pixels.shape[1]
     rows, columns = np.mgrid[0:size, 0:size]
@@ -119,11 +117,8 @@ def image_statistics(images: np.ndarray) -> np.ndarray:
                                    for image in gradients])
     radial = np.stack([pixels[:, rings == ring].mean(axis=1) for ring in range(RINGS)], axis=1)
     flat = ((gradients == 0) & (pixels[:, :-1, :-1] > 0.05)).mean(axis=(1, 2))[:, np.newaxis]
-    edges = np.linspace(0, size, THUMBNAIL_SIDE + 1).astype(int)
-    blocks = np.add.reduceat(np.add.reduceat(pixels, edges[:-1], axis=1), edges[:-1], axis=2)
-    thumbnail = blocks / np.outer(np.diff(edges), np.diff(edges))
     return np.concatenate([np.sqrt(histogram / size ** 2), radial, np.sqrt(gradient_histogram / gradients[0].size),
-                           flat, thumbnail.reshape(len(pixels), -1)], axis=1)
+                           flat], axis=1)
 
 
 def threshold_for(validation_scores: np.ndarray, rate: float = VALIDATION_FLAG_RATE) -> float:
