@@ -98,6 +98,10 @@ def test_mcnemar_pairs_models_only_within_a_recipe():
     [mixed] = factorial.architecture_verdicts(factorial.factorial_rows(split, np.ones(20, bool), ()),
                                               factorial.within_recipe_mcnemar(TEST_LABELS, split))
     assert mixed["p_value"] < 0.05 and mixed["difference_points"] < 0 and mixed["winner"] == "neither"
+    assert factorial.verdict_sentence(mixed).endswith(
+        "no winner, the seeds disagree (the means favour cnn, the best-on-validation seeds rnn)")
+    assert factorial.compact_verdicts([mixed]).endswith("(p = 0.031, = as the best seeds favour rnn)")
+    assert factorial.compact_verdicts(verdicts[1:2]) == "`outlined`: rnn +0.0 (p = 1, =)"
     assert factorial.verdict_sentence(verdicts[0]) == ("under `dataset-only`, **rnn** wins: rnn 100.00% against cnn "
                                                        "70.00% (+30.0 points; McNemar p = 0.031, 6 against 0 images "
                                                        "right alone)")

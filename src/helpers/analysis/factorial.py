@@ -275,18 +275,40 @@ def verdict_sentence(verdict: dict[str, Any]) -> str:
                   f"{verdict['baseline_accuracy']:.2%} ({verdict['difference_points']:+.1f} points; McNemar "
                   f"p = {verdict['p_value']:.2g}, {verdict['model_alone_right']} against "
                   f"{verdict['baseline_alone_right']} images right alone)")
+    if verdict["winner"] == "neither" and verdict["p_value"] < 0.05:
+        return (f"under `{verdict['recipe']}`, {comparison}: no winner, the seeds disagree (the means favour "
+                f"{_ahead_on_average(verdict)}, the best-on-validation seeds {_ahead_in_test(verdict)})")
     if verdict["winner"] == "neither":
         return f"under `{verdict['recipe']}`, {comparison}: no significant difference"
     return f"under `{verdict['recipe']}`, **{verdict['winner']}** wins: {comparison}"
 
 
+def _ahead_on_average(verdict: dict[str, Any]) -> str:
+    """Return the model of a verdict whose mean accuracy over seeds is higher."""
+    return verdict["model"] if verdict["difference_points"] > 0 else verdict["baseline"]
+
+
+def _ahead_in_test(verdict: dict[str, Any]) -> str:
+    """Return the model of a verdict whose best-on-validation seed got more images right alone."""
+    return verdict["model"] if verdict["model_alone_right"] > verdict["baseline_alone_right"] else verdict["baseline"]
+
+
+def _compact_winner(verdict: dict[str, Any]) -> str:
+    """Return a verdict's winner in one word: its name, "=" for none, or "=" with the seeds' disagreement."""
+    if verdict["winner"] != "neither":
+        return verdict["winner"]
+    if verdict["p_value"] < 0.05:
+        return f"= as the best seeds favour {_ahead_in_test(verdict)}"
+    return "="
+
+
 def compact_verdicts(verdicts: list[dict[str, Any]]) -> str:
     """Return the verdicts in few words, grouped by recipe: each model's points against the baseline, McNemar's p and
-    the winner ("=" where neither wins)."""
+    the winner ("=" where neither wins, saying so where the best seeds' test and the means disagree)."""
     recipes = dict.fromkeys(verdict["recipe"] for verdict in verdicts)
     return "; ".join(f"`{recipe_name}`: " + ", ".join(
         f"{verdict['model']} {verdict['difference_points']:+.1f} (p = {verdict['p_value']:.2g}, "
-        f"{'=' if verdict['winner'] == 'neither' else verdict['winner']})"
+        f"{_compact_winner(verdict)})"
         for verdict in verdicts if verdict["recipe"] == recipe_name) for recipe_name in recipes)
 
 
