@@ -337,6 +337,30 @@ def test_the_training_accounting_passes_over_a_run_still_training(tmp_path):
                        "reused_training_seconds": 12.0, "from_scratch_seconds": 17.0}
 
 
+def test_a_failure_after_the_notebooks_ran_keeps_their_reports_and_leaves_the_published_ones(tmp_path, monkeypatch):
+    from helpers.reporting import pipeline
+
+    def execute(name, output, parameters):
+        nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# {name}")]), output)
+        Path(parameters["metrics_dir"]).mkdir(parents=True, exist_ok=True)
+        (Path(parameters["metrics_dir"]) / f"{name}.json").write_text(json.dumps({"data_fingerprint": "abc"}))
+
+    def fail(*arguments):
+        raise KeyError("created")
+
+    monkeypatch.setattr(pipeline, "_execute", execute)
+    monkeypatch.setattr(pipeline, "training_accounting", fail)
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "index.html").write_text("the published reports")
+    with pytest.raises(pipeline.PipelineError, match=r"the notebooks ran but publishing failed \(KeyError"):
+        pipeline.run_pipeline("demo", reports_dir=reports, run_root=tmp_path / "runs", notebooks=("01_explore_data",),
+                              progress=False)
+    assert [file.name for file in reports.iterdir()] == ["index.html"]
+    assert (reports / "index.html").read_text() == "the published reports"
+    assert (pipeline.failed_directory(reports) / "01_explore_data.html").is_file()
+
+
 def test_a_pipeline_run_carries_over_every_file_the_other_commands_write_into_reports():
     import importlib
     import pkgutil

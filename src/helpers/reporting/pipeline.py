@@ -251,13 +251,21 @@ def run_pipeline(profile: str = "full", data_dir: str | os.PathLike | None = Non
             export_html(output)
             kept_notebooks.mkdir(parents=True, exist_ok=True)
             shutil.move(output, kept_notebooks / output.name)
-        metrics = _collect_metrics(metrics_dir, chosen.name, notebook_seconds, time.perf_counter() - started, origin)
-        metrics["timings"]["cpu_seconds"] = cpu_seconds() - started_cpu
+        try:
+            metrics = _collect_metrics(metrics_dir, chosen.name, notebook_seconds, time.perf_counter() - started,
+                                       origin)
+            metrics["timings"]["cpu_seconds"] = cpu_seconds() - started_cpu
+            metrics["timings"].update(training_accounting(metrics, run_root, started_at))
+            write_atomically(staging / METRICS_FILE,
+                             lambda temporary: temporary.write_text(json.dumps(metrics, indent=2) + "\n"))
+            write_index(staging, metrics)
+        except Exception as error:  # every notebook ran: keep their reports and figures before the staging goes
+            kept = failed_directory(reports_dir)
+            shutil.rmtree(kept, ignore_errors=True)
+            shutil.copytree(staging, kept)
+            raise PipelineError(f"the notebooks ran but publishing failed ({type(error).__name__}: {error}); their "
+                                f"reports and figures are kept in {kept}; {reports_dir} left as it was") from None
         shutil.rmtree(metrics_dir)
-        metrics["timings"].update(training_accounting(metrics, run_root, started_at))
-        write_atomically(staging / METRICS_FILE,
-                         lambda temporary: temporary.write_text(json.dumps(metrics, indent=2) + "\n"))
-        write_index(staging, metrics)
         for name in CARRIED_FILES:
             if (reports_dir / name).is_file():
                 shutil.copy2(reports_dir / name, staging / name)
