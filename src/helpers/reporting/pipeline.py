@@ -207,6 +207,22 @@ def training_accounting(metrics: dict, run_root: Path, started: datetime) -> dic
             "from_scratch_seconds": metrics["timings"]["total_seconds"] + reused_seconds}
 
 
+def _write_metrics_and_index(staging: Path, metrics: dict) -> None:
+    """Write a run's metrics.json and its index page into the staging folder."""
+    write_atomically(staging / METRICS_FILE,
+                     lambda temporary: temporary.write_text(json.dumps(metrics, indent=2) + "\n"))
+    write_index(staging, metrics)
+
+
+def _kept_after_failure(staging: Path, reports_dir: Path, error: Exception) -> PipelineError:
+    """Copy the staged reports of a run whose publishing failed beside the reports folder; return the error to raise."""
+    kept = failed_directory(reports_dir)
+    shutil.rmtree(kept, ignore_errors=True)
+    shutil.copytree(staging, kept)
+    return PipelineError(f"the notebooks ran but publishing failed ({type(error).__name__}: {error}); their reports "
+                         f"and figures are kept in {kept}; {reports_dir} left as it was")
+
+
 def run_pipeline(profile: str = "full", data_dir: str | os.PathLike | None = None,
                  reports_dir: str | os.PathLike | None = None, run_root: str | os.PathLike | None = None,
                  notebooks: tuple[str, ...] = NOTEBOOKS, progress: bool = True,
@@ -256,15 +272,9 @@ def run_pipeline(profile: str = "full", data_dir: str | os.PathLike | None = Non
                                        origin)
             metrics["timings"]["cpu_seconds"] = cpu_seconds() - started_cpu
             metrics["timings"].update(training_accounting(metrics, run_root, started_at))
-            write_atomically(staging / METRICS_FILE,
-                             lambda temporary: temporary.write_text(json.dumps(metrics, indent=2) + "\n"))
-            write_index(staging, metrics)
+            _write_metrics_and_index(staging, metrics)
         except Exception as error:  # every notebook ran: keep their reports and figures before the staging goes
-            kept = failed_directory(reports_dir)
-            shutil.rmtree(kept, ignore_errors=True)
-            shutil.copytree(staging, kept)
-            raise PipelineError(f"the notebooks ran but publishing failed ({type(error).__name__}: {error}); their "
-                                f"reports and figures are kept in {kept}; {reports_dir} left as it was") from None
+            raise _kept_after_failure(staging, reports_dir, error) from None
         shutil.rmtree(metrics_dir)
         for name in CARRIED_FILES:
             if (reports_dir / name).is_file():
