@@ -171,6 +171,15 @@ def test_a_record_written_before_the_image_statistics_loads_without_them(tmp_pat
     np.testing.assert_array_equal(reloaded.statistics_distances(np.ones((2, 3))), [0.0, 0.0])
 
 
+def test_the_model_card_names_the_outlier_kind_caught_least_only_when_one_is():
+    from helpers.uncertainty.report import _far_and_near
+
+    alike = {"outliers": [{"kind": "noise", "flagged": 1.0}, {"kind": "photographs", "flagged": 1.0}]}
+    assert _far_and_near(alike) == ("noise 100%, photographs 100%", "")
+    apart = {"outliers": [{"kind": "noise", "flagged": 1.0}, {"kind": "photographs", "flagged": 0.9}]}
+    assert _far_and_near(apart) == ("noise 100%, photographs 90%", "photographs")
+
+
 def test_a_flagged_answer_reads_as_withheld_in_the_table_and_says_so_in_json():
     flagged = predict.Prediction("photo.jpg", "meningioma", 0.985, {"meningioma": 0.985}, flags=[
         "unlike the training images (mahalanobis 990 over 901)"], prediction_set=["meningioma"], answer_withheld=True)

@@ -16,10 +16,11 @@ def measured_figures(metrics: dict, model_name: str) -> dict | None:
 
 
 def _far_and_near(measured: dict) -> tuple[str, str]:
-    """Return the outlier kinds' flagged shares as text: all kinds, and the kinds flagged least."""
+    """Return the outlier kinds' flagged shares as text: all kinds, and the kind flagged least ("" when every kind is
+    flagged alike)."""
     outliers = sorted(measured["outliers"], key=lambda row: row["flagged"])
     every = ", ".join(f"{row['kind']} {row['flagged']:.0%}" for row in measured["outliers"])
-    return every, outliers[0]["kind"]
+    return every, "" if outliers[0]["flagged"] == outliers[-1]["flagged"] else outliers[0]["kind"]
 
 
 def _statistics_clause(measured: dict) -> str:
@@ -62,7 +63,8 @@ def input_checks_markdown(metrics: dict, model_name: str) -> str:
             f"features of `{model_name}`) over {measured['threshold']:.1f}{_statistics_clause(measured)}, "
             f"thresholds at which together 2% of validation images are flagged. Measured: "
             f"{official['unfamiliar']:.1%} of the official Testing images flagged as unlike the training images; "
-            f"external test parts: {external or 'none'}; generated outliers: {every} (the least caught: {least}).\n\n"
+            f"external test parts: {external or 'none'}; generated outliers: {every}"
+            f"{f' (the least caught: {least})' if least else ''}.\n\n"
             f"{calibration_sentence(measured)} The expected calibration error on official Testing goes from "
             f"{official['ece before']:.1%} to {official['ece after']:.1%}. Each answer comes with a "
             f"{measured['level']:.0%} conformal prediction set (class-conditional, calibrated on the dataset's own "
