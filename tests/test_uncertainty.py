@@ -94,7 +94,7 @@ def test_a_shown_set_always_holds_the_answer_and_an_empty_one_is_reported():
     generator = np.random.default_rng(4)
     probabilities = _softmax(generator.normal(0, 2, (500, 4)))
     sets = generator.random((500, 4)) < 0.3
-    shown, empty = conformal.with_answer(sets, probabilities)
+    shown, empty = conformal.with_answer(sets, probabilities, sets)
     assert conformal.holds_answer(shown, probabilities) == 1.0 > conformal.holds_answer(sets, probabilities)
     np.testing.assert_array_equal(empty, sets.sum(axis=1) == 0)
     assert (shown >= sets).all() and (shown.sum(axis=1) - sets.sum(axis=1) <= 1).all()

@@ -275,12 +275,17 @@ def verdict_sentence(verdict: dict[str, Any]) -> str:
                   f"{verdict['baseline_accuracy']:.2%} ({verdict['difference_points']:+.1f} points; McNemar "
                   f"p = {verdict['p_value']:.2g}, {verdict['model_alone_right']} against "
                   f"{verdict['baseline_alone_right']} images right alone)")
-    if verdict["winner"] == "neither" and verdict["p_value"] < 0.05:
+    if _seeds_disagree(verdict):
         return (f"under `{verdict['recipe']}`, {comparison}: no winner, the seeds disagree (the means favour "
                 f"{_ahead_on_average(verdict)}, the best-on-validation seeds {_ahead_in_test(verdict)})")
     if verdict["winner"] == "neither":
         return f"under `{verdict['recipe']}`, {comparison}: no significant difference"
     return f"under `{verdict['recipe']}`, **{verdict['winner']}** wins: {comparison}"
+
+
+def _seeds_disagree(verdict: dict[str, Any]) -> bool:
+    """Tell whether a verdict has no winner although McNemar's test is significant (the means favour the other)."""
+    return verdict["winner"] == "neither" and verdict["p_value"] < 0.05
 
 
 def _ahead_on_average(verdict: dict[str, Any]) -> str:
@@ -295,11 +300,9 @@ def _ahead_in_test(verdict: dict[str, Any]) -> str:
 
 def _compact_winner(verdict: dict[str, Any]) -> str:
     """Return a verdict's winner in one word: its name, "=" for none, or "=" with the seeds' disagreement."""
-    if verdict["winner"] != "neither":
-        return verdict["winner"]
-    if verdict["p_value"] < 0.05:
+    if _seeds_disagree(verdict):
         return f"= as the best seeds favour {_ahead_in_test(verdict)}"
-    return "="
+    return "=" if verdict["winner"] == "neither" else verdict["winner"]
 
 
 def compact_verdicts(verdicts: list[dict[str, Any]]) -> str:

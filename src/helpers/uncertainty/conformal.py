@@ -57,16 +57,13 @@ def crepes_prediction_sets(probabilities: np.ndarray, scores: np.ndarray, score_
     return np.stack(columns, axis=1).astype(bool)
 
 
-def with_answer(sets: np.ndarray, probabilities: np.ndarray,
-                wide_sets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def with_answer(sets: np.ndarray, probabilities: np.ndarray, wide_sets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Return the sets with each image's predicted class added (a set never leaves out the answer given beside it;
-    coverage can only rise), and which images no class fits: empty wide_sets (the sets at NO_FIT_LEVEL; default: the
-    sets themselves), so they are flagged."""
-    sets = np.asarray(sets, dtype=bool)
-    answered = sets.copy()
-    answered[np.arange(len(sets)), np.asarray(probabilities).argmax(axis=1)] = True
-    wide_sets = sets if wide_sets is None else np.asarray(wide_sets, dtype=bool)
-    return answered, np.logical_not(wide_sets.any(axis=1))
+    coverage can only rise), and which images no class fits: empty wide_sets (the same images' sets at NO_FIT_LEVEL),
+    so they are flagged."""
+    answered = np.array(sets, dtype=bool)
+    answered[np.arange(len(answered)), np.asarray(probabilities).argmax(axis=1)] = True
+    return answered, np.logical_not(np.asarray(wide_sets, dtype=bool).any(axis=1))
 
 
 def holds_answer(sets: np.ndarray, probabilities: np.ndarray) -> float:

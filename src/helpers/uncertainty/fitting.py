@@ -112,7 +112,7 @@ def evaluate(outputs: Outputs, labels: np.ndarray, record: UncertaintyRecord, la
     conformal = crepes_prediction_sets(calibrated, record.scores, record.score_labels, record.level)
     sets, no_class_fits = with_answer(conformal, calibrated, crepes_prediction_sets(
         calibrated, record.scores, record.score_labels, NO_FIT_LEVEL))
-    unfamiliar = unfamiliar_images(outputs, record, layers)
+    unfamiliar = unfamiliar_images(record.novelty(outputs.probabilities, outputs.features, layers), outputs, record)
     flagged = unfamiliar | no_class_fits
     summary = set_summary(sets, labels, config.CLASS_NAMES)
     row: dict[str, Any] = {"images": name, "count": int(len(labels)), "flagged": float(flagged.mean()),
@@ -133,9 +133,10 @@ def evaluate(outputs: Outputs, labels: np.ndarray, record: UncertaintyRecord, la
     return row
 
 
-def unfamiliar_images(outputs: Outputs, record: UncertaintyRecord, layers) -> np.ndarray:
-    """Return which images are unlike the training images: by the record's feature score or by image statistics."""
-    return ((record.novelty(outputs.probabilities, outputs.features, layers) > record.threshold)
+def unfamiliar_images(feature_scores: np.ndarray, outputs: Outputs, record: UncertaintyRecord) -> np.ndarray:
+    """Return which images are unlike the training images: by their scores of the record's feature method or by
+    their image statistics."""
+    return ((feature_scores > record.threshold)
             | (record.statistics_distances(outputs.statistics) > record.statistics_threshold))
 
 
@@ -248,7 +249,7 @@ def measure_model(model, images: dict[str, Any], level: float = DEFAULT_LEVEL) -
         outliers.append({"kind": kind, "count": int(len(kind_images)),
                          **{f"auroc {method}": auroc(inside_scores[method], scores[method]) for method in METHODS},
                          f"flagged by {record.method}": float((scores[record.method] > record.threshold).mean()),
-                         "flagged": float(unfamiliar_images(outputs, record, layers).mean())})
+                         "flagged": float(unfamiliar_images(scores[record.method], outputs, record).mean())})
     return record, {"temperature": record.temperature, "calibration": calibration, "method": record.method,
                     "threshold": record.threshold, "statistics threshold": record.statistics_threshold,
                     "validation auroc": validation_auroc, "level": record.level,
