@@ -206,9 +206,12 @@ def test_class_conditional_sets_cover_every_class_and_match_crepes():
     probabilities = _softmax(centres[labels] + generator.normal(0, 1.5, (8000, 4)))
     calibration_part, test_part = np.arange(3000), np.arange(3000, 8000)
     scores = conformal.calibration_scores(probabilities[calibration_part], labels[calibration_part])
-    sets = conformal.prediction_sets(probabilities[test_part], scores, labels[calibration_part], 0.9)
+    sets = conformal.prediction_sets(probabilities[test_part], scores, labels[calibration_part], 0.9, None)
     summary = conformal.set_summary(sets, labels[test_part], ("a", "b", "c", "d"))
     assert all(0.88 <= value <= 0.93 for value in summary["class_coverage"].values()), summary
+    guaranteed = conformal.prediction_sets(probabilities[test_part], scores, labels[calibration_part], 0.9)
+    assert (guaranteed >= sets).all()
+    sets = guaranteed
     assert 1.0 < summary["mean_set_size"] < 4.0
     np.testing.assert_array_equal(sets, conformal.crepes_prediction_sets(probabilities[test_part], scores,
                                                                          labels[calibration_part], 0.9))
@@ -217,6 +220,20 @@ def test_class_conditional_sets_cover_every_class_and_match_crepes():
     assert conformal.describe_set(["a", "c"]) == "a or c" and conformal.describe_set([]) == "none"
     with pytest.raises(ValueError, match="between 0 and 1"):
         conformal.prediction_sets(probabilities[:2], scores, labels[calibration_part], 90)
+
+
+def test_each_class_is_covered_at_the_level_on_nine_calibration_draws_in_ten():
+    generator = np.random.default_rng(3)
+    test_scores = np.linspace(0.0, 1.0, 2001)[1:-1, np.newaxis]  # uniform scores: coverage = share of this grid
+    covered = {guarantee: [] for guarantee in (None, 0.9)}
+    for _ in range(2000):
+        scores = generator.uniform(size=100)
+        for guarantee in covered:
+            sets = conformal.prediction_sets(1.0 - test_scores, scores, np.zeros(100, np.int64), 0.9, guarantee)
+            covered[guarantee].append(sets[:, 0].mean() >= 0.9)
+    assert np.mean(covered[0.9]) >= 0.88 and np.mean(covered[None]) < 0.75
+    assert conformal.guaranteed_level(0.9, 50) == pytest.approx(48.5 / 51)  # keeps 49 of 50 (hand-computed)
+    assert conformal.guaranteed_level(0.9, 50, None) == 0.9 and conformal.guaranteed_level(0.9, 10) == 0.9
 
 
 def test_mahalanobis_scores_grow_away_from_the_classes_and_the_threshold_keeps_two_percent():

@@ -3,6 +3,7 @@ calibration scores it stored (docs/decisions.md: the prediction command does not
 
 from __future__ import annotations
 
+from math import exp, lgamma, log
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,8 @@ import numpy as np
 DEFAULT_LEVEL = 0.90
 # An image no class fits: its set is empty even at this level (every class's p-value under 1%).
 NO_FIT_LEVEL = 0.99
+# The shown sets cover each class at the level with this probability over the calibration draw (not only on average).
+GUARANTEE = 0.90
 
 
 def nonconformity(probabilities: np.ndarray) -> np.ndarray:
@@ -29,30 +32,58 @@ def check_level(level: float) -> float:
     return float(level)
 
 
-def prediction_sets(probabilities: np.ndarray, scores: np.ndarray, score_labels: np.ndarray,
-                    level: float = DEFAULT_LEVEL) -> np.ndarray:
-    """Return (N, classes) booleans: class c is in an image's set when the non-smoothed Mondrian p-value of its score
-    among the calibration scores of class c is at least 1 - level."""
+def guaranteed_level(level: float, count: int, guarantee: float | None = GUARANTEE) -> float:
+    """Return the level at which to calibrate a class with count calibration scores so that its coverage is at least
+    level with probability guarantee over the calibration draw (None: the plain level, met on average only)."""
     level = check_level(level)
+    if guarantee is None or count < 1:
+        return level
+    # With the k-th smallest of n scores as threshold, coverage is Beta(k, n + 1 - k): P(coverage >= level) is the
+    # probability that Binomial(n, level) stays under k.
+    below, rank = 0.0, count
+    for candidate in range(1, count + 1):
+        successes = candidate - 1
+        below += exp(lgamma(count + 1) - lgamma(successes + 1) - lgamma(count - successes + 1)
+                     + successes * log(level) + (count - successes) * log(1.0 - level))
+        if below >= guarantee:
+            rank = candidate
+            break
+    # The non-smoothed set rule with this level keeps exactly the scores up to the rank-th smallest.
+    return max(level, (rank - 0.5) / (count + 1))
+
+
+def class_levels(score_labels: np.ndarray, classes: int, level: float,
+                 guarantee: float | None = GUARANTEE) -> np.ndarray:
+    """Return each class's calibration level (guaranteed_level for its number of calibration scores)."""
+    counts = np.bincount(np.asarray(score_labels, dtype=np.int64), minlength=classes)
+    return np.array([guaranteed_level(level, int(count), guarantee) for count in counts[:classes]])
+
+
+def prediction_sets(probabilities: np.ndarray, scores: np.ndarray, score_labels: np.ndarray,
+                    level: float = DEFAULT_LEVEL, guarantee: float | None = GUARANTEE) -> np.ndarray:
+    """Return (N, classes) booleans: class c is in an image's set when the non-smoothed Mondrian p-value of its score
+    among the calibration scores of class c is at least 1 - (class c's level: class_levels)."""
     test_scores = nonconformity(probabilities)
+    levels = class_levels(score_labels, test_scores.shape[1], level, guarantee)
     sets = np.zeros(test_scores.shape, dtype=bool)
     for label in range(test_scores.shape[1]):
         calibration = np.sort(np.asarray(scores)[np.asarray(score_labels) == label])
         at_least = len(calibration) - np.searchsorted(calibration, test_scores[:, label], side="left")
-        sets[:, label] = (at_least + 1) / (len(calibration) + 1) >= 1.0 - level
+        sets[:, label] = (at_least + 1) / (len(calibration) + 1) >= 1.0 - levels[label]
     return sets
 
 
 def crepes_prediction_sets(probabilities: np.ndarray, scores: np.ndarray, score_labels: np.ndarray,
-                           level: float = DEFAULT_LEVEL) -> np.ndarray:
+                           level: float = DEFAULT_LEVEL, guarantee: float | None = GUARANTEE) -> np.ndarray:
     """Return the same sets computed by crepes' ConformalClassifier with Mondrian bins by class (non-smoothed): the
     study's figures come from it, the prediction command from prediction_sets."""
     from crepes import ConformalClassifier
 
     classifier = ConformalClassifier().fit(np.asarray(scores), bins=np.asarray(score_labels))
     test_scores = nonconformity(probabilities)
+    levels = class_levels(score_labels, test_scores.shape[1], level, guarantee)
     columns = [classifier.predict_set(test_scores, bins=np.full(len(test_scores), label),
-                                      confidence=check_level(level), smoothing=False)[:, label]
+                                      confidence=float(levels[label]), smoothing=False)[:, label]
                for label in range(test_scores.shape[1])]
     return np.stack(columns, axis=1).astype(bool)
 

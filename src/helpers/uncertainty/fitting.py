@@ -111,7 +111,7 @@ def evaluate(outputs: Outputs, labels: np.ndarray, record: UncertaintyRecord, la
     calibrated = record.calibrated(outputs.probabilities)
     conformal = crepes_prediction_sets(calibrated, record.scores, record.score_labels, record.level)
     sets, no_class_fits = with_answer(conformal, calibrated, crepes_prediction_sets(
-        calibrated, record.scores, record.score_labels, NO_FIT_LEVEL))
+        calibrated, record.scores, record.score_labels, NO_FIT_LEVEL, None))
     unfamiliar = unfamiliar_images(record.novelty(outputs.probabilities, outputs.features, layers), outputs, record)
     flagged = unfamiliar | no_class_fits
     summary = set_summary(sets, labels, config.CLASS_NAMES)

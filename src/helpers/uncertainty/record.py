@@ -11,7 +11,7 @@ import numpy as np
 
 from helpers.files import write_atomically
 from helpers.uncertainty.calibration import scale_probabilities
-from helpers.uncertainty.conformal import DEFAULT_LEVEL, NO_FIT_LEVEL, prediction_sets, with_answer
+from helpers.uncertainty.conformal import DEFAULT_LEVEL, GUARANTEE, NO_FIT_LEVEL, prediction_sets, with_answer
 from helpers.uncertainty.novelty import ClassGaussians, image_statistics, novelty_scores
 
 SUFFIX = ".uncertainty.npz"
@@ -96,11 +96,12 @@ class UncertaintyRecord:
         """Return the temperature-scaled probabilities."""
         return scale_probabilities(probabilities, self.temperature)
 
-    def sets(self, calibrated: np.ndarray, level: float | None = None) -> np.ndarray:
+    def sets(self, calibrated: np.ndarray, level: float | None = None, guarantee: float | None = GUARANTEE
+             ) -> np.ndarray:
         """Return the conformal prediction sets (booleans per class) of calibrated probabilities at a level."""
-        return prediction_sets(calibrated, self.scores, self.score_labels, level or self.level)
+        return prediction_sets(calibrated, self.scores, self.score_labels, level or self.level, guarantee)
 
     def answer_sets(self, calibrated: np.ndarray, level: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Return the sets a user is shown (the conformal set with the predicted class added) and which images no
         class fits (an empty set at the NO_FIT_LEVEL: flagged)."""
-        return with_answer(self.sets(calibrated, level), calibrated, self.sets(calibrated, NO_FIT_LEVEL))
+        return with_answer(self.sets(calibrated, level), calibrated, self.sets(calibrated, NO_FIT_LEVEL, None))
