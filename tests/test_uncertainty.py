@@ -141,7 +141,13 @@ def test_image_statistics_describe_a_half_dark_half_bright_image_as_such():
     np.testing.assert_allclose(histogram, [0.5, *[0.0] * (novelty.HISTOGRAM_BINS - 2), 0.5], atol=1e-12)
     radial = statistics[novelty.HISTOGRAM_BINS:novelty.HISTOGRAM_BINS + novelty.RINGS]
     np.testing.assert_allclose(radial[:4], 0.5)  # every full ring around the centre is half bright
-    assert statistics[-1] == pytest.approx(31 * 63 / 63 ** 2)  # the bright half's flat pixels, the edge column excluded
+    flat = novelty.HISTOGRAM_BINS + novelty.RINGS + novelty.GRADIENT_BINS
+    assert statistics[flat] == pytest.approx(31 * 63 / 63 ** 2)  # bright flat pixels, edge column excluded
+    orientation = statistics[flat + 1:]
+    assert len(orientation) == novelty.ORIENTATION_BINS  # one vertical edge: every gradient points along the rows
+    np.testing.assert_allclose(orientation, [1.0, *[0.0] * (novelty.ORIENTATION_BINS - 1)], atol=1e-6)
+    turned = novelty.image_statistics(np.rot90(image, axes=(1, 2)).copy())[0][flat + 1:]
+    assert turned[novelty.ORIENTATION_BINS // 2] == pytest.approx(1.0)  # a horizontal edge: the middle bin
 
 
 def test_image_statistics_flag_ct_like_and_drawn_images_and_keep_the_datasets_own(phantom_root):
@@ -169,6 +175,9 @@ def test_a_record_written_before_the_image_statistics_loads_without_them(tmp_pat
     reloaded = UncertaintyRecord.load(with_statistics.save(tmp_path / "new.uncertainty.npz"))
     assert reloaded.statistics_threshold == 7.5
     np.testing.assert_array_equal(reloaded.statistics_distances(np.ones((2, 3))), [0.0, 0.0])
+    # statistics added later are appended: a record of fewer reads the first columns
+    np.testing.assert_array_equal(reloaded.statistics_distances(np.c_[np.ones((2, 3)), np.full((2, 4), 9.0)]),
+                                  [0.0, 0.0])
 
 
 def test_the_model_card_names_the_outlier_kind_caught_least_only_when_one_is():

@@ -15,8 +15,9 @@ from helpers import config
 METHODS = ("mahalanobis", "energy", "confidence")
 # The share of validation images the flag may catch (the feature score and the image statistics together).
 VALIDATION_FLAG_RATE = 0.02
-# The image statistics: intensity histogram bins, rings of the radial profile, gradient histogram bins.
-HISTOGRAM_BINS, RINGS, GRADIENT_BINS = 16, 6, 8
+# The image statistics: intensity histogram bins, rings of the radial profile, gradient histogram bins, bins of the
+# gradients' orientation (appended last, so records written before it read the first columns only).
+HISTOGRAM_BINS, RINGS, GRADIENT_BINS, ORIENTATION_BINS = 16, 6, 8, 16
 
 
 def _heads(model) -> list:
@@ -105,7 +106,8 @@ def novelty_scores(method: str, probabilities: np.ndarray, features: np.ndarray,
 
 def image_statistics(images: np.ndarray) -> np.ndarray:
     """Return a model-independent description of each (N, size, size) uint8 model input: its intensity histogram,
-    its mean intensity in rings around the centre, its gradient histogram and its share of flat non-dark pixels."""
+    its mean intensity in rings around the centre, its gradient histogram, its share of flat non-dark pixels and the
+    orientation of its gradients."""
     pixels = np.asarray(images, dtype=np.float32).reshape(len(images), *np.shape(images)[1:3]) / 255.0
     size = pixels.shape[1]
     rows, columns = np.mgrid[0:size, 0:size]
@@ -118,7 +120,18 @@ def image_statistics(images: np.ndarray) -> np.ndarray:
     radial = np.stack([pixels[:, rings == ring].mean(axis=1) for ring in range(RINGS)], axis=1)
     flat = ((gradients == 0) & (pixels[:, :-1, :-1] > 0.05)).mean(axis=(1, 2))[:, np.newaxis]
     return np.concatenate([np.sqrt(histogram / size ** 2), radial, np.sqrt(gradient_histogram / gradients[0].size),
-                           flat], axis=1)
+                           flat, orientation_histogram(pixels)], axis=1)
+
+
+def orientation_histogram(pixels: np.ndarray) -> np.ndarray:
+    """Return the square root of each (N, size, size) image's share of gradient magnitude in each orientation bin (0
+    to 180 degrees): a photograph's straight edges crowd a few bins, a head's curves spread over all."""
+    vertical, horizontal = np.gradient(np.asarray(pixels, dtype=np.float32), axis=(1, 2))
+    magnitude = np.hypot(horizontal, vertical)
+    angle = np.mod(np.arctan2(vertical, horizontal), np.pi)
+    bins = np.minimum((angle / np.pi * ORIENTATION_BINS).astype(int), ORIENTATION_BINS - 1)
+    shares = np.stack([(magnitude * (bins == index)).sum(axis=(1, 2)) for index in range(ORIENTATION_BINS)], axis=1)
+    return np.sqrt(shares / np.maximum(shares.sum(axis=1, keepdims=True), 1e-9))
 
 
 def threshold_for(validation_scores: np.ndarray, rate: float = VALIDATION_FLAG_RATE) -> float:

@@ -90,7 +90,8 @@ class UncertaintyRecord:
         inputs' (zeros for a record without that detector)."""
         if self.statistics_mean is None or self.statistics_precision is None:
             return np.zeros(len(statistics))
-        return ClassGaussians(self.statistics_mean, self.statistics_precision).distances(statistics)
+        known = np.asarray(statistics)[:, :self.statistics_mean.shape[1]]  # a record of fewer statistics reads those
+        return ClassGaussians(self.statistics_mean, self.statistics_precision).distances(known)
 
     def calibrated(self, probabilities: np.ndarray) -> np.ndarray:
         """Return the temperature-scaled probabilities."""
