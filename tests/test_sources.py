@@ -183,13 +183,15 @@ def test_source_images_take_as_many_of_each_source_as_the_profile_does(phantom_r
 def test_the_loso_table_keeps_rows_in_recipe_model_and_hold_out_order_whatever_was_measured_last(tmp_path):
     names = [item.name for item in loso.hold_outs()]
 
-    def row(model, recipe, held_out):
-        return {"model": model, "recipe": recipe, "held out": held_out, "source": held_out}
+    def row(model, recipe, held_out, seed=42):
+        return {"model": model, "recipe": recipe, "held out": held_out, "source": held_out, "seed": seed}
 
     loso.write_table([row("sequencer", "outlined", names[0]), row("rnn", "outlined", names[1])], tmp_path)
-    loso.write_table([row("rnn", "outlined", names[0]), row("rnn", "both-sides", names[2])], tmp_path)
-    loso.write_table([row("rnn", "outlined", names[0])], tmp_path)  # measured again: its place stays
+    loso.write_table([row("rnn", "outlined", names[0], 43), row("rnn", "both-sides", names[2])], tmp_path)
+    loso.write_table([row("rnn", "outlined", names[0])], tmp_path)  # another seed: both kept, in seed order
+    loso.write_table([row("rnn", "outlined", names[0], 43)], tmp_path)  # measured again: its place stays
     shown = loso.load_table(tmp_path)
-    assert list(zip(shown["recipe"], shown["model"], shown["held out"])) == [
-        ("both-sides", "rnn", names[2]), ("outlined", "rnn", names[0]), ("outlined", "rnn", names[1]),
-        ("outlined", "sequencer", names[0])]
+    assert list(zip(shown["recipe"], shown["model"], shown["held out"], shown["seed"])) == [
+        ("both-sides", "rnn", names[2], 42), ("outlined", "rnn", names[0], 42), ("outlined", "rnn", names[0], 43),
+        ("outlined", "rnn", names[1], 42), ("outlined", "sequencer", names[0], 42)]
+    assert loso.run_directory("rnn", loso.hold_outs()[0], seed=43).name == "rnn-seed43"

@@ -1,11 +1,11 @@
 """Leave-one-source-out: train with a whole external source (or one of its sequences) left out, measure on it.
 
 `python -m helpers.experiments.loso` (`make loso`) trains, for each hold-out below and each model of MODELS, a recipe
-(RECIPE unless told) without the held-out collections (one seed, reusing a run folder trained with the same settings and
-data), then measures the held-out source's *test* parts on both sides and writes reports/loso.json, one row per (model,
-recipe, hold-out, source). A row records a digest of what it measured, so a machine without the run folders reuses the
-rows of the same settings and data instead of training again. It is the study's figure for "a source absent from
-training".
+(RECIPE unless told) without the held-out collections (seed SEED unless told, reusing a run folder trained with the
+same settings and data), then measures the held-out source's *test* parts on both sides and writes reports/loso.json,
+one row per (model, recipe, hold-out, source, seed). A row records a digest of what it measured, so a machine without
+the run folders reuses the rows of the same settings and data instead of training again. It is the study's figure for
+"a source absent from training".
 """
 
 from __future__ import annotations
@@ -86,35 +86,36 @@ def _finished(directory: Path, model_name: str, settings, loaded) -> bool:
 
 
 def is_finished(model_name: str, hold_out: HoldOut, arrays: tuple[Any, dict], epochs: int | None = None,
-                run_root: Path | None = None, recipe_name: str = RECIPE, measured: list[dict] | None = None) -> bool:
+                run_root: Path | None = None, recipe_name: str = RECIPE, measured: list[dict] | None = None,
+                seed: int = SEED) -> bool:
     """Tell whether the run of a model without a hold-out, on a loaded dataset and its external sets, is finished:
     its run folder is, or the measured rows (of reports/loso.json) hold its measurement."""
     from helpers.inputs.external import assemble_training_data
 
-    settings = hold_out_settings(model_name, hold_out, epochs, recipe_name=recipe_name)
+    settings = hold_out_settings(model_name, hold_out, epochs, seed, recipe_name=recipe_name)
     loaded = assemble_training_data(*arrays, True, settings.external_collections)
     identity = measurement_identity(model_name, hold_out, settings, loaded, arrays[1])
     return (any(row.get("measurement") == identity for row in measured or ())
-            or _finished(run_directory(model_name, hold_out, run_root, recipe_name=recipe_name), model_name,
-                         settings, loaded))
+            or _finished(run_directory(model_name, hold_out, run_root, seed, recipe_name), model_name, settings,
+                         loaded))
 
 
 def find_or_train(model_name: str, hold_out: HoldOut, data_dir: str | None, external_dir: str | None,
                   sets: tuple[config.ExternalSet, ...] = config.EXTERNAL_SETS, run_root: Path | None = None,
                   epochs: int | None = None, recipe_name: str = RECIPE,
-                  arrays: tuple[Any, dict] | None = None) -> Path:
+                  arrays: tuple[Any, dict] | None = None, seed: int = SEED) -> Path:
     """Return the run folder of a model trained without a hold-out, training it unless it already exists; arrays
     (a loaded dataset and its external sets) stand in for the folders where given."""
     from helpers.inputs.external import assemble_training_data, load_training_data
     from helpers.modeling.training import train_model
 
-    settings = hold_out_settings(model_name, hold_out, epochs, recipe_name=recipe_name)
+    settings = hold_out_settings(model_name, hold_out, epochs, seed, recipe_name=recipe_name)
     if arrays is None:
         loaded = load_training_data(data_dir, settings.image_size, settings.preprocessing, True, external_dir,
                                     progress=False, sets=sets, collections=settings.external_collections)
     else:
         loaded = assemble_training_data(*arrays, True, settings.external_collections)
-    directory = run_directory(model_name, hold_out, run_root, recipe_name=recipe_name)
+    directory = run_directory(model_name, hold_out, run_root, seed, recipe_name)
     if _finished(directory, model_name, settings, loaded):
         print(f"{model_name} without {hold_out.name}: reusing {config.shown_path(directory)}")
         return directory
@@ -175,11 +176,13 @@ def evaluate_run(directory: Path, hold_out: HoldOut, external: dict, recipe_name
 def build_table(data_dir: str | None = None, external_dir: str | None = None, train: bool = True,
                 models: tuple[str, ...] = MODELS, sets: tuple[config.ExternalSet, ...] = config.EXTERNAL_SETS,
                 run_root: Path | None = None, epochs: int | None = None, only: tuple[str, ...] = (),
-                recipe_name: str = RECIPE, measured: list[dict] | None = None) -> list[dict]:
-    """Train (or reuse) each model without each hold-out (all, or those named in only) and return the evaluated
+                recipe_name: str = RECIPE, measured: list[dict] | None = None,
+                seeds: tuple[int, ...] = (SEED,)) -> list[dict]:
+    """Train (or reuse) each model with each seed without each hold-out (all, or those named in only) and return the
+    evaluated
     rows; rows measured before of the same model, settings and data (in measured) are reused without training or
     evaluating, and a run that was not trained (train=False and no folder) is left out."""
-    from helpers.inputs.external import load_external_sets, load_training_data
+    from helpers.inputs.external import load_external_sets
     from helpers.modeling.recipes import recipe
 
     external = load_external_sets(external_dir, config.DEFAULT_IMAGE_SIZE, recipe(RECIPE).preprocessing, sets=sets,
@@ -189,24 +192,36 @@ def build_table(data_dir: str | None = None, external_dir: str | None = None, tr
         if only and hold_out.name not in only:
             continue
         for model_name in models:
-            settings = hold_out_settings(model_name, hold_out, epochs, recipe_name=recipe_name)
-            loaded = load_training_data(data_dir, settings.image_size, settings.preprocessing, True, external_dir,
-                                        progress=False, sets=sets, collections=settings.external_collections)
-            identity = measurement_identity(model_name, hold_out, settings, loaded, external)
-            earlier = [row for row in measured or () if row.get("measurement") == identity]
-            if earlier:
-                print(f"{model_name} without {hold_out.name}: reusing the rows measured on the same settings and data")
-                rows.extend(earlier)
-                continue
-            directory = run_directory(model_name, hold_out, run_root, recipe_name=recipe_name)
-            if train:
-                find_or_train(model_name, hold_out, data_dir, external_dir, sets, run_root, epochs, recipe_name,
-                              arrays=(loaded.dataset, loaded.external))
-            elif not directory.is_dir():
-                continue
-            matches = train or _finished(directory, model_name, settings, loaded)  # find_or_train made it match
-            rows.extend(evaluate_run(directory, hold_out, external, recipe_name, identity if matches else None))
+            for seed in seeds:
+                rows.extend(_measured_run(model_name, hold_out, seed, data_dir, external_dir, external, train, sets,
+                                          run_root, epochs, recipe_name, measured))
     return rows
+
+
+def _measured_run(model_name: str, hold_out: HoldOut, seed: int, data_dir: str | None, external_dir: str | None,
+                  external: dict, train: bool, sets: tuple[config.ExternalSet, ...], run_root: Path | None,
+                  epochs: int | None, recipe_name: str, measured: list[dict] | None) -> list[dict]:
+    """Return the rows of one run without a hold-out: reused when measured before on the same settings and data, else
+    evaluated from its run folder (trained first when train is set; none when there is no folder)."""
+    from helpers.inputs.external import load_training_data
+
+    settings = hold_out_settings(model_name, hold_out, epochs, seed, recipe_name=recipe_name)
+    loaded = load_training_data(data_dir, settings.image_size, settings.preprocessing, True, external_dir,
+                                progress=False, sets=sets, collections=settings.external_collections)
+    identity = measurement_identity(model_name, hold_out, settings, loaded, external)
+    earlier = [row for row in measured or () if row.get("measurement") == identity]
+    if earlier:
+        print(f"{model_name} seed {seed} without {hold_out.name}: reusing the rows measured on the same settings and "
+              "data")
+        return earlier
+    directory = run_directory(model_name, hold_out, run_root, seed, recipe_name)
+    if train:
+        find_or_train(model_name, hold_out, data_dir, external_dir, sets, run_root, epochs, recipe_name,
+                      arrays=(loaded.dataset, loaded.external), seed=seed)
+    elif not directory.is_dir():
+        return []
+    matches = train or _finished(directory, model_name, settings, loaded)  # find_or_train made it match
+    return evaluate_run(directory, hold_out, external, recipe_name, identity if matches else None)
 
 
 def write_table(rows: list[dict], reports_dir: Path = config.REPORTS_DIR) -> Path:
@@ -216,12 +231,13 @@ def write_table(rows: list[dict], reports_dir: Path = config.REPORTS_DIR) -> Pat
 
     recipes = {name: index for index, name in enumerate(RECIPES)}
     held_out = {item.name: index for index, item in enumerate(hold_outs())}
-    return write_measured_rows(reports_dir / LOSO_FILE, rows, ("model", "recipe", "held out"), config.PROJECT_ROOT,
+    return write_measured_rows(reports_dir / LOSO_FILE, rows, ("model", "recipe", "held out", "seed"),
+                               config.PROJECT_ROOT,
                                order=lambda row: (recipes.get(row["recipe"], len(recipes)), row["model"],
-                                                  held_out.get(row["held out"], len(held_out))),
+                                                  held_out.get(row["held out"], len(held_out)), row["seed"]),
                                seed=SEED, provenance=provenance(),
-                               note="one seed per run; each run trained without the held-out collections (train and "
-                                    "test parts) and measured on their test parts")
+                               note="one row per run and source; each run trained without the held-out collections "
+                                    "(train and test parts) and measured on their test parts")
 
 
 def measured_rows(reports_dir: Path = config.REPORTS_DIR) -> list[dict]:
@@ -254,6 +270,7 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold-outs", nargs="+", default=(), choices=[item.name for item in hold_outs()],
                         help="default: every hold-out")
     parser.add_argument("--recipe", default=RECIPE, choices=RECIPES, help="training recipe (default: %(default)s)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[SEED], help="training seeds (default: %(default)s)")
     parser.add_argument("--evaluate-only", action="store_true", help="measure the existing run folders, train none")
     arguments = parser.parse_args(argv)
     chosen = [item.name for item in hold_outs() if not arguments.hold_outs or item.name in arguments.hold_outs]
@@ -262,7 +279,8 @@ def _main(argv: list[str] | None = None) -> int:
             for model_name in arguments.models:
                 rows = build_table(arguments.data_dir, arguments.external_dir, train=not arguments.evaluate_only,
                                    models=(model_name,), only=(name,), recipe_name=arguments.recipe,
-                                   measured=read_measured_rows(config.REPORTS_DIR / LOSO_FILE))
+                                   measured=read_measured_rows(config.REPORTS_DIR / LOSO_FILE),
+                                   seeds=tuple(arguments.seeds))
                 print(f"{model_name} without {name}: written to {write_table(rows)}", flush=True)
     except (DataError, FileNotFoundError) as error:
         return commands.failed(error)

@@ -76,7 +76,7 @@ def _sources_html(metrics: dict, default: str) -> str:
                f"{source_frame(metrics, default).to_html(index=False, border=0)}{notes}")
     loso = loso_frame(metrics)
     if len(loso):
-        section += ("<h2>A source absent from training (leave-one-source-out, one seed each)</h2>"
+        section += ("<h2>A source absent from training (leave-one-source-out, a row per seed)</h2>"
                     + loso.to_html(index=False, border=0))
     return section
 

@@ -36,6 +36,7 @@ from helpers.reporting.source_report import (
     external_sources,
     loso_markdown,
     loso_recipe,
+    loso_rows,
     short_target_text,
     source_markdown,
 )
@@ -102,9 +103,10 @@ def markdown_table(metrics: dict) -> str:
     loso = loso_markdown(metrics, columns=("tumour sensitivity", "specificity", "balanced accuracy"),
                          recipe=loso_shown, model_name=kind)
     if loso and not factorial:  # with a factorial, the frontier and the index page show it
-        lines += ["", f"A source absent from training (leave-one-source-out: the {kind}, `{loso_shown}` recipe, one "
-                  "seed, trained without the held-out sets; the other models, recipes and type accuracy in "
-                  "`reports/index.html`):", "", loso]
+        seeds = sorted({row.get("seed") for row in loso_rows(metrics, kind, loso_shown)}, key=str)
+        lines += ["", f"A source absent from training (leave-one-source-out: the {kind}, `{loso_shown}` recipe, "
+                  f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}, trained without the held-out "
+                  "sets; the other models, recipes and type accuracy in `reports/index.html`):", "", loso]
     external = external_targets(metrics)
     if external:
         met = [row for row in external if row["met"]]

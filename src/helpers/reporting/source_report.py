@@ -75,14 +75,15 @@ def loso_rows(metrics: dict, model: str | None = None, recipe: str | None = None
 
 def loso_frame(metrics: dict, recipe: str | None = None, model_name: str | None = None) -> pd.DataFrame:
     """Return the leave-one-source-out rows (of one recipe and one model when given) as a reader sees them: model,
-    recipe, what was held out, where it was measured, and each figure as a percentage ("—" where the source has no
-    such side); empty when not measured. Records written before runs named their recipe, and the rows of one recipe,
-    have no recipe column; the rows of one model have no model column."""
+    recipe, what was held out, where it was measured, the seed, and each figure as a percentage ("—" where the source
+    has no such side); empty when not measured. Records written before runs named their recipe, and the rows of one
+    recipe, have no recipe column; the rows of one model have no model column."""
     rows = loso_rows(metrics, model_name, recipe=recipe)
     named = recipe is None and any("recipe" in row for row in rows)
     return pd.DataFrame([{**({} if model_name else {"model": row["model"]}),
                           **({"recipe": row.get("recipe", "—")} if named else {}),
                           "held out of training": row["held out"], "measured on": row["source"],
+                          "seed": row.get("seed", "—"),
                           **{header: _percent(row.get(key.replace("_", " "))) for key, header in FIGURES.items()}}
                          for row in rows])
 
@@ -125,7 +126,8 @@ def _measured(metrics: dict, shipped: str, origin: str, where: str, figure: str)
         chosen = loso_recipe(metrics, kind, config.FULL_PROFILE.recipe)
         found = [row for row in loso_rows(metrics, kind, chosen)
                  if row["held out"] == held_out and row["source"] == source]
-        return found[0].get(figure) if found else None
+        values = [float(row[figure]) for row in found if row.get(figure) is not None]
+        return sum(values) / len(values) if values else None  # the mean over the seeds measured
     found = [row for row in record.pointing if row["model"] == shipped
              and row["method"] == "occlusion" and row["external set"] == where]
     return found[0][figure] if found else None
