@@ -114,8 +114,8 @@ levers: $(INSTALLED) ## train rnn and hybrid under each compute lever (precision
 factorial: $(INSTALLED) ## train every model under each recipe (dataset-only, outlined), the profile's seeds, into runs/full/<recipe>/; finished runs kept, an interrupted one resumed
 	$(BIN)/python -m helpers.experiments.factorial
 
-loso: $(INSTALLED) ## train sequencer and rnn without each external source (seed 42; finished runs and rows measured on the same settings and data kept) -> reports/loso.json
-	$(BIN)/python -m helpers.experiments.loso
+loso: $(INSTALLED) ## train sequencer and rnn without each external source (seeds LOSO_SEEDS="42 43", default 42; finished runs and rows measured on the same settings and data kept) -> reports/loso.json
+	$(BIN)/python -m helpers.experiments.loso --seeds $(or $(LOSO_SEEDS),42)
 
 adaptation: $(INSTALLED) ## predict each external source with batch normalisation re-estimated on its images (whole, groups of 32), on the kept models of runs/full and runs/loso -> reports/adaptation.json
 	$(BIN)/python -m helpers.experiments.adaptation
