@@ -179,9 +179,8 @@ def build_table(data_dir: str | None = None, external_dir: str | None = None, tr
                 recipe_name: str = RECIPE, measured: list[dict] | None = None,
                 seeds: tuple[int, ...] = (SEED,)) -> list[dict]:
     """Train (or reuse) each model with each seed without each hold-out (all, or those named in only) and return the
-    evaluated
-    rows; rows measured before of the same model, settings and data (in measured) are reused without training or
-    evaluating, and a run that was not trained (train=False and no folder) is left out."""
+    evaluated rows; rows measured before of the same model, settings and data (in measured) are reused without
+    training or evaluating, and a run that was not trained (train=False and no folder) is left out."""
     from helpers.inputs.external import load_external_sets
     from helpers.modeling.recipes import recipe
 

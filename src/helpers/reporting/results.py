@@ -103,7 +103,7 @@ def markdown_table(metrics: dict) -> str:
     loso = loso_markdown(metrics, columns=("tumour sensitivity", "specificity", "balanced accuracy"),
                          recipe=loso_shown, model_name=kind)
     if loso and not factorial:  # with a factorial, the frontier and the index page show it
-        seeds = sorted({row.get("seed") for row in loso_rows(metrics, kind, loso_shown)}, key=str)
+        seeds = sorted({int(row["seed"]) for row in loso_rows(metrics, kind, loso_shown) if "seed" in row})
         lines += ["", f"A source absent from training (leave-one-source-out: the {kind}, `{loso_shown}` recipe, "
                   f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}, trained without the held-out "
                   "sets; the other models, recipes and type accuracy in `reports/index.html`):", "", loso]

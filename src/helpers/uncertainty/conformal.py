@@ -41,10 +41,11 @@ def guaranteed_level(level: float, count: int, guarantee: float | None = GUARANT
     # With the k-th smallest of n scores as threshold, coverage is Beta(k, n + 1 - k): P(coverage >= level) is the
     # probability that Binomial(n, level) stays under k.
     below, rank = 0.0, count
+    log_ways, log_hit, log_miss = lgamma(count + 1), log(level), log(1.0 - level)
     for candidate in range(1, count + 1):
         successes = candidate - 1
-        below += exp(lgamma(count + 1) - lgamma(successes + 1) - lgamma(count - successes + 1)
-                     + successes * log(level) + (count - successes) * log(1.0 - level))
+        below += exp(log_ways - lgamma(successes + 1) - lgamma(count - successes + 1)
+                     + successes * log_hit + (count - successes) * log_miss)
         if below >= guarantee:
             rank = candidate
             break
