@@ -133,6 +133,17 @@ def test_two_scores_share_the_flag_budget_equally_and_together_stay_within_it():
     assert (first > same_first).mean() == pytest.approx(0.02, abs=0.001)
 
 
+def test_the_guaranteed_flag_rate_keeps_new_images_flagged_under_the_rate_in_nine_draws_of_ten():
+    generator = np.random.default_rng(6)
+    rate = novelty.guaranteed_flag_rate(900)
+    assert 0.012 < rate < 0.02 and novelty.guaranteed_flag_rate(900, guarantee=None) == pytest.approx(0.02)
+    assert rate < novelty.guaranteed_flag_rate(20000) < 0.02  # more validation images, less margin needed
+    # scores uniform on [0, 1]: a threshold t flags a share 1 - t of new images
+    true_rates = np.array([1.0 - novelty.threshold_for(generator.random(900), rate) for _ in range(2000)])
+    plain = np.array([1.0 - novelty.threshold_for(generator.random(900), 0.02) for _ in range(2000)])
+    assert (true_rates > 0.02).mean() <= 0.12 and (plain > 0.02).mean() > 0.3
+
+
 def test_image_statistics_describe_a_half_dark_half_bright_image_as_such():
     image = np.zeros((1, 64, 64), np.uint8)
     image[:, :, 32:] = 255
@@ -150,13 +161,22 @@ def test_image_statistics_describe_a_half_dark_half_bright_image_as_such():
     assert turned[novelty.ORIENTATION_BINS // 2] == pytest.approx(1.0)  # a horizontal edge: the middle bin
 
 
+def test_nearest_neighbours_of_the_statistics_see_a_gap_between_two_kinds_of_training_images():
+    generator = np.random.default_rng(0)
+    two_kinds = np.r_[generator.normal(-3, 0.1, (50, 2)), generator.normal(3, 0.1, (50, 2))]
+    neighbours = novelty.StatisticsNeighbours.fit(two_kinds)
+    between, inside = neighbours.distances(np.zeros((1, 2))), neighbours.distances(np.full((1, 2), 3.0))
+    assert inside[0] < 0.1 < 0.9 < between[0]  # standardised: each kind sits about one unit from the middle
+    single = novelty.ClassGaussians.fit(two_kinds, np.zeros(100, np.int64))  # one Gaussian calls the gap typical
+    assert single.distances(np.zeros((1, 2)))[0] < single.distances(np.full((1, 2), 3.0))[0]
+
+
 def test_image_statistics_flag_ct_like_and_drawn_images_and_keep_the_datasets_own(phantom_root):
     dataset = data.load_dataset(phantom_root, image_size=64, progress=False)
     kept, validation = data.split_validation(dataset.training, fraction=0.3, seed=0)
-    gaussian = novelty.ClassGaussians.fit(novelty.image_statistics(kept.images), np.zeros(len(kept), np.int64))
-    threshold = novelty.threshold_for(gaussian.distances(novelty.image_statistics(validation.images)), 0.01)
-    record = _record(np.zeros(4), np.arange(4), statistics_mean=gaussian.means,
-                     statistics_precision=gaussian.precision, statistics_threshold=threshold)
+    neighbours = novelty.StatisticsNeighbours.fit(novelty.image_statistics(kept.images))
+    threshold = novelty.threshold_for(neighbours.distances(novelty.image_statistics(validation.images)), 0.01)
+    record = _record(np.zeros(4), np.arange(4), statistics=neighbours, statistics_threshold=threshold)
     assert (record.statistics_novelty(dataset.testing.images) > threshold).mean() <= 0.1
     for kind, images in outlier_sets(64, "resize", 10, seed=2).items():
         assert (record.statistics_novelty(images[..., np.newaxis]) > threshold).all(), kind
@@ -167,11 +187,13 @@ def test_a_record_written_before_the_image_statistics_loads_without_them(tmp_pat
     path = tmp_path / "old.uncertainty.npz"
     _record(np.linspace(0, 1, 8), np.repeat(np.arange(4), 2)).save(path)
     with np.load(path) as stored:
-        assert "statistics_mean" not in stored.files
+        assert "statistics_reference" not in stored.files
     loaded = UncertaintyRecord.load(path)
-    assert loaded.statistics_mean is None and loaded.statistics_threshold == float("inf")
-    with_statistics = _record(np.linspace(0, 1, 8), np.repeat(np.arange(4), 2), statistics_mean=np.ones((1, 3)),
-                              statistics_precision=np.eye(3), statistics_threshold=7.5)
+    assert loaded.statistics is None and loaded.statistics_threshold == float("inf")
+    np.testing.assert_array_equal(loaded.statistics_distances(np.ones((2, 3))), [0.0, 0.0])
+    reference = np.r_[np.zeros((5, 3)), np.ones((5, 3))]
+    with_statistics = _record(np.linspace(0, 1, 8), np.repeat(np.arange(4), 2),
+                              statistics=novelty.StatisticsNeighbours.fit(reference), statistics_threshold=7.5)
     reloaded = UncertaintyRecord.load(with_statistics.save(tmp_path / "new.uncertainty.npz"))
     assert reloaded.statistics_threshold == 7.5
     np.testing.assert_array_equal(reloaded.statistics_distances(np.ones((2, 3))), [0.0, 0.0])
@@ -304,7 +326,7 @@ def test_a_record_survives_saving(recorded_run):
     assert loaded.temperature == record.temperature and loaded.threshold == record.threshold
     assert loaded.statistics_threshold == record.statistics_threshold < float("inf")
     np.testing.assert_array_equal(loaded.scores, record.scores)
-    np.testing.assert_array_equal(loaded.statistics_precision, record.statistics_precision)
+    np.testing.assert_array_equal(loaded.statistics.reference, record.statistics.reference)
 
 
 @pytest.mark.slow

@@ -195,8 +195,8 @@ def _predict_batch(saved: SavedModel, batch: np.ndarray, batch_size: int, level:
             found.append(f"unlike the training images ({record.method} {novelty[index]:.0f} over "
                          f"{record.threshold:.0f})")
         if record is not None and statistics is not None and statistics[index] > record.statistics_threshold:
-            found.append(f"unlike the training images (image statistics {statistics[index]:.0f} over "
-                         f"{record.statistics_threshold:.0f})")
+            found.append(f"unlike the training images (image statistics {statistics[index]:.1f} over "
+                         f"{record.statistics_threshold:.1f})")
         if record is None and saved.confidence_threshold is not None and row[best] < saved.confidence_threshold:
             found.append(f"unlike the training images (confidence {row[best]:.2f} under "
                          f"{saved.confidence_threshold:.2f})")

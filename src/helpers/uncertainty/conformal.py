@@ -32,25 +32,31 @@ def check_level(level: float) -> float:
     return float(level)
 
 
-def guaranteed_level(level: float, count: int, guarantee: float | None = GUARANTEE) -> float:
-    """Return the level at which to calibrate a class with count calibration scores so that its coverage is at least
-    level with probability guarantee over the calibration draw (None: the plain level, met on average only)."""
+def guaranteed_rank(level: float, count: int, guarantee: float = GUARANTEE) -> int:
+    """Return the smallest rank k such that, with the k-th smallest of count exchangeable scores as threshold, at
+    least level of new scores fall at or under it with probability guarantee over the draw of the count."""
     level = check_level(level)
-    if guarantee is None or count < 1:
-        return level
     # With the k-th smallest of n scores as threshold, coverage is Beta(k, n + 1 - k): P(coverage >= level) is the
     # probability that Binomial(n, level) stays under k.
-    below, rank = 0.0, count
+    below = 0.0
     log_ways, log_hit, log_miss = lgamma(count + 1), log(level), log(1.0 - level)
     for candidate in range(1, count + 1):
         successes = candidate - 1
         below += exp(log_ways - lgamma(successes + 1) - lgamma(count - successes + 1)
                      + successes * log_hit + (count - successes) * log_miss)
         if below >= guarantee:
-            rank = candidate
-            break
+            return candidate
+    return count
+
+
+def guaranteed_level(level: float, count: int, guarantee: float | None = GUARANTEE) -> float:
+    """Return the level at which to calibrate a class with count calibration scores so that its coverage is at least
+    level with probability guarantee over the calibration draw (None: the plain level, met on average only)."""
+    level = check_level(level)
+    if guarantee is None or count < 1:
+        return level
     # The non-smoothed set rule with this level keeps exactly the scores up to the rank-th smallest.
-    return max(level, (rank - 0.5) / (count + 1))
+    return max(level, (guaranteed_rank(level, count, guarantee) - 0.5) / (count + 1))
 
 
 def class_levels(score_labels: np.ndarray, classes: int, level: float,

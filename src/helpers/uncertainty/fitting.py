@@ -3,9 +3,9 @@
 Validation images (the dataset's own and the external train parts' held-out patients) are split in two halves by
 class. The claims are made for the official split, so calibration reads the dataset's own validation images: the first
 half's fit the temperature, which is kept only when it lowers the calibration error on the second half's (else the
-identity ships); the second half's calibrate the conformal sets. The novelty score is picked and its threshold set on
-the whole first half, against one draw of generated outliers. Figures are measured on the official Testing split,
-every external test part (coverage per source), and a second, independent draw of outliers.
+identity ships); the second half's calibrate the conformal sets. The novelty score is picked on the whole first half,
+against one draw of generated outliers, and the thresholds are set on both halves. Figures are measured on the
+official Testing split, every external test part (coverage per source), and a second, independent draw of outliers.
 """
 
 from __future__ import annotations
@@ -38,8 +38,10 @@ from helpers.uncertainty.conformal import (
 from helpers.uncertainty.novelty import (
     METHODS,
     ClassGaussians,
+    StatisticsNeighbours,
     auroc,
     feature_extractor,
+    guaranteed_flag_rate,
     image_statistics,
     logit_layers,
     novelty_scores,
@@ -170,9 +172,10 @@ def fit_record(model, training: Outputs, training_labels: np.ndarray, first: Out
                level: float = DEFAULT_LEVEL, first_own: np.ndarray | None = None, second_own: np.ndarray | None = None
                ) -> tuple[UncertaintyRecord, dict[str, float], dict[str, np.ndarray], dict[str, Any]]:
     """Fit the temperature on the first validation half's own images (kept only if it helps on the second half's),
-    pick the novelty score on the whole first half (with one draw of outliers), calibrate the conformal sets on the
-    second half's own images; return the record, each method's validation AUROC, each method's scores of the first
-    half, and the calibration decision. first_own, second_own: which images are the dataset's own (default: all)."""
+    pick the novelty score on the whole first half (with one draw of outliers) and set its threshold and the image
+    statistics' on both halves, calibrate the conformal sets on the second half's own images; return the record,
+    each method's validation AUROC, each method's scores of the first half, and the calibration decision. first_own,
+    second_own: which images are the dataset's own (default: all)."""
     first_own = np.ones(len(first_labels), bool) if first_own is None else np.asarray(first_own, bool)
     second_own = np.ones(len(second_labels), bool) if second_own is None else np.asarray(second_own, bool)
     fitting, checking = (first_labels >= 0) & first_own, (second_labels >= 0) & second_own
@@ -188,12 +191,15 @@ def fit_record(model, training: Outputs, training_labels: np.ndarray, first: Out
     method = max(METHODS, key=lambda name: validation_auroc[name])
     scores, score_labels = conformal_calibration(scale_probabilities(second.probabilities, temperature),
                                                  second_labels, second_own)
-    statistics = ClassGaussians.fit(training.statistics, np.zeros(len(training.statistics), np.int64))
-    threshold, statistics_threshold = union_thresholds(inside[method], statistics.distances(first.statistics))
+    statistics = StatisticsNeighbours.fit(training.statistics)
+    validation_scores = np.r_[inside[method], novelty_scores(method, second.probabilities, second.features,
+                                                               gaussians, layers)]
+    threshold, statistics_threshold = union_thresholds(
+        validation_scores, statistics.distances(np.r_[first.statistics, second.statistics]),
+        guaranteed_flag_rate(len(validation_scores)))
     record = UncertaintyRecord(temperature=temperature, scores=scores, score_labels=score_labels, method=method,
                                threshold=threshold, means=gaussians.means, precision=gaussians.precision, level=level,
-                               statistics_mean=statistics.means, statistics_precision=statistics.precision,
-                               statistics_threshold=statistics_threshold)
+                               statistics=statistics, statistics_threshold=statistics_threshold)
     return record, validation_auroc, inside, calibration
 
 

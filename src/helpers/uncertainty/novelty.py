@@ -8,16 +8,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from helpers import config
+from helpers.uncertainty.conformal import GUARANTEE, guaranteed_rank
 
 # The detector's scores; higher means more unlike the training images. "mahalanobis": the distance to the nearest
 # class mean under the classes' shared covariance (Lee et al. 2018); "energy": minus the log-sum-exp of the logits
 # (Liu et al. 2020); "confidence": one minus the top-class probability, the cut the command used before.
 METHODS = ("mahalanobis", "energy", "confidence")
-# The share of validation images the flag may catch (the feature score and the image statistics together).
+# The share of images like the validation images the flag may catch (the feature score and the image statistics
+# together), held with probability GUARANTEE over the validation draw (guaranteed_flag_rate).
 VALIDATION_FLAG_RATE = 0.02
 # The image statistics: intensity histogram bins, rings of the radial profile, gradient histogram bins, bins of the
 # gradients' orientation (appended last, so records written before it read the first columns only).
 HISTOGRAM_BINS, RINGS, GRADIENT_BINS, ORIENTATION_BINS = 16, 6, 8, 16
+# The image statistics' score: the mean distance to this many nearest training inputs, in standardised statistics.
+NEIGHBOURS = 5
 
 
 def _heads(model) -> list:
@@ -88,6 +92,35 @@ class ClassGaussians:
         return np.einsum("ncf,fg,ncg->nc", gaps, np.asarray(self.precision, dtype=np.float64), gaps).min(axis=1)
 
 
+@dataclass
+class StatisticsNeighbours:
+    """The training inputs' image statistics, standardised, to score new inputs by their nearest neighbours among
+    them (a head seen in any plane or source is near some of them; a photograph is near none)."""
+
+    reference: np.ndarray  # (images, statistics) standardised statistics of the training inputs, float32
+    centre: np.ndarray  # (statistics,) their mean before standardising
+    scale: np.ndarray  # (statistics,) their standard deviation (1 where constant)
+
+    @classmethod
+    def fit(cls, statistics: np.ndarray) -> StatisticsNeighbours:
+        """Standardise the training inputs' statistics and keep them as the reference."""
+        statistics = np.asarray(statistics, dtype=np.float64)
+        centre, scale = statistics.mean(axis=0), statistics.std(axis=0)
+        scale = np.where(scale > 0, scale, 1.0)
+        return cls(reference=((statistics - centre) / scale).astype(np.float32), centre=centre, scale=scale)
+
+    def distances(self, statistics: np.ndarray) -> np.ndarray:
+        """Return each input's mean Euclidean distance to its NEIGHBOURS nearest reference inputs (statistics added
+        after the reference was fitted are appended last: the reference's columns are read)."""
+        from scipy.spatial import KDTree
+
+        known = np.asarray(statistics, dtype=np.float64)[:, :self.reference.shape[1]]
+        count = min(NEIGHBOURS, len(self.reference))
+        distances = KDTree(np.asarray(self.reference, dtype=np.float64)).query((known - self.centre) / self.scale,
+                                                                              k=count)[0]
+        return np.asarray(distances).reshape(len(known), count).mean(axis=1)
+
+
 def novelty_scores(method: str, probabilities: np.ndarray, features: np.ndarray,
                    gaussians: ClassGaussians | None = None,
                    layers: list[tuple[np.ndarray, np.ndarray]] | None = None) -> np.ndarray:
@@ -145,6 +178,15 @@ def auroc(inside_scores: np.ndarray, outside_scores: np.ndarray) -> float:
 
     truth = np.r_[np.zeros(len(inside_scores)), np.ones(len(outside_scores))]
     return float(roc_auc_score(truth, np.r_[inside_scores, outside_scores]))
+
+
+def guaranteed_flag_rate(count: int, rate: float = VALIDATION_FLAG_RATE, guarantee: float | None = GUARANTEE) -> float:
+    """Return the share of count validation images to flag so that at most rate of images like them are flagged,
+    with probability guarantee over the validation draw (None: rate itself, met on average only)."""
+    if guarantee is None or count < 2:
+        return rate
+    # threshold_for at this rate picks the guaranteed rank's score among the count.
+    return min(rate, 1.0 - (guaranteed_rank(1.0 - rate, count, guarantee) - 1) / (count - 1))
 
 
 def union_thresholds(first_scores: np.ndarray, second_scores: np.ndarray,

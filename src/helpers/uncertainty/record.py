@@ -12,7 +12,7 @@ import numpy as np
 from helpers.files import write_atomically
 from helpers.uncertainty.calibration import scale_probabilities
 from helpers.uncertainty.conformal import DEFAULT_LEVEL, GUARANTEE, NO_FIT_LEVEL, prediction_sets, with_answer
-from helpers.uncertainty.novelty import ClassGaussians, image_statistics, novelty_scores
+from helpers.uncertainty.novelty import ClassGaussians, StatisticsNeighbours, image_statistics, novelty_scores
 
 SUFFIX = ".uncertainty.npz"
 # Where a study keeps its models' records (notebook 07), under its run root; `make publish` copies them to models/.
@@ -32,7 +32,8 @@ def study_record_path(run_root: Path, model_name: str) -> Path:
 @dataclass
 class UncertaintyRecord:
     """A model's fitted temperature, conformal calibration scores (per class) and novelty detectors: one on the
-    model's features, one on the image statistics of its inputs (absent from records written before it existed)."""
+    model's features, one on the image statistics of its inputs (absent from records written before its
+    nearest-neighbour form)."""
 
     temperature: float
     scores: np.ndarray  # non-conformity scores of the conformal calibration images, for their true class
@@ -42,8 +43,7 @@ class UncertaintyRecord:
     means: np.ndarray  # class means of the training features (mahalanobis)
     precision: np.ndarray  # their shared precision matrix (mahalanobis)
     level: float = DEFAULT_LEVEL
-    statistics_mean: np.ndarray | None = None  # (1, statistics) mean of the training inputs' image statistics
-    statistics_precision: np.ndarray | None = None
+    statistics: StatisticsNeighbours | None = None  # the training inputs' image statistics
     statistics_threshold: float = float("inf")  # image-statistics distances above it are flagged
 
     def save(self, path: Path) -> Path:
@@ -52,8 +52,9 @@ class UncertaintyRecord:
                   "score_labels": self.score_labels, "method": np.array(self.method),
                   "threshold": np.float64(self.threshold), "means": self.means, "precision": self.precision,
                   "level": np.float64(self.level)}
-        if self.statistics_mean is not None:
-            arrays.update({"statistics_mean": self.statistics_mean, "statistics_precision": self.statistics_precision,
+        if self.statistics is not None:
+            arrays.update({"statistics_reference": self.statistics.reference,
+                           "statistics_centre": self.statistics.centre, "statistics_scale": self.statistics.scale,
                            "statistics_threshold": np.float64(self.statistics_threshold)})
 
         def write(temporary: Path) -> None:
@@ -66,14 +67,15 @@ class UncertaintyRecord:
     def load(cls, path: Path) -> UncertaintyRecord:
         """Read a record written by save."""
         with np.load(path, allow_pickle=False) as stored:
-            statistics = ({"statistics_mean": stored["statistics_mean"],
-                           "statistics_precision": stored["statistics_precision"],
-                           "statistics_threshold": float(stored["statistics_threshold"])}
-                          if "statistics_mean" in stored.files else {})
+            statistics = (StatisticsNeighbours(stored["statistics_reference"], stored["statistics_centre"],
+                                               stored["statistics_scale"])
+                          if "statistics_reference" in stored.files else None)
+            statistics_threshold = float(stored["statistics_threshold"]) if statistics is not None else float("inf")
             return cls(temperature=float(stored["temperature"]), scores=stored["scores"],
                        score_labels=stored["score_labels"], method=str(stored["method"]),
                        threshold=float(stored["threshold"]), means=stored["means"], precision=stored["precision"],
-                       level=float(stored["level"]), **statistics)
+                       level=float(stored["level"]), statistics=statistics,
+                       statistics_threshold=statistics_threshold)
 
     def novelty(self, probabilities: np.ndarray, features: np.ndarray, layers=None) -> np.ndarray:
         """Return the novelty scores of images from their raw probabilities and features."""
@@ -81,17 +83,14 @@ class UncertaintyRecord:
                               layers)
 
     def statistics_novelty(self, images: np.ndarray) -> np.ndarray | None:
-        """Return the squared Mahalanobis distance of each model input's image statistics to the training inputs'
-        (None for a record without that detector)."""
-        return None if self.statistics_mean is None else self.statistics_distances(image_statistics(images))
+        """Return the distance of each model input's image statistics to the training inputs' nearest (None for a
+        record without that detector)."""
+        return None if self.statistics is None else self.statistics_distances(image_statistics(images))
 
     def statistics_distances(self, statistics: np.ndarray) -> np.ndarray:
-        """Return the squared Mahalanobis distance of image statistics (novelty.image_statistics) to the training
-        inputs' (zeros for a record without that detector)."""
-        if self.statistics_mean is None or self.statistics_precision is None:
-            return np.zeros(len(statistics))
-        known = np.asarray(statistics)[:, :self.statistics_mean.shape[1]]  # a record of fewer statistics reads those
-        return ClassGaussians(self.statistics_mean, self.statistics_precision).distances(known)
+        """Return the distance of image statistics (novelty.image_statistics) to the training inputs' nearest (zeros
+        for a record without that detector)."""
+        return np.zeros(len(statistics)) if self.statistics is None else self.statistics.distances(statistics)
 
     def calibrated(self, probabilities: np.ndarray) -> np.ndarray:
         """Return the temperature-scaled probabilities."""

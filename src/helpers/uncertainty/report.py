@@ -26,8 +26,9 @@ def _far_and_near(measured: dict) -> tuple[str, str]:
 def _statistics_clause(measured: dict) -> str:
     """Return the image-statistics detector's part of the flag's definition ("" for figures measured without it)."""
     threshold = measured.get("statistics threshold")
-    return "" if threshold is None else (f", or a distance of the input's image statistics (intensity histogram, "
-                                         f"radial profile, gradients) to the training images' over {threshold:.1f}")
+    return "" if threshold is None else (f", or a mean distance of the input's image statistics (intensity histogram, "
+                                         f"radial profile, gradients and their orientation) to its five nearest "
+                                         f"training images' over {threshold:.1f}")
 
 
 def temperature_kept(measured: dict) -> bool:
@@ -61,7 +62,8 @@ def input_checks_markdown(metrics: dict, model_name: str) -> str:
                      if key.startswith("coverage "))
     return (basic + f"\"Unlike the training images\" means a {measured['method']} novelty score (on the penultimate "
             f"features of `{model_name}`) over {measured['threshold']:.1f}{_statistics_clause(measured)}, "
-            f"thresholds at which together 2% of validation images are flagged. Measured: "
+            f"thresholds set on validation images so that together they flag at most 2% of images like them (with 90% "
+            f"probability over the validation draw). Measured: "
             f"{official['unfamiliar']:.1%} of the official Testing images flagged as unlike the training images; "
             f"external test parts: {external or 'none'}; generated outliers: {every}"
             f"{f' (the least caught: {least})' if least else ''}.\n\n"
