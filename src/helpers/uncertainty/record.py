@@ -47,7 +47,7 @@ class UncertaintyRecord:
     statistics_threshold: float = float("inf")  # image-statistics distances above it are flagged
 
     def save(self, path: Path) -> Path:
-        """Write the record as a NumPy archive, atomically."""
+        """Write the record as a compressed NumPy archive, atomically."""
         arrays: dict[str, Any] = {"temperature": np.float64(self.temperature), "scores": self.scores,
                   "score_labels": self.score_labels, "method": np.array(self.method),
                   "threshold": np.float64(self.threshold), "means": self.means, "precision": self.precision,
@@ -59,7 +59,7 @@ class UncertaintyRecord:
 
         def write(temporary: Path) -> None:
             with open(temporary, "wb") as handle:
-                np.savez(handle, **arrays)
+                np.savez_compressed(handle, **arrays)
         write_atomically(path, write)
         return path
 
