@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from helpers.modeling import models
+from helpers.modeling import models, randomisation
 
 # Exact sizes. rnn: Conv1D 20,544 + BatchNorm 256 + BiLSTM 197,632 + Dense 16,448 + output 260 (docs/design.md).
 EXPECTED_PARAMETERS = {"rnn": 235_140, "hybrid": 1_216_196, "crnn": 1_369_492, "sequencer": 984_996,
@@ -135,6 +135,35 @@ def test_bias_field_is_smooth_positive_and_within_its_strength():
     assert field.std(axis=(1, 2, 3)).min() > 0.0 and not np.allclose(field[0], field[1])
 
 
+def test_random_kernels_fill_a_centred_square_of_a_drawn_side_and_filter_as_a_correlation():
+    kernels = keras.ops.convert_to_numpy(randomisation.random_kernels(64, keras.random.SeedGenerator(4)))
+    window = randomisation.WINDOW
+    squares = kernels.reshape(64, window, window) != 0
+    sides = squares.any(axis=1).sum(axis=1)
+    assert set(sides.tolist()) == set(randomisation.KERNEL_SIDES)
+    for square, side in zip(squares, sides):
+        margin = (window - side) // 2
+        assert square[margin:window - margin, margin:window - margin].all() and square.sum() == side * side
+    image = np.zeros((1, 9, 9, 1), "float32")
+    image[0, 4, 4, 0] = 1.0
+    kernel = np.zeros((1, window * window), "float32")
+    kernel[0, 0] = 2.0  # top-left weight: each pixel reads its up-left neighbour
+    moved = keras.ops.convert_to_numpy(randomisation.filter_images(image, kernel))
+    assert moved[0, 6, 6, 0] == 2.0 and moved.sum() == 2.0
+
+
+def test_random_convolution_changes_the_texture_in_training_only_and_keeps_the_range():
+    images = np.random.default_rng(0).integers(0, 256, (16, 64, 64, 1)).astype("float32")
+    layer = randomisation.RandomConvolution(rate=1.0, seed=1)
+    changed = keras.ops.convert_to_numpy(layer(images, training=True))
+    assert changed.min() >= 0.0 and changed.max() <= 255.0 and np.abs(changed - images).mean() > 5.0
+    assert np.array_equal(keras.ops.convert_to_numpy(layer(images, training=False)), images)
+    untouched = randomisation.RandomConvolution(rate=0.0, seed=1)
+    assert np.array_equal(keras.ops.convert_to_numpy(untouched(images, training=True)), images)
+    assert isinstance(models.build_model("rnn", augmentation="randomised").get_layer("augmentation").layers[-2],
+                      randomisation.RandomConvolution)
+
+
 def test_a_saved_model_keeps_its_fused_augmentation(tmp_path):
     model = models.build_model("rnn", augmentation="fused", seed=1)
     model.save(tmp_path / "model.keras")
@@ -145,8 +174,8 @@ def test_a_saved_model_keeps_its_fused_augmentation(tmp_path):
 
 
 def test_unknown_augmentation_is_refused():
-    with pytest.raises(ValueError,
-                       match="unknown augmentation 'mixup'; choose one of layers, fused, robust, appearance, none"):
+    with pytest.raises(ValueError, match="unknown augmentation 'mixup'; choose one of layers, fused, robust, "
+                                         "appearance, randomised, none"):
         models.build_model("rnn", augmentation="mixup")
 
 

@@ -17,7 +17,7 @@ from nbconvert import HTMLExporter
 from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
-from helpers import config
+from helpers import config, provenance
 from helpers.reporting.pipeline import (
     CARRIED_FILES,
     INDEX_FILE,
@@ -360,6 +360,38 @@ def test_a_failure_after_the_notebooks_ran_keeps_their_reports_and_leaves_the_pu
     assert (reports / "index.html").read_text() == "the published reports"
     assert (pipeline.failed_directory(reports) / "01_explore_data.html").is_file()
 
+
+
+def test_a_run_of_some_notebooks_keeps_the_published_reports_of_the_others(tmp_path, monkeypatch, capsys):
+    from helpers.metrics_record import NOTEBOOKS
+    from helpers.reporting import pipeline
+
+    fingerprint = {"value": "abc"}
+
+    def execute(name, output, parameters):
+        nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# {name}")]), output)
+        Path(parameters["metrics_dir"]).mkdir(parents=True, exist_ok=True)
+        (Path(parameters["metrics_dir"]) / f"{name}.json").write_text(
+            json.dumps({"data_fingerprint": fingerprint["value"]}))
+
+    monkeypatch.setattr(pipeline, "_execute", execute)
+    monkeypatch.setattr(pipeline, "write_index", lambda staging, metrics: None)
+    reports = tmp_path / "reports"
+    pipeline.run_pipeline("demo", reports_dir=reports, run_root=tmp_path / "runs", progress=False)
+    first = json.loads((reports / "metrics.json").read_text())
+    pipeline.run_pipeline("demo", reports_dir=reports, run_root=tmp_path / "runs", notebooks=(NOTEBOOKS[-1],),
+                          progress=False)
+    merged = json.loads((reports / "metrics.json").read_text())
+    assert list(merged["notebooks"]) == list(NOTEBOOKS) and merged["carried"]["notebooks"] == list(NOTEBOOKS[:-1])
+    assert merged["carried"]["provenance"] == first["provenance"]
+    assert list(merged["timings"]["notebook_seconds"]) == list(NOTEBOOKS)
+    assert all((reports / f"{name}.html").is_file() for name in NOTEBOOKS)
+    assert f"re-ran {NOTEBOOKS[-1]} in" in provenance.duration_sentence(merged)
+    fingerprint["value"] = "another dataset"
+    pipeline.run_pipeline("demo", reports_dir=reports, run_root=tmp_path / "runs", notebooks=(NOTEBOOKS[0],),
+                          progress=False)
+    assert "comes from another profile or dataset" in capsys.readouterr().err
+    assert sorted(file.name for file in reports.glob("*.html")) == [f"{NOTEBOOKS[0]}.html"]
 
 def test_a_pipeline_run_carries_over_every_file_the_other_commands_write_into_reports():
     import importlib

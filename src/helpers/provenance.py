@@ -146,6 +146,12 @@ def duration_sentence(metrics: dict) -> str:
                + (f"; {accelerators})" if accelerators else ", no accelerator)"))
     cpu_minutes = f" ({timings['cpu_seconds'] / 60:.1f} CPU-minutes)" if timings.get("cpu_seconds") else ""
     reused = timings.get("reused_runs", [])
+    carried = metrics.get("carried", {}).get("notebooks", [])
+    if carried:
+        rerun = [name for name in metrics["notebooks"] if name not in carried]
+        return (f"This run re-ran {', '.join(rerun)} in {timings['total_seconds'] / 60:.1f} minutes{cpu_minutes} on "
+                f"{machine}; the other reports are those published before, from commit "
+                f"{metrics['carried']['provenance']['git_commit'][:10]}.")
     if not reused:
         return f"The whole sequence took {timings['total_seconds'] / 60:.1f} minutes{cpu_minutes} on {machine}."
     total = len(reused) + len(timings["trained_runs"])

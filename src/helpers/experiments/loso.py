@@ -20,7 +20,7 @@ from helpers.files import read_measured_rows, write_measured_rows
 LOSO_FILE = "loso.json"
 RECIPE = "outlined"
 # The recipes a table may hold, in the order it shows them.
-RECIPES = ("both-sides", "outlined")
+RECIPES = ("both-sides", "outlined", "randomised")
 SEED = config.DEFAULT_SEED
 # The published default's kind and the specified model.
 MODELS = ("sequencer", "rnn")

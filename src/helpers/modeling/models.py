@@ -10,6 +10,7 @@ import keras
 from keras import layers, ops
 
 from helpers import config
+from helpers.modeling.randomisation import RandomConvolution
 
 NUMBER_OF_CLASSES = len(config.CLASS_NAMES)
 
@@ -178,16 +179,24 @@ def appearance_augmentation(seed: int | None = None, name: str = "augmentation")
     return keras.Sequential([*specified, acquisition], name=name)
 
 
+def randomised_augmentation(seed: int | None = None, name: str = "augmentation") -> keras.Sequential:
+    """Return the source-breaking augmentation with each image's texture randomised by a random convolution first."""
+    convolution = RandomConvolution(seed=None if seed is None else seed + 2)
+    acquisition = RandomAcquisition(seed=None if seed is None else seed + 1)
+    return keras.Sequential([*augmentation_block(seed).layers, convolution, acquisition], name=name)
+
+
 # How a model augments its training images: as specified (three Keras layers), fused into one transform, or not
 # (why the recipes keep "layers": docs/decisions.md, "Input size and augmentation").
 AUGMENTATIONS: dict[str, Callable[..., layers.Layer] | None] = {
     "layers": augmentation_block, "fused": fused_augmentation, "robust": robust_augmentation,
-    "appearance": appearance_augmentation, "none": None}
+    "appearance": appearance_augmentation, "randomised": randomised_augmentation, "none": None}
 # Each augmentation in words, for the model card.
 AUGMENTATION_WORDS: dict[str, str] = {
     "layers": "the specified random flip, rotation and zoom", "fused": "the specified flip, rotation and zoom fused "
     "into one transform", "robust": "the specified flip, rotation and zoom plus random contrast, gamma, blur and noise",
-    "appearance": "the robust augmentation plus random intensity curves and bias fields", "none": "no augmentation"}
+    "appearance": "the robust augmentation plus random intensity curves and bias fields",
+    "randomised": "the robust augmentation after a random convolution of half the images", "none": "no augmentation"}
 
 
 def _input_stem(image_size: int, augmentation: str, seed: int | None) -> tuple[keras.KerasTensor, keras.KerasTensor]:

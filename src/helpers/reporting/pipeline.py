@@ -207,6 +207,29 @@ def training_accounting(metrics: dict, run_root: Path, started: datetime) -> dic
             "from_scratch_seconds": metrics["timings"]["total_seconds"] + reused_seconds}
 
 
+def with_published_notebooks(metrics: dict, reports_dir: Path, staging: Path) -> dict:
+    """Return a subset run's metrics with the published notebooks it did not run (their reports copied into the
+    staging folder) when the published reports come from the same profile and dataset; else this run's alone."""
+    published = reports_dir / METRICS_FILE
+    if not published.is_file():
+        return metrics
+    earlier = json.loads(published.read_text())
+    if (earlier.get("profile"), earlier.get("data_fingerprint")) != (metrics["profile"], metrics["data_fingerprint"]):
+        print(f"warning: {published} comes from another profile or dataset: only this run's notebooks are published",
+              file=sys.stderr)
+        return metrics
+    carried = [name for name in NOTEBOOKS if name not in metrics["notebooks"] and name in earlier["notebooks"]
+               and (reports_dir / f"{name}.html").is_file()]
+    for name in carried:
+        shutil.copy2(reports_dir / f"{name}.html", staging / f"{name}.html")
+    shown = [name for name in NOTEBOOKS if name in metrics["notebooks"] or name in carried]
+    seconds = {**earlier["timings"]["notebook_seconds"], **metrics["timings"]["notebook_seconds"]}
+    return {**metrics, "notebooks": {name: metrics["notebooks"].get(name) or earlier["notebooks"][name]
+                                     for name in shown},
+            "timings": {**metrics["timings"], "notebook_seconds": {name: seconds[name] for name in shown}},
+            "carried": {"notebooks": carried, "provenance": earlier["provenance"]}}
+
+
 def _write_metrics_and_index(staging: Path, metrics: dict) -> None:
     """Write a run's metrics.json and its index page into the staging folder."""
     write_atomically(staging / METRICS_FILE,
@@ -227,7 +250,8 @@ def run_pipeline(profile: str = "full", data_dir: str | os.PathLike | None = Non
                  reports_dir: str | os.PathLike | None = None, run_root: str | os.PathLike | None = None,
                  notebooks: tuple[str, ...] = NOTEBOOKS, progress: bool = True,
                  external_dir: str | os.PathLike | None = None) -> Path:
-    """Execute the notebooks in order and publish their reports; on failure the published reports stay untouched."""
+    """Execute the notebooks in order and publish their reports (a subset keeps the published reports of the others,
+    with_published_notebooks); on failure the published reports stay untouched."""
     chosen = config.get_profile(profile)
     reports_dir = Path(reports_dir).expanduser().resolve() if reports_dir else default_reports_directory(chosen.name)
     run_root = Path(run_root).expanduser().resolve() if run_root else config.default_run_root(chosen)
@@ -272,6 +296,8 @@ def run_pipeline(profile: str = "full", data_dir: str | os.PathLike | None = Non
                                        origin)
             metrics["timings"]["cpu_seconds"] = cpu_seconds() - started_cpu
             metrics["timings"].update(training_accounting(metrics, run_root, started_at))
+            if tuple(notebooks) != NOTEBOOKS:
+                metrics = with_published_notebooks(metrics, reports_dir, staging)
             _write_metrics_and_index(staging, metrics)
         except Exception as error:  # every notebook ran: keep their reports and figures before the staging goes
             raise _kept_after_failure(staging, reports_dir, error) from None
