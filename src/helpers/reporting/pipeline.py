@@ -209,9 +209,10 @@ def training_accounting(metrics: dict, run_root: Path, started: datetime) -> dic
 
 def with_published_notebooks(metrics: dict, reports_dir: Path, staging: Path) -> dict:
     """Return a subset run's metrics with the published notebooks it did not run (their reports copied into the
-    staging folder) when the published reports come from the same profile and dataset; else this run's alone."""
+    staging folder) when the published reports come from the same profile and dataset; else this run's alone (a run
+    of the whole sequence: unchanged)."""
     published = reports_dir / METRICS_FILE
-    if not published.is_file():
+    if set(metrics["notebooks"]) == set(NOTEBOOKS) or not published.is_file():
         return metrics
     earlier = json.loads(published.read_text())
     if (earlier.get("profile"), earlier.get("data_fingerprint")) != (metrics["profile"], metrics["data_fingerprint"]):
@@ -296,8 +297,7 @@ def run_pipeline(profile: str = "full", data_dir: str | os.PathLike | None = Non
                                        origin)
             metrics["timings"]["cpu_seconds"] = cpu_seconds() - started_cpu
             metrics["timings"].update(training_accounting(metrics, run_root, started_at))
-            if tuple(notebooks) != NOTEBOOKS:
-                metrics = with_published_notebooks(metrics, reports_dir, staging)
+            metrics = with_published_notebooks(metrics, reports_dir, staging)
             _write_metrics_and_index(staging, metrics)
         except Exception as error:  # every notebook ran: keep their reports and figures before the staging goes
             raise _kept_after_failure(staging, reports_dir, error) from None
