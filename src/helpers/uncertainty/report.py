@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from helpers.metrics_record import Uncertainty
-from helpers.uncertainty.conformal import NO_FIT_LEVEL
+from helpers.uncertainty.conformal import GUARANTEE, NO_FIT_LEVEL
 from helpers.uncertainty.fitting import judged_targets
+from helpers.uncertainty.novelty import VALIDATION_FLAG_RATE
 
 FALLBACK_CHECKS = ("a flag means \"look twice\", its absence proves nothing: this model ships no uncertainty record "
                    "(notebook 07 was not run), so only the size, contrast and confidence checks apply.")
@@ -62,8 +63,8 @@ def input_checks_markdown(metrics: dict, model_name: str) -> str:
                      if key.startswith("coverage "))
     return (basic + f"\"Unlike the training images\" means a {measured['method']} novelty score (on the penultimate "
             f"features of `{model_name}`) over {measured['threshold']:.1f}{_statistics_clause(measured)}, "
-            f"thresholds set on validation images so that together they flag at most 2% of images like them (with 90% "
-            f"probability over the validation draw). Measured: "
+            f"thresholds set on validation images so that together they flag at most {VALIDATION_FLAG_RATE:.0%} of "
+            f"images like them (with {GUARANTEE:.0%} probability over the validation draw). Measured: "
             f"{official['unfamiliar']:.1%} of the official Testing images flagged as unlike the training images; "
             f"external test parts: {external or 'none'}; generated outliers: {every}"
             f"{f' (the least caught: {least})' if least else ''}.\n\n"
